@@ -1,0 +1,470 @@
+"""Start, stop and inspect the local control plane inside its network namespace.
+
+Every process is started through `ip netns exec`, so the caller may sit in any
+namespace; `down` kills whatever is left in the namespace (`ip netns pids`),
+which is what makes "nothing is left behind" true even after a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localcluster import build, netns
+
+API_PORT = 6443
+ETCD_PORT = 2379
+# The apiserver advertises an address that only exists on the namespace's
+# loopback; without one it looks for a default route, and there is none.
+CONTROL_PLANE_ADDRESS = "10.250.0.1"
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+FAILURE_ZONES = ("zone-a", "zone-b", "zone-c")
+NODES_PER_ZONE = 2
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def state_root() -> Path:
+    # Runtime state (etcd data, certificates, logs) lives in /run when it can:
+    # it is tmpfs on most machines, which keeps etcd fast and leaves no trace.
+    run = Path("/run")
+    if os.access(run, os.W_OK):
+        return run / "secondary-dns"
+    return build.cache_root() / "run"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    zone: str
+    pod_cidr: str
+
+
+def nodes() -> list[Node]:
+    result = []
+    index = 0
+    for zone in FAILURE_ZONES:
+        for n in range(1, NODES_PER_ZONE + 1):
+            index += 1
+            result.append(Node(f"kwok-{zone}-{n}", zone, f"10.244.{index}.0/24"))
+    return result
+
+
+def node_manifest(node: Node) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": {
+                "kubernetes.io/hostname": node.name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/zone": node.zone,
+                "topology.kubernetes.io/region": "local",
+                "type": "kwok",
+            },
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+        },
+    }
+
+
+def _log(message: str) -> None:
+    print(f"[local-cluster] {message}", file=sys.stderr, flush=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is not running.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class LocalCluster:
+    """One local cluster; its name picks its network namespace and state directory."""
+
+    name: str = "sdns"
+    state_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state_dir = state_root() / self.name
+
+    @property
+    def netns(self) -> str:
+        return self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def bin_dir(self) -> Path:
+        return build.binaries().kubectl.parent
+
+    # ---- processes -------------------------------------------------------
+
+    def _pid_file(self, component: str) -> Path:
+        return self.state_dir / f"{component}.pid"
+
+    def component_pid(self, component: str) -> int | None:
+        try:
+            pid = int(self._pid_file(component).read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def _start(self, component: str, argv: Sequence[str]) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{component}.log", "ab")  # noqa: SIM115 - owned by the child
+        try:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session: Ctrl-C in the shell that ran `up` does not
+                # reach the cluster, `down` does.
+                start_new_session=True,
+                cwd=self.state_dir,
+            )
+        finally:
+            log.close()
+        self._pid_file(component).write_text(str(process.pid))
+        _log(f"started {component} (pid {process.pid}, log {self.logs / component}.log)")
+
+    def run_inside(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '')}"
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, *argv],
+            input=input,
+            env=env,
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run_inside(
+            [str(build.binaries().kubectl), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            check=check,
+        )
+
+    # ---- certificates ----------------------------------------------------
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=self.pki)
+
+    def _write_pki(self) -> None:
+        self.pki.mkdir(parents=True, exist_ok=True)
+        days = "3650"
+        self._openssl("genrsa", "-out", "ca.key", "2048")
+        self._openssl(
+            "req", "-x509", "-new", "-key", "ca.key", "-days", days,
+            "-subj", "/CN=secondary-dns-local-ca", "-out", "ca.crt",
+        )  # fmt: skip
+        sans = ",".join(
+            [
+                "DNS:localhost",
+                "DNS:kubernetes",
+                "DNS:kubernetes.default",
+                "DNS:kubernetes.default.svc",
+                "IP:127.0.0.1",
+                f"IP:{CONTROL_PLANE_ADDRESS}",
+                "IP:10.96.0.1",
+            ]
+        )
+        (self.pki / "apiserver.ext").write_text(
+            f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
+        )
+        (self.pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+        for name, subject, ext in (
+            ("apiserver", "/CN=kube-apiserver", "apiserver.ext"),
+            # system:masters: the test and demo clusters' one administrator.
+            ("admin", "/O=system:masters/CN=secondary-dns-admin", "client.ext"),
+        ):
+            self._openssl("genrsa", "-out", f"{name}.key", "2048")
+            self._openssl("req", "-new", "-key", f"{name}.key", "-subj", subject,
+                          "-out", f"{name}.csr")  # fmt: skip
+            self._openssl(
+                "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", days, "-extfile", ext, "-out", f"{name}.crt",
+            )  # fmt: skip
+        self._openssl("genrsa", "-out", "sa.key", "2048")
+        self._openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
+
+    def _write_kubeconfig(self) -> None:
+        def b64(name: str) -> str:
+            return base64.b64encode((self.pki / name).read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": self.name,
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{API_PORT}",
+                        "certificate-authority-data": b64("ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": b64("admin.crt"),
+                        "client-key-data": b64("admin.key"),
+                    },
+                }
+            ],
+            "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": "admin"}}],
+            "current-context": self.name,
+        }
+        tmp = self.kubeconfig.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(self.kubeconfig)
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def running_components(self) -> dict[str, int | None]:
+        return {component: self.component_pid(component) for component in COMPONENTS}
+
+    def api_ready(self) -> bool:
+        if not netns.exists(self.netns) or not self.kubeconfig.exists():
+            return False
+        try:
+            result = self.kubectl("get", "--raw", "/readyz", check=False)
+        except subprocess.TimeoutExpired:
+            return False
+        return result.returncode == 0 and result.stdout.strip() == "ok"
+
+    def healthy(self) -> bool:
+        return all(self.running_components().values()) and self.api_ready()
+
+    def _wait_until(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            for component, pid in self.running_components().items():
+                if self._pid_file(component).exists() and pid is None:
+                    raise RuntimeError(
+                        f"{component} exited while waiting for {what}; "
+                        f"see {self.logs / component}.log"
+                    )
+            time.sleep(0.5)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def up(self) -> None:
+        if self.healthy():
+            _log(f"cluster {self.name!r} is already running; kubeconfig {self.kubeconfig}")
+            return
+        if netns.exists(self.netns) or self.state_dir.exists():
+            _log("cleaning up a partial cluster first")
+            self.down()
+        bins = build.ensure_binaries()
+        started = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        netns.create(self.netns)
+        netns.add_address(self.netns, CONTROL_PLANE_ADDRESS)
+        self._write_pki()
+        self._write_kubeconfig()
+        pki = self.pki
+        self._start(
+            "etcd",
+            [
+                str(bins.etcd),
+                "--name=local",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{ETCD_PORT}",
+                f"--advertise-client-urls=http://127.0.0.1:{ETCD_PORT}",
+                "--listen-peer-urls=http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--initial-cluster=local=http://127.0.0.1:2380",
+                # A throwaway cluster on tmpfs: durability buys nothing here.
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+        self._start(
+            "kube-apiserver",
+            [
+                str(bins.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
+                f"--secure-port={API_PORT}",
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={CONTROL_PLANE_ADDRESS}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--event-ttl=1h",
+                "--v=0",
+            ],
+        )
+        self._wait_until("the API server", self.api_ready, timeout=180)
+        kubeconfig = str(self.kubeconfig)
+        self._start(
+            "kube-controller-manager",
+            [
+                str(bins.kube_controller_manager),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--cert-dir={self.state_dir / 'controller-manager'}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                "--use-service-account-credentials=false",
+                # Nodes get their podCIDR from us (a /24 each, fixed per node).
+                "--allocate-node-cidrs=false",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
+        self._start(
+            "kube-scheduler",
+            [
+                str(bins.kube_scheduler),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--cert-dir={self.state_dir / 'scheduler'}",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
+        self._start(
+            "kwok",
+            [
+                str(bins.kwok),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={bins.kwok_stages}",
+                "--manage-all-nodes=true",
+                "--server-address=127.0.0.1:10247",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
+        manifests = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [node_manifest(n) for n in nodes()],
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(manifests))
+        self._wait_until("6 Ready nodes", self._nodes_ready, timeout=120)
+        self._wait_until("the default service account", self._default_service_account, 120)
+        _log(
+            f"cluster {self.name!r} is up in {time.monotonic() - started:.0f}s; "
+            f"kubeconfig {self.kubeconfig}"
+        )
+
+    def _nodes_ready(self) -> bool:
+        result = self.kubectl("get", "nodes", "-o", "json", check=False)
+        if result.returncode != 0:
+            return False
+        items = json.loads(result.stdout)["items"]
+        ready = [
+            node
+            for node in items
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in node.get("status", {}).get("conditions", [])
+            )
+        ]
+        return len(ready) == len(nodes())
+
+    def _default_service_account(self) -> bool:
+        result = self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False)
+        return result.returncode == 0
+
+    def down(self) -> None:
+        own = {os.getpid(), os.getppid()}
+        victims = set(netns.pids(self.netns)) - own
+        victims |= {pid for pid in self.running_components().values() if pid is not None}
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_pid_alive(pid) for pid in victims):
+            time.sleep(0.2)
+        for pid in victims:
+            if _pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        netns.delete(self.netns)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if victims:
+            _log(f"cluster {self.name!r} stopped ({len(victims)} processes)")
+
+    def status(self) -> str:
+        present = netns.exists(self.netns)
+        lines = [f"cluster {self.name!r}: network namespace {'present' if present else 'absent'}"]
+        for component, pid in self.running_components().items():
+            state = f"running, pid {pid}" if pid else "not running"
+            lines.append(f"  {component:<24} {state}")
+        if present:
+            api = "ready" if self.api_ready() else "not ready"
+            lines.append(f"  {'API server':<24} {api}")
+            lines.append(f"  {'kubeconfig':<24} {self.kubeconfig}")
+        return "\n".join(lines)

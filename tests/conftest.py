@@ -1,0 +1,31 @@
+"""Fixtures shared by the tiers.
+
+Tests that need addresses (data plane, cluster) run inside a private network
+namespace: the pytest process enters it once per session, so every socket it
+opens and every process it starts can only reach addresses inside it. Unit
+tests never ask for it and run anywhere, without root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from localcluster import netns
+
+
+def test_cluster_name() -> str:
+    return os.environ.get("SDNS_TEST_CLUSTER", "sdns-test")
+
+
+@pytest.fixture(scope="session")
+def test_netns() -> Iterator[str]:
+    """The session's network namespace; the test process is inside it from here on."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (the data-plane and cluster tiers run as root)")
+    name = test_cluster_name()
+    netns.create(name)
+    netns.enter(name)
+    yield name
