@@ -9,11 +9,13 @@ tests never ask for it and run anywhere, without root.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
 
 from localcluster import netns
+from localcluster.cluster import LocalCluster
 
 
 def test_cluster_name() -> str:
@@ -29,3 +31,13 @@ def test_netns() -> Iterator[str]:
     netns.create(name)
     netns.enter(name)
     yield name
+    # A cluster kept running on purpose keeps its namespace; otherwise nothing
+    # the session started may outlive it.
+    if LocalCluster(name).healthy():
+        return
+    for pid in set(netns.pids(name)) - {os.getpid()}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    netns.delete(name)
