@@ -1,0 +1,45 @@
+"""Fixtures for the data-plane tier: real named processes, stopped after each test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.dataplane)
+
+
+@pytest.fixture(scope="session")
+def named_binary() -> str:
+    path = shutil.which("named")
+    if path is None:
+        pytest.skip("named is not installed (Debian: apt-get install bind9 bind9-utils)")
+    return path
+
+
+@pytest.fixture
+def fleet(test_netns: str, named_binary: str, tmp_path: Path) -> Iterator[NamedFleet]:
+    """The named processes of one test, inside the session's network namespace."""
+    with NamedFleet(tmp_path, test_netns) as named_fleet:
+        yield named_fleet
+
+
+@pytest.fixture
+def transfer_key() -> TsigCredentials:
+    return TsigCredentials.generate("transfer-key.example.")
+
+
+@pytest.fixture
+def primary(fleet: NamedFleet, transfer_key: TsigCredentials) -> PrimaryServer:
+    """A primary serving example.test (serial 1), transfers only with `transfer_key`."""
+    return fleet.start_primary([make_zone("example.test.", serial=1)], transfer_key)
