@@ -1,0 +1,297 @@
+"""BIND 9 configuration for a secondary server (named.conf and the zones include).
+
+Rendered for what both 9.18 (Debian bookworm) and 9.20 (the production image)
+accept: `primaries` (not `masters`), `type secondary`, no options that 9.20
+removed. Every value goes through `render.tokens`; the text is assembled from
+those tokens and fixed keywords only.
+
+Choices worth knowing:
+- `masterfile-format text`: BIND writes secondary zones as `raw` by default.
+  Raw loads faster, but text can be read, diffed and checked with
+  named-checkzone by a person debugging a pod, and secondary zones small
+  enough to be managed one Kubernetes object each load quickly either way.
+- Zone files live directly in the data directory, named after the zone
+  (`example.com.db`); names are restricted to letters, digits, `-` and `_` by
+  `tokens.config_name`, so the name is already a safe, unique file name.
+- Transfer timeouts: BIND counts max-transfer-time-in/idle-in in minutes, so
+  the server's transferTimeoutSeconds is rounded up to whole minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+
+import dns.name
+
+from secondary_dns.api import TsigKey
+from secondary_dns.render import tokens
+from secondary_dns.render.engine import (
+    EnginePaths,
+    PlannedAclEntry,
+    PlannedZone,
+    RenderedConfig,
+    RenderError,
+    RenderRequest,
+    check_server,
+    config_hash,
+    plan_zones,
+)
+from secondary_dns.render.tokens import UnsafeValueError
+
+ENGINE = "bind9"
+NAMED_CONF = "named.conf"
+ZONES_CONF = "zones.conf"
+
+# BIND's defaults (ARM): a ceiling below the default floor would be raised back
+# to the floor, so the floor follows the ceiling down when only it is set.
+BIND_DEFAULT_MIN_REFRESH = 300
+BIND_DEFAULT_MIN_RETRY = 500
+
+INDENT = "\t"
+
+
+def _statement(*words: str) -> str:
+    return " ".join(words) + ";"
+
+
+def _block(head: str, body: Iterable[str], depth: int = 0) -> list[str]:
+    """`head { ...; };` with each body line indented one level deeper."""
+    pad = INDENT * depth
+    return [f"{pad}{head} {{", *(f"{pad}{INDENT}{line}" for line in body), f"{pad}}};"]
+
+
+def _inline_list(elements: Iterable[str]) -> str:
+    """`{ a; b; }` on one line, as BIND prints address match lists."""
+    items = list(elements)
+    return "{ " + " ".join(f"{item};" for item in items) + " }" if items else "{ }"
+
+
+def _key_element(name: dns.name.Name) -> str:
+    return f"key {tokens.quoted_name(name, 'TSIG key name')}"
+
+
+def zone_file_path(paths: EnginePaths, zone: dns.name.Name) -> PurePosixPath:
+    return paths.data_dir / f"{tokens.config_name(zone, 'zone')}.db"
+
+
+def _transfer_acl(entries: tuple[PlannedAclEntry, ...]) -> str:
+    if not entries:
+        return _inline_list(["none"])
+    elements: list[str] = []
+    for entry in entries:
+        if entry.cidr is not None and entry.key_name is not None:
+            # Address AND key (ARM, "Address Match Lists"): the inner list is a
+            # negative match for clients outside the network, and BIND treats a
+            # negative match of a nested list as "no match", so the next entry
+            # is still tried for them.
+            outside = _inline_list(["!" + tokens.network(entry.cidr), "any"])
+            elements.append(_inline_list(["!" + outside, _key_element(entry.key_name)]))
+        elif entry.cidr is not None:
+            elements.append(tokens.network(entry.cidr))
+        elif entry.key_name is not None:
+            elements.append(_key_element(entry.key_name))
+    return _inline_list(elements)
+
+
+def _zone_statement(zone: PlannedZone, request: RenderRequest) -> list[str]:
+    paths = request.paths
+    limits = request.server.limits
+    primaries: list[str] = []
+    for primary in zone.primaries:
+        words = [tokens.unicast_address(primary.address), "port", tokens.port(primary.port)]
+        if primary.key_name is not None:
+            words.append(_key_element(primary.key_name))
+        primaries.append(" ".join(words))
+    # RFC 1996 §3.10: NOTIFY is accepted from the primaries; BIND accepts them
+    # anyway, listing them keeps the ACL readable. The relay key lets the
+    # operator's NOTIFY relay reach every replica.
+    notify_sources = [tokens.address(primary.address) for primary in zone.primaries]
+    notify_sources += [tokens.network(network) for network in zone.notify_allow_from]
+    notify_sources = sorted(set(notify_sources), key=notify_sources.index)
+    notify_sources.append(_key_element(request.relay_key_name))
+
+    body = [
+        _statement("type", "secondary"),
+        _statement("file", tokens.quoted_path(zone_file_path(paths, zone.zone), "zone file")),
+        "primaries " + _inline_list(primaries) + ";",
+        "allow-notify " + _inline_list(notify_sources) + ";",
+        "allow-transfer " + _transfer_acl(zone.allow_transfer) + ";",
+        # RFC 1995: ask for increments; primaries without a journal answer with
+        # the whole zone, which BIND accepts.
+        _statement("request-ixfr", "yes"),
+    ]
+    min_refresh, max_refresh = zone.min_refresh_seconds, zone.max_refresh_seconds
+    if min_refresh is None and max_refresh is not None and max_refresh < BIND_DEFAULT_MIN_REFRESH:
+        min_refresh = max_refresh
+    min_retry, max_retry = zone.min_retry_seconds, zone.max_retry_seconds
+    if min_retry is None and max_retry is not None and max_retry < BIND_DEFAULT_MIN_RETRY:
+        min_retry = max_retry
+    for option, value in (
+        ("min-refresh-time", min_refresh),
+        ("max-refresh-time", max_refresh),
+        ("min-retry-time", min_retry),
+        ("max-retry-time", max_retry),
+    ):
+        if value is not None:
+            body.append(_statement(option, tokens.integer(value, 0, 2**31 - 1, option)))
+    if limits.max_records is not None:
+        # A transfer with more records than this fails and the zone keeps its
+        # previous copy: protection from a primary that grows without bound.
+        body.append(_statement("max-records", tokens.integer(limits.max_records, 1, 2**32 - 1)))
+    if limits.transfer_timeout_seconds is not None:
+        minutes = tokens.integer(-(-limits.transfer_timeout_seconds // 60), 1, 40320)
+        body.append(_statement("max-transfer-time-in", minutes))
+        body.append(_statement("max-transfer-idle-in", minutes))
+
+    ref = zone.ref
+    try:
+        comment = f"# Zone {tokens.object_name(ref.namespace)}/{tokens.object_name(ref.name)}"
+    except UnsafeValueError:
+        comment = "# Zone object with an unprintable name"
+    return [comment, *_block(f"zone {tokens.quoted_name(zone.zone, 'zone')}", body)]
+
+
+def _listen(paths: EnginePaths) -> list[str]:
+    port = tokens.port(paths.port, "listen port")
+    if not paths.listen_addresses:
+        return [f"listen-on port {port} {{ any; }};", f"listen-on-v6 port {port} {{ any; }};"]
+    v4 = [tokens.address(a) for a in paths.listen_addresses if a.version == 4]
+    v6 = [tokens.address(a) for a in paths.listen_addresses if a.version == 6]
+    return [
+        f"listen-on port {port} " + _inline_list(v4 or ["none"]) + ";",
+        f"listen-on-v6 port {port} " + _inline_list(v6 or ["none"]) + ";",
+    ]
+
+
+def render_named_conf(paths: EnginePaths) -> str:
+    """The server-wide part; zones come from the zones include."""
+    options = [
+        _statement("directory", tokens.quoted_path(paths.data_dir, "data directory")),
+        _statement("pid-file", tokens.quoted_path(paths.run_dir / "named.pid", "pid file")),
+        _statement(
+            "session-keyfile", tokens.quoted_path(paths.run_dir / "session.key", "session key")
+        ),
+        _statement(
+            "managed-keys-directory", tokens.quoted_path(paths.data_dir, "managed keys directory")
+        ),
+        *_listen(paths),
+        # Authoritative only: no recursion, no cache, no validation to do.
+        _statement("recursion", "no"),
+        _statement("dnssec-validation", "no"),
+        _statement("allow-query", _inline_list(["any"])),
+        # Nobody transfers a zone unless that zone's own ACL says so.
+        _statement("allow-transfer", _inline_list(["none"])),
+        # A secondary does not announce changes; the primary does (RFC 1996).
+        _statement("notify", "no"),
+        # Do not tell the world which software and host this is.
+        _statement("version", "none"),
+        _statement("hostname", "none"),
+        _statement("server-id", "none"),
+        _statement("minimal-responses", "yes"),
+        _statement("masterfile-format", "text"),
+        # Per-zone counters (transfers, NOTIFY) on the statistics channel for the agent.
+        _statement("zone-statistics", "yes"),
+    ]
+    rndc_key = tokens.quoted_name(paths.rndc_key_name, "rndc key name")
+    control_port = tokens.port(paths.control_port, "control port")
+    statistics_port = tokens.port(paths.statistics_port, "statistics port")
+    lines = [
+        "# Rendered by secondary-dns; do not edit: the operator rewrites it.",
+        *_block("options", options),
+        "",
+        # The container's stderr is its log; -g ignores this block, -f uses it.
+        *_block(
+            "logging",
+            [
+                *_block(
+                    "channel stderr_log",
+                    [
+                        "stderr;",
+                        "severity info;",
+                        "print-time yes;",
+                        "print-category yes;",
+                        "print-severity yes;",
+                    ],
+                ),
+                "category default { stderr_log; };",
+                "category lame-servers { null; };",
+            ],
+        ),
+        "",
+        # The pod agent's channels: localhost only, never on the pod address.
+        "statistics-channels {",
+        f"{INDENT}inet 127.0.0.1 port {statistics_port} allow {{ 127.0.0.1; }};",
+        "};",
+        _statement("include", tokens.quoted_path(paths.rndc_key_file, "rndc key file")),
+        "controls {",
+        f"{INDENT}inet 127.0.0.1 port {control_port} allow {{ 127.0.0.1; }} "
+        f"keys {{ {rndc_key}; }};",
+        "};",
+        "",
+        # TSIG secrets live in a file the agent writes from Secrets, never here.
+        _statement("include", tokens.quoted_path(paths.tsig_key_file, "TSIG key file")),
+        _statement("include", tokens.quoted_path(paths.config_dir / ZONES_CONF, "zones file")),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_key_file(keys: Iterable[TsigKey]) -> str:
+    """`key` statements for TSIG keys (RFC 8945): one per name, sorted.
+
+    The same name twice with the same material is written once; with different
+    material the file would make named refuse the whole config, so that raises.
+    """
+    by_name: dict[dns.name.Name, TsigKey] = {}
+    for key in keys:
+        known = by_name.get(key.name)
+        if known is not None and known != key:
+            raise RenderError(f"TSIG key {key.name} is defined twice with different secrets")
+        by_name[key.name] = key
+    lines: list[str] = []
+    for name in sorted(by_name):
+        key = by_name[name]
+        if not key.secret:
+            raise RenderError(f"TSIG key {key.name} has an empty secret")
+        secret = base64.b64encode(key.secret).decode("ascii")
+        lines += _block(
+            f"key {tokens.quoted_name(key.name, 'TSIG key name')}",
+            [
+                _statement("algorithm", tokens.config_name(key.algorithm, "TSIG algorithm")),
+                _statement("secret", f'"{secret}"'),
+            ],
+        )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+class Bind9Renderer:
+    engine = ENGINE
+
+    def render(self, request: RenderRequest) -> RenderedConfig:
+        check_server(request.server)
+        try:
+            tokens.config_name(request.relay_key_name, "relay key name")
+            named_conf = render_named_conf(request.paths)
+        except UnsafeValueError as error:
+            raise RenderError(str(error)) from None
+        plan = plan_zones(request)
+        zone_lines: list[str] = ["# Rendered by secondary-dns; one statement per Zone object."]
+        for zone in plan.zones:
+            zone_lines += ["", *_zone_statement(zone, request)]
+        files = {NAMED_CONF: named_conf, ZONES_CONF: "\n".join(zone_lines) + "\n"}
+        return RenderedConfig(
+            engine=ENGINE,
+            files=files,
+            config_hash=config_hash(files),
+            served=tuple((zone.zone, zone.ref) for zone in plan.zones),
+            rejected=plan.rejected,
+            tsig_keys=plan.tsig_keys,
+        )
+
+    def render_key_file(self, keys: Iterable[TsigKey]) -> str:
+        return render_key_file(keys)
+
+
+def render_bind9(request: RenderRequest) -> RenderedConfig:
+    return Bind9Renderer().render(request)

@@ -1,0 +1,362 @@
+"""What every engine renderer shares: inputs, outputs, and the zone plan.
+
+The plan is engine-independent: which Zone objects a server serves, which are
+left out and why (a duplicate zone name, a TSIG key that cannot be used, data
+that got past admission but cannot be written safely), and the TSIG keys each
+served zone needs. An engine renderer (BIND 9 now, Knot DNS later) only turns a
+plan into its own configuration text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Protocol
+
+import dns.name
+
+from secondary_dns.api import (
+    ObjectRef,
+    Primary,
+    SecondaryServerSpec,
+    SecretKeyRef,
+    TsigKey,
+    ZoneSpec,
+    conditions,
+)
+from secondary_dns.render import tokens
+from secondary_dns.render.tokens import IPAddress, IPNetwork, UnsafeValueError
+
+# BIND's own bounds for the refresh/retry clamps (ARM, min-refresh-time and
+# friends): 4 weeks for refresh, 2 weeks for retry.
+MAX_REFRESH_SECONDS = 2_419_200
+MAX_RETRY_SECONDS = 1_209_600
+
+DEFAULT_RNDC_KEY_NAME = dns.name.from_text("secondary-dns-rndc.")
+
+
+@dataclass(frozen=True)
+class TsigKeyUnavailable:
+    """A referenced TSIG key that could not be read (no such Secret, bad data)."""
+
+    message: str
+
+
+TsigKeyLookup = Mapping[tuple[str, SecretKeyRef], "TsigKey | TsigKeyUnavailable"]
+
+
+@dataclass(frozen=True)
+class EnginePaths:
+    """Where the engine finds and keeps things; the defaults are the pod's layout.
+
+    config_dir is read-only (a ConfigMap); data_dir is writable and may be a
+    persistent volume, so a restarted pod serves its last copy of each zone
+    until the SOA expire timer runs out (RFC 1035 §3.3.13); run_dir is an
+    emptyDir for the pid and session key files; the key files are written by
+    the agent from Secrets and never appear in a ConfigMap.
+    """
+
+    config_dir: PurePosixPath = PurePosixPath("/etc/secondary-dns")
+    data_dir: PurePosixPath = PurePosixPath("/var/lib/secondary-dns")
+    run_dir: PurePosixPath = PurePosixPath("/run/secondary-dns")
+    tsig_key_file: PurePosixPath = PurePosixPath("/run/secondary-dns/keys/tsig-keys.conf")
+    rndc_key_file: PurePosixPath = PurePosixPath("/run/secondary-dns/keys/rndc.key")
+    rndc_key_name: dns.name.Name = DEFAULT_RNDC_KEY_NAME
+    # Empty: every IPv4 and IPv6 address of the pod.
+    listen_addresses: tuple[IPAddress, ...] = ()
+    port: int = 53
+    control_port: int = 953
+    statistics_port: int = 8053
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    server: SecondaryServerSpec
+    zones: Sequence[tuple[ObjectRef, ZoneSpec]]
+    tsig_keys: TsigKeyLookup
+    # The key the operator's NOTIFY relay signs with; every zone accepts it.
+    relay_key_name: dns.name.Name
+    paths: EnginePaths = EnginePaths()
+    # metadata.creationTimestamp per Zone (RFC 3339, sorts as text): when two
+    # Zone objects claim one zone name, the older one keeps it.
+    created: Mapping[ObjectRef, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZoneRejection:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PlannedPrimary:
+    address: IPAddress
+    port: int
+    key_name: dns.name.Name | None
+
+
+@dataclass(frozen=True)
+class PlannedAclEntry:
+    cidr: IPNetwork | None
+    key_name: dns.name.Name | None
+
+
+@dataclass(frozen=True)
+class PlannedZone:
+    """A zone that passed every check, with its key references resolved to key names."""
+
+    ref: ObjectRef
+    zone: dns.name.Name
+    primaries: tuple[PlannedPrimary, ...]
+    allow_transfer: tuple[PlannedAclEntry, ...]
+    notify_allow_from: tuple[IPNetwork, ...]
+    min_refresh_seconds: int | None
+    max_refresh_seconds: int | None
+    min_retry_seconds: int | None
+    max_retry_seconds: int | None
+
+
+@dataclass(frozen=True)
+class ZonePlan:
+    zones: tuple[PlannedZone, ...]
+    rejected: Mapping[ObjectRef, ZoneRejection]
+    tsig_keys: tuple[TsigKey, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RenderedConfig:
+    """Engine configuration files (no key material) and what they serve.
+
+    `files` maps a file name inside the config directory to its text;
+    `config_hash` is the SHA-256 of those files, so an unchanged hash means no
+    write and no reload. `tsig_keys` are the keys the separate key file must
+    define (the relay key comes from the operator and is not among them).
+    """
+
+    engine: str
+    files: Mapping[str, str]
+    config_hash: str
+    served: tuple[tuple[dns.name.Name, ObjectRef], ...]
+    rejected: Mapping[ObjectRef, ZoneRejection]
+    tsig_keys: tuple[TsigKey, ...] = field(repr=False)
+
+
+class EngineRenderer(Protocol):
+    """One DNS engine's configuration, rendered from the same plan."""
+
+    engine: str
+
+    def render(self, request: RenderRequest) -> RenderedConfig: ...
+
+    def render_key_file(self, keys: Iterable[TsigKey]) -> str: ...
+
+
+class RenderError(ValueError):
+    """Nothing can be rendered: the server itself (not one zone) is unusable."""
+
+
+def config_hash(files: Mapping[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        # Length-prefixed so that moving text between files changes the hash.
+        for part in (name.encode(), files[name].encode()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def _claim_order(request: RenderRequest, ref: ObjectRef) -> tuple[int, str, ObjectRef]:
+    created = request.created.get(ref)
+    # Objects without a timestamp come after those with one, then by name.
+    return (0, created, ref) if created else (1, "", ref)
+
+
+def _resolve_key(
+    request: RenderRequest,
+    ref: ObjectRef,
+    secret_ref: SecretKeyRef,
+    field_path: str,
+    keys_by_name: dict[dns.name.Name, TsigKey],
+) -> dns.name.Name:
+    found = request.tsig_keys.get((ref.namespace, secret_ref))
+    where = f"Secret {secret_ref.name}" + (f" (key {secret_ref.key})" if secret_ref.key else "")
+    if found is None:
+        raise _Rejected(
+            conditions.SECRET_NOT_FOUND, f"{field_path}: {where} was not found or has no key"
+        )
+    if isinstance(found, TsigKeyUnavailable):
+        raise _Rejected(conditions.INVALID_TSIG_KEY, f"{field_path}: {where}: {found.message}")
+    try:
+        tokens.config_name(found.name, "TSIG key name")
+        tokens.config_name(found.algorithm, "TSIG algorithm")
+    except UnsafeValueError as error:
+        raise _Rejected(conditions.INVALID_TSIG_KEY, f"{field_path}: {where}: {error}") from None
+    if found.name == request.relay_key_name or found.name == request.paths.rndc_key_name:
+        raise _Rejected(
+            conditions.INVALID_TSIG_KEY,
+            f"{field_path}: {where}: key name {found.name} is reserved by the operator; "
+            "set the Secret's `name` to another key name",
+        )
+    known = keys_by_name.get(found.name)
+    if known is not None and known != found:
+        # One key name can only have one secret in a server's configuration.
+        raise _Rejected(
+            conditions.INVALID_TSIG_KEY,
+            f"{field_path}: {where}: key name {found.name} is already used by another "
+            "Secret with a different secret or algorithm; give one of them another `name`",
+        )
+    keys_by_name[found.name] = found
+    return found.name
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.rejection = ZoneRejection(reason, message)
+
+
+def _check_timer(value: int | None, maximum: int, what: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        tokens.integer(value, 0, maximum, what)
+    except UnsafeValueError as error:
+        raise _Rejected(conditions.INVALID_SPEC, str(error)) from None
+    return value
+
+
+def _plan_zone(
+    request: RenderRequest, ref: ObjectRef, spec: ZoneSpec, keys: dict[dns.name.Name, TsigKey]
+) -> PlannedZone:
+    try:
+        tokens.config_name(spec.zone, "spec.zone")
+        if not spec.primaries:
+            raise UnsafeValueError("spec.primaries is empty: a secondary needs a primary")
+        for index, primary in enumerate(spec.primaries):
+            tokens.unicast_address(primary.address, f"spec.primaries[{index}].address")
+            tokens.port(primary.port, f"spec.primaries[{index}].port")
+        for index, entry in enumerate(spec.allow_transfer):
+            if entry.cidr is None and entry.tsig_key_secret_ref is None:
+                raise UnsafeValueError(
+                    f"spec.allowTransfer[{index}] names neither a cidr nor a key"
+                )
+            if entry.cidr is not None:
+                tokens.network(entry.cidr, f"spec.allowTransfer[{index}].cidr")
+        for index, source in enumerate(spec.notify_allow_from):
+            tokens.network(source, f"spec.notify.allowFrom[{index}]")
+    except UnsafeValueError as error:
+        raise _Rejected(conditions.INVALID_SPEC, str(error)) from None
+
+    timers = spec.timers
+    min_refresh = _check_timer(timers.min_refresh_seconds, MAX_REFRESH_SECONDS, "minRefresh")
+    max_refresh = _check_timer(timers.max_refresh_seconds, MAX_REFRESH_SECONDS, "maxRefresh")
+    min_retry = _check_timer(timers.min_retry_seconds, MAX_RETRY_SECONDS, "minRetry")
+    max_retry = _check_timer(timers.max_retry_seconds, MAX_RETRY_SECONDS, "maxRetry")
+    for low, high, what in ((min_refresh, max_refresh, "Refresh"), (min_retry, max_retry, "Retry")):
+        if low is not None and high is not None and low > high:
+            raise _Rejected(
+                conditions.INVALID_SPEC,
+                f"spec.timers.min{what}Seconds ({low}) is above max{what}Seconds ({high})",
+            )
+
+    primaries = tuple(
+        _plan_primary(request, ref, primary, index, keys)
+        for index, primary in enumerate(spec.primaries)
+    )
+    allow_transfer = tuple(
+        PlannedAclEntry(
+            entry.cidr,
+            None
+            if entry.tsig_key_secret_ref is None
+            else _resolve_key(
+                request,
+                ref,
+                entry.tsig_key_secret_ref,
+                f"spec.allowTransfer[{index}].tsigKeySecretRef",
+                keys,
+            ),
+        )
+        for index, entry in enumerate(spec.allow_transfer)
+    )
+    return PlannedZone(
+        ref=ref,
+        zone=spec.zone.canonicalize(),
+        primaries=primaries,
+        allow_transfer=allow_transfer,
+        notify_allow_from=spec.notify_allow_from,
+        min_refresh_seconds=min_refresh,
+        max_refresh_seconds=max_refresh,
+        min_retry_seconds=min_retry,
+        max_retry_seconds=max_retry,
+    )
+
+
+def _plan_primary(
+    request: RenderRequest,
+    ref: ObjectRef,
+    primary: Primary,
+    index: int,
+    keys: dict[dns.name.Name, TsigKey],
+) -> PlannedPrimary:
+    key_name = None
+    if primary.tsig_key_secret_ref is not None:
+        key_name = _resolve_key(
+            request,
+            ref,
+            primary.tsig_key_secret_ref,
+            f"spec.primaries[{index}].tsigKeySecretRef",
+            keys,
+        )
+    return PlannedPrimary(primary.address, primary.port, key_name)
+
+
+def plan_zones(request: RenderRequest) -> ZonePlan:
+    """Decide which zones a server serves; pure and deterministic."""
+    rejected: dict[ObjectRef, ZoneRejection] = {}
+    keys: dict[dns.name.Name, TsigKey] = {}
+    planned: dict[dns.name.Name, PlannedZone] = {}
+    # Oldest claim first, so a later duplicate is the one left out, and key
+    # name conflicts are resolved in favour of the zone that was there first.
+    for ref, spec in sorted(request.zones, key=lambda item: _claim_order(request, item[0])):
+        if ref in rejected or any(zone.ref == ref for zone in planned.values()):
+            continue
+        zone_keys = dict(keys)
+        try:
+            zone = _plan_zone(request, ref, spec, zone_keys)
+        except _Rejected as rejection:
+            rejected[ref] = rejection.rejection
+            continue
+        holder = planned.get(zone.zone)
+        if holder is not None:
+            rejected[ref] = ZoneRejection(
+                conditions.ZONE_CONFLICT,
+                f"zone {tokens.config_name(zone.zone)} is already served by this server "
+                f"for Zone {holder.ref}, which claimed it first; delete one of the two",
+            )
+            continue
+        keys = zone_keys
+        planned[zone.zone] = zone
+    return ZonePlan(
+        zones=tuple(planned[name] for name in sorted(planned)),
+        rejected=dict(sorted(rejected.items())),
+        tsig_keys=tuple(keys[name] for name in sorted(keys)),
+    )
+
+
+def check_server(server: SecondaryServerSpec) -> None:
+    """Server-wide values every zone statement uses; a bad one stops the whole render."""
+    limits = server.limits
+    try:
+        if limits.max_records is not None:
+            tokens.integer(limits.max_records, 1, 2**32 - 1, "spec.limits.maxRecords")
+        if limits.transfer_timeout_seconds is not None:
+            tokens.integer(
+                limits.transfer_timeout_seconds,
+                1,
+                MAX_REFRESH_SECONDS,
+                "spec.limits.transferTimeoutSeconds",
+            )
+    except UnsafeValueError as error:
+        raise RenderError(str(error)) from None
