@@ -34,9 +34,14 @@ DNS1123_SUBDOMAIN = re.compile(
 )
 DNS1123_SUBDOMAIN_MAX = 253
 DNS1035_LABEL = re.compile(r"[a-z](?:[-a-z0-9]*[a-z0-9])?")
-# A label key is an optional DNS-1123 subdomain prefix and a name of at most 63.
-_QUALIFIED_NAME = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)")
-_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+# A label key is an optional DNS-1123 subdomain prefix and a name of at most 63
+# characters (k8s IsQualifiedName); the CRDs use the same expression in CEL.
+LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+)
+MAX_LABEL_KEY = 317
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
 # resource.Quantity as controller-gen writes its pattern.
 QUANTITY = re.compile(
     r"(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?"
@@ -215,12 +220,7 @@ def read_string_map(
 
 def check_label_key(key: str, field: str) -> None:
     """A label or annotation key: [prefix/]name (k8s IsQualifiedName)."""
-    prefix, slash, name = key.rpartition("/")
-    valid_name = len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name) is not None
-    valid_prefix = not slash or (
-        len(prefix) <= DNS1123_SUBDOMAIN_MAX and DNS1123_SUBDOMAIN.fullmatch(prefix) is not None
-    )
-    if not (valid_name and valid_prefix):
+    if len(key) > MAX_LABEL_KEY or LABEL_KEY.fullmatch(key) is None:
         raise SpecError(
             field,
             f'"{key}" is not a valid label key; use an optional DNS subdomain prefix and a name '
@@ -231,7 +231,7 @@ def check_label_key(key: str, field: str) -> None:
 def check_labels(labels: Mapping[str, str], field: str) -> None:
     for key, value in labels.items():
         check_label_key(key, field)
-        if len(value) > 63 or _LABEL_VALUE.fullmatch(value) is None:
+        if LABEL_VALUE.fullmatch(value) is None:
             raise SpecError(
                 field,
                 f'the value of label "{key}" is not a valid label value; use at most 63 '

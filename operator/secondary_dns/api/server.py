@@ -234,7 +234,10 @@ def _parse_service(value: object) -> ServiceSpec:
 def _parse_storage(value: object) -> StorageSpec:
     path = "spec.storage"
     storage = read_object(value, path, ("size", "storageClassName"))
-    size = check_quantity(storage.get("size", DEFAULT_STORAGE_SIZE), child(path, "size"))
+    # A string in the CRD (not int-or-string): "10Gi", as a PVC's storage request.
+    size_text = read_string(storage, "size", path, default=DEFAULT_STORAGE_SIZE, max_length=64)
+    assert size_text is not None
+    size = check_quantity(size_text, child(path, "size"))
     if size.startswith("-") or _QUANTITY_ZERO.fullmatch(size):
         raise SpecError(child(path, "size"), f'must be more than zero, e.g. 1Gi, not "{size}"')
     storage_class = read_string(storage, "storageClassName", path)
