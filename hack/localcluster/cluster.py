@@ -103,6 +103,19 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def _reap(pids: set[int]) -> None:
+    """Collect exit statuses of our own children so they do not linger as zombies."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def pid_alive(pid: int) -> bool:
+    return _pid_alive(pid)
+
+
 @dataclass
 class LocalCluster:
     """One local cluster; its name picks its network namespace and state directory."""
@@ -304,9 +317,12 @@ class LocalCluster:
         if self.healthy():
             _log(f"cluster {self.name!r} is already running; kubeconfig {self.kubeconfig}")
             return
-        if netns.exists(self.netns) or self.state_dir.exists():
+        if self.state_dir.exists():
+            # Only the cluster's own processes: the namespace may already hold
+            # the caller (a test session enters it first) and its children.
             _log("cleaning up a partial cluster first")
-            self.down()
+            self._stop({pid for pid in self.running_components().values() if pid})
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         bins = build.ensure_binaries()
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -437,6 +453,14 @@ class LocalCluster:
         own = {os.getpid(), os.getppid()}
         victims = set(netns.pids(self.netns)) - own
         victims |= {pid for pid in self.running_components().values() if pid is not None}
+        self._stop(victims)
+        netns.delete(self.netns)
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if victims:
+            _log(f"cluster {self.name!r} stopped ({len(victims)} processes)")
+
+    def _stop(self, victims: set[int]) -> None:
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -444,6 +468,7 @@ class LocalCluster:
                 pass
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and any(_pid_alive(pid) for pid in victims):
+            _reap(victims)
             time.sleep(0.2)
         for pid in victims:
             if _pid_alive(pid):
@@ -451,11 +476,7 @@ class LocalCluster:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        netns.delete(self.netns)
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir, ignore_errors=True)
-        if victims:
-            _log(f"cluster {self.name!r} stopped ({len(victims)} processes)")
+        _reap(victims)
 
     def status(self) -> str:
         present = netns.exists(self.netns)
