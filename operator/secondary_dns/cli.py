@@ -3,9 +3,52 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import ipaddress
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+import dns.name
+import dns.tsig
+import yaml
 
 from secondary_dns import __version__
+from secondary_dns.api import (
+    API_VERSION,
+    SECONDARY_SERVER_KIND,
+    ZONE_KIND,
+    IPAddress,
+    ObjectRef,
+    SecretKeyRef,
+    SpecError,
+    TsigKey,
+    ZoneSpec,
+    conditions,
+    parse_secondary_server,
+    parse_tsig_secret,
+    parse_zone,
+)
+from secondary_dns.render import (
+    EnginePaths,
+    RenderError,
+    RenderRequest,
+    TsigKeyUnavailable,
+    renderer_for,
+    zones_for_server,
+)
+from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, TsigKeyLookup
+
+# Exit codes of `secondary-dns render` (docs/render.md).
+EXIT_OK = 0
+EXIT_NOTHING_RENDERED = 1
+EXIT_BAD_INPUT = 2
+EXIT_ZONES_REJECTED = 3  # only with --strict
+
+DEFAULT_NAMESPACE = "default"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +57,39 @@ def build_parser() -> argparse.ArgumentParser:
         description="Managed secondary authoritative DNS on Kubernetes.",
     )
     parser.add_argument("--version", action="version", version=f"secondary-dns {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    render = commands.add_parser(
+        "render",
+        help="write the engine configuration for a SecondaryServer from manifests",
+        description=(
+            "Read SecondaryServer, Zone and Secret manifests (multi-document YAML) and "
+            "write the configuration the server's pods would run into DIR, with every "
+            "path inside DIR, so that `named -g -c DIR/named.conf` serves it. Zones that "
+            "cannot be served are listed on stderr with the reason."
+        ),
+    )
+    render.add_argument("files", nargs="+", metavar="FILE", help="YAML manifests ('-': stdin)")
+    render.add_argument("--output", "-o", required=True, metavar="DIR", type=Path)
+    render.add_argument(
+        "--server",
+        metavar="[NAMESPACE/]NAME",
+        help="the SecondaryServer to render when the input has several",
+    )
+    render.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="ADDRESS[:PORT]",
+        help="address to listen on (repeatable; IPv6 as [ADDRESS]:PORT); default: all, port 53",
+    )
+    render.add_argument("--control-port", type=int, default=953, metavar="PORT")
+    render.add_argument("--statistics-port", type=int, default=8053, metavar="PORT")
+    render.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit with {EXIT_ZONES_REJECTED} when a selected zone is left out (for CI)",
+    )
     return parser
 
 
@@ -24,7 +99,264 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "render":
+        return run_render(args, sys.stdout, sys.stderr)
     return 0
+
+
+# ---- render -------------------------------------------------------------------------
+
+
+class InputError(Exception):
+    """A problem with the command's input; exits with EXIT_BAD_INPUT."""
+
+
+@dataclass
+class Manifests:
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    zones: list[dict[str, Any]] = field(default_factory=list)
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _documents(path: str) -> Iterator[Any]:
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            text = Path(path).read_text()
+        yield from yaml.safe_load_all(text)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML: {error}") from None
+
+
+def _objects(document: Any, path: str) -> Iterator[dict[str, Any]]:
+    if document is None:
+        return
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: a document is not a Kubernetes object (a mapping)")
+    if document.get("kind") == "List" and isinstance(document.get("items"), list):
+        for item in document["items"]:
+            yield from _objects(item, path)
+        return
+    yield document
+
+
+def _ref(obj: Mapping[str, Any]) -> ObjectRef:
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
+        raise InputError(f"a {obj.get('kind', 'object')} without metadata.name")
+    namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
+    if not isinstance(namespace, str):
+        raise InputError(f"{obj.get('kind')} {metadata['name']}: metadata.namespace is no string")
+    return ObjectRef(namespace, metadata["name"])
+
+
+def read_manifests(paths: Sequence[str]) -> Manifests:
+    manifests = Manifests()
+    for path in paths:
+        for document in _documents(path):
+            for obj in _objects(document, path):
+                kind, api_version = obj.get("kind"), obj.get("apiVersion")
+                if api_version == API_VERSION and kind == SECONDARY_SERVER_KIND:
+                    manifests.servers.append(obj)
+                elif api_version == API_VERSION and kind == ZONE_KIND:
+                    manifests.zones.append(obj)
+                elif api_version == "v1" and kind == "Secret":
+                    ref = _ref(obj)
+                    manifests.secrets[(ref.namespace, ref.name)] = obj
+                else:
+                    manifests.ignored.append(f"{api_version}/{kind}")
+    return manifests
+
+
+def _pick_server(manifests: Manifests, wanted: str | None) -> dict[str, Any]:
+    servers = manifests.servers
+    if wanted is not None:
+        namespace, _, name = wanted.rpartition("/")
+        servers = [
+            obj
+            for obj in servers
+            if _ref(obj).name == name and (not namespace or _ref(obj).namespace == namespace)
+        ]
+    if len(servers) == 1:
+        return servers[0]
+    found = ", ".join(sorted(str(_ref(obj)) for obj in manifests.servers)) or "none"
+    if not servers:
+        raise RenderError(f"no SecondaryServer {wanted or ''} in the input (found: {found})")
+    raise RenderError(
+        f"the input has several SecondaryServers ({found}); choose one with --server NAME"
+    )
+
+
+def _parse_listen(values: Sequence[str]) -> tuple[tuple[IPAddress, ...], int]:
+    addresses: list[IPAddress] = []
+    ports: set[int] = set()
+    for value in values:
+        host, port_text = value, ""
+        if value.startswith("["):
+            host, _, rest = value[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        elif value.count(":") == 1:
+            host, _, port_text = value.partition(":")
+        try:
+            addresses.append(ipaddress.ip_address(host))
+            port = int(port_text) if port_text else 53
+        except ValueError:
+            raise InputError(
+                f"--listen {value}: expected ADDRESS[:PORT], e.g. 127.0.0.53:5353 or [::1]:53"
+            ) from None
+        if not 1 <= port <= 65535:
+            raise InputError(f"--listen {value}: port must be 1..65535")
+        ports.add(port)
+    if len(ports) > 1:
+        raise InputError("--listen: all addresses must use the same port")
+    return tuple(addresses), ports.pop() if ports else 53
+
+
+def _lookup_keys(
+    manifests: Manifests, zones: Sequence[tuple[ObjectRef, ZoneSpec]]
+) -> TsigKeyLookup:
+    found: dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = {}
+    for ref, spec in zones:
+        refs = [p.tsig_key_secret_ref for p in spec.primaries]
+        refs += [entry.tsig_key_secret_ref for entry in spec.allow_transfer]
+        for secret_ref in refs:
+            if secret_ref is None:
+                continue
+            secret = manifests.secrets.get((ref.namespace, secret_ref.name))
+            if secret is None:
+                continue  # the renderer reports SecretNotFound
+            try:
+                found[(ref.namespace, secret_ref)] = parse_tsig_secret(secret, secret_ref)
+            except SpecError as error:
+                found[(ref.namespace, secret_ref)] = TsigKeyUnavailable(str(error))
+    return found
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    # Written next to the target and renamed, so a running named that reloads
+    # never reads half a file.
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(temporary, mode)
+    os.replace(temporary, path)
+
+
+def _generated_key(name: dns.name.Name) -> TsigKey:
+    return TsigKey(name=name, algorithm=dns.tsig.HMAC_SHA256, secret=secrets.token_bytes(32))
+
+
+def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        manifests = read_manifests(args.files)
+        listen_addresses, port = _parse_listen(args.listen)
+        output = Path(args.output).absolute()
+    except InputError as error:
+        print(f"secondary-dns render: {error}", file=err)
+        return EXIT_BAD_INPUT
+    for kind in sorted(set(manifests.ignored)):
+        print(f"secondary-dns render: ignoring {kind} objects", file=err)
+
+    try:
+        server_obj = _pick_server(manifests, args.server)
+        server_ref = _ref(server_obj)
+        server = parse_secondary_server(server_obj)
+    except (RenderError, InputError) as error:
+        print(f"secondary-dns render: {error}", file=err)
+        return EXIT_NOTHING_RENDERED
+    except SpecError as error:
+        print(f"secondary-dns render: SecondaryServer {server_ref}: {error}", file=err)
+        return EXIT_NOTHING_RENDERED
+    labels = (server_obj.get("metadata") or {}).get("labels") or {}
+
+    parsed: list[tuple[ObjectRef, ZoneSpec]] = []
+    invalid: dict[ObjectRef, str] = {}
+    created: dict[ObjectRef, str] = {}
+    for obj in manifests.zones:
+        try:
+            ref = _ref(obj)
+        except InputError as error:
+            print(f"secondary-dns render: {error}", file=err)
+            return EXIT_BAD_INPUT
+        timestamp = (obj.get("metadata") or {}).get("creationTimestamp")
+        if isinstance(timestamp, str):
+            created[ref] = timestamp
+        try:
+            parsed.append((ref, parse_zone(obj)))
+        except SpecError as error:
+            # The API server would refuse this object; only same-namespace ones matter.
+            if ref.namespace == server_ref.namespace:
+                invalid[ref] = f"{error} (not checked whether it selects this server)"
+    zones = zones_for_server(parsed, server_ref, labels)
+
+    data_dir, run_dir = output / "data", output / "run"
+    paths = EnginePaths(
+        config_dir=PurePosixPath(output),
+        data_dir=PurePosixPath(data_dir),
+        run_dir=PurePosixPath(run_dir),
+        tsig_key_file=PurePosixPath(output / "tsig-keys.conf"),
+        rndc_key_file=PurePosixPath(output / "rndc.key"),
+        listen_addresses=listen_addresses,
+        port=port,
+        control_port=args.control_port,
+        statistics_port=args.statistics_port,
+    )
+    request = RenderRequest(
+        server=server,
+        zones=zones,
+        tsig_keys=_lookup_keys(manifests, zones),
+        relay_key_name=DEFAULT_RELAY_KEY_NAME,
+        paths=paths,
+        created=created,
+    )
+    try:
+        renderer = renderer_for(server.engine.type)
+        rendered = renderer.render(request)
+        relay_key = _generated_key(DEFAULT_RELAY_KEY_NAME)
+        rndc_key = _generated_key(paths.rndc_key_name)
+        key_file = renderer.render_key_file([*rendered.tsig_keys, relay_key])
+        rndc_key_file = renderer.render_key_file([rndc_key])
+    except RenderError as error:
+        print(f"secondary-dns render: SecondaryServer {server_ref}: {error}", file=err)
+        return EXIT_NOTHING_RENDERED
+
+    for directory in (output, data_dir, run_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    for name, text in sorted(rendered.files.items()):
+        _write(output / name, text)
+    # Secrets: readable by the owner only, as the agent writes them in the pod.
+    _write(output / "tsig-keys.conf", key_file, 0o600)
+    _write(output / "rndc.key", rndc_key_file, 0o600)
+    _write(
+        output / "rndc.conf",
+        rndc_key_file
+        + "options {\n"
+        + f'\tdefault-key "{paths.rndc_key_name.to_text(omit_final_dot=True)}";\n'
+        + "\tdefault-server 127.0.0.1;\n"
+        + f"\tdefault-port {int(args.control_port)};\n"
+        + "};\n",
+        0o600,
+    )
+
+    print(
+        f"SecondaryServer {server_ref} ({renderer.engine}): config {rendered.config_hash}", file=out
+    )
+    for zone, ref in rendered.served:
+        print(f"  serves {zone.to_text(omit_final_dot=True)} (Zone {ref})", file=out)
+    rejected = {ref: f"{conditions.INVALID_SPEC}: {message}" for ref, message in invalid.items()}
+    for ref, rejection in rendered.rejected.items():
+        rejected[ref] = f"{rejection.reason}: {rejection.message}"
+    for ref in sorted(rejected):
+        print(f"secondary-dns render: left out Zone {ref}: {rejected[ref]}", file=err)
+    print(f"wrote {output}; run: named -g -c {output / 'named.conf'}", file=out)
+    if args.strict and rejected:
+        return EXIT_ZONES_REJECTED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ MAX_REFRESH_SECONDS = 2_419_200
 MAX_RETRY_SECONDS = 1_209_600
 
 DEFAULT_RNDC_KEY_NAME = dns.name.from_text("secondary-dns-rndc.")
+DEFAULT_RELAY_KEY_NAME = dns.name.from_text("secondary-dns-relay.")
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,9 @@ def zone_selects_server(
     server_labels: Mapping[str, str],
 ) -> bool:
     """A Zone selects servers of its own namespace, by name or by label selector."""
-    if zone_ref.namespace != server_ref.namespace:
-        return False
-    if zone.servers is not None and server_ref.name in zone.servers:
-        return True
-    return zone.server_selector is not None and zone.server_selector.matches(server_labels)
+    return zone_ref.namespace == server_ref.namespace and zone.serves_on(
+        server_ref.name, server_labels
+    )
 
 
 def zones_for_server(

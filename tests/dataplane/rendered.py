@@ -1,0 +1,149 @@
+"""Secondaries started from configuration the project renders from manifests.
+
+The tests write SecondaryServer, Zone and Secret manifests as a user would,
+run `secondary-dns render` on them (in process), and start named from the
+directory it writes: the same path from manifest to packets as in a pod.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dns.name
+import yaml
+
+from secondary_dns.api import API_VERSION
+from secondary_dns.cli import build_parser, run_render
+from tests.dataplane.named import (
+    NamedFleet,
+    NamedProcess,
+    PrimaryServer,
+    TsigCredentials,
+    free_port,
+)
+
+NAMESPACE = "dns"
+SERVER = "edge"
+
+
+def server_manifest(
+    name: str = SERVER, *, max_records: int | None = None, transfer_timeout: int | None = None
+) -> dict[str, Any]:
+    limits: dict[str, int] = {}
+    if max_records is not None:
+        limits["maxRecords"] = max_records
+    if transfer_timeout is not None:
+        limits["transferTimeoutSeconds"] = transfer_timeout
+    spec: dict[str, Any] = {"replicas": 3, "engine": {"type": "bind9"}}
+    if limits:
+        spec["limits"] = limits
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "SecondaryServer",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def primary_entry(primary: PrimaryServer, secret: str | None = "transfer-key") -> dict[str, Any]:
+    entry: dict[str, Any] = {"address": primary.address, "port": primary.port}
+    if secret is not None:
+        entry["tsigKeySecretRef"] = {"name": secret}
+    return entry
+
+
+def zone_manifest(
+    name: str,
+    zone: str,
+    primaries: list[dict[str, Any]],
+    *,
+    allow_transfer: list[dict[str, Any]] | None = None,
+    notify_allow_from: list[str] | None = None,
+    timers: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"zone": zone, "primaries": primaries, "servers": [SERVER]}
+    if allow_transfer is not None:
+        spec["allowTransfer"] = allow_transfer
+    if notify_allow_from is not None:
+        spec["notify"] = {"allowFrom": notify_allow_from}
+    if timers is not None:
+        spec["timers"] = timers
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Zone",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def secret_manifest(key: TsigCredentials, name: str = "transfer-key") -> dict[str, Any]:
+    return key.secret_manifest(name, NAMESPACE)
+
+
+@dataclass
+class RenderedSecondary:
+    config_dir: Path
+    stdout: str
+    stderr: str
+    process: NamedProcess
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config_dir / "data"
+
+    def relay_key(self) -> TsigCredentials:
+        """The NOTIFY relay key `secondary-dns render` generated into the key file."""
+        text = (self.config_dir / "tsig-keys.conf").read_text()
+        match = re.search(
+            r'key "secondary-dns-relay" \{\s*algorithm ([a-z0-9-]+);\s*secret "([^"]+)";', text
+        )
+        assert match, text
+        return TsigCredentials(
+            dns.name.from_text("secondary-dns-relay."),
+            dns.name.from_text(match.group(1)),
+            base64.b64decode(match.group(2)),
+        )
+
+
+def render(config_dir: Path, manifests: list[dict[str, Any]], address: str) -> tuple[str, str]:
+    """Run `secondary-dns render` for `address`; returns (stdout, stderr)."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    manifest_file = config_dir.parent / f"{config_dir.name}-manifests.yaml"
+    manifest_file.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    args = build_parser().parse_args(
+        [
+            "render",
+            "--output",
+            str(config_dir),
+            "--listen",
+            f"{address}:53",
+            "--control-port",
+            str(free_port()),
+            "--statistics-port",
+            str(free_port()),
+            str(manifest_file),
+        ]
+    )
+    out, err = io.StringIO(), io.StringIO()
+    code = run_render(args, out, err)
+    assert code == 0, f"secondary-dns render exited {code}: {err.getvalue()}"
+    return out.getvalue(), err.getvalue()
+
+
+def start_rendered_secondary(
+    fleet: NamedFleet, config_dir: Path, manifests: list[dict[str, Any]]
+) -> RenderedSecondary:
+    address = fleet.address()
+    stdout, stderr = render(config_dir, manifests, address)
+    process = fleet.start_secondary(
+        config_dir / "named.conf",
+        address,
+        rndc_conf=config_dir / "rndc.conf",
+        label=f"secondary-{address}",
+    )
+    return RenderedSecondary(config_dir, stdout, stderr, process)
