@@ -213,7 +213,7 @@ def read_string_map(
     for name, item in value.items():
         if not isinstance(item, str):
             raise SpecError(
-                f"{field}[{name}]", f"must be a string, not {json_type(item)} (quote it)"
+                f"{field}.{name}", f"must be a string, not {json_type(item)} (quote it)"
             )
     return {str(name): item for name, item in value.items()}
 

@@ -170,7 +170,7 @@ def _parse_engine(value: object) -> EngineSpec:
                     f"must be a map of quantities such as cpu: 500m, not {json_type(quantities)}",
                 )
             resources[kind] = {
-                str(name): check_quantity(quantity, f"{kind_path}[{name}]")
+                str(name): check_quantity(quantity, f"{kind_path}.{name}")
                 for name, quantity in quantities.items()
             }
     return EngineSpec(type=engine_type, image=image, resources=resources)
