@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials
+import dns.rcode
+import dns.xfr
+import pytest
+
+from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials, axfr, send_notify
 from tests.dataplane.rendered import (
     primary_entry,
     secret_manifest,
@@ -45,3 +50,98 @@ def test_initial_axfr_with_tsig_then_notify_brings_ixfr(
     assert [rr.to_text() for rr in answer.answer[0]] == ["192.0.2.80"]
     # The copy is kept on disk as text (masterfile-format text), for restarts.
     assert (secondary.data_dir / "example.test.db").exists()
+
+
+def test_notify_from_unlisted_address_without_key_is_ignored(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    notifier = fleet.address()  # listed in notify.allowFrom
+    stranger = fleet.address()  # listed nowhere
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(),
+            zone_manifest(
+                "example",
+                ZONE,
+                [primary_entry(primary)],
+                notify_allow_from=[f"{notifier}/32"],
+            ),
+            secret_manifest(transfer_key),
+        ],
+    )
+    named = secondary.process
+    named.wait_for_serial(ZONE, 1)
+    serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
+
+    response = send_notify(named, ZONE, source=stranger)
+    assert response is not None and response.rcode() == dns.rcode.REFUSED
+    named.wait_for_log(rf"refused notify from non-primary: {re.escape(stranger)}#")
+    # No refresh was started: the secondary neither asked the primary nor moved on.
+    assert named.serial(ZONE) == 1
+    assert primary.outgoing_transfers(ZONE) == [("AXFR", 1)]
+    assert "Transfer started" not in named.log().split("refused notify", 1)[1]
+
+    # The same NOTIFY from the listed source is honoured, and so is one signed
+    # with the operator's relay key from anywhere.
+    response = send_notify(named, ZONE, source=notifier)
+    assert response is not None and response.rcode() == dns.rcode.NOERROR
+    named.wait_for_serial(ZONE, serial)
+    serial = primary.set_record(ZONE, "www", "A", "192.0.2.81")
+    response = send_notify(named, ZONE, source=stranger, key=secondary.relay_key())
+    assert response is not None and response.rcode() == dns.rcode.NOERROR
+    named.wait_for_serial(ZONE, serial)
+
+
+def test_transfers_from_the_secondary_follow_the_zone_acl(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    downstream_key = TsigCredentials.generate("downstream.example.")
+    site_key = TsigCredentials.generate("site.example.")
+    site_client = fleet.address()
+    other_client = fleet.address()
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(),
+            zone_manifest(
+                "example",
+                ZONE,
+                [primary_entry(primary)],
+                allow_transfer=[
+                    # Address AND key: both must match.
+                    {"cidr": f"{site_client}/32", "tsigKeySecretRef": {"name": "site"}},
+                    # Key alone: from anywhere.
+                    {"tsigKeySecretRef": {"name": "downstream"}},
+                ],
+            ),
+            secret_manifest(transfer_key),
+            secret_manifest(downstream_key, "downstream"),
+            secret_manifest(site_key, "site"),
+        ],
+    )
+    named = secondary.process
+    named.wait_for_serial(ZONE, 1)
+    serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
+    primary.notify(named, ZONE)
+    named.wait_for_serial(ZONE, serial)
+
+    address = named.address
+    # Unlisted client, no key: AXFR and IXFR refused.
+    for kind in ("AXFR", "IXFR"):
+        with pytest.raises(dns.xfr.TransferError):
+            axfr(address, ZONE, rdtype=kind, serial=1, source=other_client)
+    # The site key from outside the site's address: refused too (a nested ACL).
+    with pytest.raises(dns.xfr.TransferError):
+        axfr(address, ZONE, key=site_key, source=other_client)
+    # The site address without its key: refused.
+    with pytest.raises(dns.xfr.TransferError):
+        axfr(address, ZONE, source=site_client)
+    # Allowed: the site address with the site key; the downstream key from anywhere.
+    assert axfr(address, ZONE, key=site_key, source=site_client).get_soa().serial == serial
+    for kind in ("AXFR", "IXFR"):
+        copy = axfr(address, ZONE, rdtype=kind, serial=1, key=downstream_key, source=other_client)
+        assert copy.get_soa().serial == serial
+    assert named.wait_for_log(r"IXFR started: TSIG downstream\.example")
