@@ -50,9 +50,15 @@ def parse_label_selector(value: object, path: str) -> LabelSelector:
     for index, item in enumerate(expressions or []):
         item_path = f"{path}.matchExpressions[{index}]"
         expression = read_object(item, item_path, ("key", "operator", "values"))
-        key = require_string(expression, "key", item_path)
+        key = require_string(expression, "key", item_path, hint="the label key to match")
         check_label_key(key, child(item_path, "key"))
-        operator = require_string(expression, "operator", item_path, enum=SELECTOR_OPERATORS)
+        operator = require_string(
+            expression,
+            "operator",
+            item_path,
+            enum=SELECTOR_OPERATORS,
+            hint="In, NotIn, Exists or DoesNotExist",
+        )
         values = (
             read_string_list(expression, "values", item_path, max_items=MAX_SELECTOR_VALUES) or []
         )
@@ -72,7 +78,7 @@ def parse_label_selector(value: object, path: str) -> LabelSelector:
 
 def parse_secret_key_ref(value: object, path: str) -> SecretKeyRef:
     ref = read_object(value, path, ("name", "key"))
-    name = require_string(ref, "name", path)
+    name = require_string(ref, "name", path, hint="the name of the Secret holding the TSIG key")
     check_object_name(name, child(path, "name"))
     key = read_string(ref, "key", path, max_length=MAX_SECRET_KEY_PREFIX)
     if key is not None and not _is_secret_data_key(key):

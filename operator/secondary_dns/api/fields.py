@@ -97,11 +97,12 @@ def read_string(
     max_length: int | None = None,
     enum: Collection[str] | None = None,
     required: bool = False,
+    hint: str = "",
 ) -> str | None:
     field = child(path, key)
     if key not in obj:
         if required:
-            raise SpecError(field, "is required")
+            raise SpecError(field, f"is required: {hint}" if hint else "is required")
         return default
     value = obj[key]
     if not isinstance(value, str):

@@ -108,7 +108,7 @@ def parse_zone(obj: Mapping[str, Any]) -> ZoneSpec:
         raise SpecError("spec", "is required: a Zone needs spec.zone, spec.primaries and servers")
     spec = read_object(root["spec"], "spec", SPEC_FIELDS)
 
-    zone_text = require_string(spec, "zone", "spec")
+    zone_text = require_string(spec, "zone", "spec", hint="the zone's name, e.g. example.com")
     zone = parse_dns_name(zone_text, "spec.zone")
 
     primaries = _parse_primaries(spec)
