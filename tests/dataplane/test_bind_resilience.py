@@ -1,0 +1,164 @@
+"""Rendered BIND secondaries when things go wrong: primaries down, hostile sizes, bad keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.dataplane.named import (
+    NamedFleet,
+    PrimaryServer,
+    TsigCredentials,
+    make_zone,
+)
+from tests.dataplane.rendered import (
+    primary_entry,
+    secret_manifest,
+    server_manifest,
+    start_rendered_secondary,
+    zone_manifest,
+)
+
+ZONE = "example.test."
+
+
+def test_first_primary_down_zone_transfers_from_the_second(
+    fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    first = fleet.start_primary([make_zone(ZONE, serial=7)], transfer_key)
+    second = fleet.start_primary([make_zone(ZONE, serial=7)], transfer_key)
+    first.stop()
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(),
+            zone_manifest("example", ZONE, [primary_entry(first), primary_entry(second)]),
+            secret_manifest(transfer_key),
+        ],
+    )
+    named = secondary.process
+    named.wait_for_serial(ZONE, 7)
+    assert second.outgoing_transfers(ZONE) == [("AXFR", 7)]
+
+    # Later changes keep coming from the second primary while the first is away.
+    serial = second.set_record(ZONE, "www", "A", "192.0.2.80")
+    second.notify(named, ZONE)
+    named.wait_for_serial(ZONE, serial)
+    assert second.outgoing_transfers(ZONE)[-1] == ("IXFR", serial)
+
+
+def test_more_records_than_max_records_is_refused_and_old_copy_served(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(max_records=50),
+            zone_manifest("example", ZONE, [primary_entry(primary)]),
+            secret_manifest(transfer_key),
+        ],
+    )
+    named = secondary.process
+    named.wait_for_serial(ZONE, 1)
+
+    # A primary that suddenly serves 200 records (a mistake or an attack).
+    serial = primary.serve_zone(make_zone(ZONE, serial=2, hosts=200))
+    primary.notify(named, ZONE)
+    named.wait_for_log(r"transfer of 'example\.test/IN' from .*: failed .*too many records")
+    assert primary.serial(ZONE) == serial
+    assert named.serial(ZONE) == 1
+    answer = named.query("host0.example.test.", "A")
+    assert [rr.to_text() for rr in answer.answer[0]] == ["198.51.100.1"]
+    assert not named.query("host199.example.test.", "A").answer
+
+
+def test_zone_with_wrong_key_fails_while_other_zones_stay_in_sync(
+    fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    good, bad, keyless = "good.test.", "bad.test.", "orphan.test."
+    primary = fleet.start_primary(
+        [make_zone(good), make_zone(bad), make_zone(keyless)], transfer_key
+    )
+    wrong_key = TsigCredentials.generate("guessed-key.example.")
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(),
+            zone_manifest("good", good, [primary_entry(primary)]),
+            zone_manifest("bad", bad, [primary_entry(primary, "wrong-key")]),
+            # A Secret that does not exist: the renderer leaves the zone out.
+            zone_manifest("orphan", keyless, [primary_entry(primary, "no-such-secret")]),
+            secret_manifest(transfer_key),
+            secret_manifest(wrong_key, "wrong-key"),
+        ],
+    )
+    assert "left out Zone dns/orphan: SecretNotFound" in secondary.stderr
+    named = secondary.process
+    named.wait_for_serial(good, 1)
+    # The primary refuses the key it does not know (RFC 8945 §5.2: BADKEY), already
+    # for the SOA query that precedes a transfer; the secondary has no copy.
+    named.wait_for_log(r"zone bad\.test/IN: refresh: failure trying primary .*tsig indicates error")
+    assert named.serial(bad) is None
+    assert named.serial(keyless) is None
+
+    serial = primary.set_record(good, "www", "A", "192.0.2.80")
+    primary.notify(named, good)
+    named.wait_for_serial(good, serial)
+    assert named.serial(bad) is None
+
+
+def test_restart_while_primary_is_down_serves_the_copy_on_disk(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(),
+            zone_manifest("example", ZONE, [primary_entry(primary)]),
+            secret_manifest(transfer_key),
+        ],
+    )
+    named = secondary.process
+    named.wait_for_serial(ZONE, 1)
+    serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
+    primary.notify(named, ZONE)
+    named.wait_for_serial(ZONE, serial)
+
+    primary.stop()
+    named.stop()
+    named.start()
+    # Loaded from the data directory (zone file and IXFR journal), not transferred.
+    named.wait_for_log(r"zone example\.test/IN: loaded serial 2")
+    assert named.serial(ZONE) == serial
+    answer = named.query("www.example.test.", "A")
+    assert [rr.to_text() for rr in answer.answer[0]] == ["192.0.2.80"]
+
+
+def test_small_max_refresh_picks_up_a_change_without_notify(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    # The zone's SOA says refresh 3600; the Zone's ceiling makes it 2 seconds.
+    assert primary.zone(ZONE).get_soa().refresh == 3600
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(),
+            zone_manifest(
+                "example",
+                ZONE,
+                [primary_entry(primary)],
+                timers={"maxRefreshSeconds": 2, "maxRetrySeconds": 2},
+            ),
+            secret_manifest(transfer_key),
+        ],
+    )
+    named = secondary.process
+    named.wait_for_serial(ZONE, 1)
+    serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
+    # No NOTIFY: only the refresh timer can bring the change.
+    named.wait_for_serial(ZONE, serial, deadline=30)
+    assert "received notify" not in named.log()
