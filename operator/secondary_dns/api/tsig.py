@@ -104,12 +104,13 @@ def parse_tsig_secret(secret_obj: Mapping[str, Any], ref: SecretKeyRef) -> TsigK
     name_text = _read_value(secret_obj, where, name_key, sensitive=False) or default_name
     try:
         name = parse_dns_name(name_text, "name")
-    except SpecError as error:
+    except SpecError:
+        # Not echoed: a secret pasted under the wrong data key must not leak.
         raise TsigSecretError(
             where,
             name_key,
-            f"is not a usable TSIG key name ({error.message}); it must be the key name "
-            "the primary uses, e.g. transfer-key",
+            "is not a usable TSIG key name: labels of letters, digits, '_' and '-', 1 to 63 "
+            "characters each, e.g. transfer-key; it must be the name the primary uses",
         ) from None
     return TsigKey(name=name, algorithm=algorithm, secret=secret)
 
@@ -179,7 +180,9 @@ def _parse_algorithm(text: str, where: str, data_key: str) -> dns.name.Name:
             "configure it on the primary too, and set algorithm to hmac-sha256",
         )
     if normalised not in ALGORITHMS:
-        shown = f'"{text}"' if _ALGORITHM_LIKE.fullmatch(text) else "the value"
+        # Echo only what cannot be a secret: every algorithm name has a '-', and
+        # base64 (RFC 4648 §4) never does, so a misplaced secret is not shown.
+        shown = f'"{text}"' if "-" in text and _ALGORITHM_LIKE.fullmatch(text) else "the value"
         allowed = ", ".join(ALGORITHMS)
         raise TsigSecretError(
             where,
