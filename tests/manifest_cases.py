@@ -499,3 +499,132 @@ CASES: tuple[InvalidManifest, ...] = (
         'unknown field "spec.service.port"',
     ),
 )
+
+
+@dataclass(frozen=True)
+class ValidManifest:
+    """An edge both sides must accept: the other half of "the same verdict"."""
+
+    id: str
+    manifest: Manifest
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+
+def _selector(selector: Manifest) -> Callable[[Manifest], None]:
+    def change(spec: Manifest) -> None:
+        del spec["servers"]
+        spec["serverSelector"] = copy.deepcopy(selector)
+
+    return change
+
+
+VALID_CASES: tuple[ValidManifest, ...] = (
+    ValidManifest("zone-absolute-mixed-case", _zone_name("Example.COM.")),
+    ValidManifest("zone-service-label", _zone_name("_msdcs.example.com")),
+    ValidManifest("zone-reverse-ipv4", _zone_name("2.0.192.in-addr.arpa")),
+    ValidManifest("zone-classless-hyphen", _zone_name("0-25.2.0.192.in-addr.arpa.")),
+    ValidManifest("zone-single-label", _zone_name("internal")),
+    ValidManifest("zone-label-63", _zone_name("a" * 63 + ".example")),
+    ValidManifest("zone-name-253", _zone_name(".".join(["a" * 63] * 3 + ["b" * 61]))),
+    ValidManifest(
+        "zone-name-253-absolute", _zone_name(".".join(["a" * 63] * 3 + ["b" * 61]) + ".")
+    ),
+    ValidManifest(
+        "primaries-eight-ipv6-and-ports",
+        _zone(
+            _set(
+                primaries=[{"address": "2001:db8::53"}, {"address": "2001:db8::53", "port": 5353}]
+                + [{"address": f"198.51.100.{n}", "port": 65535} for n in range(1, 7)]
+            )
+        ),
+    ),
+    ValidManifest("primary-loopback", _zone(_primary(address="127.0.0.1", port=1))),
+    ValidManifest("primary-link-local-ipv6", _zone(_primary(address="fe80::1"))),
+    ValidManifest(
+        "selector-everything-and-expressions",
+        _zone(
+            _selector(
+                {
+                    "matchLabels": {"example.com/tier": "public"},
+                    "matchExpressions": [
+                        {"key": "region", "operator": "NotIn", "values": ["lab"]},
+                        {"key": "retired", "operator": "DoesNotExist"},
+                    ],
+                }
+            )
+        ),
+    ),
+    ValidManifest("selector-empty-selects-all", _zone(_selector({}))),
+    ValidManifest(
+        "allow-transfer-key-only-and-host-route",
+        _zone(
+            _set(
+                allowTransfer=[
+                    {"tsigKeySecretRef": {"name": "tsig.partners", "key": "partner_a.v2"}},
+                    {"cidr": "198.51.100.7/32"},
+                    {"cidr": "2001:db8::/32"},
+                    {"cidr": "0.0.0.0/0"},
+                ]
+            )
+        ),
+    ),
+    ValidManifest(
+        "timers-min-equals-max",
+        _zone(
+            _set(
+                timers={
+                    "minRefreshSeconds": 2419200,
+                    "maxRefreshSeconds": 2419200,
+                    "minRetrySeconds": 1,
+                }
+            )
+        ),
+    ),
+    ValidManifest("server-name-48", {**valid_secondary_server(), "metadata": {"name": "s" * 48}}),
+    ValidManifest(
+        "server-everything",
+        _server(
+            _set(
+                replicas=1,
+                engine={
+                    "type": "bind9",
+                    "image": "registry.example/dns:1.0",
+                    "resources": {"requests": {"cpu": "100m", "memory": 1073741824}},
+                },
+                spread={
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                },
+                service={
+                    "type": "LoadBalancer",
+                    "annotations": {"metallb.universe.tf/address-pool": "dns"},
+                    "loadBalancerIP": "2001:db8::53",
+                    "loadBalancerSourceRanges": ["192.0.2.0/24"],
+                },
+                storage={"size": "500Mi", "storageClassName": "fast-ssd"},
+                stealth=True,
+                limits={"maxRecords": 4294967295, "transferTimeoutSeconds": 60},
+                podTemplate={
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "tolerations": [
+                        {"operator": "Exists"},
+                        {
+                            "key": "k",
+                            "operator": "Equal",
+                            "value": "v",
+                            "effect": "NoExecute",
+                            "tolerationSeconds": 30,
+                        },
+                    ],
+                    "affinity": {"nodeAffinity": {"anything": ["the StatefulSet validates it"]}},
+                    "priorityClassName": "dns-critical",
+                    "labels": {"team": "dns", "empty": ""},
+                    "annotations": {"example.com/note": "free text, spaces and all"},
+                },
+            )
+        ),
+    ),
+)

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from manifest_cases import CASES, InvalidManifest, valid_secondary_server, valid_zone
+from manifest_cases import (
+    CASES,
+    VALID_CASES,
+    InvalidManifest,
+    ValidManifest,
+    valid_secondary_server,
+    valid_zone,
+)
 from secondary_dns.api import SpecError, parse_secondary_server, parse_zone
 
 PARSERS: dict[str, Callable[[Mapping[str, Any]], object]] = {
@@ -35,3 +42,8 @@ def test_invalid_manifest_is_rejected_naming_the_field(case: InvalidManifest) ->
     assert str(caught.value) == f"{case.field}: {caught.value.message}"
     # A message for people: more than a bare "invalid".
     assert len(caught.value.message) > 15
+
+
+@pytest.mark.parametrize("case", VALID_CASES, ids=[case.id for case in VALID_CASES])
+def test_valid_edge_is_accepted(case: ValidManifest) -> None:
+    PARSERS[case.kind](case.manifest)
