@@ -17,6 +17,7 @@ import dns.tsig
 import yaml
 
 from secondary_dns import __version__
+from secondary_dns.agent import command as agent_command
 from secondary_dns.api import (
     API_VERSION,
     SECONDARY_SERVER_KIND,
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"exit with {EXIT_ZONES_REJECTED} when a selected zone is left out (for CI)",
     )
+    agent_command.add_commands(commands)
     return parser
 
 
@@ -101,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "render":
         return run_render(args, sys.stdout, sys.stderr)
+    if args.command in agent_command.COMMANDS:
+        return agent_command.run(args)
     return 0
 
 

@@ -1,0 +1,173 @@
+"""The `agent` and `engine` subcommands of `secondary-dns` (wired in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import PurePosixPath
+from types import FrameType
+from typing import Any
+
+from secondary_dns.agent import contract
+from secondary_dns.agent.contract import PodLayout
+from secondary_dns.agent.endpoints import AgentHTTPServer, parse_listen
+from secondary_dns.agent.engine import run_engine
+from secondary_dns.agent.files import NamedControl
+from secondary_dns.agent.metrics import AgentMetrics
+from secondary_dns.agent.probe import EngineProbe
+from secondary_dns.agent.runner import Agent
+
+log = logging.getLogger("secondary_dns.agent")
+
+COMMANDS = ("agent", "engine")
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1..65535)")
+    return port
+
+
+def add_commands(commands: Any) -> None:
+    """Add `agent` and `engine` to the `secondary-dns` subparsers."""
+    agent = commands.add_parser(
+        "agent",
+        help="run beside the engine in a DNS pod: apply configuration, report readiness",
+        description=(
+            "Watch this server's config ConfigMaps and key Secret, check every new "
+            "configuration with named-checkconf, swap it in and run `rndc reconfig`, keep "
+            "the last good one when a new one fails, and report on the Pod's annotations. "
+            "Serves /healthz, /readyz and /metrics."
+        ),
+    )
+    agent.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"))
+    agent.add_argument("--server", default=os.environ.get("SDNS_SERVER"), metavar="NAME")
+    agent.add_argument("--pod", default=os.environ.get("POD_NAME"), metavar="POD")
+    agent.add_argument(
+        "--run-dir", type=PurePosixPath, default=contract.DEFAULT_RUN_DIR, metavar="DIR"
+    )
+    agent.add_argument(
+        "--data-dir", type=PurePosixPath, default=contract.DEFAULT_DATA_DIR, metavar="DIR"
+    )
+    agent.add_argument("--listen", default=contract.DEFAULT_LISTEN, metavar="ADDRESS:PORT")
+    agent.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG") or None,
+        help="kubeconfig file; default: the pod's service account",
+    )
+    agent.add_argument(
+        "--dns-address", default="127.0.0.1", help="where named answers the readiness query"
+    )
+    agent.add_argument("--dns-port", type=_port, default=53)
+    agent.add_argument("--control-port", type=_port, default=953, help="named's rndc channel")
+    agent.add_argument("--statistics-port", type=_port, default=8053)
+    agent.add_argument("--named-checkconf", default="named-checkconf", metavar="PATH")
+    agent.add_argument("--rndc", default="rndc", metavar="PATH")
+
+    engine = commands.add_parser(
+        "engine",
+        help="wait for the agent's first checked configuration, then exec named",
+        description=(
+            "Wait until the agent has written a configuration that named-checkconf "
+            "accepted, then replace this process by named in the foreground."
+        ),
+    )
+    engine.add_argument(
+        "--run-dir", type=PurePosixPath, default=contract.DEFAULT_RUN_DIR, metavar="DIR"
+    )
+    engine.add_argument("--named", default="named", metavar="PATH")
+    engine.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up (exit 1) when no configuration arrived in time; default: wait forever",
+    )
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    missing = [
+        flag
+        for flag, value in (
+            ("--namespace (or POD_NAMESPACE)", args.namespace),
+            ("--server (or SDNS_SERVER)", args.server),
+            ("--pod (or POD_NAME)", args.pod),
+        )
+        if not value
+    ]
+    if missing:
+        print(f"secondary-dns agent: missing {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        parse_listen(args.listen)
+    except ValueError as error:
+        print(f"secondary-dns agent: {error}", file=sys.stderr)
+        return 2
+
+    # Imported here: the kubernetes client is slow to import and only this command needs it.
+    from secondary_dns.agent.kube import (
+        KubernetesConfigSource,
+        PodAnnotationReporter,
+        api_client,
+        load_client_configuration,
+    )
+
+    layout = PodLayout(run_dir=args.run_dir, data_dir=args.data_dir)
+    configuration = load_client_configuration(args.kubeconfig)
+    source = KubernetesConfigSource(api_client(configuration), args.namespace, args.server)
+    reporter = PodAnnotationReporter(api_client(configuration), args.namespace, args.pod)
+    agent = Agent(
+        layout,
+        source,
+        reporter,
+        NamedControl(
+            layout,
+            control_port=args.control_port,
+            named_checkconf=args.named_checkconf,
+            rndc=args.rndc,
+        ),
+        EngineProbe(
+            dns_address=args.dns_address,
+            dns_port=args.dns_port,
+            statistics_port=args.statistics_port,
+        ),
+        AgentMetrics(),
+    )
+    server = AgentHTTPServer(args.listen, agent.healthz, agent.readyz, agent.metrics.registry)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+        agent.changed.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    log.info(
+        "agent for SecondaryServer %s/%s in Pod %s; listening on %s",
+        args.namespace,
+        args.server,
+        args.pod,
+        args.listen,
+    )
+    try:
+        agent.run(stop)
+    finally:
+        server.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one of COMMANDS."""
+    if args.command == "agent":
+        return run_agent(args)
+    return run_engine(PodLayout(run_dir=args.run_dir), args.named, args.wait_timeout)

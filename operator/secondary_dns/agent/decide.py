@@ -1,0 +1,114 @@
+"""Pure decisions of the agent: apply or not, ready or not, what to report on the Pod."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import dns.name
+
+from secondary_dns.agent import contract
+from secondary_dns.agent.assemble import DesiredConfig
+
+
+@dataclass(frozen=True)
+class AppliedConfig:
+    """The configuration on disk (and, after a successful reconfig, in named)."""
+
+    config_hash: str
+    keys_hash: str
+    zones: tuple[dns.name.Name, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A configuration named-checkconf or named refused; kept so it is not retried per event."""
+
+    config_hash: str
+    keys_hash: str
+    message: str
+
+
+class Action(enum.Enum):
+    APPLY = "apply"
+    UNCHANGED = "unchanged"  # same config and keys as on disk: no write, no reload
+    ALREADY_REJECTED = "already-rejected"  # refused before; waits for a new hash
+
+
+def decide_apply(
+    desired: DesiredConfig, applied: AppliedConfig | None, rejection: Rejection | None
+) -> Action:
+    identity = desired.identity
+    if applied is not None and (applied.config_hash, applied.keys_hash) == identity:
+        return Action.UNCHANGED
+    if rejection is not None and (rejection.config_hash, rejection.keys_hash) == identity:
+        return Action.ALREADY_REJECTED
+    return Action.APPLY
+
+
+def missing_zones(
+    configured: Iterable[dns.name.Name], loaded: Iterable[dns.name.Name]
+) -> list[dns.name.Name]:
+    have = set(loaded)
+    return sorted(zone for zone in set(configured) if zone not in have)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str
+
+
+def check_readiness(
+    answering: bool, missing: list[dns.name.Name], has_been_ready: bool
+) -> Readiness:
+    """Ready: named answers, and every zone has loaded once, at least until the first Ready.
+
+    A fresh replica is not Ready until it holds every zone of its config. After
+    that, a zone added later that does not load (say, its primary is down) is
+    reported in zones-loaded and the metrics but does not make the replica
+    unready: otherwise one bad Zone would empty the Service of every replica at
+    once, and the design promises that one bad zone never takes down the others.
+    """
+    if not answering:
+        return Readiness(False, "named does not answer queries")
+    if missing and not has_been_ready:
+        shown = ", ".join(zone.to_text() for zone in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return Readiness(False, f"zones not loaded yet: {shown}{more}")
+    return Readiness(True, "ok")
+
+
+def one_line(message: str, max_bytes: int = contract.CONFIG_ERROR_MAX_BYTES) -> str:
+    """Whitespace collapsed to single spaces, cut to max_bytes of UTF-8 (with an ellipsis)."""
+    text = re.sub(r"\s+", " ", message).strip()
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    cut = encoded[: max_bytes - len("...")].decode(errors="ignore")
+    return cut + "..."
+
+
+def config_error(rejection: Rejection | None) -> str:
+    if rejection is None:
+        return ""
+    return one_line(f"{rejection.config_hash}: {rejection.message}")
+
+
+def pod_annotations(
+    applied: AppliedConfig | None, rejection: Rejection | None, loaded: int, configured: int
+) -> dict[str, str]:
+    return {
+        contract.ANNOTATION_APPLIED_CONFIG_HASH: applied.config_hash if applied else "",
+        contract.ANNOTATION_CONFIG_ERROR: config_error(rejection),
+        contract.ANNOTATION_ZONES_LOADED: f"{loaded}/{configured}",
+    }
+
+
+def annotation_patch(
+    reported: Mapping[str, str | None], wanted: Mapping[str, str]
+) -> dict[str, str]:
+    """Only the annotations whose value differs from what the Pod already shows."""
+    return {key: value for key, value in sorted(wanted.items()) if reported.get(key) != value}

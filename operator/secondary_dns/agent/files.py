@@ -1,0 +1,307 @@
+"""The configuration on disk: staged, checked with named-checkconf, swapped, reloaded.
+
+Layout under the run directory (an emptyDir both containers share):
+
+    config -> config.d/<config hash>   symbolic link; named reads config/named.conf
+    config.d/<config hash>/            one directory per applied configuration
+    keys/tsig-keys.conf, keys/rndc.key the key files (0600)
+    applied.json                       the marker: what is on disk; the engine waits for it
+
+named.conf names its includes by absolute path under `config/` and the key
+file under `keys/`. To check the new text before anything changes, the agent
+writes it to a staging directory (the exact bytes that will be served) and a
+second, throw-away copy for named-checkconf in which only those include paths
+point into the check directory. Only when the check passes does the staging
+directory become `config.d/<hash>` and the link move, with one rename(2), so
+named never sees half of an old and half of a new configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.tsig
+
+from secondary_dns.agent import contract
+from secondary_dns.agent.assemble import DesiredConfig, parse_zones, undefined_tsig_keys
+from secondary_dns.agent.contract import PodLayout
+from secondary_dns.agent.decide import AppliedConfig
+from secondary_dns.api import TsigKey
+from secondary_dns.render import render_key_file
+from secondary_dns.render.engine import DEFAULT_RNDC_KEY_NAME
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_SECONDS = 120.0
+RNDC_TIMEOUT_SECONDS = 60.0
+# The applied directory and the one before it stay; older ones are removed.
+KEEP_VERSIONS = 2
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write beside the target and rename: a reader sees the old or the new file, never half."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def ensure_rndc_key(layout: PodLayout) -> bool:
+    """Create the rndc key (HMAC-SHA256, random) unless it exists; True when created.
+
+    named includes it in its `controls` statement and rndc signs with it, so
+    both containers share one key that never leaves the pod.
+    """
+    path = Path(layout.rndc_key_file)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = TsigKey(DEFAULT_RNDC_KEY_NAME, dns.tsig.HMAC_SHA256, secrets.token_bytes(32))
+    write_atomically(path, render_key_file([key]), 0o600)
+    return True
+
+
+def checkable_copy(text: str, replacements: Mapping[str, str]) -> str:
+    """`text` with each quoted path prefix `"old` replaced by `"new` (longest first).
+
+    Only strings that start with one of the given absolute paths change, so
+    what named-checkconf reads differs from what named will read only in where
+    its includes are found.
+    """
+    for old in sorted(replacements, key=len, reverse=True):
+        text = text.replace(f'"{old}', f'"{replacements[old]}')
+    return text
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    # True when named could not be reached at all (not started yet, restarting):
+    # the files on disk are what it will load, so nothing is rolled back.
+    unreachable: bool
+    message: str
+
+
+class NamedControl:
+    """named-checkconf and rndc, the engine's own tools."""
+
+    def __init__(
+        self,
+        layout: PodLayout,
+        *,
+        control_port: int = 953,
+        named_checkconf: str = "named-checkconf",
+        rndc: str = "rndc",
+    ) -> None:
+        self.layout = layout
+        self.control_port = control_port
+        self.named_checkconf = named_checkconf
+        self.rndc = rndc
+
+    def check(self, named_conf: Path) -> str | None:
+        """None when named-checkconf accepts the file; its message otherwise."""
+        try:
+            result = subprocess.run(
+                [self.named_checkconf, str(named_conf)],
+                capture_output=True,
+                text=True,
+                timeout=CHECK_TIMEOUT_SECONDS,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"named-checkconf could not run: {error}"
+        if result.returncode == 0:
+            return None
+        return (result.stdout + result.stderr).strip() or f"exit status {result.returncode}"
+
+    def reconfig(self) -> ReloadResult:
+        argv = [
+            self.rndc,
+            "-k",
+            str(self.layout.rndc_key_file),
+            "-s",
+            "127.0.0.1",
+            "-p",
+            str(self.control_port),
+            "reconfig",
+        ]
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, text=True, timeout=RNDC_TIMEOUT_SECONDS
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return ReloadResult(False, True, f"rndc could not run: {error}")
+        message = (result.stdout + result.stderr).strip()
+        if result.returncode == 0:
+            return ReloadResult(True, False, message)
+        # rndc prints "'reconfig' failed: <reason>" when named received the
+        # command and refused the configuration; anything else (connect failed,
+        # timed out, connection closed) means the command never got through.
+        refused = "'reconfig' failed" in message
+        return ReloadResult(False, not refused, message or f"exit status {result.returncode}")
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    applied: bool
+    # Set when applied but named was not reachable: reconfig must be retried.
+    reload_pending: bool
+    message: str
+
+
+class ConfigDirectory:
+    """The agent's side of the run directory."""
+
+    def __init__(self, layout: PodLayout) -> None:
+        self.layout = layout
+        self.run_dir = Path(layout.run_dir)
+        self.config_link = Path(layout.config_dir)
+        self.versions = Path(layout.versions_dir)
+        self.key_file = Path(layout.tsig_key_file)
+        self.marker = Path(layout.marker)
+
+    def prepare(self) -> None:
+        for directory in (self.run_dir, self.versions, Path(self.layout.keys_dir)):
+            directory.mkdir(parents=True, exist_ok=True)
+        Path(self.layout.data_dir).mkdir(parents=True, exist_ok=True)
+        for leftover in self.versions.glob(".*"):
+            # Staging and check directories of an agent that died mid-apply.
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def applied(self) -> AppliedConfig | None:
+        """What the marker says is on disk (survives an agent restart, not a pod restart)."""
+        try:
+            state = json.loads(self.marker.read_text())
+            zones_text = (self.versions / state["configHash"] / contract.ZONES_FILE).read_text()
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        zones = parse_zones(zones_text)
+        return AppliedConfig(
+            config_hash=str(state["configHash"]),
+            keys_hash=str(state.get("keysHash", "")),
+            zones=zones if isinstance(zones, tuple) else (),
+        )
+
+    def _write_marker(self, applied: AppliedConfig) -> None:
+        state = {"configHash": applied.config_hash, "keysHash": applied.keys_hash}
+        write_atomically(self.marker, json.dumps(state, sort_keys=True) + "\n")
+
+    def _stage(self, desired: DesiredConfig) -> Path:
+        stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.versions))
+        for name, text in desired.files.items():
+            (stage / name).write_text(text)
+        zones = [zone.to_text() for zone in desired.zones]
+        (stage / contract.ZONES_FILE).write_text(json.dumps(zones, indent=0) + "\n")
+        return stage
+
+    def check(self, desired: DesiredConfig, control: NamedControl) -> str | None:
+        """named-checkconf on the new files and key file, before anything live changes."""
+        check_dir = Path(tempfile.mkdtemp(prefix=".check-", dir=self.versions))
+        try:
+            replacements = {
+                str(self.layout.tsig_key_file): str(check_dir / ".tsig-keys.conf"),
+                str(self.layout.config_dir) + "/": str(check_dir) + "/",
+            }
+            (check_dir / ".tsig-keys.conf").write_text(desired.key_file)
+            os.chmod(check_dir / ".tsig-keys.conf", 0o600)
+            for name, text in desired.files.items():
+                (check_dir / name).write_text(checkable_copy(text, replacements))
+            message = control.check(check_dir / "named.conf")
+        finally:
+            shutil.rmtree(check_dir, ignore_errors=True)
+        if message is None:
+            return None
+        # Paths in the message would name the throw-away directory; show the real ones.
+        return message.replace(str(check_dir) + "/", str(self.layout.config_dir) + "/")
+
+    def _point_link(self, target: str) -> None:
+        temporary = self.run_dir / ".config.link"
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        temporary.symlink_to(target)
+        if self.config_link.is_dir() and not self.config_link.is_symlink():
+            # A directory from an older layout: move it aside, rename(2) cannot replace it.
+            self.config_link.rename(self.versions / ".old-config-dir")
+        os.replace(temporary, self.config_link)
+
+    def _prune(self, keep: set[str]) -> None:
+        for version in self.versions.iterdir():
+            if version.name.startswith(".") or version.name in keep:
+                continue
+            shutil.rmtree(version, ignore_errors=True)
+
+    def apply(self, desired: DesiredConfig, control: NamedControl) -> ApplyOutcome:
+        self.prepare()
+        undefined = undefined_tsig_keys(desired.files, desired.key_file)
+        if undefined:
+            return ApplyOutcome(
+                False,
+                False,
+                f"the key Secret does not define TSIG keys the configuration uses: "
+                f"{', '.join(undefined)}",
+            )
+        error = self.check(desired, control)
+        if error is not None:
+            return ApplyOutcome(False, False, f"named-checkconf: {error}")
+
+        named_started = self.marker.exists()
+        version = self.versions / desired.config_hash
+        if not version.exists():
+            stage = self._stage(desired)
+            os.rename(stage, version)
+        # Otherwise the same hash was applied before (only the keys change, or
+        # a rollback to it): content-addressed, so the directory is already right.
+        previous_link = os.readlink(self.config_link) if self.config_link.is_symlink() else None
+        previous_keys = self.key_file.read_text() if self.key_file.exists() else None
+        previous_applied = self.applied()
+
+        # Keys first: the old config only references keys the operator still
+        # ships in a Secret that matches the new config, and named reads both
+        # only when told to (or when it restarts).
+        write_atomically(self.key_file, desired.key_file, 0o600)
+        self._point_link(os.path.relpath(version, self.run_dir))
+        applied = AppliedConfig(desired.config_hash, desired.keys_hash, desired.zones)
+
+        if not named_started:
+            self._write_marker(applied)
+            self._prune({version.name})
+            return ApplyOutcome(True, False, "first configuration written; named starts on it")
+
+        result = control.reconfig()
+        if result.ok or result.unreachable:
+            self._write_marker(applied)
+            keep = {version.name}
+            if previous_link is not None:
+                keep.add(Path(previous_link).name)
+            self._prune(keep)
+            if result.ok:
+                return ApplyOutcome(True, False, "reconfigured")
+            log.warning("named not reachable for reconfig (%s); will retry", result.message)
+            return ApplyOutcome(True, True, result.message)
+
+        # named refused what named-checkconf accepted (a zone file it cannot
+        # open, say): it keeps serving the old configuration, and so does the disk.
+        if previous_keys is not None:
+            write_atomically(self.key_file, previous_keys, 0o600)
+        if previous_link is not None:
+            self._point_link(previous_link)
+        if previous_applied is not None:
+            self._write_marker(previous_applied)
+        return ApplyOutcome(False, False, f"rndc reconfig: {result.message}")

@@ -1,0 +1,62 @@
+"""The agent's own metrics (a registry of its own, served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+RELOAD_RESULTS = ("success", "rejected", "failed")
+
+
+class AgentMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reloads = Counter(
+            "secondarydns_agent_reloads",
+            "Configuration applies by result: success (checked, swapped, reconfigured), "
+            "rejected (named-checkconf or named refused it), failed (could not be written).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result=result)
+        self.config_applied = Gauge(
+            "secondarydns_agent_config_applied_info",
+            "The configuration named serves: 1 for its config hash.",
+            ["config_hash"],
+            registry=self.registry,
+        )
+        self.config_rejected = Gauge(
+            "secondarydns_agent_config_rejected",
+            "1 while the newest configuration is rejected and the last good one serves.",
+            registry=self.registry,
+        )
+        self.zones_configured = Gauge(
+            "secondarydns_agent_zones_configured",
+            "Zones in the applied configuration.",
+            registry=self.registry,
+        )
+        self.zones_loaded = Gauge(
+            "secondarydns_agent_zones_loaded",
+            "Zones of the applied configuration that named has loaded at least once.",
+            registry=self.registry,
+        )
+        self.last_reload = Gauge(
+            "secondarydns_agent_last_reload_timestamp_seconds",
+            "Unix time of the last successful configuration apply.",
+            registry=self.registry,
+        )
+        self.ready = Gauge(
+            "secondarydns_agent_ready",
+            "1 when the replica reports Ready (named answers, zones loaded).",
+            registry=self.registry,
+        )
+        self._applied_hash: str | None = None
+
+    def set_applied(self, config_hash: str | None) -> None:
+        if config_hash == self._applied_hash:
+            return
+        if self._applied_hash is not None:
+            self.config_applied.remove(self._applied_hash)
+        if config_hash is not None:
+            self.config_applied.labels(config_hash=config_hash).set(1)
+        self._applied_hash = config_hash

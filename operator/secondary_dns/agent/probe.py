@@ -1,0 +1,77 @@
+"""What named serves right now, asked over loopback: DNS and the statistics channel."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+
+PROBE_TIMEOUT_SECONDS = 1.0
+
+
+def parse_zone_statistics(document: Mapping[str, Any]) -> set[dns.name.Name]:
+    """Zones named has loaded at least once, from `/json/v1/zones`.
+
+    BIND lists every configured zone; a secondary that has neither transferred
+    nor read its file yet has no `serial` (and `loaded` is the epoch).
+    """
+    loaded: set[dns.name.Name] = set()
+    views = document.get("views")
+    if not isinstance(views, Mapping):
+        return loaded
+    for view in views.values():
+        zones = view.get("zones") if isinstance(view, Mapping) else None
+        if not isinstance(zones, list):
+            continue
+        for zone in zones:
+            if not isinstance(zone, Mapping) or not isinstance(zone.get("name"), str):
+                continue
+            if zone.get("serial") is None or zone.get("class", "IN") != "IN":
+                continue
+            try:
+                loaded.add(dns.name.from_text(zone["name"]))
+            except dns.exception.DNSException:
+                continue
+    return loaded
+
+
+class EngineProbe:
+    def __init__(
+        self,
+        *,
+        dns_address: str = "127.0.0.1",
+        dns_port: int = 53,
+        statistics_port: int = 8053,
+        timeout: float = PROBE_TIMEOUT_SECONDS,
+    ) -> None:
+        self.dns_address = dns_address
+        self.dns_port = dns_port
+        self.statistics_url = f"http://127.0.0.1:{statistics_port}/json/v1/zones"
+        self.timeout = timeout
+
+    def answering(self) -> bool:
+        """Any DNS answer counts (REFUSED for `.` too): the engine is up and serving."""
+        query = dns.message.make_query(".", "SOA")
+        query.flags &= ~dns.flags.RD
+        try:
+            dns.query.udp(query, self.dns_address, port=self.dns_port, timeout=self.timeout)
+        except (dns.exception.DNSException, OSError):
+            return False
+        return True
+
+    def loaded_zones(self) -> set[dns.name.Name] | None:
+        """None when the statistics channel does not answer."""
+        try:
+            with urllib.request.urlopen(self.statistics_url, timeout=self.timeout) as response:
+                document = json.load(response)
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+        return parse_zone_statistics(document) if isinstance(document, Mapping) else None

@@ -1,0 +1,240 @@
+"""The agent's loop: configuration in, named reconfigured, readiness and Pod annotations out.
+
+One thread does the work; watches only wake it. Each pass is level-triggered:
+it looks at the whole current snapshot, so a missed or duplicated event
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+import dns.name
+
+from secondary_dns.agent.assemble import DesiredConfig, Invalid, Pending, assemble
+from secondary_dns.agent.contract import PodLayout
+from secondary_dns.agent.decide import (
+    Action,
+    AppliedConfig,
+    Readiness,
+    Rejection,
+    annotation_patch,
+    check_readiness,
+    decide_apply,
+    missing_zones,
+    pod_annotations,
+)
+from secondary_dns.agent.files import ConfigDirectory, NamedControl, ensure_rndc_key
+from secondary_dns.agent.metrics import AgentMetrics
+from secondary_dns.agent.probe import EngineProbe
+from secondary_dns.agent.source import ConfigSource
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_SECONDS = 1.0
+# /healthz fails when the loop has not finished a pass for this long (a hung
+# named-checkconf or rndc is bounded by their own timeouts, well below this).
+STALL_SECONDS = 300.0
+# Once Ready, the flag survives agent restarts in the run directory (see check_readiness).
+READY_ONCE_FILE = "ready-once"
+
+
+class PodReporter(Protocol):
+    def current(self) -> Mapping[str, str | None]: ...
+
+    def patch(self, annotations: Mapping[str, str]) -> None: ...
+
+
+class MemoryPodReporter:
+    """Keeps the annotations in memory (tests, runs without a Pod); counts the patches."""
+
+    def __init__(self) -> None:
+        self.annotations: dict[str, str | None] = {}
+        self.patches: list[dict[str, str]] = []
+
+    def current(self) -> Mapping[str, str | None]:
+        return dict(self.annotations)
+
+    def patch(self, annotations: Mapping[str, str]) -> None:
+        self.patches.append(dict(annotations))
+        self.annotations.update(annotations)
+
+
+class Agent:
+    def __init__(
+        self,
+        layout: PodLayout,
+        source: ConfigSource,
+        reporter: PodReporter,
+        control: NamedControl,
+        probe: EngineProbe,
+        metrics: AgentMetrics | None = None,
+        *,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.layout = layout
+        self.source = source
+        self.reporter = reporter
+        self.control = control
+        self.probe = probe
+        self.metrics = metrics or AgentMetrics()
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.directory = ConfigDirectory(layout)
+        self.changed = threading.Event()
+        self.applied: AppliedConfig | None = None
+        self.rejection: Rejection | None = None
+        self.reload_pending = False
+        self.readiness = Readiness(False, "starting")
+        self.zones_loaded = 0
+        self._reported: dict[str, str | None] | None = None
+        self._pending_reason = ""
+        self._last_pass = time.monotonic()
+        self._ready_once = Path(layout.run_dir) / READY_ONCE_FILE
+
+    # ---- HTTP checks -----------------------------------------------------------------
+
+    def healthz(self) -> tuple[bool, str]:
+        stalled = time.monotonic() - self._last_pass
+        if stalled > STALL_SECONDS:
+            return False, f"agent loop has not run for {stalled:.0f}s"
+        return True, "ok"
+
+    def readyz(self) -> tuple[bool, str]:
+        return self.readiness.ready, self.readiness.reason
+
+    # ---- loop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.directory.prepare()
+        if ensure_rndc_key(self.layout):
+            log.info("created rndc key %s", self.layout.rndc_key_file)
+        self.applied = self.directory.applied()
+        if self.applied is not None:
+            log.info("configuration on disk: %s", self.applied.config_hash)
+            self.metrics.set_applied(self.applied.config_hash)
+            self.metrics.zones_configured.set(len(self.applied.zones))
+        self.source.start(self.changed.set)
+
+    def run(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            while not stop.is_set():
+                self.changed.wait(self.poll_interval)
+                self.changed.clear()
+                if stop.is_set():
+                    break
+                self.step()
+        finally:
+            self.source.stop()
+
+    def step(self) -> None:
+        """One level-triggered pass; never raises (a failing pass is retried on the next)."""
+        try:
+            self.reconcile_config()
+            self.observe_engine()
+            self.report()
+        except Exception:
+            log.exception("agent pass failed; retrying")
+        self._last_pass = time.monotonic()
+
+    def reconcile_config(self) -> None:
+        snapshot = self.source.snapshot()
+        if not snapshot.synced:
+            return
+        result = assemble(snapshot.shards, snapshot.secret)
+        if isinstance(result, Pending):
+            if result.reason != self._pending_reason:
+                log.info("configuration pending: %s", result.reason)
+                self._pending_reason = result.reason
+        elif isinstance(result, Invalid):
+            rejection = Rejection(result.config_hash, "", result.reason)
+            if rejection != self.rejection:
+                log.error("configuration %s is invalid: %s", result.config_hash, result.reason)
+                self.metrics.reloads.labels(result="rejected").inc()
+                self.rejection = rejection
+        else:
+            self._pending_reason = ""
+            self._apply(result)
+        if self.reload_pending:
+            outcome = self.control.reconfig()
+            if outcome.ok:
+                log.info("named reconfigured (retried)")
+                self.reload_pending = False
+            elif not outcome.unreachable:
+                log.error("named refused the configuration on retry: %s", outcome.message)
+                self.reload_pending = False
+
+    def _apply(self, desired: DesiredConfig) -> None:
+        action = decide_apply(desired, self.applied, self.rejection)
+        if action is Action.UNCHANGED:
+            self.rejection = None
+            return
+        if action is Action.ALREADY_REJECTED:
+            return
+        started = time.monotonic()
+        try:
+            outcome = self.directory.apply(desired, self.control)
+        except OSError as error:
+            log.error("could not write configuration %s: %s", desired.config_hash, error)
+            self.metrics.reloads.labels(result="failed").inc()
+            return
+        if not outcome.applied:
+            log.error("configuration %s rejected: %s", desired.config_hash, outcome.message)
+            self.rejection = Rejection(desired.config_hash, desired.keys_hash, outcome.message)
+            self.metrics.reloads.labels(result="rejected").inc()
+            return
+        log.info(
+            "configuration %s applied in %.3fs (%d zones): %s",
+            desired.config_hash,
+            time.monotonic() - started,
+            len(desired.zones),
+            outcome.message,
+        )
+        self.applied = AppliedConfig(desired.config_hash, desired.keys_hash, desired.zones)
+        self.rejection = None
+        self.reload_pending = outcome.reload_pending
+        self.metrics.reloads.labels(result="success").inc()
+        self.metrics.last_reload.set(self.clock())
+        self.metrics.set_applied(desired.config_hash)
+        self.metrics.zones_configured.set(len(desired.zones))
+
+    def observe_engine(self) -> None:
+        configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
+        answering = self.applied is not None and self.probe.answering()
+        loaded = self.probe.loaded_zones() if answering else None
+        missing = missing_zones(configured, loaded or set())
+        self.zones_loaded = len(configured) - len(missing)
+        has_been_ready = self._ready_once.exists()
+        if self.applied is None:
+            readiness = Readiness(False, "no configuration applied yet")
+        elif answering and loaded is None:
+            readiness = Readiness(False, "named statistics channel does not answer")
+        else:
+            readiness = check_readiness(answering, missing, has_been_ready)
+        if readiness.ready and not has_been_ready:
+            self._ready_once.write_text(f"{self.applied.config_hash if self.applied else ''}\n")
+        if readiness != self.readiness:
+            log.info("ready=%s: %s", readiness.ready, readiness.reason)
+        self.readiness = readiness
+        self.metrics.zones_loaded.set(self.zones_loaded)
+        self.metrics.ready.set(1 if readiness.ready else 0)
+        self.metrics.config_rejected.set(1 if self.rejection else 0)
+
+    def report(self) -> None:
+        if self._reported is None:
+            # Read once at start, so a restarted agent writes nothing that is already shown.
+            self._reported = dict(self.reporter.current())
+        configured = len(self.applied.zones) if self.applied else 0
+        wanted = pod_annotations(self.applied, self.rejection, self.zones_loaded, configured)
+        patch = annotation_patch(self._reported, wanted)
+        if not patch:
+            return
+        self.reporter.patch(patch)
+        self._reported.update(patch)

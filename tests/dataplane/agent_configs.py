@@ -1,0 +1,213 @@
+"""Real rendered configurations for agent tests, shaped as the operator ships them.
+
+The renderer turns Zone manifests into named.conf and zones.conf for the pod
+layout (`PodLayout.engine_paths()` moved under a temporary directory); these
+helpers wrap the result as config ConfigMaps (optionally split into parts and
+shards) and the key Secret, with the annotations of agent/contract.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+import dns.name
+import dns.tsig
+
+from secondary_dns.agent import contract
+from secondary_dns.agent.assemble import ConfigShard, KeySecret
+from secondary_dns.agent.contract import PodLayout
+from secondary_dns.api import (
+    API_VERSION,
+    ObjectRef,
+    SecretKeyRef,
+    TsigKey,
+    parse_secondary_server,
+    parse_zone,
+)
+from secondary_dns.render import RenderRequest, config_hash, render_bind9, render_key_file
+from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, TsigKeyLookup
+from secondary_dns.render.tokens import IPAddress
+
+NAMESPACE = "dns"
+SERVER = "edge"
+KEY_SECRET = "transfer-key"
+# The operator's NOTIFY relay key: every zone names it in allow-notify.
+RELAY_KEY = TsigKey(
+    DEFAULT_RELAY_KEY_NAME, dns.tsig.HMAC_SHA256, b"relay-key-for-tests-0123456789ab"
+)
+
+
+@dataclass(frozen=True)
+class PrimaryZone:
+    zone: str
+    address: str
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One configuration as the operator would publish it."""
+
+    files: dict[str, str]
+    config_hash: str
+    zones: tuple[str, ...]
+    key_file: str
+    keys_hash: str
+
+    def with_file(self, name: str, text: str) -> Bundle:
+        """The same bundle with one file replaced (and the hash that goes with it)."""
+        files = {**self.files, name: text}
+        return replace(self, files=files, config_hash=config_hash(files))
+
+
+def render_bundle(
+    layout: PodLayout,
+    zones: list[PrimaryZone],
+    key_name: dns.name.Name,
+    key_secret: bytes,
+    *,
+    listen: IPAddress,
+    port: int = 53,
+    control_port: int = 953,
+    statistics_port: int = 8053,
+) -> Bundle:
+    server = parse_secondary_server(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "SecondaryServer",
+            "metadata": {"name": SERVER, "namespace": NAMESPACE},
+            "spec": {"replicas": 3, "engine": {"type": "bind9"}},
+        }
+    )
+    parsed = []
+    for index, item in enumerate(zones):
+        manifest = {
+            "apiVersion": API_VERSION,
+            "kind": "Zone",
+            "metadata": {"name": f"zone-{index}", "namespace": NAMESPACE},
+            "spec": {
+                "zone": item.zone,
+                "primaries": [
+                    {
+                        "address": item.address,
+                        "port": item.port,
+                        "tsigKeySecretRef": {"name": KEY_SECRET},
+                    }
+                ],
+                "servers": [SERVER],
+            },
+        }
+        parsed.append((ObjectRef(NAMESPACE, f"zone-{index}"), parse_zone(manifest)))
+    key = TsigKey(key_name, dns.tsig.HMAC_SHA256, key_secret)
+    lookup: TsigKeyLookup = {(NAMESPACE, SecretKeyRef(KEY_SECRET)): key}
+    paths = replace(
+        layout.engine_paths(),
+        listen_addresses=(listen,),
+        port=port,
+        control_port=control_port,
+        statistics_port=statistics_port,
+    )
+    rendered = render_bind9(
+        RenderRequest(
+            server=server,
+            zones=parsed,
+            tsig_keys=lookup,
+            relay_key_name=DEFAULT_RELAY_KEY_NAME,
+            paths=paths,
+        )
+    )
+    assert not rendered.rejected, rendered.rejected
+    key_file = render_key_file([*rendered.tsig_keys, RELAY_KEY])
+    return Bundle(
+        files=dict(rendered.files),
+        config_hash=rendered.config_hash,
+        zones=tuple(sorted(zone.to_text() for zone, _ in rendered.served)),
+        key_file=key_file,
+        keys_hash=hashlib.sha256(key_file.encode()).hexdigest(),
+    )
+
+
+def configmap_data(
+    bundle: Bundle, shards: int = 1, part_bytes: int | None = None
+) -> list[dict[str, str]]:
+    """The data of `shards` ConfigMaps; files longer than part_bytes go in parts."""
+    entries: list[tuple[str, str]] = []
+    for name, text in sorted({**bundle.files, contract.ZONES_FILE: zones_json(bundle)}.items()):
+        if part_bytes is None or len(text) <= part_bytes:
+            entries.append((name, text))
+            continue
+        for index, start in enumerate(range(0, len(text), part_bytes)):
+            entries.append((f"{name}.part-{index:04d}", text[start : start + part_bytes]))
+    # Round robin, so consecutive parts land in different ConfigMaps.
+    data: list[dict[str, str]] = [{} for _ in range(shards)]
+    for index, (key, value) in enumerate(entries):
+        data[index % shards][key] = value
+    return data
+
+
+def zones_json(bundle: Bundle) -> str:
+    return json.dumps(list(bundle.zones)) + "\n"
+
+
+def shards_of(
+    bundle: Bundle, shards: int = 1, part_bytes: int | None = None, server: str = SERVER
+) -> list[ConfigShard]:
+    return [
+        ConfigShard(
+            name=f"{server}-config-{index}",
+            config_hash=bundle.config_hash,
+            shards=shards,
+            keys_hash=bundle.keys_hash,
+            data=data,
+        )
+        for index, data in enumerate(configmap_data(bundle, shards, part_bytes))
+    ]
+
+
+def key_secret_of(bundle: Bundle, server: str = SERVER) -> KeySecret:
+    return KeySecret(contract.keys_secret_name(server), bundle.keys_hash, bundle.key_file)
+
+
+def configmap_manifests(
+    bundle: Bundle, namespace: str, shards: int = 1, server: str = SERVER
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{server}-config-{index}",
+                "namespace": namespace,
+                "labels": {
+                    contract.LABEL_SERVER: server,
+                    contract.LABEL_ROLE: contract.ROLE_CONFIG,
+                },
+                "annotations": {
+                    contract.ANNOTATION_CONFIG_HASH: bundle.config_hash,
+                    contract.ANNOTATION_CONFIG_SHARDS: str(shards),
+                    contract.ANNOTATION_KEYS_HASH: bundle.keys_hash,
+                },
+            },
+            "data": data,
+        }
+        for index, data in enumerate(configmap_data(bundle, shards))
+    ]
+
+
+def key_secret_manifest(bundle: Bundle, namespace: str, server: str = SERVER) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": contract.keys_secret_name(server),
+            "namespace": namespace,
+            "annotations": {contract.ANNOTATION_KEYS_HASH: bundle.keys_hash},
+        },
+        "data": {
+            contract.KEYS_DATA_KEY: base64.b64encode(bundle.key_file.encode()).decode("ascii")
+        },
+    }

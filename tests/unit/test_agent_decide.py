@@ -1,0 +1,97 @@
+"""The agent's pure decisions: apply or not, readiness, and the Pod annotation patch."""
+
+from __future__ import annotations
+
+import dns.name
+
+from secondary_dns.agent import contract
+from secondary_dns.agent.assemble import DesiredConfig
+from secondary_dns.agent.decide import (
+    Action,
+    AppliedConfig,
+    Rejection,
+    annotation_patch,
+    check_readiness,
+    config_error,
+    decide_apply,
+    missing_zones,
+    one_line,
+    pod_annotations,
+)
+from secondary_dns.agent.probe import parse_zone_statistics
+
+A = dns.name.from_text("a.test.")
+B = dns.name.from_text("b.test.")
+DESIRED = DesiredConfig("c1", "k1", {"named.conf": ""}, (A, B), "")
+
+
+def test_same_config_and_keys_is_no_write_and_no_reload() -> None:
+    assert decide_apply(DESIRED, AppliedConfig("c1", "k1"), None) is Action.UNCHANGED
+
+
+def test_new_config_or_new_keys_are_applied() -> None:
+    assert decide_apply(DESIRED, None, None) is Action.APPLY
+    assert decide_apply(DESIRED, AppliedConfig("c0", "k1"), None) is Action.APPLY
+    # Rotated TSIG secret, same config text: the key file changes, named reloads.
+    assert decide_apply(DESIRED, AppliedConfig("c1", "k0"), None) is Action.APPLY
+
+
+def test_a_rejected_config_is_not_checked_again_until_something_changes() -> None:
+    rejected = Rejection("c1", "k1", "bad")
+    assert decide_apply(DESIRED, AppliedConfig("c0", "k0"), rejected) is Action.ALREADY_REJECTED
+    assert decide_apply(DESIRED, AppliedConfig("c0", "k0"), Rejection("c1", "k0", "bad")) is (
+        Action.APPLY
+    )
+
+
+def test_readiness_needs_named_and_every_zone_until_first_ready() -> None:
+    assert not check_readiness(False, [], True).ready
+    fresh = check_readiness(True, missing_zones([A, B], [A]), has_been_ready=False)
+    assert not fresh.ready and "b.test." in fresh.reason
+    assert check_readiness(True, missing_zones([A, B], [A, B]), has_been_ready=False).ready
+    # A zone added later that does not load does not empty the Service.
+    assert check_readiness(True, missing_zones([A, B], [A]), has_been_ready=True).ready
+
+
+def test_config_error_is_one_line_and_bounded() -> None:
+    message = "zones.conf:3: unknown key 'x'\n\tzones.conf:9: " + "é" * 2000
+    value = config_error(Rejection("abc", "k", message))
+    assert value.startswith("abc: zones.conf:3: unknown key 'x' zones.conf:9: ")
+    assert "\n" not in value and "\t" not in value
+    assert len(value.encode()) <= contract.CONFIG_ERROR_MAX_BYTES and value.endswith("...")
+    assert one_line("short\nmessage") == "short message"
+    assert config_error(None) == ""
+
+
+def test_patch_holds_only_changed_annotations() -> None:
+    wanted = pod_annotations(AppliedConfig("c1", "k1"), None, 1, 2)
+    assert wanted == {
+        contract.ANNOTATION_APPLIED_CONFIG_HASH: "c1",
+        contract.ANNOTATION_CONFIG_ERROR: "",
+        contract.ANNOTATION_ZONES_LOADED: "1/2",
+    }
+    assert annotation_patch({}, wanted) == wanted
+    assert annotation_patch(dict(wanted), wanted) == {}
+    shown = {**wanted, contract.ANNOTATION_ZONES_LOADED: "0/2"}
+    assert annotation_patch(shown, wanted) == {contract.ANNOTATION_ZONES_LOADED: "1/2"}
+    rejected = pod_annotations(AppliedConfig("c1", "k1"), Rejection("c2", "k1", "bad"), 2, 2)
+    assert annotation_patch(wanted, rejected) == {
+        contract.ANNOTATION_CONFIG_ERROR: "c2: bad",
+        contract.ANNOTATION_ZONES_LOADED: "2/2",
+    }
+
+
+def test_zone_statistics_count_only_zones_with_a_serial() -> None:
+    document = {
+        "views": {
+            "_default": {
+                "zones": [
+                    {"name": "a.test", "class": "IN", "type": "secondary", "serial": 7},
+                    {"name": "b.test", "class": "IN", "type": "secondary", "loaded": "1970"},
+                ]
+            },
+            "_bind": {"zones": [{"name": "authors.bind", "class": "CH", "serial": 0}]},
+        }
+    }
+    assert parse_zone_statistics(document) == {A}
+    assert parse_zone_statistics({}) == set()
