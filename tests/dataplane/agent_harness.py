@@ -1,0 +1,200 @@
+"""One DNS pod on loopback: `secondary-dns engine` (which becomes named) and the agent.
+
+The agent runs in the test process (a thread) with a configuration source the
+test sets directly; the engine runs as the real command, so the named PID the
+test sees is the one the container would have. Everything stops on exit, also
+when the test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+
+import dns.name
+
+from secondary_dns.agent.contract import PodLayout
+from secondary_dns.agent.endpoints import AgentHTTPServer
+from secondary_dns.agent.files import NamedControl
+from secondary_dns.agent.probe import EngineProbe
+from secondary_dns.agent.runner import Agent, MemoryPodReporter
+from secondary_dns.agent.source import StaticConfigSource
+from tests.dataplane.agent_configs import (
+    Bundle,
+    PrimaryZone,
+    key_secret_of,
+    render_bundle,
+    shards_of,
+)
+from tests.dataplane.named import NamedProcess, TsigCredentials, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class EngineProcess:
+    """`secondary-dns engine` in a process group of its own."""
+
+    def __init__(self, layout: PodLayout, log_path: Path) -> None:
+        self.layout = layout
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPO / "operator"), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "secondary_dns.cli",
+                    "engine",
+                    "--run-dir",
+                    str(self.layout.run_dir),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def named_pid(self) -> int | None:
+        """The PID named wrote to its pid-file (the rendered config puts it in run_dir)."""
+        try:
+            return int((Path(self.layout.run_dir) / "named.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class AgentPod:
+    """Engine + agent sharing a run directory, serving on `address`."""
+
+    def __init__(self, workdir: Path, address: str, key: TsigCredentials) -> None:
+        self.workdir = workdir
+        self.address = address
+        self.key = key
+        self.layout = PodLayout(PurePosixPath(workdir / "run"), PurePosixPath(workdir / "data"))
+        self.control_port = free_port()
+        self.statistics_port = free_port()
+        self.source = StaticConfigSource()
+        self.reporter = MemoryPodReporter()
+        self.agent = Agent(
+            self.layout,
+            self.source,
+            self.reporter,
+            NamedControl(self.layout, control_port=self.control_port),
+            EngineProbe(dns_address=address, statistics_port=self.statistics_port),
+            poll_interval=0.2,
+        )
+        self.http = AgentHTTPServer(
+            "127.0.0.1:0", self.agent.healthz, self.agent.readyz, self.agent.metrics.registry
+        )
+        self.engine = EngineProcess(self.layout, workdir / "engine.log")
+        # For queries only: the process is the engine's, not this object's.
+        self.named = NamedProcess("agent-pod", Path(self.layout.named_conf), workdir, address)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.agent.run, args=(self._stop,), daemon=True)
+
+    def bundle(self, zones: list[PrimaryZone]) -> Bundle:
+        return render_bundle(
+            self.layout,
+            zones,
+            self.key.name,
+            self.key.secret,
+            listen=ipaddress.ip_address(self.address),
+            control_port=self.control_port,
+            statistics_port=self.statistics_port,
+        )
+
+    def publish(self, bundle: Bundle, shards: int = 1, part_bytes: int | None = None) -> None:
+        """What the operator does: new ConfigMaps and key Secret."""
+        self.source.set(shards_of(bundle, shards, part_bytes), key_secret_of(bundle))
+
+    def __enter__(self) -> AgentPod:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.http.start()
+        self._thread.start()
+        self.engine.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self.agent.changed.set()
+        self._thread.join(timeout=30)
+        self.http.stop()
+        self.engine.stop()
+        if exc is not None:
+            print(f"---- engine log ----\n{self.engine.log()[-6000:]}")
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.http.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def annotation(self, key: str) -> str | None:
+        return self.reporter.annotations.get(key)
+
+    def wait_for_annotation(self, key: str, value: str, deadline: float = 30.0) -> str:
+        return wait_until(
+            lambda: value if self.annotation(key) == value else None,
+            deadline,
+            f"annotation {key}={value} (now {self.annotation(key)!r})",
+        )
+
+    def wait_until_serving(self, zone: str, serial: int, deadline: float = 30.0) -> float:
+        """Seconds until named answers authoritatively for `zone` with `serial` (polls fast)."""
+        start = time.monotonic()
+        name = dns.name.from_text(zone)
+        while self.named.serial(name) != serial:
+            if time.monotonic() - start > deadline:
+                raise TimeoutError(
+                    f"{zone} serial {serial} not served after {deadline}s; "
+                    f"engine log:\n{self.engine.log()[-4000:]}"
+                )
+            time.sleep(0.02)
+        return time.monotonic() - start

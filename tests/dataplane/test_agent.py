@@ -1,0 +1,144 @@
+"""The pod agent with a real named: reload without restart, last good config, readiness."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from secondary_dns.agent import contract
+from tests.dataplane.agent_configs import PrimaryZone
+from tests.dataplane.agent_harness import AgentPod
+from tests.dataplane.named import (
+    NamedFleet,
+    TsigCredentials,
+    make_zone,
+    wait_until,
+)
+
+A = contract.ANNOTATION_APPLIED_CONFIG_HASH
+ERROR = contract.ANNOTATION_CONFIG_ERROR
+LOADED = contract.ANNOTATION_ZONES_LOADED
+
+
+@pytest.fixture
+def pod(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> Iterator[AgentPod]:
+    with AgentPod(tmp_path / "pod", fleet.address(), transfer_key) as agent_pod:
+        yield agent_pod
+
+
+def test_added_zone_is_served_without_restarting_named(
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+) -> None:
+    primary = fleet.start_primary(
+        [make_zone("example.test.", serial=1), make_zone("added.test.", serial=7)], transfer_key
+    )
+    first = pod.bundle([PrimaryZone("example.test.", primary.address)])
+    # The engine waits for the agent's first checked config before named starts.
+    assert pod.engine.alive() and pod.engine.named_pid() is None
+    pod.publish(first)
+    pod.wait_until_serving("example.test.", 1)
+    pod.wait_for_annotation(A, first.config_hash)
+    named_pid = pod.engine.named_pid()
+    # `engine` exec'd named: the container's process is named itself.
+    assert named_pid == pod.engine.pid
+
+    second = pod.bundle(
+        [PrimaryZone("example.test.", primary.address), PrimaryZone("added.test.", primary.address)]
+    )
+    latencies = []
+    started = time.monotonic()
+    pod.publish(second)
+    pod.wait_until_serving("added.test.", 7)
+    latencies.append(time.monotonic() - started)
+    pod.wait_for_annotation(A, second.config_hash)
+    pod.wait_for_annotation(LOADED, "2/2")
+    print(f"\nconfig change -> new zone served (reconfig, AXFR): {latencies[0] * 1000:.0f} ms")
+
+    assert pod.engine.alive() and pod.engine.named_pid() == named_pid
+    assert "reloading configuration succeeded" in pod.engine.log()
+    # Zones already there were never dropped.
+    assert pod.named.serial("example.test.") == 1
+    assert pod.annotation(ERROR) == ""
+    status, metrics = pod.get("/metrics")
+    assert status == 200
+    assert 'secondarydns_agent_reloads_total{result="success"} 2.0' in metrics
+    assert f'secondarydns_agent_config_applied_info{{config_hash="{second.config_hash}"}} 1.0' in (
+        metrics
+    )
+    assert "secondarydns_agent_zones_loaded 2.0" in metrics
+
+    # The same hash again (a resync, another ConfigMap event): no write, no reload.
+    reloads = pod.engine.log().count("reloading configuration succeeded")
+    patches = len(pod.reporter.patches)
+    pod.publish(second, shards=2, part_bytes=200)
+    time.sleep(1.0)
+    assert pod.engine.log().count("reloading configuration succeeded") == reloads
+    assert len(pod.reporter.patches) == patches
+
+
+def test_rejected_config_keeps_the_last_good_one_serving(
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+) -> None:
+    primary = fleet.start_primary(
+        [make_zone("example.test.", serial=3), make_zone("other.test.", serial=4)], transfer_key
+    )
+    good = pod.bundle([PrimaryZone("example.test.", primary.address)])
+    pod.publish(good)
+    pod.wait_until_serving("example.test.", 3)
+    pod.wait_for_annotation(A, good.config_hash)
+
+    zones_conf = pod.bundle(
+        [PrimaryZone("example.test.", primary.address), PrimaryZone("other.test.", primary.address)]
+    ).files["zones.conf"]
+    # named-checkconf refuses it: one statement has an unknown zone type.
+    bad = good.with_file("zones.conf", zones_conf.replace("type secondary", "type tertiary", 1))
+    pod.publish(bad)
+    error = wait_until(lambda: pod.annotation(ERROR) or None, 30, "the config error to be reported")
+    assert error.startswith(f"{bad.config_hash}: named-checkconf: ")
+    assert "tertiary" in error and "\n" not in error
+    assert pod.annotation(A) == good.config_hash
+    assert pod.named.serial("example.test.") == 3
+    assert pod.named.serial("other.test.") is None
+    assert "secondarydns_agent_config_rejected 1.0" in pod.get("/metrics")[1]
+    assert pod.engine.log().count("reloading configuration succeeded") == 0
+
+    # The operator fixes it: applied, error cleared.
+    fixed = pod.bundle(
+        [PrimaryZone("example.test.", primary.address), PrimaryZone("other.test.", primary.address)]
+    )
+    pod.publish(fixed)
+    pod.wait_until_serving("other.test.", 4)
+    pod.wait_for_annotation(A, fixed.config_hash)
+    pod.wait_for_annotation(ERROR, "")
+
+
+def test_ready_only_when_every_zone_has_loaded(
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+) -> None:
+    primary = fleet.start_primary([make_zone("example.test.", serial=1)], transfer_key)
+    assert pod.get("/readyz")[0] == 503
+    assert pod.get("/healthz")[0] == 200
+    # late.test. is not on the primary yet: the replica must not take queries.
+    config = pod.bundle(
+        [PrimaryZone("example.test.", primary.address), PrimaryZone("late.test.", primary.address)]
+    )
+    pod.publish(config)
+    pod.wait_until_serving("example.test.", 1)
+    pod.wait_for_annotation(LOADED, "1/2")
+    status, reason = pod.get("/readyz")
+    assert status == 503 and "late.test." in reason
+
+    late = make_zone("late.test.", serial=9)
+    assert late.origin is not None
+    primary.zones[late.origin] = late
+    primary.write_config()
+    primary.rndc("reconfig")
+    primary.wait_for_serial("late.test.", 9)
+    primary.notify(pod.named, "late.test.")
+    pod.wait_until_serving("late.test.", 9)
+    pod.wait_for_annotation(LOADED, "2/2")
+    wait_until(lambda: True if pod.get("/readyz")[0] == 200 else None, 10, "/readyz to be 200")
+    assert "secondarydns_agent_ready 1.0" in pod.get("/metrics")[1]
