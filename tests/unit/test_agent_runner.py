@@ -1,0 +1,136 @@
+"""The agent loop with named replaced by scripted answers: what it writes and reports."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+import dns.name
+import pytest
+
+from secondary_dns.agent import contract
+from secondary_dns.agent.contract import PodLayout
+from secondary_dns.agent.files import NamedControl, ReloadResult
+from secondary_dns.agent.probe import EngineProbe
+from secondary_dns.agent.runner import Agent, MemoryPodReporter
+from secondary_dns.agent.source import StaticConfigSource
+from tests.dataplane.agent_configs import (
+    Bundle,
+    PrimaryZone,
+    key_secret_of,
+    render_bundle,
+    shards_of,
+)
+
+KEY = dns.name.from_text("transfer-key.example.")
+
+
+class ScriptedControl(NamedControl):
+    def __init__(self, layout: PodLayout) -> None:
+        super().__init__(layout)
+        self.reconfigs = 0
+
+    def reconfig(self) -> ReloadResult:
+        self.reconfigs += 1
+        return ReloadResult(True, False, "")
+
+
+class ScriptedProbe(EngineProbe):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded: set[dns.name.Name] = set()
+
+    def answering(self) -> bool:
+        return True
+
+    def loaded_zones(self) -> set[dns.name.Name] | None:
+        return set(self.loaded)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> PodLayout:
+    if shutil.which("named-checkconf") is None:
+        pytest.skip("named-checkconf is not installed")
+    return PodLayout(PurePosixPath(tmp_path / "run"), PurePosixPath(tmp_path / "data"))
+
+
+def bundle(layout: PodLayout, *zones: str) -> Bundle:
+    return render_bundle(
+        layout,
+        [PrimaryZone(zone, "192.0.2.1") for zone in zones],
+        KEY,
+        b"0123456789abcdef0123456789abcdef",
+        listen=ipaddress.ip_address("127.0.0.1"),
+    )
+
+
+def make_agent(
+    layout: PodLayout, source: StaticConfigSource, reporter: MemoryPodReporter
+) -> tuple[Agent, ScriptedControl, ScriptedProbe]:
+    control, probe = ScriptedControl(layout), ScriptedProbe()
+    agent = Agent(layout, source, reporter, control, probe)
+    agent.start()
+    return agent, control, probe
+
+
+def test_pod_is_patched_only_when_a_value_changes(layout: PodLayout) -> None:
+    config = bundle(layout, "a.test.", "b.test.")
+    source = StaticConfigSource(shards_of(config), key_secret_of(config))
+    reporter = MemoryPodReporter()
+    agent, control, probe = make_agent(layout, source, reporter)
+
+    agent.step()
+    assert reporter.annotations == {
+        contract.ANNOTATION_APPLIED_CONFIG_HASH: config.config_hash,
+        contract.ANNOTATION_CONFIG_ERROR: "",
+        contract.ANNOTATION_ZONES_LOADED: "0/2",
+    }
+    assert not agent.readyz()[0]
+    for _ in range(3):
+        agent.step()
+    assert len(reporter.patches) == 1
+
+    probe.loaded = {dns.name.from_text("a.test."), dns.name.from_text("b.test.")}
+    agent.step()
+    assert reporter.patches[-1] == {contract.ANNOTATION_ZONES_LOADED: "2/2"}
+    assert agent.readyz()[0]
+    agent.step()
+    assert len(reporter.patches) == 2 and control.reconfigs == 0
+
+
+def test_restarted_agent_neither_rewrites_reloads_nor_patches(layout: PodLayout) -> None:
+    config = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(config), key_secret_of(config))
+    reporter = MemoryPodReporter()
+    first, _, probe = make_agent(layout, source, reporter)
+    probe.loaded = {dns.name.from_text("a.test.")}
+    first.step()
+    patches = len(reporter.patches)
+    version_dir = Path(layout.versions_dir) / config.config_hash
+    written = version_dir.stat().st_mtime_ns
+
+    again, control, probe = make_agent(layout, source, reporter)
+    probe.loaded = {dns.name.from_text("a.test.")}
+    again.step()
+    assert control.reconfigs == 0 and len(reporter.patches) == patches
+    assert version_dir.stat().st_mtime_ns == written
+    assert again.readyz()[0]
+
+
+def test_invalid_configuration_is_reported_once(layout: PodLayout) -> None:
+    config = bundle(layout, "a.test.")
+    shards = shards_of(config)
+    # The operator lost a part: the files no longer match the hash.
+    broken = [replace(shard, data={**shard.data, "zones.conf": ""}) for shard in shards]
+    source = StaticConfigSource(broken, key_secret_of(config))
+    reporter = MemoryPodReporter()
+    agent, control, _ = make_agent(layout, source, reporter)
+    agent.step()
+    agent.step()
+    error = reporter.annotations[contract.ANNOTATION_CONFIG_ERROR]
+    assert error == f"{config.config_hash}: the files do not match the config hash annotation"
+    assert reporter.annotations[contract.ANNOTATION_APPLIED_CONFIG_HASH] == ""
+    assert len(reporter.patches) == 1
+    assert not Path(layout.marker).exists()
