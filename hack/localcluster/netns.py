@@ -54,7 +54,9 @@ def add_address(name: str, address: str) -> None:
         capture_output=True,
         text=True,
     )
-    if result.returncode != 0 and "File exists" not in result.stderr:
+    # iproute2 says "File exists" or "Address already assigned", by version.
+    already = ("File exists" in result.stderr) or ("already assigned" in result.stderr)
+    if result.returncode != 0 and not already:
         raise RuntimeError(f"cannot add {ip} to namespace {name}: {result.stderr.strip()}")
 
 

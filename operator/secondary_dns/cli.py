@@ -91,6 +91,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"exit with {EXIT_ZONES_REJECTED} when a selected zone is left out (for CI)",
     )
+
+    operator = commands.add_parser(
+        "operator",
+        help="run the controller (kopf): SecondaryServers and Zones into DNS pods",
+        description="Watch SecondaryServers, Zones and the Secrets they use, and keep the "
+        "cluster equal to what they declare.",
+    )
+    operator.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        metavar="NS",
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    operator.add_argument(
+        "--metrics-port", type=int, default=8080, help="Prometheus /metrics (0: off)"
+    )
+    operator.add_argument(
+        "--health-port", type=int, default=8081, help="kopf liveness /healthz (0: off)"
+    )
+    operator.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(os.environ.get("SDNS_RESYNC_SECONDS", "60")),
+        help="level-triggered resync interval per SecondaryServer",
+    )
+    operator.add_argument("--verbose", "-v", action="store_true")
     agent_command.add_commands(commands)
     return parser
 
@@ -105,7 +132,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_render(args, sys.stdout, sys.stderr)
     if args.command in agent_command.COMMANDS:
         return agent_command.run(args)
+    if args.command == "operator":
+        return run_operator(args)
     return 0
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    # The resync interval is read when the handlers module registers its timer.
+    os.environ["SDNS_RESYNC_SECONDS"] = str(args.resync_seconds)
+    from secondary_dns.handlers.run import run
+
+    return run(
+        namespaces=args.namespace or [],
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        verbose=args.verbose,
+    )
 
 
 # ---- render -------------------------------------------------------------------------

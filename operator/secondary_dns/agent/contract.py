@@ -11,37 +11,40 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from secondary_dns.render import EnginePaths
+from secondary_dns.render import kubernetes as objects
 
+# The names are defined once, where the operator builds the objects; the agent
+# reads them from there so the two sides cannot drift apart.
 PREFIX = "secondarydns.io/"
 
 # ConfigMaps holding one server's engine configuration:
 #   labels secondarydns.io/server=<SecondaryServer name>, secondarydns.io/role=config
-LABEL_SERVER = PREFIX + "server"
-LABEL_ROLE = PREFIX + "role"
-ROLE_CONFIG = "config"
+LABEL_SERVER = objects.LABEL_SERVER
+LABEL_ROLE = objects.LABEL_ROLE
+ROLE_CONFIG = objects.ROLE_CONFIG
 
 # On every config ConfigMap: RenderedConfig.config_hash, how many ConfigMaps make
 # up that config, and the keys hash of the Secret the config needs.
-ANNOTATION_CONFIG_HASH = PREFIX + "config-hash"
-ANNOTATION_CONFIG_SHARDS = PREFIX + "config-shards"
+ANNOTATION_CONFIG_HASH = objects.ANNOTATION_CONFIG_HASH
+ANNOTATION_CONFIG_SHARDS = objects.ANNOTATION_CONFIG_SHARDS
 # On the config ConfigMaps and on the key Secret.
-ANNOTATION_KEYS_HASH = PREFIX + "keys-hash"
+ANNOTATION_KEYS_HASH = objects.ANNOTATION_KEYS_HASH
 
 # The key Secret is `<server>-keys`; its data key holds the TSIG key file.
 KEYS_SECRET_SUFFIX = "-keys"
-KEYS_DATA_KEY = "tsig-keys.conf"
+KEYS_DATA_KEY = objects.KEY_FILE
 
 # A file too big for one ConfigMap is stored as `<file>.part-0000`, `.part-0001`, ...
-PART_SEPARATOR = ".part-"
+PART_SEPARATOR = objects.PART_SUFFIX
 PART_DIGITS = 4
 
 # JSON list of the absolute zone names the config serves; not a named file.
-ZONES_FILE = "zones.json"
+ZONES_FILE = objects.ZONES_JSON
 
 # Reported by the agent on its own Pod (merge patch, only when a value changed).
-ANNOTATION_APPLIED_CONFIG_HASH = PREFIX + "applied-config-hash"
-ANNOTATION_CONFIG_ERROR = PREFIX + "config-error"
-ANNOTATION_ZONES_LOADED = PREFIX + "zones-loaded"
+ANNOTATION_APPLIED_CONFIG_HASH = objects.ANNOTATION_APPLIED_HASH
+ANNOTATION_CONFIG_ERROR = objects.ANNOTATION_CONFIG_ERROR
+ANNOTATION_ZONES_LOADED = objects.ANNOTATION_ZONES_LOADED
 REPORTED_ANNOTATIONS = (
     ANNOTATION_APPLIED_CONFIG_HASH,
     ANNOTATION_CONFIG_ERROR,

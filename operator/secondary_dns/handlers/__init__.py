@@ -1,0 +1,1 @@
+"""Thin kopf glue: every handler hands its event to the Reconciler."""

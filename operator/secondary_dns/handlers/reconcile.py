@@ -1,0 +1,500 @@
+"""Level-triggered reconciliation: read -> render -> apply -> status.
+
+One idempotent `reconcile_server()` is called for every reason a
+SecondaryServer may need work (its own events, a Zone or Secret it uses, a
+resync timer), so there is no chain of phases through status fields (kopf
+docs/reconciliation.rst). Pod and StatefulSet events only recompute status.
+Decisions live in `render` (pure); this module only moves data between the
+API and those functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from secondary_dns import metrics
+from secondary_dns.api import (
+    SECONDARY_SERVER_PLURAL,
+    ZONE_PLURAL,
+    ObjectRef,
+    SecondaryServerSpec,
+    SecretKeyRef,
+    SpecError,
+    TsigKey,
+    TsigSecretError,
+    ZoneSpec,
+    parse_secondary_server,
+    parse_tsig_secret,
+    parse_zone,
+)
+from secondary_dns.k8s.api import Cluster
+from secondary_dns.render import (
+    RenderedConfig,
+    RenderError,
+    RenderRequest,
+    TsigKeyUnavailable,
+    renderer_for,
+    zones_for_server,
+)
+from secondary_dns.render import kubernetes as children
+from secondary_dns.render import status as status_rules
+from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
+
+log = logging.getLogger(__name__)
+
+# (object, event type, reason, message): posted as a Kubernetes Event.
+EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ref(obj: Mapping[str, Any]) -> ObjectRef:
+    return ObjectRef(obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+
+@dataclass
+class _ServerMemory:
+    """What the last reconcile of one server learned; rebuilt from the API after a restart."""
+
+    rendered: RenderedConfig | None = None
+    zones: frozenset[ObjectRef] = frozenset()
+    secrets: frozenset[str] = frozenset()
+    pods: tuple[status_rules.ObservedPod, ...] = ()
+    replicas: int = 0
+    seen_applied: dict[str, str] = field(default_factory=dict)
+    seen_errors: dict[str, str] = field(default_factory=dict)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        cluster: Cluster,
+        post_event: EventPoster,
+        now: Callable[[], str] = utc_now,
+        notify_address: str | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.post_event = post_event
+        self.now = now
+        self.notify_address = notify_address
+        self._memory: dict[ObjectRef, _ServerMemory] = {}
+        self._locks: dict[ObjectRef, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, ref: ObjectRef) -> threading.RLock:
+        with self._locks_guard:
+            return self._locks.setdefault(ref, threading.RLock())
+
+    def memory(self, ref: ObjectRef) -> _ServerMemory:
+        return self._memory.setdefault(ref, _ServerMemory())
+
+    # ---- SecondaryServer ---------------------------------------------------
+
+    def reconcile_server(self, namespace: str, name: str) -> None:
+        ref = ObjectRef(namespace, name)
+        affected: set[ObjectRef] = set()
+        started = time.monotonic()
+        result = "ok"
+        with self._lock(ref):
+            obj = self.cluster.get_server(namespace, name)
+            if obj is None or obj["metadata"].get("deletionTimestamp"):
+                # Going away: its children follow by garbage collection; recreating
+                # any of them now would only race the namespace's termination.
+                affected |= self.memory(ref).zones
+                self._memory.pop(ref, None)
+            else:
+                try:
+                    affected |= self._reconcile_server(obj)
+                except SpecError:
+                    result = "invalid_spec"
+                except Exception:
+                    result = "error"
+                    raise
+                finally:
+                    metrics.RECONCILES.labels(result=result).inc()
+                    metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        for zone_ref in sorted(affected):
+            self.refresh_zone(zone_ref.namespace, zone_ref.name)
+
+    def _reconcile_server(self, obj: Mapping[str, Any]) -> set[ObjectRef]:
+        ref = _ref(obj)
+        memory = self.memory(ref)
+        try:
+            spec = parse_secondary_server(obj)
+        except SpecError as error:
+            observation = status_rules.ServerObservation(
+                generation=int(obj["metadata"].get("generation", 0)),
+                replicas=0,
+                topology_key="",
+                pods=(),
+                config_hash=None,
+                zones=0,
+                rollout_complete=False,
+                spec_error=error,
+            )
+            self._write_server_status(obj, observation, "Warning", "InvalidSpec", str(error))
+            raise
+        identity = children.ServerIdentity(
+            ref, obj["metadata"]["uid"], dict(obj["metadata"].get("labels") or {})
+        )
+        zone_specs, created = self._zones(ref.namespace)
+        selected = zones_for_server(zone_specs, ref, identity.labels)
+        keys, secret_names = self._tsig_keys(ref.namespace, [s for _, s in selected])
+        relay_key = self._relay_key(identity)
+        renderer = renderer_for(spec.engine.type)
+        apply_error: str | None = None
+        try:
+            rendered = renderer.render(
+                RenderRequest(
+                    server=spec,
+                    zones=selected,
+                    tsig_keys=keys,
+                    relay_key_name=relay_key.name,
+                    paths=children.POD_PATHS,
+                    created=created,
+                )
+            )
+        except RenderError as error:
+            observation = status_rules.ServerObservation(
+                generation=int(obj["metadata"].get("generation", 0)),
+                replicas=spec.replicas,
+                topology_key=spec.spread.topology_key,
+                pods=memory.pods,
+                config_hash=None,
+                zones=0,
+                rollout_complete=False,
+                apply_error=f"the configuration cannot be rendered: {error}",
+            )
+            self._write_server_status(obj, observation, "Warning", "RenderFailed", str(error))
+            return set()
+        key_file = renderer.render_key_file([*rendered.tsig_keys, relay_key])
+        primaries = sorted(
+            {(str(p.address), p.port) for _, zone in selected for p in zone.primaries}
+        )
+        created_now = False
+        try:
+            self.cluster.apply(children.build_keys_secret(identity, key_file))
+            config_maps = children.build_config_maps(
+                identity, rendered, children.text_hash(key_file)
+            )
+            for config_map in config_maps:
+                self.cluster.apply(config_map)
+            self._delete_stale_shards(identity, {c["metadata"]["name"] for c in config_maps})
+            for rbac in children.build_agent_rbac(identity, spec.replicas):
+                self.cluster.apply(rbac)
+            self.cluster.apply(children.build_headless_service(identity))
+            self.cluster.apply(children.build_client_service(identity, spec))
+            self.cluster.apply(children.build_pod_disruption_budget(identity))
+            self.cluster.apply(children.build_network_policy(identity, primaries))
+            statefulset = children.build_statefulset(identity, spec, children.engine_hash(rendered))
+            created_now = (
+                memory.rendered is None
+                and self.cluster.get_child(
+                    "apps/v1", "StatefulSet", ref.namespace, children.statefulset_name(identity)
+                )
+                is None
+            )
+            self.cluster.apply(statefulset)
+        except ApiException as error:
+            apply_error = f"applying children failed: {error.status} {error.reason}: {error.body}"
+            log.warning("%s: %s", ref, apply_error)
+        if created_now:
+            self.post_event(
+                obj,
+                "Normal",
+                "Created",
+                f"created StatefulSet {children.statefulset_name(identity)} with "
+                f"{spec.replicas} replicas serving {len(rendered.served)} zone(s)",
+            )
+        previous_zones = memory.zones
+        memory.rendered = rendered
+        memory.zones = frozenset(r for r, _ in selected)
+        memory.secrets = frozenset(secret_names)
+        self._observe_and_write(obj, spec, rendered, apply_error)
+        return set(previous_zones | memory.zones)
+
+    def refresh_server_status(self, namespace: str, name: str) -> None:
+        """Pods or the StatefulSet changed: recompute status only (no render, no apply)."""
+        ref = ObjectRef(namespace, name)
+        with self._lock(ref):
+            obj = self.cluster.get_server(namespace, name)
+            memory = self.memory(ref)
+            if obj is None:
+                return
+            if memory.rendered is None:
+                # Nothing rendered in this process yet (a restart): the full reconcile.
+                pass
+            else:
+                try:
+                    spec = parse_secondary_server(obj)
+                except SpecError:
+                    return
+                before = (memory.pods, memory.replicas)
+                self._observe_and_write(obj, spec, memory.rendered, None)
+                if before == (memory.pods, memory.replicas):
+                    return
+                zones = set(memory.zones)
+        if memory.rendered is None:
+            self.reconcile_server(namespace, name)
+            return
+        for zone_ref in sorted(zones):
+            self.refresh_zone(zone_ref.namespace, zone_ref.name)
+
+    def _observe_and_write(
+        self,
+        obj: Mapping[str, Any],
+        spec: SecondaryServerSpec,
+        rendered: RenderedConfig,
+        apply_error: str | None,
+    ) -> None:
+        ref = _ref(obj)
+        memory = self.memory(ref)
+        identity_labels = children.selector_labels(
+            children.ServerIdentity(ref, obj["metadata"]["uid"], {})
+        )
+        selector = ",".join(f"{k}={v}" for k, v in sorted(identity_labels.items()))
+        pods = self.cluster.list_pods(ref.namespace, selector)
+        nodes = self.cluster.node_labels(
+            p["spec"]["nodeName"] for p in pods if (p.get("spec") or {}).get("nodeName")
+        )
+        observed = tuple(
+            sorted(
+                (
+                    status_rules.ObservedPod.from_object(
+                        p, nodes.get(p["spec"].get("nodeName", ""), {}), spec.spread.topology_key
+                    )
+                    for p in pods
+                ),
+                key=lambda p: p.name,
+            )
+        )
+        statefulset = self.cluster.get_child("apps/v1", "StatefulSet", ref.namespace, ref.name)
+        rollout_complete = _rollout_complete(statefulset, spec.replicas)
+        previous_replicas = memory.replicas
+        memory.pods = observed
+        memory.replicas = spec.replicas
+        if previous_replicas and previous_replicas != spec.replicas:
+            self.post_event(
+                obj,
+                "Normal",
+                "Scaled",
+                f"scaled from {previous_replicas} to {spec.replicas} replicas",
+            )
+        self._pod_events(obj, memory, rendered)
+        observation = status_rules.ServerObservation(
+            generation=int(obj["metadata"].get("generation", 0)),
+            replicas=spec.replicas,
+            topology_key=spec.spread.topology_key,
+            pods=observed,
+            config_hash=rendered.config_hash,
+            zones=len(rendered.served),
+            rollout_complete=rollout_complete,
+            notify_address=self.notify_address,
+            apply_error=apply_error,
+        )
+        self._write_server_status(obj, observation, None, "", "")
+
+    def _pod_events(
+        self, obj: Mapping[str, Any], memory: _ServerMemory, rendered: RenderedConfig
+    ) -> None:
+        for pod in memory.pods:
+            applied = pod.applied_config_hash or ""
+            if applied and memory.seen_applied.get(pod.name) not in (None, applied):
+                self.post_event(
+                    obj,
+                    "Normal",
+                    "ConfigReloaded",
+                    f"pod {pod.name} reloaded configuration {applied[:12]} without a restart",
+                )
+            memory.seen_applied[pod.name] = applied
+            error = pod.config_error or ""
+            if error and memory.seen_errors.get(pod.name) != error:
+                self.post_event(
+                    obj,
+                    "Warning",
+                    "ConfigRejected",
+                    f"pod {pod.name} rejected a configuration and keeps its last good one: {error}",
+                )
+            memory.seen_errors[pod.name] = error
+
+    def _write_server_status(
+        self,
+        obj: Mapping[str, Any],
+        observation: status_rules.ServerObservation,
+        event_type: str | None,
+        reason: str,
+        message: str,
+    ) -> None:
+        previous = dict(obj.get("status") or {})
+        new = status_rules.server_status(observation, previous, self.now())
+        if self.cluster.patch_status(SECONDARY_SERVER_PLURAL, obj, new) and event_type:
+            self.post_event(obj, event_type, reason, message)
+
+    def _delete_stale_shards(self, identity: children.ServerIdentity, keep: set[str]) -> None:
+        selector = (
+            f"{children.LABEL_SERVER}={identity.name},{children.LABEL_ROLE}={children.ROLE_CONFIG}"
+        )
+        for config_map in self.cluster.list_children(
+            "v1", "ConfigMap", identity.namespace, selector
+        ):
+            name = config_map["metadata"]["name"]
+            if name not in keep:
+                self.cluster.delete("v1", "ConfigMap", identity.namespace, name)
+
+    # ---- inputs ------------------------------------------------------------
+
+    def _zones(
+        self, namespace: str
+    ) -> tuple[list[tuple[ObjectRef, ZoneSpec]], dict[ObjectRef, str]]:
+        specs: list[tuple[ObjectRef, ZoneSpec]] = []
+        created: dict[ObjectRef, str] = {}
+        for zone in self.cluster.list_zones(namespace):
+            ref = _ref(zone)
+            try:
+                specs.append((ref, parse_zone(zone)))
+            except SpecError:
+                continue  # its own status says why; it never reaches a config
+            created[ref] = zone["metadata"].get("creationTimestamp", "")
+        return specs, created
+
+    def _tsig_keys(
+        self, namespace: str, zones: list[ZoneSpec]
+    ) -> tuple[dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable], set[str]]:
+        refs: set[SecretKeyRef] = set()
+        for zone in zones:
+            refs |= {p.tsig_key_secret_ref for p in zone.primaries if p.tsig_key_secret_ref}
+            refs |= {a.tsig_key_secret_ref for a in zone.allow_transfer if a.tsig_key_secret_ref}
+        keys: dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = {}
+        cache: dict[str, dict[str, Any] | None] = {}
+        for secret_ref in sorted(refs, key=lambda r: (r.name, r.key or "")):
+            if secret_ref.name not in cache:
+                cache[secret_ref.name] = self.cluster.get_secret(namespace, secret_ref.name)
+            secret = cache[secret_ref.name]
+            if secret is None:
+                continue  # the renderer reports SecretNotFound for the zones using it
+            try:
+                keys[(namespace, secret_ref)] = parse_tsig_secret(secret, secret_ref)
+            except (TsigSecretError, SpecError) as error:
+                keys[(namespace, secret_ref)] = TsigKeyUnavailable(str(error))
+        return keys, {r.name for r in refs}
+
+    def _relay_key(self, identity: children.ServerIdentity) -> TsigKey:
+        """The internal NOTIFY relay key: generated once per server, then read back."""
+        name = children.relay_key_secret_name(identity)
+        secret = self.cluster.get_secret(identity.namespace, name)
+        if secret is None:
+            material = base64.b64encode(secrets.token_bytes(32)).decode()
+            self.cluster.apply(children.build_relay_key_secret(identity, material))
+            secret = self.cluster.get_secret(identity.namespace, name)
+            assert secret is not None
+        key = parse_tsig_secret(secret, SecretKeyRef(name))
+        return TsigKey(DEFAULT_RELAY_KEY_NAME, key.algorithm, key.secret)
+
+    # ---- Zone --------------------------------------------------------------
+
+    def zone_changed(self, namespace: str, name: str) -> None:
+        """A Zone was added, changed or deleted: reconcile every server it is or was on."""
+        zone_ref = ObjectRef(namespace, name)
+        servers = {ref for ref, memory in self._memory.items() if zone_ref in memory.zones}
+        zone = self.cluster.get_zone(namespace, name)
+        if zone is not None:
+            try:
+                spec = parse_zone(zone)
+            except SpecError:
+                spec = None
+            if spec is not None:
+                for server in self.cluster.list_servers(namespace):
+                    labels = dict(server["metadata"].get("labels") or {})
+                    if spec.serves_on(server["metadata"]["name"], labels):
+                        servers.add(_ref(server))
+        for server_ref in sorted(servers):
+            self.reconcile_server(server_ref.namespace, server_ref.name)
+        if zone is not None:
+            self.refresh_zone(namespace, name)
+
+    def secret_changed(self, namespace: str, name: str) -> None:
+        for ref in sorted(self._memory):
+            if ref.namespace == namespace and name in self._memory[ref].secrets:
+                self.reconcile_server(ref.namespace, ref.name)
+
+    def uses_secret(self, namespace: str, name: str) -> bool:
+        return any(
+            ref.namespace == namespace and name in memory.secrets
+            for ref, memory in list(self._memory.items())
+        )
+
+    def refresh_zone(self, namespace: str, name: str) -> None:
+        zone = self.cluster.get_zone(namespace, name)
+        if zone is None:
+            return
+        zone_ref = _ref(zone)
+        generation = int(zone["metadata"].get("generation", 0))
+        try:
+            spec = parse_zone(zone)
+        except SpecError as error:
+            observation = status_rules.ZoneObservation(generation, None, spec_error=error)
+            self._write_zone_status(zone, observation)
+            return
+        servers = self.cluster.list_servers(namespace)
+        names = {s["metadata"]["name"] for s in servers}
+        missing = tuple(sorted(set(spec.servers or ()) - names))
+        verdicts = []
+        for server in sorted(servers, key=lambda s: s["metadata"]["name"]):
+            server_ref = _ref(server)
+            labels = dict(server["metadata"].get("labels") or {})
+            if not spec.serves_on(server_ref.name, labels):
+                continue
+            memory = self._memory.get(server_ref)
+            if memory is None or memory.rendered is None:
+                continue  # not reconciled yet; its reconcile refreshes this zone
+            verdicts.append(
+                status_rules.verdict_for(
+                    zone_ref, server_ref.name, memory.rendered, memory.pods, memory.replicas
+                )
+            )
+        observation = status_rules.ZoneObservation(
+            generation,
+            spec.zone.to_text(),
+            missing_servers=missing,
+            verdicts=tuple(verdicts),
+        )
+        self._write_zone_status(zone, observation)
+
+    def _write_zone_status(
+        self, zone: Mapping[str, Any], observation: status_rules.ZoneObservation
+    ) -> None:
+        previous = dict(zone.get("status") or {})
+        new = status_rules.zone_status(observation, previous, self.now())
+        if self.cluster.patch_status(ZONE_PLURAL, zone, new):
+            config_valid = next((c for c in new["conditions"] if c["type"] == "ConfigValid"), None)
+            before = next(
+                (c for c in previous.get("conditions") or [] if c.get("type") == "ConfigValid"),
+                None,
+            )
+            if config_valid and (before is None or before.get("reason") != config_valid["reason"]):
+                event_type = "Normal" if config_valid["status"] == "True" else "Warning"
+                self.post_event(zone, event_type, config_valid["reason"], config_valid["message"])
+
+
+def _rollout_complete(statefulset: Mapping[str, Any] | None, replicas: int) -> bool:
+    if statefulset is None:
+        return False
+    status = statefulset.get("status") or {}
+    generation = statefulset["metadata"].get("generation", 0)
+    return (
+        status.get("observedGeneration", 0) >= generation
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("currentRevision") == status.get("updateRevision")
+    )

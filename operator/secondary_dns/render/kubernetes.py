@@ -1,0 +1,604 @@
+"""Kubernetes objects of a SecondaryServer, built as plain dicts (pure: no client, no clock).
+
+Everything a SecondaryServer owns is built here from its spec and its rendered
+engine configuration, so what the operator applies can be read, diffed and
+golden-tested without a cluster (CloudNativePG `pkg/specs`, dask-kubernetes
+`build_*_spec`). The reconciler applies these with server-side apply under one
+field manager; owner references make garbage collection remove them with the
+server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from secondary_dns import __version__
+from secondary_dns.api import API_VERSION, SECONDARY_SERVER_KIND, ObjectRef, SecondaryServerSpec
+from secondary_dns.render.engine import EnginePaths, RenderedConfig
+
+# Labels and annotations: the agent (agent/) reads the same names.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SERVER = "secondarydns.io/server"
+LABEL_ROLE = "secondarydns.io/role"
+ANNOTATION_CONFIG_HASH = "secondarydns.io/config-hash"
+ANNOTATION_CONFIG_SHARDS = "secondarydns.io/config-shards"
+ANNOTATION_KEYS_HASH = "secondarydns.io/keys-hash"
+ANNOTATION_ENGINE_HASH = "secondarydns.io/engine-config-hash"
+ANNOTATION_APPLIED_HASH = "secondarydns.io/applied-config-hash"
+ANNOTATION_CONFIG_ERROR = "secondarydns.io/config-error"
+ANNOTATION_ZONES_LOADED = "secondarydns.io/zones-loaded"
+
+ROLE_CONFIG = "config"
+ROLE_KEYS = "keys"
+ZONES_JSON = "zones.json"
+KEY_FILE = "tsig-keys.conf"
+PART_SUFFIX = ".part-"
+
+APP_NAME = "secondary-dns"
+DEFAULT_IMAGE = f"ghcr.io/secondary-dns-operator/secondary-dns:{__version__}"
+AGENT_PORT = 8081
+DNS_PORT = 53
+# A ConfigMap holds at most 1 MiB in total (etcd's request limit); keys and
+# metadata count too, so each shard stays well below it.
+MAX_SHARD_BYTES = 900 * 1024
+# The pod runs as this unprivileged user; the image owns no files it must write.
+RUN_AS_USER = 65532
+
+POD_PATHS = EnginePaths(
+    config_dir=PurePosixPath("/run/secondary-dns/config"),
+    data_dir=PurePosixPath("/var/lib/secondary-dns"),
+    run_dir=PurePosixPath("/run/secondary-dns"),
+    tsig_key_file=PurePosixPath("/run/secondary-dns/keys/tsig-keys.conf"),
+    rndc_key_file=PurePosixPath("/run/secondary-dns/keys/rndc.key"),
+)
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What children need to know about their owner."""
+
+    ref: ObjectRef
+    uid: str
+    labels: Mapping[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def namespace(self) -> str:
+        return self.ref.namespace
+
+
+def selector_labels(server: ServerIdentity) -> dict[str, str]:
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: server.name, LABEL_SERVER: server.name}
+
+
+def common_labels(server: ServerIdentity, component: str) -> dict[str, str]:
+    return {
+        **selector_labels(server),
+        LABEL_COMPONENT: component,
+        LABEL_MANAGED_BY: "secondary-dns-operator",
+    }
+
+
+def owner_reference(server: ServerIdentity) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": SECONDARY_SERVER_KIND,
+        "name": server.name,
+        "uid": server.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(
+    server: ServerIdentity,
+    name: str,
+    component: str,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": server.namespace,
+        "labels": {**common_labels(server, component), **(labels or {})},
+        "ownerReferences": [owner_reference(server)],
+    }
+    if annotations:
+        meta["annotations"] = dict(sorted(annotations.items()))
+    return meta
+
+
+# ---- names ------------------------------------------------------------------
+
+
+def statefulset_name(server: ServerIdentity) -> str:
+    return server.name
+
+
+def headless_service_name(server: ServerIdentity) -> str:
+    return f"{server.name}-pods"
+
+
+def client_service_name(server: ServerIdentity) -> str:
+    return server.name
+
+
+def keys_secret_name(server: ServerIdentity) -> str:
+    return f"{server.name}-keys"
+
+
+def relay_key_secret_name(server: ServerIdentity) -> str:
+    return f"{server.name}-relay-key"
+
+
+def agent_service_account_name(server: ServerIdentity) -> str:
+    return f"{server.name}-agent"
+
+
+def config_map_name(server: ServerIdentity, shard: int) -> str:
+    return f"{server.name}-config" if shard == 0 else f"{server.name}-config-{shard}"
+
+
+# ---- configuration ----------------------------------------------------------
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _split_lines(text: str, limit: int) -> list[str]:
+    """Chunks of at most `limit` bytes, cut at line ends where a line allows it."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        encoded = len(line.encode())
+        if current and size + encoded > limit:
+            chunks.append("".join(current))
+            current, size = [], 0
+        while encoded > limit:  # one line longer than a chunk: cut it anywhere
+            chunks.append(line[:limit])
+            line = line[limit:]
+            encoded = len(line.encode())
+        current.append(line)
+        size += encoded
+    if current or not chunks:
+        chunks.append("".join(current))
+    return chunks
+
+
+def config_entries(files: Mapping[str, str], limit: int = MAX_SHARD_BYTES) -> list[tuple[str, str]]:
+    """Data entries for the config ConfigMaps: whole files, or `<file>.part-NNNN` chunks."""
+    entries: list[tuple[str, str]] = []
+    for name in sorted(files):
+        text = files[name]
+        if len(text.encode()) <= limit:
+            entries.append((name, text))
+            continue
+        for index, chunk in enumerate(_split_lines(text, limit)):
+            entries.append((f"{name}{PART_SUFFIX}{index:04d}", chunk))
+    return entries
+
+
+def zones_json(rendered: RenderedConfig) -> str:
+    """The zones this configuration serves, for the agent's readiness check."""
+    return json.dumps(sorted(zone.to_text() for zone, _ in rendered.served)) + "\n"
+
+
+def build_config_maps(
+    server: ServerIdentity,
+    rendered: RenderedConfig,
+    keys_hash: str,
+    limit: int = MAX_SHARD_BYTES,
+) -> list[dict[str, Any]]:
+    """The rendered configuration in as many ConfigMaps as it needs (each under 1 MiB).
+
+    Every shard carries the configuration's hash and the shard count, so the
+    agent applies a configuration only when it has every shard of one
+    generation, never a mix of two.
+    """
+    # Chunks leave room for their own key names within a shard's limit.
+    entries = config_entries({**rendered.files, ZONES_JSON: zones_json(rendered)}, limit - 256)
+    shards: list[dict[str, str]] = [{}]
+    size = 0
+    for key, value in entries:
+        encoded = len(key.encode()) + len(value.encode())
+        if shards[-1] and size + encoded > limit:
+            shards.append({})
+            size = 0
+        shards[-1][key] = value
+        size += encoded
+    annotations = {
+        ANNOTATION_CONFIG_HASH: rendered.config_hash,
+        ANNOTATION_CONFIG_SHARDS: str(len(shards)),
+        ANNOTATION_KEYS_HASH: keys_hash,
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(
+                server,
+                config_map_name(server, index),
+                "config",
+                labels={LABEL_ROLE: ROLE_CONFIG},
+                annotations=annotations,
+            ),
+            "data": data,
+        }
+        for index, data in enumerate(shards)
+    ]
+
+
+def build_keys_secret(server: ServerIdentity, key_file: str) -> dict[str, Any]:
+    """The TSIG key file the engine includes; key material lives only in Secrets."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(
+            server,
+            keys_secret_name(server),
+            "config",
+            labels={LABEL_ROLE: ROLE_KEYS},
+            annotations={ANNOTATION_KEYS_HASH: text_hash(key_file)},
+        ),
+        "stringData": {KEY_FILE: key_file},
+    }
+
+
+def build_relay_key_secret(server: ServerIdentity, secret_b64: str) -> dict[str, Any]:
+    """The internal key the NOTIFY relay signs with; made once, then kept."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _metadata(server, relay_key_secret_name(server), "relay"),
+        "stringData": {"algorithm": "hmac-sha256", "secret": secret_b64},
+    }
+
+
+# ---- workload ---------------------------------------------------------------
+
+
+def engine_hash(rendered: RenderedConfig) -> str:
+    """Hash of what only a restart applies: the engine and its global configuration.
+
+    Zones live in their own include and reach named by `rndc reconfig`, so
+    adding or changing a Zone never rolls the pods; a change of the global
+    options (an operator upgrade) does.
+    """
+    global_files = {n: t for n, t in rendered.files.items() if n == "named.conf"}
+    return text_hash(rendered.engine + json.dumps(global_files, sort_keys=True))
+
+
+def _merge_affinity(ours: dict[str, Any], theirs: Mapping[str, Any] | None) -> dict[str, Any]:
+    # A user's nodeAffinity / podAffinity / podAntiAffinity replaces ours key by
+    # key: merging half of an anti-affinity with half of another is never what
+    # someone who wrote one meant.
+    return {**ours, **dict(theirs or {})}
+
+
+def _security_context(capabilities: Sequence[str]) -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"], **({"add": list(capabilities)} if capabilities else {})},
+    }
+
+
+def build_statefulset(
+    server: ServerIdentity,
+    spec: SecondaryServerSpec,
+    engine_config_hash: str,
+    paths: EnginePaths = POD_PATHS,
+) -> dict[str, Any]:
+    image = spec.engine.image or DEFAULT_IMAGE
+    selector = selector_labels(server)
+    pod_labels = {**dict(spec.pod_template.labels), **common_labels(server, "dns")}
+    pod_annotations = {
+        **dict(spec.pod_template.annotations),
+        ANNOTATION_ENGINE_HASH: engine_config_hash,
+    }
+    spread: dict[str, Any] = {
+        "maxSkew": 1,
+        "topologyKey": spec.spread.topology_key,
+        "whenUnsatisfiable": spec.spread.when_unsatisfiable,
+        "labelSelector": {"matchLabels": selector},
+    }
+    # The API server accepts minDomains only with DoNotSchedule.
+    if spec.spread.min_domains is not None and spec.spread.when_unsatisfiable == "DoNotSchedule":
+        spread["minDomains"] = spec.spread.min_domains
+    affinity = _merge_affinity(
+        {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": selector},
+                        },
+                    }
+                ]
+            }
+        },
+        spec.pod_template.affinity,
+    )
+    mounts = [
+        {"name": "run", "mountPath": str(paths.run_dir)},
+        {"name": "data", "mountPath": str(paths.data_dir)},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    downward_env = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "SDNS_SERVER", "value": server.name},
+    ]
+    engine_container: dict[str, Any] = {
+        "name": "engine",
+        "image": image,
+        "command": ["secondary-dns", "engine", "--run-dir", str(paths.run_dir)],
+        "ports": [
+            {"name": "dns-udp", "containerPort": DNS_PORT, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": DNS_PORT, "protocol": "TCP"},
+        ],
+        # NET_BIND_SERVICE lets the unprivileged engine bind port 53.
+        "securityContext": _security_context(["NET_BIND_SERVICE"]),
+        "volumeMounts": mounts,
+    }
+    if spec.engine.resources:
+        engine_container["resources"] = dict(spec.engine.resources)
+    agent_container: dict[str, Any] = {
+        "name": "agent",
+        "image": image,
+        "command": [
+            "secondary-dns",
+            "agent",
+            "--run-dir",
+            str(paths.run_dir),
+            "--data-dir",
+            str(paths.data_dir),
+            "--listen",
+            f"0.0.0.0:{AGENT_PORT}",
+        ],
+        "env": downward_env,
+        "ports": [{"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        # Ready = named answers and every assigned zone has been loaded once, so
+        # a fresh replica never gets queries for zones it does not have yet.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "agent"},
+            "periodSeconds": 2,
+            "failureThreshold": 1,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "agent"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": _security_context([]),
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+        "volumeMounts": mounts,
+    }
+    volumes: list[dict[str, Any]] = [
+        {"name": "run", "emptyDir": {"medium": "Memory"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    claims: list[dict[str, Any]] = []
+    if spec.storage is None:
+        volumes.append({"name": "data", "emptyDir": {}})
+    else:
+        claim_spec: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": spec.storage.size}},
+        }
+        if spec.storage.storage_class_name:
+            claim_spec["storageClassName"] = spec.storage.storage_class_name
+        claims.append({"metadata": {"name": "data"}, "spec": claim_spec})
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": agent_service_account_name(server),
+        # The agent reads its ConfigMaps and key Secret through the API (faster
+        # than kubelet's volume refresh) and reports on its Pod: it needs a token.
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "topologySpreadConstraints": [spread],
+        "affinity": affinity,
+        "containers": [engine_container, agent_container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 30,
+    }
+    if spec.pod_template.node_selector:
+        pod_spec["nodeSelector"] = dict(sorted(spec.pod_template.node_selector.items()))
+    if spec.pod_template.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.pod_template.tolerations]
+    if spec.pod_template.priority_class_name:
+        pod_spec["priorityClassName"] = spec.pod_template.priority_class_name
+    statefulset: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(server, statefulset_name(server), "dns"),
+        "spec": {
+            "replicas": spec.replicas,
+            "serviceName": headless_service_name(server),
+            # Replicas are independent secondaries: start and replace them in
+            # parallel rather than one after another.
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+    if claims:
+        statefulset["spec"]["volumeClaimTemplates"] = claims
+    return statefulset
+
+
+def _dns_ports() -> list[dict[str, Any]]:
+    return [
+        {"name": "dns-udp", "port": DNS_PORT, "targetPort": "dns-udp", "protocol": "UDP"},
+        {"name": "dns-tcp", "port": DNS_PORT, "targetPort": "dns-tcp", "protocol": "TCP"},
+    ]
+
+
+def build_headless_service(server: ServerIdentity) -> dict[str, Any]:
+    """Stable per-pod DNS names (`<pod>.<server>-pods`), also for pods not yet ready."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(server, headless_service_name(server), "dns"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(server),
+            "ports": _dns_ports(),
+        },
+    }
+
+
+def build_client_service(server: ServerIdentity, spec: SecondaryServerSpec) -> dict[str, Any]:
+    service_spec: dict[str, Any] = {
+        "type": spec.service.type,
+        "selector": selector_labels(server),
+        "ports": _dns_ports(),
+    }
+    if spec.service.type == "LoadBalancer":
+        if spec.service.load_balancer_ip is not None:
+            service_spec["loadBalancerIP"] = str(spec.service.load_balancer_ip)
+        if spec.service.load_balancer_source_ranges:
+            service_spec["loadBalancerSourceRanges"] = [
+                str(r) for r in spec.service.load_balancer_source_ranges
+            ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(
+            server,
+            client_service_name(server),
+            "dns",
+            annotations=dict(spec.service.annotations),
+        ),
+        "spec": service_spec,
+    }
+
+
+def build_pod_disruption_budget(server: ServerIdentity) -> dict[str, Any]:
+    # At most one replica down by choice: with the RFC 2182 minimum of three,
+    # two keep answering during a drain.
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(server, server.name, "dns"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(server)}},
+    }
+
+
+def build_network_policy(
+    server: ServerIdentity, primaries: Iterable[tuple[str, int]]
+) -> dict[str, Any]:
+    """DNS in from anywhere; out only to the zones' primaries and the API server.
+
+    Queries, NOTIFY and transfer requests all arrive on port 53, so the engine's
+    ACLs (allow-notify, allow-transfer) decide those; the policy narrows what
+    the pods can reach: the primaries they transfer from, and the API server
+    for the agent.
+    """
+    by_address: dict[str, set[int]] = {}
+    for address, port in primaries:
+        by_address.setdefault(address, set()).add(port)
+    egress: list[dict[str, Any]] = []
+    for address in sorted(by_address):
+        prefix = 128 if ":" in address else 32
+        egress.append(
+            {
+                "to": [{"ipBlock": {"cidr": f"{address}/{prefix}"}}],
+                "ports": [
+                    {"protocol": protocol, "port": port}
+                    for port in sorted(by_address[address])
+                    for protocol in ("UDP", "TCP")
+                ],
+            }
+        )
+    # The API server's address is not known from inside the spec; its ports are.
+    egress.append({"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(server, server.name, "dns"),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(server)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "ports": [
+                        {"protocol": "UDP", "port": DNS_PORT},
+                        {"protocol": "TCP", "port": DNS_PORT},
+                        {"protocol": "TCP", "port": AGENT_PORT},
+                    ]
+                }
+            ],
+            "egress": egress,
+        },
+    }
+
+
+def build_agent_rbac(server: ServerIdentity, replicas: int) -> list[dict[str, Any]]:
+    """Least privilege for the agent: its own ConfigMaps, key Secret and Pods."""
+    name = agent_service_account_name(server)
+    pods = [f"{statefulset_name(server)}-{ordinal}" for ordinal in range(replicas)]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(server, name, "agent"),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(server, name, "agent"),
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": [keys_secret_name(server)],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods"],
+                    "resourceNames": pods,
+                    "verbs": ["get", "patch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(server, name, "agent"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": server.namespace}],
+        },
+    ]

@@ -1,0 +1,293 @@
+"""Kubernetes objects and status of a SecondaryServer, built without a cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dns.name
+import pytest
+
+from secondary_dns.agent.assemble import ConfigShard, DesiredConfig, KeySecret, assemble
+from secondary_dns.agent.contract import PodLayout
+from secondary_dns.api import ObjectRef, SpecError, parse_secondary_server
+from secondary_dns.render import RenderedConfig, config_hash
+from secondary_dns.render import kubernetes as k
+from secondary_dns.render import status as s
+
+SERVER = k.ServerIdentity(ObjectRef("dns", "edge"), "uid-1", {"tier": "public"})
+
+
+def _server(**spec: Any) -> Any:
+    return parse_secondary_server(
+        {
+            "apiVersion": "secondarydns.io/v1alpha1",
+            "kind": "SecondaryServer",
+            "metadata": {"name": "edge", "namespace": "dns"},
+            "spec": spec,
+        }
+    )
+
+
+def _rendered(files: dict[str, str], zones: int = 1) -> RenderedConfig:
+    served = tuple(
+        (dns.name.from_text(f"z{i}.example."), ObjectRef("dns", f"z{i}")) for i in range(zones)
+    )
+    return RenderedConfig(
+        engine="bind9",
+        files=files,
+        config_hash=config_hash(files),
+        served=served,
+        rejected={},
+        tsig_keys=(),
+    )
+
+
+def test_pod_paths_are_the_agents_layout() -> None:
+    assert PodLayout().engine_paths() == k.POD_PATHS
+
+
+def test_a_large_config_is_sharded_under_the_object_limit_and_reassembles() -> None:
+    zone_text = "".join(f'zone "z{i}.example" {{ type secondary; }};\n' for i in range(60_000))
+    files = {"named.conf": "options { };\n", "zones.conf": zone_text}
+    rendered = _rendered(files)
+    maps = k.build_config_maps(SERVER, rendered, keys_hash="kh", limit=256 * 1024)
+    assert len(maps) > 4
+    for cm in maps:
+        size = sum(len(key) + len(value.encode()) for key, value in cm["data"].items())
+        assert size <= 256 * 1024
+        assert cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_SHARDS] == str(len(maps))
+        assert cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_HASH] == rendered.config_hash
+        assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert maps[0]["metadata"]["name"] == "edge-config"
+    assert any(".part-0001" in key for cm in maps for key in cm["data"])
+
+    # The agent's own assembly gives back exactly the rendered files.
+    shards = [
+        ConfigShard(
+            name=cm["metadata"]["name"],
+            config_hash=cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_HASH],
+            shards=int(cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_SHARDS]),
+            keys_hash=cm["metadata"]["annotations"][k.ANNOTATION_KEYS_HASH],
+            data=cm["data"],
+        )
+        for cm in reversed(maps)
+    ]
+    result = assemble(shards, KeySecret("edge-keys", "kh", "key file"))
+    assert isinstance(result, DesiredConfig), result
+    assert dict(result.files) == files
+    assert [z.to_text() for z in result.zones] == ["z0.example."]
+
+
+def test_statefulset_spreads_and_runs_unprivileged() -> None:
+    sts = k.build_statefulset(SERVER, _server(replicas=3), "abc")
+    pod = sts["spec"]["template"]["spec"]
+    assert sts["spec"]["replicas"] == 3
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread == {
+        "maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": k.selector_labels(SERVER)},
+    }
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    for container in pod["containers"]:
+        ctx = container["securityContext"]
+        assert ctx["readOnlyRootFilesystem"] and not ctx["allowPrivilegeEscalation"]
+        assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert pod["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+    assert "add" not in pod["containers"][1]["securityContext"]["capabilities"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert sts["spec"]["template"]["metadata"]["annotations"][k.ANNOTATION_ENGINE_HASH] == "abc"
+
+
+def test_min_domains_and_user_overrides() -> None:
+    spec = _server(
+        spread={"minDomains": 3},
+        podTemplate={
+            "nodeSelector": {"pool": "dns"},
+            "labels": {"team": "net", k.LABEL_SERVER: "hijack"},
+            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}},
+            "priorityClassName": "dns-critical",
+        },
+        storage={"size": "2Gi"},
+    )
+    sts = k.build_statefulset(SERVER, spec, "abc")
+    pod = sts["spec"]["template"]
+    assert pod["spec"]["topologySpreadConstraints"][0]["minDomains"] == 3
+    assert pod["spec"]["nodeSelector"] == {"pool": "dns"}
+    assert pod["spec"]["priorityClassName"] == "dns-critical"
+    assert pod["spec"]["affinity"] == {
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}
+    }
+    # User labels join, but never replace the selector the StatefulSet relies on.
+    assert pod["metadata"]["labels"]["team"] == "net"
+    assert pod["metadata"]["labels"][k.LABEL_SERVER] == "edge"
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
+        "storage": "2Gi"
+    }
+
+
+def test_zone_changes_do_not_roll_pods_but_global_changes_do() -> None:
+    base = _rendered({"named.conf": "options { a; };\n", "zones.conf": "zone a;\n"})
+    more_zones = _rendered({"named.conf": "options { a; };\n", "zones.conf": "zone a; zone b;\n"})
+    new_options = _rendered({"named.conf": "options { b; };\n", "zones.conf": "zone a;\n"})
+    assert k.engine_hash(base) == k.engine_hash(more_zones)
+    assert k.engine_hash(base) != k.engine_hash(new_options)
+
+
+def test_keys_never_in_config_maps_and_builders_are_deterministic() -> None:
+    rendered = _rendered({"named.conf": "x\n"})
+    maps = k.build_config_maps(SERVER, rendered, "kh")
+    secret = k.build_keys_secret(SERVER, 'key "k" { secret "c2VjcmV0"; };\n')
+    assert "c2VjcmV0" not in json.dumps(maps)
+    assert secret["stringData"][k.KEY_FILE].startswith('key "k"')
+    assert maps == k.build_config_maps(SERVER, rendered, "kh")
+
+
+def test_network_policy_egress_only_to_primaries_and_api() -> None:
+    policy = k.build_network_policy(SERVER, [("192.0.2.1", 53), ("2001:db8::1", 5353)])
+    egress = policy["spec"]["egress"]
+    assert egress[0]["to"] == [{"ipBlock": {"cidr": "192.0.2.1/32"}}]
+    assert egress[1]["to"] == [{"ipBlock": {"cidr": "2001:db8::1/128"}}]
+    assert {"protocol": "TCP", "port": 5353} in egress[1]["ports"]
+
+
+def test_agent_rbac_is_limited_to_its_own_objects() -> None:
+    _, role, binding = k.build_agent_rbac(SERVER, replicas=2)
+    rules = {r["resources"][0]: r for r in role["rules"]}
+    assert rules["secrets"]["resourceNames"] == ["edge-keys"]
+    assert rules["pods"]["resourceNames"] == ["edge-0", "edge-1"]
+    assert "watch" not in rules["pods"]["verbs"]
+    assert binding["subjects"][0]["name"] == "edge-agent"
+
+
+# ---- status ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("replicas", "domains", "status", "reason"),
+    [
+        (3, {"a": 1, "b": 1, "c": 1}, "True", "SpreadSatisfied"),
+        (6, {"a": 2, "b": 2, "c": 2}, "True", "SpreadSatisfied"),
+        (3, {"a": 2, "b": 1}, "True", "SpreadSatisfied"),
+        (3, {"a": 3}, "False", "TooFewFailureDomains"),
+        (3, {}, "False", "TooFewFailureDomains"),
+        (2, {"a": 1, "b": 1}, "False", "TooFewReplicas"),
+        (1, {"a": 1}, "False", "TooFewReplicas"),
+    ],
+)
+def test_spread_condition_follows_rfc_2182(
+    replicas: int, domains: dict[str, int], status: str, reason: str
+) -> None:
+    got_status, got_reason, message = s.spread_condition(replicas, domains)
+    assert (got_status, got_reason) == (status, reason)
+    if status == "False":
+        assert "RFC 2182" in message
+
+
+def _pod(name: str, domain: str, ready: bool = True, applied: str | None = "h1") -> s.ObservedPod:
+    return s.ObservedPod(name, ready, f"10.244.0.{name[-1]}", domain, applied, None)
+
+
+def _observation(**overrides: Any) -> s.ServerObservation:
+    values: dict[str, Any] = {
+        "generation": 2,
+        "replicas": 3,
+        "topology_key": "topology.kubernetes.io/zone",
+        "pods": (_pod("edge-0", "a"), _pod("edge-1", "b"), _pod("edge-2", "c")),
+        "config_hash": "h1",
+        "zones": 4,
+        "rollout_complete": True,
+    }
+    values.update(overrides)
+    return s.ServerObservation(**values)
+
+
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def test_server_ready_and_unchanged_world_computes_identical_status() -> None:
+    first = s.server_status(_observation(), {}, "2026-01-01T00:00:00Z")
+    assert _cond(first, "Ready")["status"] == "True"
+    assert _cond(first, "Reconciling")["status"] == "False"
+    assert first["failureDomains"] == {"a": 1, "b": 1, "c": 1}
+    assert first["readyReplicas"] == 3 and first["zones"] == 4 and first["domains"] == 3
+    # An hour later nothing changed: byte for byte the same status, so no write.
+    assert s.server_status(_observation(), first, "2026-01-01T01:00:00Z") == first
+
+
+def test_server_reconciling_until_every_replica_serves_the_new_config() -> None:
+    pods = (
+        _pod("edge-0", "a"),
+        _pod("edge-1", "b", applied="h0"),
+        _pod("edge-2", "c", ready=False),
+    )
+    status = s.server_status(_observation(pods=pods), {}, "now")
+    assert _cond(status, "Ready")["status"] == "False"
+    reconciling = _cond(status, "Reconciling")
+    assert reconciling["status"] == "True" and "2/3 replicas ready" in reconciling["message"]
+    assert "1/3 serving" in reconciling["message"]
+
+
+def test_invalid_server_spec_stalls_with_the_field() -> None:
+    error = SpecError("spec.replicas", "must be at least 1: set 1 or more")
+    status = s.server_status(_observation(spec_error=error), {"readyReplicas": 3}, "now")
+    stalled = _cond(status, "Stalled")
+    assert stalled["status"] == "True" and "spec.replicas" in stalled["message"]
+    assert status["readyReplicas"] == 3  # the last observation of the fleet is kept
+
+
+ZONE = ObjectRef("dns", "example")
+
+
+def _verdict(**overrides: Any) -> s.ServerVerdict:
+    values: dict[str, Any] = {
+        "server": "edge",
+        "config_hash": "h1",
+        "served": True,
+        "rejection": None,
+        "replicas": 3,
+        "replicas_current": 3,
+    }
+    values.update(overrides)
+    return s.ServerVerdict(**values)
+
+
+def test_zone_conditions_explain_themselves() -> None:
+    ok = s.zone_status(s.ZoneObservation(1, "example.com.", verdicts=(_verdict(),)), {}, "now")
+    assert _cond(ok, "ConfigValid")["status"] == "True" and _cond(ok, "Ready")["status"] == "True"
+    assert ok["zone"] == "example.com."
+
+    lagging = s.zone_status(
+        s.ZoneObservation(1, "example.com.", verdicts=(_verdict(replicas_current=1),)), {}, "now"
+    )
+    assert _cond(lagging, "Ready")["status"] == "False"
+    assert "1/3 replicas" in _cond(lagging, "Ready")["message"]
+
+    missing = s.zone_status(
+        s.ZoneObservation(1, "example.com.", missing_servers=("nosuch",)), {}, "now"
+    )
+    assert _cond(missing, "ConfigValid")["reason"] == "ServerNotFound"
+    assert "nosuch" in _cond(missing, "ConfigValid")["message"]
+
+    invalid = s.zone_status(
+        s.ZoneObservation(1, None, spec_error=SpecError("spec.zone", "bad: use a.example")),
+        {},
+        "now",
+    )
+    assert _cond(invalid, "Stalled")["status"] == "True"
+    assert "spec.zone" in _cond(invalid, "Stalled")["message"]
+
+    none = s.zone_status(s.ZoneObservation(1, "example.com."), {}, "now")
+    assert _cond(none, "ConfigValid")["reason"] == "NoServersSelected"
+
+    # Serial status (written by the monitor) survives a configuration update.
+    kept = s.zone_status(
+        s.ZoneObservation(1, "example.com.", verdicts=(_verdict(),)),
+        {"primarySerial": 7, "conditions": []},
+        "now",
+    )
+    assert kept["primarySerial"] == 7
