@@ -65,8 +65,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, SECONDARY_SERVER_PLURAL)
-def server_event(namespace: str | None, name: str, **_: Any) -> None:
-    reconciler().reconcile_server(str(namespace), name)
+def server_event(
+    type: str | None, body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> None:
+    if reconciler().worth_reconciling(type, body):
+        reconciler().reconcile_server(str(namespace), name)
 
 
 @kopf.timer(
@@ -82,8 +85,11 @@ def server_resync(namespace: str | None, name: str, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, ZONE_PLURAL)
-def zone_event(namespace: str | None, name: str, **_: Any) -> None:
-    reconciler().zone_changed(str(namespace), name)
+def zone_event(
+    type: str | None, body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> None:
+    if reconciler().worth_reconciling(type, body):
+        reconciler().zone_changed(str(namespace), name)
 
 
 def _referenced_secret(namespace: str | None, name: str | None, **_: Any) -> bool:

@@ -92,13 +92,46 @@ class Reconciler:
         self._memory: dict[ObjectRef, _ServerMemory] = {}
         self._locks: dict[ObjectRef, threading.RLock] = {}
         self._locks_guard = threading.Lock()
+        self._zone_locks: dict[ObjectRef, threading.Lock] = {}
+        self._seen: dict[tuple[str, ObjectRef], tuple[Any, ...]] = {}
 
     def _lock(self, ref: ObjectRef) -> threading.RLock:
         with self._locks_guard:
             return self._locks.setdefault(ref, threading.RLock())
 
+    def _zone_lock(self, ref: ObjectRef) -> threading.Lock:
+        # Zone status has two writers in this process (configuration, serial
+        # monitor); the lock keeps them from racing into 409 retries.
+        with self._locks_guard:
+            return self._zone_locks.setdefault(ref, threading.Lock())
+
     def memory(self, ref: ObjectRef) -> _ServerMemory:
         return self._memory.setdefault(ref, _ServerMemory())
+
+    def worth_reconciling(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
+        """False for events that only carry a status change (most of them are ours).
+
+        Without this, every status write would come back as a watch event and
+        cause a full reconcile. What selects zones and servers is the spec
+        (generation), the labels, and deletion.
+        """
+        meta = obj.get("metadata") or {}
+        ref = ObjectRef(meta.get("namespace", ""), meta.get("name", ""))
+        key = (
+            obj.get("kind", ""),
+            meta.get("uid"),
+            meta.get("generation"),
+            tuple(sorted((meta.get("labels") or {}).items())),
+            bool(meta.get("deletionTimestamp")),
+        )
+        with self._locks_guard:
+            if event_type == "DELETED":
+                self._seen.pop((key[0], ref), None)
+                return True
+            if self._seen.get((key[0], ref)) == key:
+                return False
+            self._seen[(key[0], ref)] = key
+            return True
 
     # ---- SecondaryServer ---------------------------------------------------
 
@@ -337,9 +370,16 @@ class Reconciler:
         reason: str,
         message: str,
     ) -> None:
-        previous = dict(obj.get("status") or {})
-        new = status_rules.server_status(observation, previous, self.now())
-        if self.cluster.patch_status(SECONDARY_SERVER_PLURAL, obj, new) and event_type:
+        now = self.now()
+        ref = _ref(obj)
+
+        def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
+            return status_rules.server_status(observation, dict(current.get("status") or {}), now)
+
+        written = self.cluster.update_status(
+            SECONDARY_SERVER_PLURAL, ref.namespace, ref.name, compute, cached=obj
+        )
+        if written and event_type:
             self.post_event(obj, event_type, reason, message)
 
     def _delete_stale_shards(self, identity: children.ServerIdentity, keep: set[str]) -> None:
@@ -476,8 +516,21 @@ class Reconciler:
         self, zone: Mapping[str, Any], observation: status_rules.ZoneObservation
     ) -> None:
         previous = dict(zone.get("status") or {})
-        new = status_rules.zone_status(observation, previous, self.now())
-        if self.cluster.patch_status(ZONE_PLURAL, zone, new):
+        now = self.now()
+        computed: dict[str, Any] = {}
+
+        def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
+            status = status_rules.zone_status(observation, dict(current.get("status") or {}), now)
+            computed["status"] = status
+            return status
+
+        ref = _ref(zone)
+        with self._zone_lock(ref):
+            written = self.cluster.update_status(
+                ZONE_PLURAL, ref.namespace, ref.name, compute, cached=zone
+            )
+        if written:
+            new = computed["status"]
             config_valid = next((c for c in new["conditions"] if c["type"] == "ConfigValid"), None)
             before = next(
                 (c for c in previous.get("conditions") or [] if c.get("type") == "ConfigValid"),

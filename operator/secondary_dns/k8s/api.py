@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,27 +188,55 @@ class Cluster:
     def list_zones(self, namespace: str) -> list[dict[str, Any]]:
         return self.list_items(self._custom_path(ZONE_PLURAL, namespace))
 
-    def patch_status(self, plural: str, obj: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
-        """Write `status` when it differs from the object's; True when it wrote."""
-        if dict(obj.get("status") or {}) == dict(status):
-            return False
-        meta = obj["metadata"]
-        # A merge patch replaces lists whole (conditions, replicas), and the
-        # top-level keys we no longer compute are removed with null.
-        body: dict[str, Any] = {key: None for key in (obj.get("status") or {}) if key not in status}
-        body.update(status)
-        try:
-            self._call(
-                "PATCH",
-                self._custom_path(plural, meta["namespace"], meta["name"]) + "/status",
-                body={"status": body},
-                content_type="application/merge-patch+json",
-            )
-        except ApiException as error:
-            if error.status == 404:  # deleted meanwhile: nothing to report on
+    def update_status(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        cached: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Write compute(object) as the status when it differs; True when it wrote.
+
+        Optimistic concurrency: the patch carries the resourceVersion the status
+        was computed from, so two writers (configuration and serial monitoring)
+        never overwrite each other's conditions with a stale copy; on a conflict
+        the object is read again and the status recomputed.
+        """
+        obj = cached
+        for _ in range(5):
+            if obj is None:
+                obj = self.get(self._custom_path(plural, namespace, name))
+                if obj is None:
+                    return False  # deleted meanwhile: nothing to report on
+            status = dict(compute(obj))
+            previous = dict(obj.get("status") or {})
+            if previous == status:
                 return False
-            raise
-        return True
+            # A merge patch replaces lists whole (conditions, replicas), and the
+            # top-level keys no longer computed are removed with null.
+            body: dict[str, Any] = {key: None for key in previous if key not in status}
+            body.update(status)
+            patch = {
+                "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                "status": body,
+            }
+            try:
+                self._call(
+                    "PATCH",
+                    self._custom_path(plural, namespace, name) + "/status",
+                    body=patch,
+                    content_type="application/merge-patch+json",
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return False
+                if error.status == 409:
+                    obj = None  # someone else wrote first: recompute from theirs
+                    continue
+                raise
+            return True
+        raise RuntimeError(f"status of {plural}/{namespace}/{name} kept changing under us")
 
     # ---- reads for status ------------------------------------------------
 
