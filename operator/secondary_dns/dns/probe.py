@@ -1,0 +1,204 @@
+"""SOA probes of primaries and replicas with dnspython's asyncio queries.
+
+A probe asks one server for the zone's SOA without recursion and accepts only an
+authoritative answer (RFC 1034 §6.2: the AA bit tells a server that serves the
+zone from one that merely knows of it). Every DNS or network failure becomes a
+short text in the result, never an exception: the serial monitor turns those
+texts into condition messages, and one dead server must not stop the probes of
+the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.SOA
+import dns.tsig
+
+from secondary_dns.api import TsigKey
+
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_CONCURRENCY = 64
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """A name server address to query: a primary, a replica pod, or the relay's targets."""
+
+    address: str
+    port: int = 53
+
+    def __str__(self) -> str:
+        # RFC 3986 style brackets keep an IPv6 address readable next to its port.
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SoaAnswer:
+    """The SOA timers a server answered (RFC 1035 §3.3.13); all are 32-bit unsigned."""
+
+    serial: int
+    refresh: int
+    retry: int
+    expire: int
+    minimum: int
+
+    @classmethod
+    def from_rdata(cls, soa: dns.rdtypes.ANY.SOA.SOA) -> SoaAnswer:
+        return cls(
+            serial=int(soa.serial),
+            refresh=int(soa.refresh),
+            retry=int(soa.retry),
+            expire=int(soa.expire),
+            minimum=int(soa.minimum),
+        )
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe: either an answer or a short error text, and the round-trip time."""
+
+    target: ProbeTarget
+    answer: SoaAnswer | None
+    error: str | None
+    rtt_seconds: float
+    # True when the answer came over TCP after a truncated UDP answer (RFC 7766 §5).
+    used_tcp: bool = False
+    # True when a DNS response came back, also one with an error (REFUSED, ...):
+    # the server is up and says no, as opposed to a timeout or a network error.
+    responded: bool = False
+
+    @property
+    def serial(self) -> int | None:
+        return self.answer.serial if self.answer is not None else None
+
+    @property
+    def timed_out(self) -> bool:
+        return self.error is not None and self.error.startswith("timeout")
+
+
+ProbeRequest = tuple[dns.name.Name, ProbeTarget] | tuple[dns.name.Name, ProbeTarget, TsigKey | None]
+
+
+def make_soa_query(zone: dns.name.Name, key: TsigKey | None = None) -> dns.message.Message:
+    """A non-recursive SOA query for `zone`, TSIG-signed when `key` is given."""
+    query = dns.message.make_query(zone, dns.rdatatype.SOA, dns.rdataclass.IN)
+    # RD off: a name server must answer from its own data, never by asking others.
+    query.flags &= ~dns.flags.RD
+    if key is not None:
+        query.use_tsig(key.to_dnspython())
+    return query
+
+
+def read_soa_answer(zone: dns.name.Name, response: dns.message.Message) -> SoaAnswer | str:
+    """The SOA of `zone` in an authoritative answer, or why the answer does not count."""
+    rcode = response.rcode()
+    if rcode != dns.rcode.NOERROR:
+        # REFUSED: the server does not serve the zone (or an ACL); NOTAUTH: TSIG
+        # trouble or not authoritative (RFC 8945 §5.2); SERVFAIL: the zone is not
+        # loaded, e.g. before the first transfer or after SOA expire.
+        return str(dns.rcode.to_text(rcode))
+    if not response.flags & dns.flags.AA:
+        return "not authoritative (AA not set)"
+    for rrset in response.answer:
+        if (
+            rrset.name == zone
+            and rrset.rdtype == dns.rdatatype.SOA
+            and rrset.rdclass == dns.rdataclass.IN
+            and len(rrset) > 0
+        ):
+            soa = next(iter(rrset))
+            assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
+            return SoaAnswer.from_rdata(soa)
+    return "no SOA in answer"
+
+
+def _error_text(error: BaseException, timeout: float) -> str:
+    if isinstance(error, dns.exception.Timeout | TimeoutError):
+        return f"timeout after {timeout:g}s"
+    if isinstance(error, ConnectionRefusedError):
+        # ICMP port unreachable: the address exists but nothing listens on the port.
+        return "connection refused (nothing listening)"
+    if isinstance(error, dns.tsig.PeerError | dns.tsig.BadSignature | dns.tsig.BadTime):
+        return f"TSIG verification failed: {type(error).__name__}"
+    if isinstance(error, dns.message.UnknownTSIGKey):
+        return "TSIG: the answer is signed with an unknown key"
+    if isinstance(error, OSError):
+        return f"network error: {error.strerror or type(error).__name__}"
+    if isinstance(error, dns.exception.FormError):
+        return f"malformed answer: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+async def probe_soa(
+    zone: dns.name.Name,
+    target: ProbeTarget,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    key: TsigKey | None = None,
+) -> ProbeResult:
+    """Ask `target` for the SOA of `zone`: UDP, TCP when the answer is truncated.
+
+    Never raises for DNS or network failures; they are in `ProbeResult.error`.
+    """
+    query = make_soa_query(zone, key)
+    started = time.monotonic()
+    try:
+        # The timeout bounds the whole exchange; a packet that is not an answer to
+        # this query (wrong id, wrong source, garbage) is skipped rather than
+        # failing the probe, so a stray datagram cannot fake a dead server.
+        response, used_tcp = await asyncio.wait_for(
+            dns.asyncquery.udp_with_fallback(
+                query,
+                target.address,
+                timeout=timeout,
+                port=target.port,
+                ignore_unexpected=True,
+                ignore_errors=True,
+            ),
+            timeout=timeout + 0.5,
+        )
+    except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as error:
+        return ProbeResult(target, None, _error_text(error, timeout), time.monotonic() - started)
+    rtt = time.monotonic() - started
+    verdict = read_soa_answer(zone, response)
+    if isinstance(verdict, str):
+        return ProbeResult(target, None, verdict, rtt, used_tcp, responded=True)
+    return ProbeResult(target, verdict, None, rtt, used_tcp, responded=True)
+
+
+async def probe_all(
+    requests: Sequence[ProbeRequest],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[ProbeResult]:
+    """Probe every (zone, target[, key]) with at most `concurrency` queries in flight.
+
+    Results are in the order of `requests`. One coroutine per request, gated by a
+    semaphore: no thread per zone, and a fleet of many zones does not open
+    thousands of sockets at once.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(request: ProbeRequest) -> ProbeResult:
+        zone, target = request[0], request[1]
+        key = request[2] if len(request) == 3 else None
+        async with gate:
+            return await probe_soa(zone, target, timeout=timeout, key=key)
+
+    return list(await asyncio.gather(*(one(request) for request in requests)))

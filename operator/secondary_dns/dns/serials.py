@@ -1,0 +1,770 @@
+"""Serial status of one zone: probe results + memory -> Zone status, conditions, repairs.
+
+PURE: no I/O and no clock. The caller probes (secondary_dns.dns.probe), passes the
+results with the wall-clock time `now` (epoch seconds) and the `ZoneHistory` the
+previous evaluation returned, and gets the new status fields, the new history and
+the replicas to NOTIFY. Restarting the operator loses the history; the first
+evaluation after that starts every clock at `now` (documented in
+docs/serial-status.md).
+
+Serial comparisons are RFC 1982 serial-number arithmetic (`dns.serial.Serial`):
+"newer" means "less than 2^31 ahead, modulo 2^32", and two serials exactly 2^31
+apart are not ordered at all. Secondaries transfer only a serial that is newer
+than theirs (RFC 1034 §4.3.5), which is why a primary whose serial goes
+backwards is never followed (RFC 2182 §7).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import dns.serial
+
+from secondary_dns.api import conditions
+from secondary_dns.dns.probe import ProbeResult, ProbeTarget, SoaAnswer
+
+SERIAL_MODULUS = 2**32
+# RFC 1982 §3.1: an addition of at most 2^31 - 1 is an increment.
+MAX_SERIAL_INCREMENT = 2**31 - 1
+
+DEFAULT_STALE_GRACE = 30.0
+DEFAULT_REPAIR_GRACE = 5.0
+DEFAULT_REPAIR_INTERVAL = 60.0
+DEFAULT_EXPIRY_WARNING_FRACTION = 0.5
+
+# The condition types this module owns; every other type in the status is left alone.
+OWNED_CONDITIONS = (
+    conditions.SYNCED,
+    conditions.STALE,
+    conditions.PRIMARY_UNREACHABLE,
+    conditions.EXPIRING,
+    conditions.SERIAL_REGRESSED,
+)
+
+
+# ---------------------------------------------------------------- serial arithmetic
+
+
+def is_newer(serial: int, than: int) -> bool:
+    """RFC 1982 §3.2: `serial` > `than`."""
+    return bool(dns.serial.Serial(serial) > dns.serial.Serial(than))
+
+
+def is_older(serial: int, than: int) -> bool:
+    """RFC 1982 §3.2: `serial` < `than`."""
+    return bool(dns.serial.Serial(serial) < dns.serial.Serial(than))
+
+
+def is_at_least(serial: int, than: int) -> bool:
+    """`serial` equals `than` or is newer; False also when the two are not ordered."""
+    return serial % SERIAL_MODULUS == than % SERIAL_MODULUS or is_newer(serial, than)
+
+
+def newest(serials: Sequence[int]) -> int | None:
+    """The serial no other one is newer than; the first such one when the order is undefined."""
+    for candidate in serials:
+        if not any(is_newer(other, candidate) for other in serials):
+            return candidate
+    return serials[0] if serials else None
+
+
+def oldest(serials: Sequence[int]) -> int | None:
+    """The serial no other one is older than; the first such one when the order is undefined."""
+    for candidate in serials:
+        if not any(is_older(other, candidate) for other in serials):
+            return candidate
+    return serials[0] if serials else None
+
+
+def recovery_steps(replica_serial: int, wanted: int) -> tuple[int, ...]:
+    """The serials to set on the primary, in order, to bring replicas from one serial to `wanted`.
+
+    RFC 2182 §7: a serial can only be increased, so reaching a smaller one means
+    increasing through the wrap-around. Each step here adds the largest increment
+    RFC 1982 allows (2^31 - 1), which makes two steps enough unless `wanted` is
+    exactly one below `replica_serial` (then three). The last step is `wanted`.
+    Between steps every replica must have served the previous value.
+    """
+    current = replica_serial % SERIAL_MODULUS
+    wanted %= SERIAL_MODULUS
+    steps: list[int] = []
+    while not is_newer(wanted, current) and wanted != current:
+        current = (current + MAX_SERIAL_INCREMENT) % SERIAL_MODULUS
+        steps.append(current)
+    steps.append(wanted)
+    return tuple(steps)
+
+
+# ---------------------------------------------------------------- inputs and memory
+
+
+@dataclass(frozen=True)
+class ReplicaTarget:
+    """One replica pod of a SecondaryServer that serves the zone."""
+
+    pod: str
+    server: str
+    failure_domain: str | None
+    address: str | None
+    port: int = 53
+
+    @property
+    def probe_target(self) -> ProbeTarget | None:
+        return ProbeTarget(self.address, self.port) if self.address else None
+
+    def describe(self) -> str:
+        where = (
+            f"failure domain {self.failure_domain}" if self.failure_domain else "no failure domain"
+        )
+        return f"{self.pod} ({where})"
+
+
+@dataclass(frozen=True)
+class ReplicaHistory:
+    """What is remembered about one replica pod between probes."""
+
+    # The last serial it answered, and when that serial was first observed (the
+    # replica's lastChange; at the first observation it is the observation time).
+    serial: int | None = None
+    serial_changed_at: float | None = None
+    # Since when it has been continuously behind the primary's serial.
+    behind_since: float | None = None
+    # The last time it was seen serving the primary's serial while the primary answered.
+    in_sync_at: float | None = None
+    # The last evidence of a successful refresh: in sync with a reachable primary,
+    # or its serial changed (a transfer completed). Starts SOA expire's clock.
+    refreshed_at: float | None = None
+    # Its own SOA timers, from its last answer (the values it works with).
+    soa: SoaAnswer | None = None
+    # When the monitor last asked the operator to NOTIFY it (repair).
+    repaired_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ZoneHistory:
+    """What is remembered about one zone between probes; start with `ZoneHistory()`."""
+
+    # The primary's serial as last seen, when that was (any primary answering), and
+    # since when that serial has been the primary's.
+    primary_serial: int | None = None
+    primary_seen_at: float | None = None
+    primary_serial_changed_at: float | None = None
+    # Since when no primary has answered; None while one does.
+    primary_unreachable_since: float | None = None
+    primary_soa: SoaAnswer | None = None
+    # By pod name; pods that are no longer replicas of the zone are forgotten.
+    replicas: Mapping[str, ReplicaHistory] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class ReplicaVerdict:
+    """One replica as this evaluation sees it (for metrics, events and logs)."""
+
+    target: ReplicaTarget
+    serial: int | None
+    in_sync: bool
+    behind: bool
+    # Seconds continuously behind the primary's serial; 0 when not behind.
+    seconds_behind: float
+    # Why no serial: "no address yet", or the probe's error text.
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SerialEvaluation:
+    # Only the serial-owned status fields. A value that is not known is None, so
+    # that a JSON merge patch of this dict removes a stale value from the object.
+    status: dict[str, Any]
+    history: ZoneHistory
+    # Replicas behind the primary for longer than the repair grace: NOTIFY them.
+    repairs: list[ReplicaTarget]
+    # For kstatus Ready: every replica in sync, a primary reachable, no regression,
+    # primaries agreeing.
+    healthy: bool
+    primary_serial: int | None
+    primary_reachable: bool
+    primaries_disagree: bool
+    regressed: bool
+    replicas: tuple[ReplicaVerdict, ...]
+
+
+# ---------------------------------------------------------------- text helpers
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: 45s, 2m5s, 3h0m, 2d4h."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def timestamp_text(epoch: float) -> str:
+    """RFC 3339 in UTC with a Z, as metav1.Time serialises (seconds precision)."""
+    moment = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def recovery_advice(went_from: int | None, primary_serial: int, replica_serial: int) -> str:
+    """The SerialRegressed message: what happened and the RFC 2182 §7 recovery in numbers."""
+    steps = recovery_steps(replica_serial, primary_serial)
+    if went_from is not None and went_from != primary_serial:
+        what = f"the primary's serial went from {went_from} to {primary_serial}"
+    else:
+        what = f"the primary serves serial {primary_serial}"
+    if is_older(primary_serial, replica_serial):
+        order = "older than"
+    else:
+        # Exactly 2^31 apart: RFC 1982 §3.2 leaves the comparison undefined and
+        # secondaries (BIND's isc_serial_gt) treat it as not newer.
+        order = "not comparable (exactly 2^31 apart) with"
+    text = (
+        f"{what}, which is {order} the {replica_serial} replicas have in RFC 1982 serial "
+        f"arithmetic: replicas keep serving {replica_serial} and ignore the primary until its "
+        f"serial is newer than {replica_serial}, or until their copy expires. "
+        "To recover (RFC 2182 §7): "
+    )
+    parts: list[str] = []
+    previous = replica_serial
+    for index, step in enumerate(steps[:-1], start=1):
+        parts.append(
+            f"set the primary's serial to S{index} = ({previous} + 2^31 - 1) mod 2^32 = {step}, "
+            f"wait until every replica serves {step}"
+        )
+        previous = step
+    parts.append(
+        f"then set it to the wanted {steps[-1]} (an increment from {previous})"
+        if parts
+        else f"set it to the wanted {steps[-1]}"
+    )
+    text += "; ".join(parts) + ". "
+    following = (replica_serial + 1) % SERIAL_MODULUS
+    text += (
+        f"If the number itself does not matter, setting any serial newer than {replica_serial} "
+        f"(e.g. {following}) is enough."
+    )
+    return text
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class _PrimaryView:
+    serial: int | None
+    reachable: bool
+    disagree: bool
+    soa: SoaAnswer | None
+
+
+def _primary_view(primaries: Sequence[ProbeResult], history: ZoneHistory) -> _PrimaryView:
+    answered = [(result, result.answer) for result in primaries if result.answer is not None]
+    if not answered:
+        return _PrimaryView(history.primary_serial, False, False, history.primary_soa)
+    serials = [answer.serial for _, answer in answered]
+    # Several primaries are tried in order, and a secondary transfers from whichever
+    # has a newer serial than its own; the newest one is what replicas converge to.
+    primary_serial = newest(serials)
+    assert primary_serial is not None
+    soa = next(answer for _, answer in answered if answer.serial == primary_serial)
+    disagree = len(set(serials)) > 1
+    return _PrimaryView(primary_serial, True, disagree, soa)
+
+
+def _unreachable_reason(primaries: Sequence[ProbeResult]) -> str:
+    # A timeout or a network error is a dead server or path; a response with an
+    # error (REFUSED, NOTAUTH, SERVFAIL, not authoritative) means the primary is up
+    # but does not serve the zone to us, which needs a different fix.
+    refused = any(r.responded and r.answer is None for r in primaries)
+    return conditions.PRIMARY_REFUSED if refused else conditions.PRIMARY_TIMEOUT
+
+
+def _primary_summary(primaries: Sequence[ProbeResult]) -> str:
+    parts = []
+    for result in primaries:
+        if result.answer is not None:
+            parts.append(f"{result.target} serial {result.answer.serial}")
+        else:
+            parts.append(f"{result.target} {result.error}")
+    return "; ".join(parts)
+
+
+def _condition(
+    type_: str, status: str, reason: str, message: str, generation: int
+) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def evaluate(
+    *,
+    generation: int,
+    primaries: Sequence[ProbeResult],
+    replicas: Sequence[tuple[ReplicaTarget, ProbeResult | None]],
+    history: ZoneHistory,
+    previous_status: Mapping[str, Any],
+    now: float,
+    stale_grace: float = DEFAULT_STALE_GRACE,
+    repair_grace: float = DEFAULT_REPAIR_GRACE,
+    repair_interval: float = DEFAULT_REPAIR_INTERVAL,
+    expiry_warning_fraction: float = DEFAULT_EXPIRY_WARNING_FRACTION,
+) -> SerialEvaluation:
+    """Turn one round of probes into the zone's serial status (see docs/serial-status.md).
+
+    `primaries` are the results of the zone's primaries in spec order; `replicas`
+    pair every replica pod with its result, or None when it has no address yet.
+    """
+    now_text = timestamp_text(now)
+    primary = _primary_view(primaries, history)
+    primary_serial = primary.serial
+
+    # ---- the primary's memory
+    if primary.reachable:
+        changed = primary_serial != history.primary_serial
+        new_primary = replace(
+            history,
+            primary_serial=primary_serial,
+            primary_seen_at=now,
+            primary_serial_changed_at=(
+                now
+                if changed or history.primary_serial_changed_at is None
+                else history.primary_serial_changed_at
+            ),
+            primary_unreachable_since=None,
+            primary_soa=primary.soa,
+        )
+    else:
+        new_primary = replace(
+            history,
+            primary_unreachable_since=(
+                history.primary_unreachable_since
+                if history.primary_unreachable_since is not None
+                else now
+            ),
+        )
+
+    # ---- every replica
+    verdicts: list[ReplicaVerdict] = []
+    new_replicas: dict[str, ReplicaHistory] = {}
+    repairs: list[ReplicaTarget] = []
+    entries: list[dict[str, Any]] = []
+    for target, result in sorted(replicas, key=lambda pair: pair[0].pod):
+        before = history.replicas.get(target.pod, ReplicaHistory())
+        entry: dict[str, Any] = {"pod": target.pod, "server": target.server}
+        if target.failure_domain:
+            entry["failureDomain"] = target.failure_domain
+        if target.address:
+            entry["address"] = target.address
+        if result is None or result.answer is None:
+            # No answer tells nothing about its copy: keep what is known, so that
+            # the clocks (behind, expiry) keep running across a restart or outage.
+            error = "no address yet" if result is None else result.error
+            kept = replace(before, repaired_at=None) if before.behind_since is None else before
+            new_replicas[target.pod] = kept
+            entry["inSync"] = False
+            verdicts.append(ReplicaVerdict(target, None, False, False, 0.0, error))
+            entries.append(entry)
+            continue
+
+        serial = result.answer.serial
+        changed = before.serial is None or before.serial != serial
+        serial_changed_at = (
+            now if changed or before.serial_changed_at is None else (before.serial_changed_at)
+        )
+        in_sync = primary_serial is not None and serial == primary_serial
+        behind = primary_serial is not None and is_older(serial, primary_serial)
+        behind_since = (
+            (before.behind_since if before.behind_since is not None else now) if behind else None
+        )
+        in_sync_at = now if in_sync and primary.reachable else before.in_sync_at
+        refreshed_at = before.refreshed_at
+        if (in_sync and primary.reachable) or changed:
+            refreshed_at = now
+        repaired_at = before.repaired_at if behind else None
+        if (
+            behind
+            and primary.reachable
+            and behind_since is not None
+            and now - behind_since >= repair_grace
+            and (repaired_at is None or now - repaired_at >= repair_interval)
+            and target.address
+        ):
+            repairs.append(target)
+            repaired_at = now
+        new_replicas[target.pod] = ReplicaHistory(
+            serial=serial,
+            serial_changed_at=serial_changed_at,
+            behind_since=behind_since,
+            in_sync_at=in_sync_at,
+            refreshed_at=refreshed_at,
+            soa=result.answer,
+            repaired_at=repaired_at,
+        )
+        entry["serial"] = serial
+        entry["inSync"] = in_sync
+        entry["lastChange"] = timestamp_text(serial_changed_at)
+        seconds_behind = now - behind_since if behind_since is not None else 0.0
+        verdicts.append(ReplicaVerdict(target, serial, in_sync, behind, seconds_behind, None))
+        entries.append(entry)
+
+    new_history = replace(new_primary, replicas=new_replicas)
+
+    # ---- regression (RFC 2182 §7): compare with what the replicas hold
+    replica_serials = [h.serial for h in new_replicas.values() if h.serial is not None]
+    if replica_serials:
+        reference = newest(replica_serials)
+    else:
+        # No replica has told us a serial yet: the primary's own previous serial is
+        # the only thing it can have gone backwards from.
+        reference = history.primary_serial
+    regressed = (
+        primary.reachable
+        and primary_serial is not None
+        and reference is not None
+        and not is_at_least(primary_serial, reference)
+    )
+
+    in_sync_count = sum(1 for v in verdicts if v.in_sync)
+    total = len(verdicts)
+    served = [v.serial for v in verdicts if v.serial is not None]
+
+    status: dict[str, Any] = {
+        "primarySerial": primary_serial,
+        # The oldest serial (RFC 1982) any answering replica serves: every replica
+        # that answers serves this serial or a newer one.
+        "servedSerial": oldest(served),
+        "replicasInSync": in_sync_count,
+        "replicasTotal": total,
+        "synced": f"{in_sync_count}/{total}",
+        "replicas": entries,
+    }
+
+    previous_conditions: list[dict[str, Any]] = [
+        dict(c) for c in previous_status.get("conditions") or []
+    ]
+    unreachable_reason = _unreachable_reason(primaries)
+    new_conditions = [
+        _synced(generation, primaries, primary, verdicts, unreachable_reason, regressed),
+        _stale(generation, primary, verdicts, new_replicas, stale_grace, now),
+        _primary_unreachable(generation, primaries, primary, history, new_replicas, now),
+        _expiring(generation, verdicts, new_history, expiry_warning_fraction, now),
+    ]
+    regression_condition = _serial_regressed(
+        generation, primary, history, reference, regressed, unreachable_reason
+    )
+    result_conditions = previous_conditions
+    for condition in new_conditions:
+        result_conditions = conditions.set_condition(result_conditions, condition, now_text)
+    if regression_condition is not None:
+        result_conditions = conditions.set_condition(
+            result_conditions, regression_condition, now_text
+        )
+    elif conditions.find_condition(result_conditions, conditions.SERIAL_REGRESSED) is None:
+        result_conditions = conditions.set_condition(
+            result_conditions,
+            _condition(
+                conditions.SERIAL_REGRESSED,
+                conditions.UNKNOWN,
+                unreachable_reason,
+                "cannot tell whether the primary's serial went backwards: no primary answers",
+                generation,
+            ),
+            now_text,
+        )
+    status["conditions"] = result_conditions
+
+    healthy = (
+        primary.reachable
+        and not regressed
+        and not primary.disagree
+        and total > 0
+        and in_sync_count == total
+    )
+    return SerialEvaluation(
+        status=status,
+        history=new_history,
+        repairs=repairs,
+        healthy=healthy,
+        primary_serial=primary_serial,
+        primary_reachable=primary.reachable,
+        primaries_disagree=primary.disagree,
+        regressed=regressed,
+        replicas=tuple(verdicts),
+    )
+
+
+def _replica_line(verdict: ReplicaVerdict, primary_serial: int) -> str:
+    who = verdict.target.describe()
+    if verdict.serial is None:
+        if verdict.error == "no address yet":
+            return f"{who} has no address yet"
+        return f"{who} does not answer for the zone: {verdict.error}"
+    if verdict.behind:
+        return f"{who} serves {verdict.serial} (behind)"
+    return f"{who} serves {verdict.serial}, newer than the primary's {primary_serial}"
+
+
+def _synced(
+    generation: int,
+    primaries: Sequence[ProbeResult],
+    primary: _PrimaryView,
+    verdicts: Sequence[ReplicaVerdict],
+    unreachable_reason: str,
+    regressed: bool,
+) -> dict[str, Any]:
+    if primary.serial is None:
+        return _condition(
+            conditions.SYNCED,
+            conditions.UNKNOWN,
+            unreachable_reason,
+            "the primary's serial is not known yet: no primary has answered "
+            f"({_primary_summary(primaries) or 'no primaries configured'})",
+            generation,
+        )
+    total = len(verdicts)
+    in_sync = sum(1 for v in verdicts if v.in_sync)
+    prefix = ""
+    if primary.disagree:
+        prefix = (
+            f"primaries disagree ({_primary_summary(primaries)}); replicas are compared with "
+            f"the newest, {primary.serial}. "
+        )
+    suffix = ""
+    if not primary.reachable:
+        suffix = " (compared with the primary's last known serial: no primary answers now)"
+    if total == 0:
+        return _condition(
+            conditions.SYNCED,
+            conditions.FALSE,
+            conditions.NOT_TRANSFERRED,
+            prefix + "no replica serves the zone yet (0 replicas)" + suffix,
+            generation,
+        )
+    head = f"{in_sync}/{total} replicas serve serial {primary.serial}"
+    if in_sync == total and not primary.disagree:
+        return _condition(
+            conditions.SYNCED, conditions.TRUE, conditions.IN_SYNC, head + suffix, generation
+        )
+    laggards = [_replica_line(v, primary.serial) for v in verdicts if not v.in_sync]
+    message = prefix + head + ("; " + "; ".join(laggards) if laggards else "") + suffix
+    if primary.disagree:
+        reason = conditions.PRIMARIES_DISAGREE
+    elif regressed:
+        reason = conditions.SERIAL_WENT_BACKWARDS
+    elif not any(v.serial is not None for v in verdicts):
+        reason = conditions.NOT_TRANSFERRED
+    else:
+        reason = conditions.REPLICAS_BEHIND
+    return _condition(conditions.SYNCED, conditions.FALSE, reason, message, generation)
+
+
+def _stale(
+    generation: int,
+    primary: _PrimaryView,
+    verdicts: Sequence[ReplicaVerdict],
+    histories: Mapping[str, ReplicaHistory],
+    stale_grace: float,
+    now: float,
+) -> dict[str, Any]:
+    if primary.serial is None:
+        return _condition(
+            conditions.STALE,
+            conditions.UNKNOWN,
+            conditions.PRIMARY_TIMEOUT,
+            "cannot tell whether replicas are behind: the primary's serial is not known yet",
+            generation,
+        )
+    behind = [v for v in verdicts if v.behind]
+    stale = [v for v in behind if v.seconds_behind > stale_grace]
+    if not stale:
+        if behind:
+            names = ", ".join(
+                f"{v.target.pod} ({v.serial}, behind for {format_duration(v.seconds_behind)})"
+                for v in behind
+            )
+            return _condition(
+                conditions.STALE,
+                conditions.FALSE,
+                conditions.SERIAL_ADVANCING,
+                f"catching up with serial {primary.serial}: {names}; Stale after "
+                f"{format_duration(stale_grace)}",
+                generation,
+            )
+        return _condition(
+            conditions.STALE,
+            conditions.FALSE,
+            conditions.IN_SYNC,
+            f"no replica is behind the primary's serial {primary.serial}",
+            generation,
+        )
+    lines = []
+    overdue = False
+    for verdict in stale:
+        replica_soa = histories[verdict.target.pod].soa
+        refresh = (
+            replica_soa.refresh if replica_soa else (primary.soa.refresh if primary.soa else None)
+        )
+        line = (
+            f"{verdict.target.describe()} serves {verdict.serial}, the primary {primary.serial}, "
+            f"behind for {format_duration(verdict.seconds_behind)}"
+        )
+        if refresh is not None and verdict.seconds_behind > refresh:
+            overdue = True
+            # RFC 2182 §7: a secondary still on the old serial after its SOA refresh
+            # interval did not follow the primary: transfers fail (ACL, TSIG, network)
+            # or it does not implement serial arithmetic.
+            line += (
+                f"; it has not caught up within its SOA refresh interval ({refresh}s), "
+                "which RFC 2182 §7 calls defective: check its transfers from the primary "
+                "(ACL, TSIG key, network)"
+            )
+        lines.append(line)
+    reason = conditions.REFRESH_OVERDUE if overdue else conditions.REPLICAS_BEHIND
+    return _condition(conditions.STALE, conditions.TRUE, reason, "; ".join(lines), generation)
+
+
+def _primary_unreachable(
+    generation: int,
+    primaries: Sequence[ProbeResult],
+    primary: _PrimaryView,
+    before: ZoneHistory,
+    replicas: Mapping[str, ReplicaHistory],
+    now: float,
+) -> dict[str, Any]:
+    if primary.reachable:
+        answered = sum(1 for r in primaries if r.answer is not None)
+        return _condition(
+            conditions.PRIMARY_UNREACHABLE,
+            conditions.FALSE,
+            conditions.PRIMARY_REACHABLE,
+            f"{answered}/{len(primaries)} primaries answer: {_primary_summary(primaries)}",
+            generation,
+        )
+    since = before.primary_unreachable_since if before.primary_unreachable_since else now
+    summary = _primary_summary(primaries) or "no primaries configured"
+    served = sorted({h.serial for h in replicas.values() if h.serial is not None})
+    expire = before.primary_soa.expire if before.primary_soa else None
+    keep = "Replicas keep serving their copy"
+    if served:
+        keep += f" (serial {', '.join(str(s) for s in served)})"
+    keep += " until SOA expire"
+    keep += f" ({expire}s)" if expire is not None else ""
+    keep += " after their last successful refresh; see Expiring."
+    return _condition(
+        conditions.PRIMARY_UNREACHABLE,
+        conditions.TRUE,
+        _unreachable_reason(primaries),
+        f"no primary has answered for {format_duration(now - since)} "
+        f"(since {timestamp_text(since)}): {summary}. {keep}",
+        generation,
+    )
+
+
+def _expiring(
+    generation: int,
+    verdicts: Sequence[ReplicaVerdict],
+    history: ZoneHistory,
+    fraction: float,
+    now: float,
+) -> dict[str, Any]:
+    expired: list[str] = []
+    approaching: list[str] = []
+    smallest_expire: int | None = None
+    for verdict in verdicts:
+        replica = history.replicas.get(verdict.target.pod)
+        if replica is None or replica.refreshed_at is None:
+            continue
+        soa = replica.soa or history.primary_soa
+        if soa is None:
+            continue
+        expire = soa.expire
+        smallest_expire = expire if smallest_expire is None else min(smallest_expire, expire)
+        age = now - replica.refreshed_at
+        who = verdict.target.describe()
+        if age >= expire:
+            expired.append(
+                f"{who}: no sign of a successful refresh for {format_duration(age)}, longer "
+                f"than SOA expire ({expire}s); its copy has expired and it stops answering "
+                "for the zone (RFC 1035 §3.3.13)"
+            )
+        elif age >= fraction * expire:
+            left = int(expire - age)
+            approaching.append(
+                f"{who}: its copy expires in {left}s ({format_duration(left)}; SOA expire "
+                f"{expire}s, last sign of a successful refresh {format_duration(age)} ago) "
+                "unless a refresh from the primary succeeds"
+            )
+    if expired:
+        return _condition(
+            conditions.EXPIRING,
+            conditions.TRUE,
+            conditions.EXPIRED,
+            "; ".join(expired + approaching),
+            generation,
+        )
+    if approaching:
+        return _condition(
+            conditions.EXPIRING,
+            conditions.TRUE,
+            conditions.EXPIRY_APPROACHING,
+            "; ".join(approaching),
+            generation,
+        )
+    if smallest_expire is None:
+        message = "no replica has served the zone yet, so no copy can expire"
+    else:
+        message = f"every replica refreshed within {fraction:g} of SOA expire ({smallest_expire}s)"
+    return _condition(
+        conditions.EXPIRING, conditions.FALSE, conditions.IN_SYNC, message, generation
+    )
+
+
+def _serial_regressed(
+    generation: int,
+    primary: _PrimaryView,
+    before: ZoneHistory,
+    reference: int | None,
+    regressed: bool,
+    unreachable_reason: str,
+) -> dict[str, Any] | None:
+    """None when no primary answers: the previous verdict stands (it cannot be re-checked)."""
+    if not primary.reachable or primary.serial is None:
+        return None
+    if regressed:
+        assert reference is not None
+        went_from = before.primary_serial
+        if went_from is not None and not is_older(primary.serial, went_from):
+            went_from = None
+        return _condition(
+            conditions.SERIAL_REGRESSED,
+            conditions.TRUE,
+            conditions.SERIAL_WENT_BACKWARDS,
+            recovery_advice(went_from, primary.serial, reference),
+            generation,
+        )
+    return _condition(
+        conditions.SERIAL_REGRESSED,
+        conditions.FALSE,
+        conditions.SERIAL_ADVANCING,
+        f"the primary's serial {primary.serial} is not older than any replica's "
+        "(RFC 1982 serial arithmetic)",
+        generation,
+    )
