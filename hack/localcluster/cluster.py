@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster import build, netns
+from localcluster import build, netns, podrunner
 
 API_PORT = 6443
 ETCD_PORT = 2379
@@ -31,7 +31,23 @@ POD_CIDR = "10.244.0.0/16"
 FAILURE_ZONES = ("zone-a", "zone-b", "zone-c")
 NODES_PER_ZONE = 2
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "pod-runner",
+)
+# The control plane proper: what must be up before the pod runner can be (re)started.
+CONTROL_PLANE = COMPONENTS[:-1]
+# kwok leaves the status of pods with this label alone; the pod runner
+# (podrunner.py) runs them and writes their status, as a kubelet would. The
+# flag is deprecated upstream in favour of Stage selectors but does exactly
+# this in v0.8.0 (pkg/kwok/controllers/pod_controller.go, `need`).
+KWOK_DISREGARD_FLAG = "--disregard-status-with-label-selector=secondarydns.io/server"
+HACK_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = HACK_DIR.parent
 
 
 def state_root() -> Path:
@@ -158,12 +174,18 @@ class LocalCluster:
             return None
         return pid if _pid_alive(pid) else None
 
-    def _start(self, component: str, argv: Sequence[str]) -> None:
+    def _start(
+        self,
+        component: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        enters_itself: bool = False,
+    ) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{component}.log", "ab")  # noqa: SIM115 - owned by the child
         try:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, *argv],
+                list(argv) if enters_itself else ["ip", "netns", "exec", self.netns, *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -171,6 +193,7 @@ class LocalCluster:
                 # reach the cluster, `down` does.
                 start_new_session=True,
                 cwd=self.state_dir,
+                env=env,
             )
         finally:
             log.close()
@@ -299,6 +322,63 @@ class LocalCluster:
     def healthy(self) -> bool:
         return all(self.running_components().values()) and self.api_ready()
 
+    def _control_plane_healthy(self) -> bool:
+        running = self.running_components()
+        return all(running[c] for c in CONTROL_PLANE) and self.api_ready()
+
+    def _kwok_argv(self, bins: build.Binaries) -> list[str]:
+        return [
+            str(bins.kwok),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--config={bins.kwok_stages}",
+            "--manage-all-nodes=true",
+            "--server-address=127.0.0.1:10247",
+            "--node-lease-duration-seconds=40",
+            KWOK_DISREGARD_FLAG,
+        ]
+
+    def _kwok_disregards_runner_pods(self) -> bool:
+        pid = self.component_pid("kwok")
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+        except OSError:
+            return False
+        return KWOK_DISREGARD_FLAG.encode() in argv
+
+    def _start_pod_runner(self) -> None:
+        # Its children run `python -m secondary_dns.cli` from this checkout.
+        path = os.pathsep.join(
+            [str(HACK_DIR), str(REPO_DIR / "operator"), os.environ.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        # It enters the cluster's network namespace itself (setns), keeping the
+        # host's mount namespace: `ip netns exec` would give it a private one,
+        # and the pod namespaces it creates (bind mounts under /run/netns)
+        # would then be invisible to everyone else, `down` included.
+        self._start(
+            "pod-runner",
+            [sys.executable, "-m", "localcluster.podrunner", "--cluster", self.name],
+            env=dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1"),
+            enters_itself=True,
+        )
+
+    def _repair(self) -> bool:
+        """Bring a running control plane up to date without restarting it; False if it is not.
+
+        A cluster started before the pod runner existed keeps its etcd and
+        API server: only kwok is restarted (for the flag) and the pod runner added.
+        """
+        if not self._control_plane_healthy():
+            return False
+        if not self._kwok_disregards_runner_pods():
+            _log("restarting kwok so that it leaves the pod runner's pods alone")
+            pid = self.component_pid("kwok")
+            if pid:
+                self._stop({pid})
+            self._start("kwok", self._kwok_argv(build.ensure_binaries()))
+        if self.component_pid("pod-runner") is None:
+            self._start_pod_runner()
+        return True
+
     def _wait_until(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -314,14 +394,18 @@ class LocalCluster:
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
     def up(self) -> None:
-        if self.healthy():
+        if self.healthy() and self._kwok_disregards_runner_pods():
             _log(f"cluster {self.name!r} is already running; kubeconfig {self.kubeconfig}")
+            return
+        if self._repair():
+            _log(f"cluster {self.name!r} is running; kubeconfig {self.kubeconfig}")
             return
         if self.state_dir.exists():
             # Only the cluster's own processes: the namespace may already hold
             # the caller (a test session enters it first) and its children.
             _log("cleaning up a partial cluster first")
             self._stop({pid for pid in self.running_components().values() if pid})
+            podrunner.remove_all_pods(self.name, self.state_dir)
             shutil.rmtree(self.state_dir, ignore_errors=True)
         bins = build.ensure_binaries()
         started = time.monotonic()
@@ -406,17 +490,7 @@ class LocalCluster:
                 "--v=0",
             ],
         )
-        self._start(
-            "kwok",
-            [
-                str(bins.kwok),
-                f"--kubeconfig={kubeconfig}",
-                f"--config={bins.kwok_stages}",
-                "--manage-all-nodes=true",
-                "--server-address=127.0.0.1:10247",
-                "--node-lease-duration-seconds=40",
-            ],
-        )
+        self._start("kwok", self._kwok_argv(bins))
         manifests = {
             "apiVersion": "v1",
             "kind": "List",
@@ -425,6 +499,7 @@ class LocalCluster:
         self.kubectl("apply", "-f", "-", input=json.dumps(manifests))
         self._wait_until("6 Ready nodes", self._nodes_ready, timeout=120)
         self._wait_until("the default service account", self._default_service_account, 120)
+        self._start_pod_runner()
         _log(
             f"cluster {self.name!r} is up in {time.monotonic() - started:.0f}s; "
             f"kubeconfig {self.kubeconfig}"
@@ -454,11 +529,14 @@ class LocalCluster:
         victims = set(netns.pids(self.netns)) - own
         victims |= {pid for pid in self.running_components().values() if pid is not None}
         self._stop(victims)
+        # The pods' processes live in namespaces of their own, not in the
+        # cluster's: they are not among the victims above.
+        pods = podrunner.remove_all_pods(self.name, self.state_dir)
         netns.delete(self.netns)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        if victims:
-            _log(f"cluster {self.name!r} stopped ({len(victims)} processes)")
+        if victims or pods:
+            _log(f"cluster {self.name!r} stopped ({len(victims)} processes, {pods} pods)")
 
     def _stop(self, victims: set[int]) -> None:
         for pid in victims:
@@ -488,4 +566,7 @@ class LocalCluster:
             api = "ready" if self.api_ready() else "not ready"
             lines.append(f"  {'API server':<24} {api}")
             lines.append(f"  {'kubeconfig':<24} {self.kubeconfig}")
+        pods = podrunner.describe_pods(self.state_dir)
+        lines.append(f"  pods run by the pod runner: {len(pods)}")
+        lines += [f"    {line}" for line in pods]
         return "\n".join(lines)

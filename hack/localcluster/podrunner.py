@@ -1,0 +1,1055 @@
+"""The pod runner: a minimal kubelet and CNI for the DNS pods of the local cluster.
+
+It exists only because the machines this project is developed on have no
+container runtime. kwok simulates every other pod (Running, an IP, nothing
+behind it); the pods of SecondaryServers (label `secondarydns.io/server`) must
+really answer DNS, so this process runs them the way a kubelet would:
+
+- network: each pod gets a network namespace of its own, joined to the
+  cluster's namespace by a veth pair, with the pod IP (/32, from its node's
+  `spec.podCIDR`) on `eth0` and a default route through a link-local next hop
+  (the Calico layout). The cluster namespace has a /32 route to each pod IP.
+  Nothing of this exists outside namespaces the local cluster created: the
+  cluster namespace has no route out, and no pod address or route is ever
+  added to the host's namespace;
+- files: each container runs in a private mount namespace in which the pod's
+  volumes (per-pod directories under the cluster's state directory) are bind
+  mounted at the paths of the pod spec, so named.conf's fixed absolute paths
+  (/run/secondary-dns, /var/lib/secondary-dns) work for every pod at once;
+- processes: the containers' own command, args and env from the Pod object,
+  with the `secondary-dns` executable replaced by this interpreter's
+  `-m secondary_dns.cli`; exited containers are restarted with a backoff;
+- status: kwok is told to leave these pods alone
+  (`--disregard-status-with-label-selector`), so this process writes their
+  status: phase, pod IP, container states, and `Ready` from the real
+  readiness probe (the agent's /readyz on the pod IP). When a pod is deleted it
+  stops the containers (SIGTERM, SIGKILL after the grace period), removes the
+  network, and deletes the Pod object with grace period 0, as a kubelet does.
+
+State lives under `<cluster state>/pods/<pod uid>/` (`pod.json`, one
+`<container>.json` per container, the volumes), so a restarted pod runner
+adopts the pods that are still running; `hack/local-cluster down` removes
+every pod namespace whatever the pod runner's state (`remove_all_pods`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import ipaddress
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from localcluster import netns
+
+if TYPE_CHECKING:
+    from localcluster.cluster import LocalCluster
+
+log = logging.getLogger("pod-runner")
+
+POD_LABEL = "secondarydns.io/server"
+# The pods' default gateway (Calico's choice): link-local, so it can never
+# clash with a pod, Service or primary address. It is a local address of the
+# cluster namespace, which is what makes the host side of every veth answer
+# the pods' ARP requests for it.
+GATEWAY = "169.254.1.1"
+POD_INTERFACE = "eth0"
+# Where a pod finds its API credentials (the service-account mount path); the
+# pod runner puts a kubeconfig there instead of a token.
+CREDENTIALS_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+KUBECONFIG_IN_POD = f"{CREDENTIALS_DIR}/kubeconfig"
+EXECUTABLE = "secondary-dns"
+LOOP_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 1.0
+# kubelet backs off from 10 s to 5 min; shorter here so a crash-looping test
+# pod recovers within a test's patience.
+BACKOFF_INITIAL_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 20.0
+BACKOFF_RESET_AFTER_SECONDS = 60.0
+WATCH_TIMEOUT_SECONDS = 300
+REQUEST_TIMEOUT_SECONDS = 30.0
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---- names and pure decisions ------------------------------------------------
+
+
+def pod_netns_prefix(cluster: str) -> str:
+    return f"{cluster}-pod-"
+
+
+def pod_netns_name(cluster: str, uid: str) -> str:
+    """Short, derived from the UID: a recreated pod (new UID) never meets its predecessor."""
+    return pod_netns_prefix(cluster) + uid.replace("-", "")[:8]
+
+
+def host_veth_name(uid: str) -> str:
+    # Interface names are at most 15 characters (IFNAMSIZ - 1).
+    return "sp" + uid.replace("-", "")[:8]
+
+
+def is_runner_pod(pod: Mapping[str, Any]) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return POD_LABEL in labels
+
+
+def allocate_pod_ip(pod_cidr: str, in_use: Iterable[str]) -> str:
+    """The highest free address of the node's pod CIDR.
+
+    kwok hands out addresses from the bottom of the same CIDR (index 1, 2, ...)
+    and keeps its pool in memory only, so taking them from the top keeps both
+    allocators apart for as long as a node holds fewer than half a /24 of pods
+    (kwok nodes here allow 110).
+    """
+    network = ipaddress.ip_network(pod_cidr)
+    used = {ipaddress.ip_address(ip) for ip in in_use}
+    for address in reversed(list(network.hosts())):
+        if address not in used:
+            return str(address)
+    raise RuntimeError(f"no free address left in {pod_cidr}")
+
+
+def container_argv(container: Mapping[str, Any], python: str) -> list[str]:
+    """The container's command and args, the image's entry point run from this checkout."""
+    command = [str(part) for part in container.get("command") or []]
+    args = [str(part) for part in container.get("args") or []]
+    if not command:
+        raise ValueError(
+            f"container {container.get('name')!r} has no command: the pod runner has no "
+            "image to take an entry point from"
+        )
+    if command[0] == EXECUTABLE:
+        command = [python, "-m", "secondary_dns.cli", *command[1:]]
+    return command + args
+
+
+def _field_value(pod: Mapping[str, Any], field_path: str) -> str | None:
+    metadata = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    simple = {
+        "metadata.name": metadata.get("name"),
+        "metadata.namespace": metadata.get("namespace"),
+        "metadata.uid": metadata.get("uid"),
+        "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName"),
+        "status.podIP": status.get("podIP"),
+        "status.hostIP": status.get("hostIP"),
+    }
+    if field_path in simple:
+        value = simple[field_path]
+        return None if value is None else str(value)
+    for prefix, source in (("metadata.labels", "labels"), ("metadata.annotations", "annotations")):
+        if field_path.startswith(prefix + "['") and field_path.endswith("']"):
+            key = field_path[len(prefix) + 2 : -2]
+            value = (metadata.get(source) or {}).get(key)
+            return None if value is None else str(value)
+    return None
+
+
+def container_env(
+    container: Mapping[str, Any], pod: Mapping[str, Any], pod_ip: str, base: Mapping[str, str]
+) -> dict[str, str]:
+    """`base`, then the container's env with downward-API fields resolved from the Pod.
+
+    Values from ConfigMaps or Secrets are not supported (the DNS pods use none);
+    such a variable is left out and logged rather than set to something wrong.
+    """
+    resolved = {**pod, "status": {**(pod.get("status") or {}), "podIP": pod_ip}}
+    env = dict(base)
+    for entry in container.get("env") or []:
+        name = str(entry["name"])
+        if "value" in entry:
+            env[name] = str(entry["value"])
+            continue
+        field_ref = ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+        value = _field_value(resolved, str(field_ref)) if field_ref else None
+        if value is None:
+            log.warning("container %s: env %s is not supported; left out", container["name"], name)
+            continue
+        env[name] = value
+    return env
+
+
+def volume_mounts(container: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(volume name, mount path) of the container, in the pod spec's order."""
+    return [(str(m["name"]), str(m["mountPath"])) for m in container.get("volumeMounts") or []]
+
+
+def pod_mounts(mounts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(directory relative to the pod's, mount path) for each of the container's mounts.
+
+    The service-account volume that admission adds to every pod
+    (`kube-api-access-*` at CREDENTIALS_DIR) becomes the pod's `credentials`
+    directory, where the runner puts a kubeconfig instead of a token; a pod
+    without one gets the directory mounted there all the same.
+    """
+    result = [
+        ("credentials" if target == CREDENTIALS_DIR else f"volumes/{volume}", target)
+        for volume, target in mounts
+    ]
+    if all(target != CREDENTIALS_DIR for _, target in result):
+        result.insert(0, ("credentials", CREDENTIALS_DIR))
+    return result
+
+
+def mount_script(pod_dir: Path, mounts: Sequence[tuple[str, str]]) -> str:
+    """Shell that bind-mounts the pod's directories, then execs the container's argv ("$@").
+
+    Sources are relative to the pod directory, which is the working directory:
+    mounting over /run/secondary-dns hides the cluster's state directory (it
+    lives there), but not a working directory that is already inside it.
+    """
+    lines = ["set -e", f"cd {shlex.quote(str(pod_dir))}"]
+    for source, target in mounts:
+        lines.append(f"mount --bind {shlex.quote(source)} {shlex.quote(target)}")
+    lines += ["cd /", 'exec "$@"']
+    return "\n".join(lines)
+
+
+def readiness_target(container: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(path, port) of an httpGet readiness probe, the port resolved by name."""
+    probe = container.get("readinessProbe") or {}
+    http = probe.get("httpGet")
+    if not http:
+        return None
+    port = http.get("port")
+    if isinstance(port, str) and not port.isdigit():
+        named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
+        port = named.get(port)
+    if port is None:
+        return None
+    return str(http.get("path") or "/"), int(port)
+
+
+def _container_path(path: str) -> str:
+    """The caller's PATH, plus the sbin directories where named and its tools live."""
+    parts = [p for p in path.split(":") if p]
+    for directory in ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        if directory not in parts:
+            parts.append(directory)
+    return ":".join(parts)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    """What the status needs to know about one container."""
+
+    name: str
+    image: str
+    running: bool
+    started_at: str | None
+    restarts: int
+    ready: bool
+    waiting_reason: str | None = None
+    last_exit_code: int | None = None
+    pid: int | None = None
+
+
+def _condition(
+    type_: str, ok: bool, previous: Mapping[str, Mapping[str, Any]], now: str
+) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    before = previous.get(type_) or {}
+    # lastTransitionTime moves only when the status does (what kubelet does).
+    since = before.get("lastTransitionTime") if before.get("status") == status else None
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "lastTransitionTime": since or now,
+    }
+    if not ok and type_ in ("Ready", "ContainersReady"):
+        condition["reason"] = "ContainersNotReady"
+    return condition
+
+
+def pod_status(
+    pod: Mapping[str, Any],
+    pod_ip: str,
+    host_ip: str | None,
+    containers: Sequence[ContainerView],
+    now: str,
+) -> dict[str, Any]:
+    """The Pod's status as a kubelet would report it; timestamps kept while unchanged."""
+    current = pod.get("status") or {}
+    previous = {c.get("type"): c for c in current.get("conditions") or []}
+    ready = bool(containers) and all(c.ready for c in containers)
+    statuses = []
+    for view in containers:
+        state: dict[str, Any]
+        if view.running:
+            state = {"running": {"startedAt": view.started_at}}
+        else:
+            state = {"waiting": {"reason": view.waiting_reason or "ContainerCreating"}}
+        entry: dict[str, Any] = {
+            "name": view.name,
+            "image": view.image,
+            "imageID": "",
+            "ready": view.ready,
+            "restartCount": view.restarts,
+            "started": view.running,
+            "state": state,
+        }
+        if view.pid is not None:
+            entry["containerID"] = f"podrunner://{view.pid}"
+        if view.last_exit_code is not None:
+            entry["lastState"] = {"terminated": {"exitCode": view.last_exit_code}}
+        statuses.append(entry)
+    status: dict[str, Any] = {
+        "phase": "Running",
+        "podIP": pod_ip,
+        "podIPs": [{"ip": pod_ip}],
+        "startTime": current.get("startTime") or now,
+        "conditions": [
+            _condition("PodScheduled", True, previous, now),
+            _condition("Initialized", True, previous, now),
+            _condition("ContainersReady", ready, previous, now),
+            _condition("Ready", ready, previous, now),
+        ],
+        "containerStatuses": statuses,
+    }
+    if host_ip:
+        status["hostIP"] = host_ip
+        status["hostIPs"] = [{"ip": host_ip}]
+    return status
+
+
+def status_differs(desired: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """True when a field the pod runner owns differs from what the Pod shows."""
+    return any(current.get(key) != value for key, value in desired.items())
+
+
+# ---- the network of one pod ----------------------------------------------------
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def _sysctl(namespace: str, setting: str) -> None:
+    # /proc/sys/net belongs to the reader's network namespace: set it from inside.
+    subprocess.run(
+        ["ip", "netns", "exec", namespace, "sysctl", "-qw", setting],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _link_exists(namespace: str, link: str) -> bool:
+    return _ip("-n", namespace, "link", "show", "dev", link, check=False).returncode == 0
+
+
+def prepare_cluster_network(cluster_ns: str) -> None:
+    """Once per cluster namespace: the pods' gateway address and forwarding between pods."""
+    netns.add_address(cluster_ns, GATEWAY)
+    # Pod to pod goes through the cluster namespace; it has no route out, so
+    # forwarding cannot take a packet anywhere else.
+    _sysctl(cluster_ns, "net.ipv4.ip_forward=1")
+
+
+def setup_pod_network(cluster_ns: str, pod_ns: str, veth: str, pod_ip: str) -> None:
+    """Idempotent: after it, `pod_ip` in `pod_ns` is reachable from `cluster_ns` and back."""
+    address = ipaddress.ip_address(pod_ip)
+    if not address.is_private or address.version != 4:
+        raise ValueError(f"refusing pod address {pod_ip}: expected a private IPv4 address")
+    for name in (cluster_ns, pod_ns):
+        # The host's namespace has no name under /run/netns; `-n` with a name
+        # therefore always means a namespace the local cluster created.
+        if not name:
+            raise ValueError("a network namespace name is required")
+    netns.create(pod_ns)
+    if _link_exists(cluster_ns, veth) and not _link_exists(pod_ns, POD_INTERFACE):
+        _ip("-n", cluster_ns, "link", "del", veth)  # half of a pair from a crash
+    if not _link_exists(cluster_ns, veth):
+        if _link_exists(pod_ns, POD_INTERFACE):
+            _ip("-n", pod_ns, "link", "del", POD_INTERFACE)
+        _ip(
+            "-n", cluster_ns, "link", "add", veth, "type", "veth",
+            "peer", "name", POD_INTERFACE, "netns", pod_ns,
+        )  # fmt: skip
+    # proxy_arp: the host side answers ARP for whatever it can route (pods
+    # that resolve a neighbour on-link instead of using the gateway).
+    _sysctl(cluster_ns, f"net.ipv4.conf.{veth}.proxy_arp=1")
+    _ip("-n", cluster_ns, "link", "set", veth, "up")
+    _ip("-n", pod_ns, "link", "set", POD_INTERFACE, "up")
+    _ip("-n", pod_ns, "addr", "replace", f"{pod_ip}/32", "dev", POD_INTERFACE)
+    _ip("-n", pod_ns, "route", "replace", GATEWAY, "dev", POD_INTERFACE, "scope", "link")
+    _ip("-n", pod_ns, "route", "replace", "default", "via", GATEWAY, "dev", POD_INTERFACE)
+    _ip("-n", cluster_ns, "route", "replace", f"{pod_ip}/32", "dev", veth)
+
+
+def teardown_pod_network(pod_ns: str) -> None:
+    """Kill what is left in the pod's namespace, then delete it (its veth and route go too)."""
+    _kill_all(netns.pids(pod_ns), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while netns.pids(pod_ns) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    netns.delete(pod_ns)
+
+
+def _kill_all(pids: Iterable[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+# ---- state on disk -------------------------------------------------------------
+
+
+def pods_dir(state_dir: Path) -> Path:
+    return state_dir / "pods"
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _in_namespace(pid: int, pod_ns: str) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns.NETNS_DIR / pod_ns).st_ino
+    except OSError:
+        return False
+
+
+def remove_all_pods(cluster: str, state_dir: Path) -> int:
+    """Every pod namespace of `cluster`: processes killed, namespace deleted; returns how many.
+
+    Found by name as well as by state, so a lost state directory leaks nothing.
+    """
+    names = {
+        path.name
+        for path in netns.NETNS_DIR.glob(pod_netns_prefix(cluster) + "*")
+        if len(path.name) == len(pod_netns_prefix(cluster)) + 8
+    }
+    for pod_file in pods_dir(state_dir).glob("*/pod.json"):
+        record = _read_json(pod_file)
+        if record and record.get("netns"):
+            names.add(str(record["netns"]))
+    for name in sorted(names):
+        _kill_all(netns.pids(name), signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(netns.pids(name) for name in names):
+        time.sleep(0.1)
+    for name in sorted(names):
+        teardown_pod_network(name)
+    shutil.rmtree(pods_dir(state_dir), ignore_errors=True)
+    return len(names)
+
+
+def describe_pods(state_dir: Path) -> list[str]:
+    """One line per pod the runner runs, for `hack/local-cluster status`."""
+    lines = []
+    for pod_file in sorted(pods_dir(state_dir).glob("*/pod.json")):
+        record = _read_json(pod_file)
+        if not record:
+            continue
+        containers = []
+        for container_file in sorted(pod_file.parent.glob("containers/*.json")):
+            state = _read_json(container_file) or {}
+            pid = state.get("pid")
+            alive = isinstance(pid, int) and _pid_alive(pid)
+            containers.append(f"{container_file.stem}={'pid ' + str(pid) if alive else 'down'}")
+        lines.append(
+            f"{record.get('namespace')}/{record.get('name')} {record.get('ip')} "
+            f"netns {record.get('netns')} node {record.get('node')} [{', '.join(containers)}]"
+        )
+    return lines
+
+
+# ---- processes -------------------------------------------------------------------
+
+
+@dataclass
+class Container:
+    """One container's process, started by this runner or adopted from a previous one."""
+
+    name: str
+    state_file: Path
+    pid: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+    started_at: str | None = None
+    started_monotonic: float = 0.0
+    restarts: int = 0
+    last_exit_code: int | None = None
+    backoff: float = BACKOFF_INITIAL_SECONDS
+    next_start: float = 0.0
+    error: str | None = None
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            if self.process.poll() is None:
+                return True
+            self.last_exit_code = self.process.returncode
+            self.process = None
+            return False
+        return self.pid is not None and _pid_alive(self.pid)
+
+    def save(self) -> None:
+        _write_json(
+            self.state_file,
+            {
+                "pid": self.pid,
+                "startedAt": self.started_at,
+                "restarts": self.restarts,
+                "lastExitCode": self.last_exit_code,
+            },
+        )
+
+    def signal(self, signum: signal.Signals) -> None:
+        if self.pid is None:
+            return
+        # Its own session from the start: the group holds the container's
+        # children too (named-checkconf, rndc), as a container's cgroup would.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+
+@dataclass
+class Sandbox:
+    """A pod the runner runs: its network, directories and containers."""
+
+    uid: str
+    namespace: str
+    name: str
+    node: str
+    ip: str
+    netns: str
+    veth: str
+    directory: Path
+    containers: dict[str, Container] = field(default_factory=dict)
+    network_ready: bool = False
+    terminating_since: float | None = None
+    last_status: dict[str, Any] | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "namespace": self.namespace,
+            "name": self.name,
+            "node": self.node,
+            "ip": self.ip,
+            "netns": self.netns,
+            "veth": self.veth,
+        }
+
+
+# ---- the runner ------------------------------------------------------------------
+
+
+class PodWatch:
+    """The runner's pods by UID, kept current by list + watch in a thread."""
+
+    def __init__(self, core: Any, changed: threading.Event, stop: threading.Event) -> None:
+        self.core = core
+        self.changed = changed
+        self.stop = stop
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.synced = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return dict(self.pods)
+
+    def _run(self) -> None:
+        import kubernetes
+
+        backoff = 0.5
+        while not self.stop.is_set():
+            try:
+                response = self.core.list_pod_for_all_namespaces(
+                    label_selector=POD_LABEL,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT_SECONDS,
+                )
+                document = json.loads(response.data)
+                with self.lock:
+                    self.pods = {p["metadata"]["uid"]: p for p in document.get("items") or []}
+                    self.synced = True
+                self.changed.set()
+                version = str(document["metadata"].get("resourceVersion", ""))
+                watch_module: Any = kubernetes.watch
+                watch = watch_module.Watch()
+                for event in watch.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    label_selector=POD_LABEL,
+                    resource_version=version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                    _request_timeout=WATCH_TIMEOUT_SECONDS + REQUEST_TIMEOUT_SECONDS,
+                ):
+                    if self.stop.is_set():
+                        return
+                    kind, obj = event["type"], event["raw_object"]
+                    if kind == "BOOKMARK":
+                        continue
+                    if kind == "ERROR":  # 410 Gone: list again
+                        break
+                    with self.lock:
+                        if kind == "DELETED":
+                            self.pods.pop(obj["metadata"]["uid"], None)
+                        else:
+                            self.pods[obj["metadata"]["uid"]] = obj
+                    self.changed.set()
+                backoff = 0.5
+            except Exception as error:  # noqa: BLE001 - an API server restart is not fatal
+                log.warning("pod watch failed (%s); listing again in %.1fs", error, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+
+class PodRunner:
+    def __init__(self, cluster: LocalCluster, python: str = sys.executable) -> None:
+        import kubernetes
+
+        from localcluster.cluster import API_PORT, CONTROL_PLANE_ADDRESS
+
+        self.cluster = cluster
+        self.python = python
+        self.api_url = f"https://{CONTROL_PLANE_ADDRESS}:{API_PORT}"
+        self.api_address = CONTROL_PLANE_ADDRESS
+        self.api_port = API_PORT
+        config = kubernetes.client.Configuration()
+        loader: Any = kubernetes.config
+        loader.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=config)
+        self.core: Any = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+        self.stop = threading.Event()
+        self.changed = threading.Event()
+        self.watch = PodWatch(self.core, self.changed, self.stop)
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        # Readiness probes bypass any proxy the environment names: pod IPs
+        # exist only in this namespace.
+        self.http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    # -- lifecycle
+
+    def run(self) -> None:
+        netns.require_inside(self.cluster.netns)
+        prepare_cluster_network(self.cluster.netns)
+        self._write_pod_kubeconfig()
+        self._adopt()
+        self.watch.thread.start()
+        log.info("pod runner for %s: running pods labelled %s", self.cluster.name, POD_LABEL)
+        while not self.stop.is_set():
+            self.changed.wait(LOOP_SECONDS)
+            self.changed.clear()
+            if self.stop.is_set():
+                break
+            try:
+                self.reconcile()
+            except Exception:  # noqa: BLE001 - one bad pass must not stop every pod
+                log.exception("reconcile failed; trying again")
+        log.info("pod runner stopping; pods keep running (down removes them)")
+
+    def reconcile(self) -> None:
+        if not self.watch.synced:
+            return
+        pods = self.watch.snapshot()
+        for uid, pod in pods.items():
+            try:
+                self._sync(uid, pod)
+            except Exception:  # noqa: BLE001 - keep the other pods going
+                log.exception("pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
+        # Pods gone from the API (deleted while the runner was down, or by force).
+        for uid in [uid for uid in self.sandboxes if uid not in pods]:
+            self._destroy(self.sandboxes[uid])
+
+    # -- kubeconfig and nodes
+
+    @property
+    def pod_kubeconfig_dir(self) -> Path:
+        return self.cluster.state_dir / "pod-credentials"
+
+    def _write_pod_kubeconfig(self) -> None:
+        """The cluster's kubeconfig, pointed at the API server's address on the cluster's lo.
+
+        A pod cannot reach 127.0.0.1 of the cluster namespace (its loopback is
+        its own); 10.250.0.1 is on the server certificate.
+        """
+        config = json.loads(self.cluster.kubeconfig.read_text())
+        for entry in config["clusters"]:
+            entry["cluster"]["server"] = self.api_url
+        self.pod_kubeconfig_dir.mkdir(parents=True, exist_ok=True)
+        target = self.pod_kubeconfig_dir / "kubeconfig"
+        _write_json(target, config)
+        target.chmod(0o600)
+
+    def _node(self, name: str) -> dict[str, Any]:
+        if name not in self.nodes:
+            response = self.core.read_node(name, _preload_content=False)
+            self.nodes[name] = json.loads(response.data)
+        return self.nodes[name]
+
+    def _host_ip(self, node: str) -> str | None:
+        addresses = (self._node(node).get("status") or {}).get("addresses") or []
+        for address in addresses:
+            if address.get("type") == "InternalIP":
+                return str(address["address"])
+        return None
+
+    def _pod_ip(self, pod: Mapping[str, Any], node: str) -> str:
+        cidr = (self._node(node).get("spec") or {}).get("podCIDR")
+        if not cidr:
+            raise RuntimeError(f"node {node} has no spec.podCIDR")
+        response = self.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={node}", _preload_content=False
+        )
+        uid = pod["metadata"]["uid"]
+        in_use = {
+            p["status"]["podIP"]
+            for p in json.loads(response.data).get("items") or []
+            if p["metadata"]["uid"] != uid and (p.get("status") or {}).get("podIP")
+        }
+        in_use |= {s.ip for s in self.sandboxes.values() if s.uid != uid}
+        current = (pod.get("status") or {}).get("podIP")
+        if (
+            current
+            and current not in in_use
+            and ipaddress.ip_address(current) in ipaddress.ip_network(cidr)
+        ):
+            return str(current)
+        return allocate_pod_ip(cidr, in_use)
+
+    # -- adoption
+
+    def _adopt(self) -> None:
+        """Take over the pods a previous runner started: same network, same processes."""
+        for pod_file in pods_dir(self.cluster.state_dir).glob("*/pod.json"):
+            record = _read_json(pod_file)
+            if not record:
+                continue
+            sandbox = Sandbox(
+                uid=str(record["uid"]),
+                namespace=str(record["namespace"]),
+                name=str(record["name"]),
+                node=str(record["node"]),
+                ip=str(record["ip"]),
+                netns=str(record["netns"]),
+                veth=str(record["veth"]),
+                directory=pod_file.parent,
+            )
+            for state_file in (pod_file.parent / "containers").glob("*.json"):
+                state = _read_json(state_file) or {}
+                container = Container(state_file.stem, state_file)
+                pid = state.get("pid")
+                if isinstance(pid, int) and _pid_alive(pid) and _in_namespace(pid, sandbox.netns):
+                    container.pid = pid
+                    container.started_at = state.get("startedAt")
+                    container.started_monotonic = time.monotonic()
+                container.restarts = int(state.get("restarts") or 0)
+                code = state.get("lastExitCode")
+                container.last_exit_code = code if isinstance(code, int) else None
+                sandbox.containers[container.name] = container
+            self.sandboxes[sandbox.uid] = sandbox
+            running = sum(1 for c in sandbox.containers.values() if c.pid is not None)
+            log.info(
+                "adopted pod %s/%s (%s, %d running containers)",
+                sandbox.namespace,
+                sandbox.name,
+                sandbox.ip,
+                running,
+            )
+
+    # -- one pod
+
+    def _sync(self, uid: str, pod: dict[str, Any]) -> None:
+        metadata = pod["metadata"]
+        node = (pod.get("spec") or {}).get("nodeName")
+        sandbox = self.sandboxes.get(uid)
+        if metadata.get("deletionTimestamp"):
+            self._terminate(pod, sandbox)
+            return
+        if not node:
+            return  # not scheduled yet
+        if sandbox is None:
+            sandbox = self._create(pod, node)
+        if not sandbox.network_ready:
+            setup_pod_network(self.cluster.netns, sandbox.netns, sandbox.veth, sandbox.ip)
+            sandbox.network_ready = True
+        views = [self._run_container(sandbox, pod, spec) for spec in pod["spec"]["containers"]]
+        desired = pod_status(pod, sandbox.ip, self._host_ip(node), views, _now())
+        current = pod.get("status") or {}
+        # Compare without the timestamps that only say when we looked.
+        if status_differs(desired, current) and desired != sandbox.last_status:
+            self.core.patch_namespaced_pod_status(
+                metadata["name"],
+                metadata["namespace"],
+                {"status": desired},
+                _content_type="application/merge-patch+json",
+            )
+            sandbox.last_status = desired
+            log.info(
+                "pod %s/%s: %s, ready=%s",
+                sandbox.namespace,
+                sandbox.name,
+                sandbox.ip,
+                all(v.ready for v in views),
+            )
+
+    def _create(self, pod: Mapping[str, Any], node: str) -> Sandbox:
+        metadata = pod["metadata"]
+        uid = str(metadata["uid"])
+        ip = self._pod_ip(pod, node)
+        directory = pods_dir(self.cluster.state_dir) / uid
+        (directory / "containers").mkdir(parents=True, exist_ok=True)
+        sandbox = Sandbox(
+            uid=uid,
+            namespace=str(metadata["namespace"]),
+            name=str(metadata["name"]),
+            node=node,
+            ip=ip,
+            netns=pod_netns_name(self.cluster.name, uid),
+            veth=host_veth_name(uid),
+            directory=directory,
+        )
+        _write_json(directory / "pod.json", sandbox.record())
+        self.sandboxes[uid] = sandbox
+        log.info("pod %s/%s on %s: address %s", sandbox.namespace, sandbox.name, node, ip)
+        return sandbox
+
+    def _run_container(
+        self, sandbox: Sandbox, pod: Mapping[str, Any], spec: Mapping[str, Any]
+    ) -> ContainerView:
+        name = str(spec["name"])
+        container = sandbox.containers.get(name)
+        if container is None:
+            container = Container(name, sandbox.directory / "containers" / f"{name}.json")
+            sandbox.containers[name] = container
+        now = time.monotonic()
+        if not container.alive():
+            if container.pid is not None:
+                ran = now - container.started_monotonic
+                log.warning(
+                    "pod %s/%s: container %s exited (%s) after %.0fs",
+                    sandbox.namespace,
+                    sandbox.name,
+                    name,
+                    container.last_exit_code,
+                    ran,
+                )
+                if ran >= BACKOFF_RESET_AFTER_SECONDS:
+                    container.backoff = BACKOFF_INITIAL_SECONDS
+                container.next_start = now + container.backoff
+                container.backoff = min(container.backoff * 2, BACKOFF_MAX_SECONDS)
+                container.pid = None
+                container.started_at = None
+                container.restarts += 1
+                container.save()
+            if now >= container.next_start:
+                self._start_container(sandbox, pod, spec, container)
+        running = container.alive()
+        ready = running
+        target = readiness_target(spec)
+        if running and target is not None:
+            ready = self._probe(sandbox.ip, *target)
+        waiting = None
+        if not running:
+            waiting = container.error or ("CrashLoopBackOff" if container.restarts else None)
+        return ContainerView(
+            name=name,
+            image=str(spec.get("image") or ""),
+            running=running,
+            started_at=container.started_at,
+            restarts=container.restarts,
+            ready=ready,
+            waiting_reason=waiting,
+            last_exit_code=container.last_exit_code,
+            pid=container.pid if running else None,
+        )
+
+    def _probe(self, ip: str, path: str, port: int) -> bool:
+        try:
+            with self.http.open(f"http://{ip}:{port}{path}", timeout=PROBE_TIMEOUT_SECONDS) as r:
+                return 200 <= int(r.status) < 400
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def _start_container(
+        self,
+        sandbox: Sandbox,
+        pod: Mapping[str, Any],
+        spec: Mapping[str, Any],
+        container: Container,
+    ) -> None:
+        try:
+            argv = container_argv(spec, self.python)
+        except ValueError as error:
+            container.error = "CreateContainerError"
+            container.next_start = time.monotonic() + BACKOFF_MAX_SECONDS
+            log.error("pod %s/%s: %s", sandbox.namespace, sandbox.name, error)
+            return
+        credentials = sandbox.directory / "credentials"
+        credentials.mkdir(exist_ok=True)
+        shutil.copy2(self.pod_kubeconfig_dir / "kubeconfig", credentials / "kubeconfig")
+        mounts = pod_mounts(volume_mounts(spec))
+        for source, _ in mounts:
+            (sandbox.directory / source).mkdir(parents=True, exist_ok=True)
+        for _, target in mounts:
+            # Mount points must exist; on the host they stay empty directories.
+            Path(target).mkdir(parents=True, exist_ok=True)
+        base = {
+            "PATH": _container_path(os.environ.get("PATH", "")),
+            "PYTHONPATH": str(REPO / "operator"),
+            "PYTHONUNBUFFERED": "1",
+            "LANG": "C.UTF-8",
+            "HOME": "/tmp",
+            "HOSTNAME": sandbox.name,
+            # What kubelet injects for the `kubernetes` Service.
+            "KUBERNETES_SERVICE_HOST": self.api_address,
+            "KUBERNETES_SERVICE_PORT": str(self.api_port),
+            "KUBECONFIG": KUBECONFIG_IN_POD,
+        }
+        env = container_env(spec, pod, sandbox.ip, base)
+        logs = self.cluster.logs / "pods"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{sandbox.namespace}_{sandbox.name}_{container.name}.log"
+        script = mount_script(sandbox.directory, mounts)
+        command = [
+            "ip", "netns", "exec", sandbox.netns,
+            "unshare", "--mount", "--propagation", "private",
+            "sh", "-c", script, "sh", *argv,
+        ]  # fmt: skip
+        with open(log_path, "ab") as out:
+            out.write(f"---- {_now()} start {' '.join(argv)}\n".encode())
+            out.flush()
+            container.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd="/",
+                start_new_session=True,
+            )
+        container.pid = container.process.pid
+        container.started_at = _now()
+        container.started_monotonic = time.monotonic()
+        container.error = None
+        container.save()
+        log.info(
+            "pod %s/%s: started %s (pid %d, log %s)",
+            sandbox.namespace,
+            sandbox.name,
+            container.name,
+            container.pid,
+            log_path,
+        )
+
+    # -- termination
+
+    def _terminate(self, pod: Mapping[str, Any], sandbox: Sandbox | None) -> None:
+        """Graceful stop, then the Pod object goes (grace period 0): the kubelet's last word."""
+        metadata = pod["metadata"]
+        if sandbox is not None:
+            now = time.monotonic()
+            if sandbox.terminating_since is None:
+                sandbox.terminating_since = now
+                for container in sandbox.containers.values():
+                    container.signal(signal.SIGTERM)
+                log.info("pod %s/%s: terminating", sandbox.namespace, sandbox.name)
+            grace = metadata.get("deletionGracePeriodSeconds")
+            grace = 30 if grace is None else int(grace)
+            alive = [c for c in sandbox.containers.values() if c.alive()]
+            if alive and now - sandbox.terminating_since < grace:
+                return  # asked again on the next pass
+            for container in alive:
+                container.signal(signal.SIGKILL)
+            self._destroy(sandbox)
+        import kubernetes
+
+        try:
+            self.core.delete_namespaced_pod(
+                metadata["name"],
+                metadata["namespace"],
+                grace_period_seconds=0,
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": metadata["uid"]}},
+            )
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
+    def _destroy(self, sandbox: Sandbox) -> None:
+        for container in sandbox.containers.values():
+            container.signal(signal.SIGKILL)
+            if container.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    container.process.wait(5)
+        teardown_pod_network(sandbox.netns)
+        shutil.rmtree(sandbox.directory, ignore_errors=True)
+        self.sandboxes.pop(sandbox.uid, None)
+        log.info("pod %s/%s: stopped and removed", sandbox.namespace, sandbox.name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from localcluster.cluster import LocalCluster
+
+    parser = argparse.ArgumentParser(
+        prog="python -m localcluster.podrunner",
+        description="Run the DNS pods of a local cluster (started by `hack/local-cluster up`).",
+    )
+    parser.add_argument("--cluster", default=os.environ.get("SDNS_CLUSTER", "sdns"))
+    args = parser.parse_args(argv)
+    # Before any thread exists: threads and processes started later inherit it.
+    netns.enter(args.cluster)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    runner = PodRunner(LocalCluster(args.cluster))
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        runner.stop.set()
+        runner.changed.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runner.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
