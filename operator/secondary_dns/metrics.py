@@ -6,7 +6,12 @@ documented in the README from here.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+import dns.name
+from prometheus_client import Counter, Gauge, Histogram
 
 API_WRITES = Counter(
     "secondarydns_api_writes_total",
@@ -23,3 +28,170 @@ RECONCILE_SECONDS = Histogram(
     "Time to reconcile one SecondaryServer: read, render, apply, status.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+# ---- NOTIFY relay (secondary_dns.dns.relay). No per-replica or per-zone labels on
+# counters: a fleet of 10^5 zones would make 10^5 series per counter.
+NOTIFY_RECEIVED = Counter(
+    "secondarydns_notify_received_total",
+    "Messages the NOTIFY relay received, before any check, by transport (udp, tcp).",
+    ["transport"],
+)
+NOTIFY_RELAYED = Counter(
+    "secondarydns_notify_relayed_total",
+    "NOTIFY messages the relay fanned out to a replica and the replica acknowledged (NOERROR).",
+)
+NOTIFY_REJECTED = Counter(
+    "secondarydns_notify_rejected_total",
+    "Messages the NOTIFY relay dropped, by reason (malformed, not_notify, unknown_zone, "
+    "unknown_source, bad_tsig).",
+    ["reason"],
+)
+NOTIFY_FANOUT_ERRORS = Counter(
+    "secondarydns_notify_fanout_errors_total",
+    "NOTIFY messages to replicas (relay fan-out and repairs) that got no NOERROR answer.",
+)
+REPAIR_NOTIFIES = Counter(
+    "secondarydns_notify_repairs_total",
+    "NOTIFY messages the serial monitor sent to a replica behind the primary, by result "
+    "(ok, error).",
+    ["result"],
+)
+PROBE_ERRORS = Counter(
+    "secondarydns_probe_errors_total",
+    "SOA probes that got no authoritative answer, by target (primary, replica).",
+    ["target"],
+)
+
+# ---- serial status, set from each evaluation (secondary_dns.dns.gauges)
+ZONE_PRIMARY_SERIAL = Gauge(
+    "secondarydns_zone_primary_serial",
+    "The SOA serial the zone's primaries serve (the newest when they disagree).",
+    ["namespace", "zone"],
+)
+ZONE_LAST_PROBE = Gauge(
+    "secondarydns_zone_last_probe_timestamp_seconds",
+    "When a primary of the zone last answered an SOA probe (Unix time).",
+    ["namespace", "zone"],
+)
+REPLICA_SERIAL = Gauge(
+    "secondarydns_replica_serial",
+    "The SOA serial a replica pod serves for the zone; absent while it does not answer.",
+    ["namespace", "zone", "server", "pod"],
+)
+REPLICA_IN_SYNC = Gauge(
+    "secondarydns_replica_in_sync",
+    "1 when the replica pod serves the primary's serial, else 0.",
+    ["namespace", "zone", "server", "pod"],
+)
+REPLICA_SECONDS_BEHIND = Gauge(
+    "secondarydns_replica_seconds_behind",
+    "How long the replica pod has been continuously behind the primary's serial (0 if not).",
+    ["namespace", "zone", "server", "pod"],
+)
+
+
+# ---- setting the serial gauges from an evaluation (secondary_dns.dns.serials). The
+# evaluation is described structurally: this module sits below every layer.
+
+
+class _ReplicaTargetLike(Protocol):
+    @property
+    def server(self) -> str: ...
+    @property
+    def pod(self) -> str: ...
+
+
+class _ReplicaVerdictLike(Protocol):
+    @property
+    def target(self) -> _ReplicaTargetLike: ...
+    @property
+    def serial(self) -> int | None: ...
+    @property
+    def in_sync(self) -> bool: ...
+    @property
+    def seconds_behind(self) -> float: ...
+
+
+class _ZoneHistoryLike(Protocol):
+    @property
+    def primary_seen_at(self) -> float | None: ...
+
+
+class SerialEvaluationLike(Protocol):
+    @property
+    def primary_serial(self) -> int | None: ...
+    @property
+    def history(self) -> _ZoneHistoryLike: ...
+    @property
+    def replicas(self) -> Sequence[_ReplicaVerdictLike]: ...
+
+
+# Prometheus keeps a labelled series until it is removed: a pod gone by a scale-down
+# would report its last serial forever. Remember which replica series each zone set.
+_series_lock = threading.Lock()
+_replica_series: dict[tuple[str, str], set[tuple[str, str]]] = {}
+
+
+def _zone_text(zone: dns.name.Name | str) -> str:
+    return zone.to_text() if isinstance(zone, dns.name.Name) else zone
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass  # never set: nothing to remove
+
+
+def _remove_replica(namespace: str, zone: str, server: str, pod: str) -> None:
+    for gauge in (REPLICA_SERIAL, REPLICA_IN_SYNC, REPLICA_SECONDS_BEHIND):
+        _remove(gauge, namespace, zone, server, pod)
+
+
+def record_serial_evaluation(
+    namespace: str,
+    zone: dns.name.Name | str,
+    evaluation: SerialEvaluationLike,
+    now: float | None = None,
+) -> None:
+    """Set the zone's and its replicas' gauges; remove series of replicas no longer listed.
+
+    The last-probe timestamp is when a primary last answered (the evaluation's
+    memory), not `now`: a primary that stopped answering must show its age.
+    """
+    del now  # kept for the caller's convenience; the evaluation carries the time
+    zone_text = _zone_text(zone)
+    with _series_lock:
+        if evaluation.primary_serial is not None:
+            ZONE_PRIMARY_SERIAL.labels(namespace, zone_text).set(evaluation.primary_serial)
+        else:
+            _remove(ZONE_PRIMARY_SERIAL, namespace, zone_text)
+        seen_at = evaluation.history.primary_seen_at
+        if seen_at is not None:
+            ZONE_LAST_PROBE.labels(namespace, zone_text).set(seen_at)
+        current: set[tuple[str, str]] = set()
+        for replica in evaluation.replicas:
+            server, pod = replica.target.server, replica.target.pod
+            current.add((server, pod))
+            labels = (namespace, zone_text, server, pod)
+            if replica.serial is not None:
+                REPLICA_SERIAL.labels(*labels).set(replica.serial)
+            else:
+                # No answer: a remembered serial would look like one it still serves.
+                _remove(REPLICA_SERIAL, *labels)
+            REPLICA_IN_SYNC.labels(*labels).set(1 if replica.in_sync else 0)
+            REPLICA_SECONDS_BEHIND.labels(*labels).set(replica.seconds_behind)
+        key = (namespace, zone_text)
+        for server, pod in _replica_series.get(key, set()) - current:
+            _remove_replica(namespace, zone_text, server, pod)
+        _replica_series[key] = current
+
+
+def forget_zone(namespace: str, zone: dns.name.Name | str) -> None:
+    """Remove every serial series of a zone (deleted, or no longer served here)."""
+    zone_text = _zone_text(zone)
+    with _series_lock:
+        for server, pod in _replica_series.pop((namespace, zone_text), set()):
+            _remove_replica(namespace, zone_text, server, pod)
+        _remove(ZONE_PRIMARY_SERIAL, namespace, zone_text)
+        _remove(ZONE_LAST_PROBE, namespace, zone_text)

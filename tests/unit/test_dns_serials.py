@@ -19,6 +19,7 @@ from secondary_dns.dns.serials import (
     evaluate,
     format_duration,
     is_at_least,
+    merge_status,
     newest,
     oldest,
     recovery_advice,
@@ -274,7 +275,7 @@ def test_no_replica_has_the_zone_yet() -> None:
     servfail = failed(ProbeTarget("10.0.0.10"), "SERVFAIL", responded=True)
     result = run([answered(PRIMARY, 5)], [servfail, None, None])
     assert verdict(result, conditions.SYNCED) == ("False", conditions.NOT_TRANSFERRED)
-    assert result.status["servedSerial"] is None
+    assert "servedSerial" not in result.status
     assert verdict(result, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
 
 
@@ -328,7 +329,7 @@ def test_a_refusing_primary_is_told_apart_from_a_silent_one() -> None:
     assert verdict(result, conditions.SYNCED) == ("Unknown", conditions.PRIMARY_REFUSED)
     assert verdict(result, conditions.STALE)[0] == "Unknown"
     assert verdict(result, conditions.SERIAL_REGRESSED)[0] == "Unknown"
-    assert result.status["primarySerial"] is None
+    assert "primarySerial" not in result.status
 
 
 def test_one_primary_answering_is_enough() -> None:
@@ -562,3 +563,20 @@ def test_format_duration(seconds: float, text: str) -> None:
 def test_timestamp_text_is_rfc3339_utc() -> None:
     assert timestamp_text(0) == "1970-01-01T00:00:00Z"
     assert timestamp_text(1_700_000_000.7) == "2023-11-14T22:13:20Z"
+
+
+def test_merge_status_replaces_owned_fields_and_keeps_the_rest() -> None:
+    previous = {
+        "zone": "example.test.",
+        "notifyAddress": "10.96.0.53",
+        "servedSerial": 4,
+        "primarySerial": 4,
+        "conditions": [],
+    }
+    servfail = failed(ProbeTarget("10.0.0.10"), "SERVFAIL", responded=True)
+    result = run([answered(PRIMARY, 5)], [servfail, None, None], status=previous)
+    merged = merge_status(previous, result.status)
+    assert merged["zone"] == "example.test." and merged["notifyAddress"] == "10.96.0.53"
+    assert merged["primarySerial"] == 5
+    assert "servedSerial" not in merged  # nobody serves 4 any more
+    assert merged["synced"] == "0/3"

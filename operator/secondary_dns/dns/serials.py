@@ -43,6 +43,17 @@ OWNED_CONDITIONS = (
     conditions.EXPIRING,
     conditions.SERIAL_REGRESSED,
 )
+# The status fields this module owns. A field it cannot fill (no serial known) is
+# left out of `SerialEvaluation.status`; `merge_status` removes it from the old one.
+OWNED_FIELDS = (
+    "primarySerial",
+    "servedSerial",
+    "replicasInSync",
+    "replicasTotal",
+    "synced",
+    "replicas",
+    "conditions",
+)
 
 
 # ---------------------------------------------------------------- serial arithmetic
@@ -178,8 +189,9 @@ class ReplicaVerdict:
 
 @dataclass(frozen=True)
 class SerialEvaluation:
-    # Only the serial-owned status fields. A value that is not known is None, so
-    # that a JSON merge patch of this dict removes a stale value from the object.
+    # Only the serial-owned status fields (OWNED_FIELDS); one whose value is not
+    # known (no primary serial yet, no replica answering) is absent: combine with
+    # the object's status through `merge_status`, which drops the stale value.
     status: dict[str, Any]
     history: ZoneHistory
     # Replicas behind the primary for longer than the repair grace: NOTIFY them.
@@ -192,6 +204,18 @@ class SerialEvaluation:
     primaries_disagree: bool
     regressed: bool
     replicas: tuple[ReplicaVerdict, ...]
+
+
+def merge_status(previous: Mapping[str, Any], serial_status: Mapping[str, Any]) -> dict[str, Any]:
+    """The object's status with the serial-owned fields replaced by `serial_status`.
+
+    Fields this module owns but did not produce this time are removed, so an old
+    servedSerial does not outlive the replicas that served it; every other field
+    (notifyAddress, zone, observedGeneration, ...) is kept.
+    """
+    merged = {key: value for key, value in previous.items() if key not in OWNED_FIELDS}
+    merged.update(serial_status)
+    return merged
 
 
 # ---------------------------------------------------------------- text helpers
@@ -446,11 +470,15 @@ def evaluate(
     total = len(verdicts)
     served = [v.serial for v in verdicts if v.serial is not None]
 
-    status: dict[str, Any] = {
-        "primarySerial": primary_serial,
+    status: dict[str, Any] = {}
+    if primary_serial is not None:
+        status["primarySerial"] = primary_serial
+    served_serial = oldest(served)
+    if served_serial is not None:
         # The oldest serial (RFC 1982) any answering replica serves: every replica
         # that answers serves this serial or a newer one.
-        "servedSerial": oldest(served),
+        status["servedSerial"] = served_serial
+    status |= {
         "replicasInSync": in_sync_count,
         "replicasTotal": total,
         "synced": f"{in_sync_count}/{total}",
