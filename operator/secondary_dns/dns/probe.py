@@ -131,6 +131,12 @@ def _error_text(error: BaseException, timeout: float) -> str:
     if isinstance(error, ConnectionRefusedError):
         # ICMP port unreachable: the address exists but nothing listens on the port.
         return "connection refused (nothing listening)"
+    if isinstance(error, dns.tsig.PeerBadKey):
+        return "NOTAUTH: the server does not know the TSIG key (BADKEY)"
+    if isinstance(error, dns.tsig.PeerBadSignature):
+        return "NOTAUTH: the server rejected the TSIG signature (BADSIG)"
+    if isinstance(error, dns.tsig.PeerBadTime):
+        return "NOTAUTH: the server rejected the TSIG time (BADTIME): check clocks"
     if isinstance(error, dns.tsig.PeerError | dns.tsig.BadSignature | dns.tsig.BadTime):
         return f"TSIG verification failed: {type(error).__name__}"
     if isinstance(error, dns.message.UnknownTSIGKey):
@@ -156,9 +162,10 @@ async def probe_soa(
     query = make_soa_query(zone, key)
     started = time.monotonic()
     try:
-        # The timeout bounds the whole exchange; a packet that is not an answer to
-        # this query (wrong id, wrong source, garbage) is skipped rather than
-        # failing the probe, so a stray datagram cannot fake a dead server.
+        # The timeout bounds the whole exchange. An answer from another address is
+        # skipped (ignore_unexpected); a malformed or mismatched one is an error, so
+        # that a TSIG rejection (NOTAUTH with BADKEY/BADSIG) reads as such and not as
+        # a timeout.
         response, used_tcp = await asyncio.wait_for(
             dns.asyncquery.udp_with_fallback(
                 query,
@@ -166,10 +173,13 @@ async def probe_soa(
                 timeout=timeout,
                 port=target.port,
                 ignore_unexpected=True,
-                ignore_errors=True,
             ),
             timeout=timeout + 0.5,
         )
+    except dns.tsig.PeerError as error:
+        # The server answered and rejected our signature (RFC 8945 §5.2).
+        text = _error_text(error, timeout)
+        return ProbeResult(target, None, text, time.monotonic() - started, responded=True)
     except (dns.exception.DNSException, OSError, TimeoutError, ValueError, EOFError) as error:
         return ProbeResult(target, None, _error_text(error, timeout), time.monotonic() - started)
     rtt = time.monotonic() - started

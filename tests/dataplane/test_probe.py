@@ -1,0 +1,115 @@
+"""SOA probes (secondary_dns.dns.probe) against real named: serials, refusals, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import dns.name
+
+from secondary_dns.api import TsigKey
+from secondary_dns.dns.probe import ProbeRequest, ProbeTarget, probe_all, probe_soa
+from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials
+from tests.dataplane.rendered import (
+    primary_entry,
+    secret_manifest,
+    server_manifest,
+    start_rendered_secondary,
+    zone_manifest,
+)
+
+ZONE = dns.name.from_text("example.test.")
+
+
+def test_probe_reads_serials_of_a_primary_and_a_rendered_secondary(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    secondary = start_rendered_secondary(
+        fleet,
+        tmp_path / "edge",
+        [
+            server_manifest(),
+            zone_manifest("example", ZONE.to_text(), [primary_entry(primary)]),
+            secret_manifest(transfer_key),
+        ],
+    )
+    named = secondary.process
+    named.wait_for_serial(ZONE, 1)
+
+    result = asyncio.run(probe_soa(ZONE, ProbeTarget(primary.address)))
+    assert result.error is None and result.answer is not None
+    assert result.answer.serial == 1
+    # The SOA timers are the zone's (make_zone's defaults).
+    assert (result.answer.refresh, result.answer.retry, result.answer.expire) == (3600, 600, 86400)
+    assert result.responded and not result.used_tcp and result.rtt_seconds < 2
+
+    serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
+    primary.notify(named, ZONE)
+    named.wait_for_serial(ZONE, serial)
+    results = asyncio.run(
+        probe_all([(ZONE, ProbeTarget(primary.address)), (ZONE, ProbeTarget(named.address))])
+    )
+    assert [r.serial for r in results] == [serial, serial]
+
+
+def test_probe_with_tsig_is_answered_signed(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials
+) -> None:
+    key = TsigKey(transfer_key.name, transfer_key.algorithm, transfer_key.secret)
+    result = asyncio.run(probe_soa(ZONE, ProbeTarget(primary.address), key=key))
+    assert result.serial == 1, result.error
+    # The primary does not know this key: it answers NOTAUTH (RFC 8945 §5.2.2).
+    stranger = TsigKey(dns.name.from_text("stranger."), transfer_key.algorithm, b"x" * 32)
+    refused = asyncio.run(probe_soa(ZONE, ProbeTarget(primary.address), key=stranger))
+    assert refused.answer is None and refused.responded
+    assert refused.error == "NOTAUTH: the server does not know the TSIG key (BADKEY)"
+
+
+def test_unknown_zone_is_refused_not_an_answer(fleet: NamedFleet, primary: PrimaryServer) -> None:
+    result = asyncio.run(probe_soa(dns.name.from_text("other.test."), ProbeTarget(primary.address)))
+    assert result.answer is None
+    assert result.error == "REFUSED"
+    assert result.responded
+
+
+def test_silence_and_a_closed_port_are_timeouts(fleet: NamedFleet) -> None:
+    address = fleet.address()
+    # A socket that never reads: the query is delivered and nobody answers.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((address, 0))
+        port = silent.getsockname()[1]
+        result = asyncio.run(probe_soa(ZONE, ProbeTarget(address, port), timeout=0.5))
+    assert result.answer is None
+    assert result.error == "timeout after 0.5s"
+    assert result.timed_out and not result.responded
+    assert 0.4 < result.rtt_seconds < 2.0
+    # Nothing bound at all: the ICMP port unreachable does not reach an unconnected
+    # UDP socket, so this too is a timeout, and never an exception.
+    closed = asyncio.run(probe_soa(ZONE, ProbeTarget(address, port), timeout=0.5))
+    assert closed.error == "timeout after 0.5s"
+
+
+def test_probe_all_keeps_order_and_bounds_concurrency(
+    fleet: NamedFleet, primary: PrimaryServer
+) -> None:
+    address = fleet.address()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((address, 0))
+        dead = ProbeTarget(address, silent.getsockname()[1])
+        live = ProbeTarget(primary.address)
+        requests: list[ProbeRequest] = []
+        for index in range(40):
+            requests.append((ZONE, dead if index % 10 == 0 else live))
+        requests.append((dns.name.from_text("other.test."), live, None))
+
+        async def run() -> tuple[list[int | None], float]:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            results = await probe_all(requests, concurrency=8, timeout=0.5)
+            return [r.serial for r in results], loop.time() - started
+
+        serials, elapsed = asyncio.run(run())
+    assert serials[:40] == [None if i % 10 == 0 else 1 for i in range(40)]
+    assert serials[40] is None
+    print(f"probe_all: 41 probes, 4 timing out, took {elapsed:.2f}s")
