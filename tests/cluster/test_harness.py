@@ -186,7 +186,7 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
     try:
         throwaway.up()
         pids = [pid for pid in throwaway.running_components().values() if pid]
-        assert len(pids) == 5
+        assert len(pids) == 6
         assert netns.pids(throwaway.netns)
     finally:
         throwaway.down()

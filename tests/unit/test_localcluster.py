@@ -1,11 +1,15 @@
-"""Pure parts of the local control plane: version pinning and the node layout."""
+"""Pure parts of the local control plane: version pinning, the node layout, the pod runner."""
 
 from __future__ import annotations
 
 from collections import Counter
 from ipaddress import ip_network
+from pathlib import Path
+from typing import Any
 
-from localcluster import build
+import pytest
+
+from localcluster import build, podrunner
 from localcluster.cluster import POD_CIDR, node_manifest, nodes
 
 UPSTREAM_GO_MOD = """module k8s.io/kubernetes
@@ -50,3 +54,144 @@ def test_six_nodes_two_per_failure_zone_with_distinct_pod_cidrs() -> None:
     labels = manifest["metadata"]["labels"]  # type: ignore[index]
     assert labels["topology.kubernetes.io/zone"] == "zone-a"
     assert labels["kubernetes.io/hostname"] == layout[0].name
+
+
+# ---- the pod runner's pure parts ------------------------------------------------
+
+UID = "4d945fbe-2f44-4423-852f-e991a886b66a"
+
+
+def test_pod_names_are_short_and_derived_from_the_uid() -> None:
+    assert podrunner.pod_netns_name("sdns-test", UID) == "sdns-test-pod-4d945fbe"
+    veth = podrunner.host_veth_name(UID)
+    assert veth == "sp4d945fbe" and len(veth) <= 15  # IFNAMSIZ - 1
+
+
+def test_pod_ips_come_from_the_top_of_the_node_cidr_and_skip_used_ones() -> None:
+    # kwok allocates from the bottom; the pod runner from the top.
+    assert podrunner.allocate_pod_ip("10.244.3.0/24", []) == "10.244.3.254"
+    used = ["10.244.3.254", "10.244.3.253", "10.244.3.1"]
+    assert podrunner.allocate_pod_ip("10.244.3.0/24", used) == "10.244.3.252"
+    full = [f"10.244.3.{n}" for n in range(1, 255)]
+    with pytest.raises(RuntimeError, match="no free address"):
+        podrunner.allocate_pod_ip("10.244.3.0/24", full)
+
+
+def test_the_containers_entry_point_runs_from_this_checkout() -> None:
+    agent = {
+        "name": "agent",
+        "command": ["secondary-dns", "agent", "--run-dir", "/run/secondary-dns"],
+        "args": ["--listen", "0.0.0.0:8081"],
+    }
+    assert podrunner.container_argv(agent, "/py") == [
+        "/py", "-m", "secondary_dns.cli", "agent", "--run-dir", "/run/secondary-dns",
+        "--listen", "0.0.0.0:8081",
+    ]  # fmt: skip
+    assert podrunner.container_argv({"name": "x", "command": ["sleep", "9"]}, "/py") == [
+        "sleep",
+        "9",
+    ]
+    with pytest.raises(ValueError, match="no command"):
+        podrunner.container_argv({"name": "pause", "image": "pause"}, "/py")
+
+
+def test_env_resolves_the_downward_api_and_leaves_out_what_it_cannot() -> None:
+    pod = {"metadata": {"name": "ns1-0", "namespace": "dns", "labels": {"app": "x"}}}
+    container = {
+        "name": "agent",
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "SDNS_SERVER", "value": "ns1"},
+            {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        ],
+    }
+    env = podrunner.container_env(container, pod, "10.244.1.254", {"PATH": "/bin"})
+    assert env == {
+        "PATH": "/bin",
+        "POD_NAME": "ns1-0",
+        "POD_NS": "dns",
+        "POD_IP": "10.244.1.254",
+        "APP": "x",
+        "SDNS_SERVER": "ns1",
+    }
+
+
+def test_volumes_and_credentials_are_mounted_from_the_pod_directory() -> None:
+    container = {
+        "volumeMounts": [
+            {"name": "run", "mountPath": "/run/secondary-dns"},
+            {"name": "data", "mountPath": "/var/lib/secondary-dns"},
+            {"name": "kube-api-access-x", "mountPath": podrunner.CREDENTIALS_DIR},
+        ]
+    }
+    mounts = podrunner.pod_mounts(podrunner.volume_mounts(container))
+    assert mounts == [
+        ("volumes/run", "/run/secondary-dns"),
+        ("volumes/data", "/var/lib/secondary-dns"),
+        ("credentials", podrunner.CREDENTIALS_DIR),
+    ]
+    # Without the service-account volume the credentials are mounted all the same.
+    assert podrunner.pod_mounts([]) == [("credentials", podrunner.CREDENTIALS_DIR)]
+    script = podrunner.mount_script(Path("/state/pods/u 1"), mounts)
+    lines = script.splitlines()
+    # Relative sources from the pod directory: mounting over /run/secondary-dns
+    # (where the state lives) must not hide the sources of the next mounts.
+    assert lines[1] == "cd '/state/pods/u 1'"
+    assert "mount --bind volumes/run /run/secondary-dns" in lines
+    assert lines[-2:] == ["cd /", 'exec "$@"']
+
+
+def test_readiness_probe_port_is_resolved_by_name() -> None:
+    container = {
+        "ports": [{"name": "agent", "containerPort": 8081}],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "agent"}},
+    }
+    assert podrunner.readiness_target(container) == ("/readyz", 8081)
+    assert podrunner.readiness_target({"name": "engine"}) is None
+
+
+def _view(name: str, ready: bool, running: bool = True) -> podrunner.ContainerView:
+    return podrunner.ContainerView(
+        name=name,
+        image="img",
+        running=running,
+        started_at="2026-01-01T00:00:00Z" if running else None,
+        restarts=0,
+        ready=ready,
+        pid=42 if running else None,
+    )
+
+
+def test_pod_status_is_ready_only_when_every_container_is() -> None:
+    pod: dict[str, Any] = {"metadata": {"name": "p"}, "status": {}}
+    now = "2026-01-01T00:00:05Z"
+    status = podrunner.pod_status(
+        pod, "10.244.1.254", None, [_view("engine", True), _view("agent", False)], now
+    )
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "False"
+    assert conditions["ContainersReady"]["reason"] == "ContainersNotReady"
+    assert conditions["PodScheduled"]["status"] == "True"
+    assert status["phase"] == "Running" and status["podIPs"] == [{"ip": "10.244.1.254"}]
+    assert status["startTime"] == now
+    assert status["containerStatuses"][1]["containerID"] == "podrunner://42"
+
+    # Later and ready: Ready moves (and its time), PodScheduled keeps its time.
+    later = "2026-01-01T00:01:00Z"
+    ready = podrunner.pod_status(
+        {**pod, "status": status}, "10.244.1.254", "10.0.0.1",
+        [_view("engine", True), _view("agent", True)], later,
+    )  # fmt: skip
+    after = {c["type"]: c for c in ready["conditions"]}
+    assert after["Ready"] == {"type": "Ready", "status": "True", "lastTransitionTime": later}
+    assert after["PodScheduled"]["lastTransitionTime"] == now
+    assert ready["startTime"] == now and ready["hostIP"] == "10.0.0.1"
+    assert podrunner.status_differs(ready, status)
+    assert not podrunner.status_differs(ready, {**status, **ready})
+
+    waiting = podrunner.pod_status(pod, "10.244.1.254", None, [_view("agent", False, False)], now)
+    state = waiting["containerStatuses"][0]["state"]
+    assert state == {"waiting": {"reason": "ContainerCreating"}}

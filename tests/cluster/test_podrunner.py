@@ -1,0 +1,314 @@
+"""The pod runner: SecondaryServer pods really serve DNS at their own pod IPs.
+
+A real operator builds the StatefulSet; the pod runner (hack/localcluster/podrunner.py)
+runs each pod's agent and engine in a network namespace of its own; a real BIND
+primary on a 10.x address of the cluster namespace serves the zone with a TSIG key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from crdutil import install_crds
+from localcluster import netns, podrunner
+from localcluster.cluster import LocalCluster
+from tests.cluster.operator_fixture import (
+    OperatorProcess,
+    apply,
+    condition,
+    get_json,
+    run_operator,
+    wait_for,
+)
+from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
+
+API = "secondarydns.io/v1alpha1"
+ZONE = "podrunner.example."
+SERIAL = 2024010101
+PRIMARY_ADDRESS = "10.253.9.1"
+SERVER = "dns"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    install_crds(cluster)
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with run_operator(cluster, log) as running:
+        yield running
+    print(f"operator log: {log}")
+
+
+@pytest.fixture
+def primary_address(cluster: LocalCluster) -> Iterator[str]:
+    """A primary address on the cluster namespace's loopback: pods reach it, nothing else does."""
+    netns.add_address(cluster.netns, PRIMARY_ADDRESS)
+    try:
+        yield PRIMARY_ADDRESS
+    finally:
+        netns.remove_address(cluster.netns, PRIMARY_ADDRESS)
+
+
+def _pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    found = get_json(cluster, "pods", "-n", namespace, "-l", f"secondarydns.io/server={SERVER}")
+    return list((found or {}).get("items") or [])
+
+
+def _container_pids(pod: dict[str, Any]) -> dict[str, int]:
+    pids = {}
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        container_id = status.get("containerID") or ""
+        if "running" in (status.get("state") or {}) and container_id.startswith("podrunner://"):
+            pids[status["name"]] = int(container_id.removeprefix("podrunner://"))
+    return pids
+
+
+def _running(cluster: LocalCluster, namespace: str, count: int) -> list[dict[str, Any]] | None:
+    pods = _pods(cluster, namespace)
+    live = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and (p.get("status") or {}).get("podIP")
+        and set(_container_pids(p)) == {"engine", "agent"}
+    ]
+    return live if len(live) == count and len(pods) == count else None
+
+
+def _readyz(ip: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{ip}:8081/readyz", timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except OSError:
+        return 0
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    ready = condition(pod, "Ready")
+    return ready is not None and ready["status"] == "True"
+
+
+def _serial(ip: str) -> int | None:
+    query = dns.message.make_query(ZONE, "SOA")
+    query.flags &= ~dns.flags.RD
+    try:
+        response = dns.query.udp(query, ip, timeout=1)
+    except (dns.exception.Timeout, OSError):
+        return None
+    if response.rcode() != dns.rcode.NOERROR or not response.flags & dns.flags.AA:
+        return None
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)
+    return None
+
+
+def _notify(ip: str, source: str) -> None:
+    """NOTIFY (RFC 1996) from the primary's address, as the primary itself would send it."""
+    request = dns.message.make_query(ZONE, "SOA")
+    request.flags = dns.flags.AA
+    request.set_opcode(dns.opcode.NOTIFY)
+    try:
+        dns.query.udp(request, ip, timeout=1, source=source)
+    except (dns.exception.Timeout, OSError):
+        pass
+
+
+def _eth0_addresses(pod_ns: str) -> list[str]:
+    out = subprocess.run(
+        ["ip", "-4", "-n", pod_ns, "-j", "addr", "show", "dev", "eth0"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [a["local"] for link in json.loads(out) for a in link.get("addr_info", [])]
+
+
+def _manifests(key: TsigCredentials, primary: str, namespace: str) -> list[dict[str, Any]]:
+    return [
+        key.secret_manifest("transfer-key", namespace),
+        {
+            "apiVersion": API,
+            "kind": "SecondaryServer",
+            "metadata": {"name": SERVER},
+            "spec": {"replicas": 3},
+        },
+        {
+            "apiVersion": API,
+            "kind": "Zone",
+            "metadata": {"name": "podrunner"},
+            "spec": {
+                "zone": ZONE.rstrip("."),
+                "primaries": [{"address": primary, "tsigKeySecretRef": {"name": "transfer-key"}}],
+                "servers": [SERVER],
+            },
+        },
+    ]
+
+
+def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
+    cluster: LocalCluster,
+    namespace: str,
+    operator: OperatorProcess,
+    primary_address: str,
+    tmp_path: Path,
+) -> None:
+    key = TsigCredentials.generate("transfer-key")
+    created = time.monotonic()
+    # The Zone first points at a primary that is not running yet: the agents
+    # have a zone to wait for, so readiness is observably not a formality.
+    apply(cluster, namespace, *_manifests(key, primary_address, namespace))
+    pods = wait_for("3 pods running both containers", lambda: _running(cluster, namespace, 3), 120)
+
+    ips = {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
+    assert len(set(ips.values())) == 3, ips
+    for pod in pods:
+        ip = pod["status"]["podIP"]
+        pod_ns = podrunner.pod_netns_name(cluster.name, pod["metadata"]["uid"])
+        # Its own network namespace, with its IP on eth0, and its processes in it.
+        assert netns.exists(pod_ns), pod_ns
+        assert _eth0_addresses(pod_ns) == [ip]
+        in_pod = set(netns.pids(pod_ns))
+        assert set(_container_pids(pod).values()) <= in_pod, (_container_pids(pod), in_pod)
+
+    # Not ready while the zone has never loaded: Ready follows the agent's /readyz.
+    wait_for(
+        "every agent's /readyz to answer (503: zone not loaded)",
+        lambda: all(_readyz(ip) == 503 for ip in ips.values()),
+        timeout=60,
+    )
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        for pod in _pods(cluster, namespace):
+            assert not _is_ready(pod), f"{pod['metadata']['name']} Ready before its zone loaded"
+            assert _readyz(pod["status"]["podIP"]) == 503
+        time.sleep(1)
+
+    with NamedFleet(tmp_path, cluster.netns) as fleet:
+        primary = fleet.start_primary(
+            [make_zone(ZONE, serial=SERIAL)], key, address=primary_address
+        )
+        assert isinstance(primary, PrimaryServer)
+
+        def all_serving() -> bool:
+            missing = [ip for ip in ips.values() if _serial(ip) != SERIAL]
+            for ip in missing:
+                _notify(ip, primary_address)
+            return not missing
+
+        wait_for("every pod to serve the primary's serial", all_serving, timeout=90, every=1)
+        serving = time.monotonic()
+        ready_pods = wait_for(
+            "3 Ready pods",
+            lambda: (ps := _pods(cluster, namespace)) and all(_is_ready(p) for p in ps) and ps,
+            timeout=30,
+        )
+        print(f"\nSecondaryServer applied -> 3 pods serving serial {SERIAL}: "
+              f"{serving - created:.1f}s (primary started after the pods)")  # fmt: skip
+        assert all(_readyz(p["status"]["podIP"]) == 200 for p in ready_pods)
+        _assert_host_namespace_clean()
+
+        # Deleting a pod stops its processes and removes its namespace; the
+        # StatefulSet's replacement serves again.
+        victim = next(p for p in ready_pods if p["metadata"]["name"] == f"{SERVER}-1")
+        victim_ns = podrunner.pod_netns_name(cluster.name, victim["metadata"]["uid"])
+        victim_pids = set(_container_pids(victim).values())
+        deleted = time.monotonic()
+        cluster.kubectl("delete", "pod", "-n", namespace, f"{SERVER}-1", "--wait=false")
+        wait_for(
+            "the deleted pod's processes and namespace to go",
+            lambda: (
+                not netns.exists(victim_ns)
+                and not any(Path(f"/proc/{pid}").exists() for pid in victim_pids)
+            ),
+            timeout=45,
+        )
+        veth = podrunner.host_veth_name(victim["metadata"]["uid"])
+        links = subprocess.run(
+            ["ip", "-n", cluster.netns, "link", "show", "dev", veth], capture_output=True
+        )
+        assert links.returncode != 0, f"{veth} is still there"
+
+        def replacement() -> dict[str, Any] | None:
+            for pod in _pods(cluster, namespace):
+                if pod["metadata"]["name"] == f"{SERVER}-1" and (
+                    pod["metadata"]["uid"] != victim["metadata"]["uid"]
+                    and _is_ready(pod)
+                    and _serial(pod["status"]["podIP"]) == SERIAL
+                ):
+                    return pod
+            return None
+
+        back = wait_for("the replacement to serve", replacement, timeout=90)
+        print(f"pod deleted -> replacement Ready and serving: {time.monotonic() - deleted:.1f}s")
+        new_ns = podrunner.pod_netns_name(cluster.name, back["metadata"]["uid"])
+        assert netns.exists(new_ns) and _eth0_addresses(new_ns) == [back["status"]["podIP"]]
+
+
+def test_restarted_pod_runner_adopts_running_pods(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(
+        cluster,
+        namespace,
+        {"apiVersion": API, "kind": "SecondaryServer", "metadata": {"name": SERVER},
+         "spec": {"replicas": 3}},
+    )  # fmt: skip
+    wait_for(
+        "3 Ready pods",
+        lambda: (ps := _running(cluster, namespace, 3)) and all(_is_ready(p) for p in ps),
+        timeout=120,
+    )
+    before = {p["metadata"]["uid"]: _container_pids(p) for p in _pods(cluster, namespace)}
+    runner = cluster.component_pid("pod-runner")
+    assert runner is not None
+    subprocess.run(["kill", str(runner)], check=True)
+    wait_for("the pod runner to exit", lambda: cluster.component_pid("pod-runner") is None, 20)
+    cluster.up()  # repairs: starts the pod runner again, keeps the control plane
+    assert cluster.component_pid("pod-runner") not in (None, runner)
+    time.sleep(3)  # a few reconcile passes of the new runner
+    after = {p["metadata"]["uid"]: _container_pids(p) for p in _pods(cluster, namespace)}
+    assert after == before  # same pods, same processes: adopted, not restarted
+    assert all(_is_ready(p) for p in _pods(cluster, namespace))
+
+
+def _assert_host_namespace_clean() -> None:
+    """Pod IPs, routes and veths exist only in namespaces the local cluster created."""
+    # The test process entered the cluster's namespace; the process that started
+    # it did not (unless it ran inside `hack/local-cluster exec`: then skip this).
+    host_ns = f"/proc/{os.getppid()}/ns/net"
+    if os.stat(host_ns).st_ino == os.stat("/proc/thread-self/ns/net").st_ino:
+        return
+
+    def in_host(*argv: str) -> str:
+        return subprocess.run(
+            ["nsenter", f"--net={host_ns}", "ip", *argv],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    assert "10.244." not in in_host("-4", "-o", "addr") + in_host("-4", "route")
+    assert not re.search(r": sp[0-9a-f]{8}[@:]", in_host("-o", "link"))
