@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from localcluster import netns
+from localcluster import netns, podrunner
 from localcluster.cluster import LocalCluster, pid_alive
 
 
@@ -183,13 +183,35 @@ def test_custom_resource_create_update_seen_by_watch(cluster: LocalCluster, name
 @pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
     throwaway = LocalCluster(f"{test_netns}-down")
+    pod_ns = ""
     try:
         throwaway.up()
         pids = [pid for pid in throwaway.running_components().values() if pid]
-        assert len(pids) == 6
+        assert len(pids) == 6  # the control plane and the pod runner
         assert netns.pids(throwaway.netns)
+        # A pod the pod runner runs for real: its own namespace and process.
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "runner", "labels": {"secondarydns.io/server": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "none", "command": ["sleep", "600"]}]},
+        }
+        throwaway.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(pod))
+        uid = _wait_for(
+            "the pod to run",
+            lambda: (
+                (p := json.loads(throwaway.kubectl("get", "pod", "runner", "-o", "json").stdout))
+                .get("status", {})
+                .get("podIP")
+                and p["metadata"]["uid"]
+            ),
+        )
+        pod_ns = podrunner.pod_netns_name(throwaway.name, uid)
+        pod_pids = _wait_for("the pod's process", lambda: netns.pids(pod_ns))
+        pids += pod_pids
     finally:
         throwaway.down()
     assert not netns.exists(throwaway.netns)
+    assert pod_ns and not netns.exists(pod_ns)
     assert not any(pid_alive(pid) for pid in pids)
     throwaway.down()  # twice is harmless
