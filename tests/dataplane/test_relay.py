@@ -1,0 +1,336 @@
+"""The NOTIFY relay in process, between a real BIND primary and rendered BIND secondaries.
+
+The primary notifies only the relay (`notify explicit` + `also-notify`), the
+secondaries accept NOTIFY only from the primary's address or signed with their
+own relay key, and the zone's SOA refresh is a day: a secondary that serves a new
+serial within seconds got there by the relay's NOTIFY and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.query
+import dns.rcode
+import dns.tsig
+import pytest
+from prometheus_client import REGISTRY
+
+from secondary_dns.api import TsigKey
+from secondary_dns.dns.probe import ProbeTarget
+from secondary_dns.dns.relay import NotifyRelay, RelayRoute
+from tests.dataplane.named import (
+    NamedFleet,
+    NamedProcess,
+    PrimaryServer,
+    TsigCredentials,
+    make_zone,
+    wait_until,
+)
+from tests.dataplane.rendered import (
+    RenderedSecondary,
+    primary_entry,
+    secret_manifest,
+    server_manifest,
+    start_rendered_secondary,
+    zone_manifest,
+)
+
+ZONE = dns.name.from_text("example.test.")
+DAY = 86400
+T = TypeVar("T")
+
+
+class NotifyingPrimary(PrimaryServer):
+    """The harness's primary, but sending NOTIFY to the relay (and only there)."""
+
+    relay_address = ""
+    relay_port = 0
+
+    def write_config(self) -> None:
+        super().write_config()
+        text = self.conf.read_text()
+        assert "\tnotify no;\n" in text
+        self.conf.write_text(
+            text.replace(
+                "\tnotify no;\n",
+                # explicit: not the NS records' addresses, only also-notify; from its
+                # own address, which is what the relay route allows.
+                "\tnotify explicit;\n"
+                f"\talso-notify {{ {self.relay_address} port {self.relay_port}; }};\n"
+                f"\tnotify-source {self.address};\n",
+            )
+        )
+
+
+class RelayThread:
+    """A NotifyRelay on an event loop of its own, as in the operator (kopf's loop)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.relay: NotifyRelay | None = None
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    def start(self, host: str) -> NotifyRelay:
+        self.thread.start()
+
+        async def make() -> NotifyRelay:
+            relay = NotifyRelay(fanout_timeout=0.5, fanout_attempts=2)
+            await relay.start(host, 0)
+            return relay
+
+        self.relay = self.call(make())
+        return self.relay
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.call(self.relay.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@dataclass
+class Setup:
+    relay: NotifyRelay
+    relay_address: str
+    primary: PrimaryServer
+    primary_key: TsigKey
+    secondaries: list[RenderedSecondary]
+
+    @property
+    def named(self) -> list[NamedProcess]:
+        return [s.process for s in self.secondaries]
+
+    def route(self, *, allow_primary: bool = True) -> RelayRoute:
+        sources = [ipaddress.ip_network(f"{self.primary.address}/32")] if allow_primary else []
+        return RelayRoute(
+            zone=ZONE,
+            allowed_sources=tuple(sources),
+            allowed_keys=(self.primary_key,),
+            targets=tuple(
+                (ProbeTarget(s.process.address), as_key(s.relay_key())) for s in self.secondaries
+            ),
+        )
+
+
+def as_key(credentials: TsigCredentials) -> TsigKey:
+    return TsigKey(credentials.name, credentials.algorithm, credentials.secret)
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def setup(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> Iterator[Setup]:
+    relay_address = fleet.address()
+    relay_thread = RelayThread()
+    relay = relay_thread.start(relay_address)
+    try:
+        primary = NotifyingPrimary(
+            tmp_path / "primary",
+            [make_zone(ZONE, serial=1, refresh=DAY, retry=DAY, expire=7 * DAY)],
+            transfer_key,
+            address=fleet.address(),
+        )
+        primary.relay_address, primary.relay_port = relay_address, relay.bound_port
+        # The primary notifies at start-up: route the zone (to no replica yet) first.
+        relay.set_routes(
+            {
+                ZONE: RelayRoute(
+                    ZONE, (ipaddress.ip_network(f"{primary.address}/32"),), (), targets=()
+                )
+            }
+        )
+        fleet.processes.append(primary)
+        primary.start()
+        manifests = [
+            server_manifest(),
+            zone_manifest("example", ZONE.to_text(), [primary_entry(primary)]),
+            secret_manifest(transfer_key),
+        ]
+        secondaries = [
+            start_rendered_secondary(fleet, tmp_path / f"edge-{i}", manifests) for i in range(3)
+        ]
+        for secondary in secondaries:
+            secondary.process.wait_for_serial(ZONE, 1)
+        result = Setup(relay, relay_address, primary, as_key(transfer_key), secondaries)
+        # From another thread than the relay's loop, as the operator does.
+        relay.set_routes({ZONE: result.route()})
+        relay_thread.call(relay.wait_idle())
+        yield result
+    finally:
+        relay_thread.stop()
+
+
+def notify_relay(
+    setup: Setup, source: str, *, key: TsigKey | None = None, timeout: float = 1.0
+) -> dns.message.Message | None:
+    request = dns.message.make_query(ZONE, "SOA")
+    request.flags = dns.flags.AA
+    request.set_opcode(dns.opcode.NOTIFY)
+    if key is not None:
+        request.use_tsig(key.to_dnspython())
+    try:
+        return dns.query.udp(
+            request,
+            setup.relay_address,
+            port=setup.relay.bound_port,
+            timeout=timeout,
+            source=source,
+        )
+    except dns.exception.Timeout:
+        return None
+
+
+def log_marks(named: list[NamedProcess]) -> list[int]:
+    return [len(n.log()) for n in named]
+
+
+def logs_since(named: list[NamedProcess], marks: list[int]) -> list[str]:
+    return [n.log()[mark:] for n, mark in zip(named, marks, strict=True)]
+
+
+def test_serial_bump_reaches_every_secondary_through_the_relay(setup: Setup) -> None:
+    relayed_before = counter("secondarydns_notify_relayed_total")
+    marks = log_marks(setup.named)
+    started = time.monotonic()
+    serial = setup.primary.set_record(ZONE, "www", "A", "192.0.2.80")
+    for named in setup.named:
+        named.wait_for_serial(ZONE, serial, deadline=15)
+    elapsed = time.monotonic() - started
+    print(f"serial {serial}: primary reload to 3/3 secondaries via the relay in {elapsed:.2f}s")
+    # The primary's own NOTIFY was accepted by its address, and every secondary
+    # got a NOTIFY signed with its relay key (the refresh timer is a day).
+    assert setup.relay.accepted >= 2  # the start-up NOTIFY and this one
+    assert setup.relay.rejected == {}
+    wait_until(lambda: True if setup.relay.relayed >= 3 else None, 10, "3 fan-outs")
+    assert counter("secondarydns_notify_relayed_total") - relayed_before >= 3
+    for text in logs_since(setup.named, marks):
+        assert "received notify for zone 'example.test': TSIG 'secondary-dns-relay'" in text, text
+
+    # The answer the primary got is RFC 1996 §4.7's: same id, QR, AA, NOTIFY.
+    response = notify_relay(setup, setup.primary.address)
+    assert response is not None
+    assert response.rcode() == dns.rcode.NOERROR
+    assert response.flags & dns.flags.QR and response.flags & dns.flags.AA
+    assert response.opcode() == dns.opcode.NOTIFY
+
+
+def test_notify_from_unlisted_addresses_is_dropped_and_nothing_refreshes(
+    setup: Setup, fleet: NamedFleet
+) -> None:
+    # The route no longer lists the primary: its own NOTIFYs now come from an
+    # unlisted address.
+    setup.relay.set_routes({ZONE: setup.route(allow_primary=False)})
+    accepted_before, relayed_before = setup.relay.accepted, setup.relay.relayed
+    rejected_before = counter("secondarydns_notify_rejected_total", reason="unknown_source")
+    marks = log_marks(setup.named)
+    serial = setup.primary.set_record(ZONE, "www", "A", "192.0.2.81")
+    wait_until(
+        lambda: True if setup.relay.rejected["unknown_source"] >= 1 else None,
+        10,
+        "the primary's NOTIFY to be dropped",
+    )
+    stranger = fleet.address()
+    assert notify_relay(setup, stranger) is None  # dropped: no answer at all
+    assert setup.relay.rejected["unknown_source"] >= 2
+    assert counter("secondarydns_notify_rejected_total", reason="unknown_source") >= (
+        rejected_before + 2
+    )
+    time.sleep(2)
+    assert (setup.relay.accepted, setup.relay.relayed) == (accepted_before, relayed_before)
+    for named, text in zip(setup.named, logs_since(setup.named, marks), strict=True):
+        assert named.serial(ZONE) == 1
+        assert "notify" not in text and "Transfer started" not in text, text
+
+    # Listed again (routes change while running): the next NOTIFY goes through.
+    setup.relay.set_routes({ZONE: setup.route()})
+    response = notify_relay(setup, setup.primary.address)
+    assert response is not None and response.rcode() == dns.rcode.NOERROR
+    for named in setup.named:
+        named.wait_for_serial(ZONE, serial, deadline=15)
+
+
+def test_notify_with_a_wrong_key_is_dropped_even_from_the_primary(
+    setup: Setup, fleet: NamedFleet
+) -> None:
+    # Same key name, another secret: a forgery, or a key rotated on one side only.
+    forged = TsigKey(setup.primary_key.name, setup.primary_key.algorithm, os.urandom(32))
+    bad_before = counter("secondarydns_notify_rejected_total", reason="bad_tsig")
+    accepted_before, relayed_before = setup.relay.accepted, setup.relay.relayed
+    marks = log_marks(setup.named)
+    for source in (setup.primary.address, fleet.address()):
+        assert notify_relay(setup, source, key=forged) is None
+    assert setup.relay.rejected["bad_tsig"] == 2
+    assert counter("secondarydns_notify_rejected_total", reason="bad_tsig") == bad_before + 2
+    time.sleep(2)
+    assert (setup.relay.accepted, setup.relay.relayed) == (accepted_before, relayed_before)
+    for text in logs_since(setup.named, marks):
+        assert "notify" not in text, text
+    # The primary's real key is accepted from anywhere, answered signed, and fanned out.
+    response = notify_relay(setup, fleet.address(), key=setup.primary_key)
+    assert response is not None and response.had_tsig
+    assert response.rcode() == dns.rcode.NOERROR
+    wait_until(lambda: True if setup.relay.relayed >= relayed_before + 3 else None, 10, "fan-out")
+    for text in logs_since(setup.named, marks):
+        assert "received notify for zone 'example.test': TSIG 'secondary-dns-relay'" in text
+
+
+def test_malformed_packets_are_counted_and_the_relay_keeps_working(setup: Setup) -> None:
+    malformed_before = counter("secondarydns_notify_rejected_total", reason="malformed")
+    port = setup.relay.bound_port
+    garbage = [os.urandom(n) for n in (0, 1, 11, 12, 40, 512)] + [b"\x00" * 12 + b"\xff" * 30]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind((setup.primary.address, 0))  # even from the primary's own address
+        udp.settimeout(0.5)
+        for packet in garbage:
+            udp.sendto(packet, (setup.relay_address, port))
+        with pytest.raises(TimeoutError):
+            udp.recvfrom(65535)  # no response to garbage
+    for packet in garbage[1:]:
+        with socket.create_connection((setup.relay_address, port), timeout=2) as tcp:
+            tcp.sendall(len(packet).to_bytes(2, "big") + packet)
+            tcp.settimeout(2)
+            assert tcp.recv(65535) == b""  # closed without an answer
+    # A message cut short by the peer closing the connection.
+    with socket.create_connection((setup.relay_address, port), timeout=2) as tcp:
+        tcp.sendall((300).to_bytes(2, "big") + b"\x01" * 20)
+
+    # Random bytes may by chance parse as a (non-NOTIFY) message; either way dropped.
+    def dropped() -> bool | None:
+        count = setup.relay.rejected["malformed"] + setup.relay.rejected["not_notify"]
+        return True if count >= 2 * len(garbage) else None
+
+    wait_until(dropped, 10, "every malformed packet to be counted")
+    assert counter("secondarydns_notify_rejected_total", reason="malformed") > malformed_before
+
+    # Still working, over UDP (the primary's NOTIFY) and TCP.
+    serial = setup.primary.set_record(ZONE, "www", "A", "192.0.2.83")
+    for named in setup.named:
+        named.wait_for_serial(ZONE, serial, deadline=15)
+    request = dns.message.make_query(ZONE, "SOA")
+    request.flags = dns.flags.AA
+    request.set_opcode(dns.opcode.NOTIFY)
+    response = dns.query.tcp(
+        request, setup.relay_address, port=port, timeout=2, source=setup.primary.address
+    )
+    assert response.rcode() == dns.rcode.NOERROR and response.id == request.id
