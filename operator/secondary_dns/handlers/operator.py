@@ -8,6 +8,7 @@ with the project's own prefix, for any handler that may need them later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from typing import Any
 import kopf
 
 from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLURAL
+from secondary_dns.dns.relay import NotifyRelay
+from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.reconcile import Reconciler
 from secondary_dns.k8s.api import Cluster, new_api_client
 from secondary_dns.render.kubernetes import LABEL_SERVER
@@ -24,6 +27,9 @@ PREFIX = "secondarydns.io"
 log = logging.getLogger(__name__)
 
 _reconciler: Reconciler | None = None
+_monitor: SerialMonitor | None = None
+_relay: NotifyRelay | None = None
+_tasks: list[asyncio.Task[None]] = []
 
 
 def reconciler() -> Reconciler:
@@ -62,6 +68,39 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _reconciler = Reconciler(
         cluster, _post_event, notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None
     )
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@kopf.on.startup()
+async def start_dns(**_: Any) -> None:
+    """The NOTIFY relay and the serial monitor, in kopf's own event loop."""
+    global _monitor, _relay
+    listen = os.environ.get("SDNS_RELAY_LISTEN", "0.0.0.0:5353")
+    if listen != "off":
+        _relay = NotifyRelay(on_notify=lambda zone: _monitor.poke() if _monitor else None)
+        host, port = _listen_address(listen)
+        await _relay.start(host, port)
+        log.info("NOTIFY relay listening on %s:%d", host, _relay.bound_port)
+    _monitor = SerialMonitor(
+        reconciler(),
+        _relay,
+        steady_interval=float(os.environ.get("SDNS_PROBE_SECONDS", "10")),
+    )
+    reconciler().on_change = _monitor.poke
+    _tasks.append(asyncio.create_task(_monitor.run(), name="serial-monitor"))
+
+
+@kopf.on.cleanup()
+async def stop_dns(**_: Any) -> None:
+    for task in _tasks:
+        task.cancel()
+    await asyncio.gather(*_tasks, return_exceptions=True)
+    if _relay is not None:
+        await _relay.stop()
 
 
 @kopf.on.event(GROUP, VERSION, SECONDARY_SERVER_PLURAL)

@@ -16,16 +16,19 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from typing import Any
 
+import dns.name
 from kubernetes.client.exceptions import ApiException
 
 from secondary_dns import metrics
 from secondary_dns.api import (
     SECONDARY_SERVER_PLURAL,
     ZONE_PLURAL,
+    IPNetwork,
     ObjectRef,
     SecondaryServerSpec,
     SecretKeyRef,
@@ -37,6 +40,8 @@ from secondary_dns.api import (
     parse_tsig_secret,
     parse_zone,
 )
+from secondary_dns.dns import serials
+from secondary_dns.dns.probe import ProbeTarget
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.render import (
     RenderedConfig,
@@ -64,12 +69,29 @@ def _ref(obj: Mapping[str, Any]) -> ObjectRef:
     return ObjectRef(obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
+@dataclass(frozen=True)
+class MonitoredZone:
+    ref: ObjectRef
+    name: dns.name.Name
+    primaries: tuple[ProbeTarget, ...]
+    primary_keys: tuple[TsigKey, ...] = field(repr=False)
+    # Where a NOTIFY for this zone may come from: its primaries and notify.allowFrom.
+    notify_sources: tuple[IPNetwork, ...]
+    # Every replica of every server that serves the zone, with that server's relay key.
+    replicas: tuple[tuple[serials.ReplicaTarget, TsigKey], ...] = field(repr=False)
+
+
 @dataclass
 class _ServerMemory:
     """What the last reconcile of one server learned; rebuilt from the API after a restart."""
 
     rendered: RenderedConfig | None = None
     zones: frozenset[ObjectRef] = frozenset()
+    zone_specs: Mapping[ObjectRef, ZoneSpec] = field(default_factory=dict)
+    tsig_keys: Mapping[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = field(
+        default_factory=dict
+    )
+    relay_key: TsigKey | None = field(default=None, repr=False)
     secrets: frozenset[str] = frozenset()
     pods: tuple[status_rules.ObservedPod, ...] = ()
     replicas: int = 0
@@ -90,6 +112,8 @@ class Reconciler:
         self.now = now
         self.notify_address = notify_address
         self._memory: dict[ObjectRef, _ServerMemory] = {}
+        # Called after a reconcile changed what is served (the monitor probes fast).
+        self.on_change: Callable[[], None] = lambda: None
         self._locks: dict[ObjectRef, threading.RLock] = {}
         self._locks_guard = threading.Lock()
         self._zone_locks: dict[ObjectRef, threading.Lock] = {}
@@ -252,8 +276,13 @@ class Reconciler:
                 f"{spec.replicas} replicas serving {len(rendered.served)} zone(s)",
             )
         previous_zones = memory.zones
+        if memory.rendered is None or memory.rendered.config_hash != rendered.config_hash:
+            self.on_change()
         memory.rendered = rendered
         memory.zones = frozenset(r for r, _ in selected)
+        memory.zone_specs = dict(selected)
+        memory.tsig_keys = keys
+        memory.relay_key = relay_key
         memory.secrets = frozenset(secret_names)
         self._observe_and_write(obj, spec, rendered, apply_error)
         return set(previous_zones | memory.zones)
@@ -442,6 +471,73 @@ class Reconciler:
         key = parse_tsig_secret(secret, SecretKeyRef(name))
         return TsigKey(DEFAULT_RELAY_KEY_NAME, key.algorithm, key.secret)
 
+    # ---- serial monitoring ---------------------------------------------------
+
+    def monitored_zones(self) -> list[MonitoredZone]:
+        """What the serial monitor and the NOTIFY relay work from, as of the last reconciles."""
+        zones: dict[ObjectRef, MonitoredZone] = {}
+        with self._locks_guard:
+            memories = list(self._memory.items())
+        for server_ref, memory in sorted(memories, key=lambda item: item[0]):
+            rendered = memory.rendered
+            if rendered is None or memory.relay_key is None:
+                continue
+            by_name = {p.name: p for p in memory.pods}
+            # Every replica the StatefulSet should have, also one whose Pod is gone
+            # for the moment: status shows it missing rather than forgetting it.
+            names = sorted(
+                set(by_name) | {f"{server_ref.name}-{i}" for i in range(memory.replicas)}
+            )
+            replicas = tuple(
+                (
+                    serials.ReplicaTarget(
+                        pod=name,
+                        server=server_ref.name,
+                        failure_domain=by_name[name].failure_domain if name in by_name else None,
+                        address=by_name[name].address if name in by_name else None,
+                    ),
+                    memory.relay_key,
+                )
+                for name in names
+            )
+            for zone_name, zone_ref in rendered.served:
+                spec = memory.zone_specs.get(zone_ref)
+                if spec is None:
+                    continue
+                existing = zones.get(zone_ref)
+                if existing is not None:
+                    zones[zone_ref] = replace(existing, replicas=existing.replicas + replicas)
+                    continue
+                keys = tuple(
+                    key
+                    for p in spec.primaries
+                    if p.tsig_key_secret_ref is not None
+                    and isinstance(
+                        key := memory.tsig_keys.get((zone_ref.namespace, p.tsig_key_secret_ref)),
+                        TsigKey,
+                    )
+                )
+                zones[zone_ref] = MonitoredZone(
+                    ref=zone_ref,
+                    name=zone_name,
+                    primaries=tuple(ProbeTarget(str(p.address), p.port) for p in spec.primaries),
+                    primary_keys=keys,
+                    notify_sources=tuple(ip_network(p.address) for p in spec.primaries)
+                    + tuple(spec.notify_allow_from),
+                    replicas=replicas,
+                )
+        return [zones[ref] for ref in sorted(zones)]
+
+    def write_serial_status(
+        self,
+        zone_ref: ObjectRef,
+        compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    ) -> bool:
+        with self._zone_lock(zone_ref):
+            return self.cluster.update_status(
+                ZONE_PLURAL, zone_ref.namespace, zone_ref.name, compute
+            )
+
     # ---- Zone --------------------------------------------------------------
 
     def zone_changed(self, namespace: str, name: str) -> None:
@@ -509,6 +605,7 @@ class Reconciler:
             spec.zone.to_text(),
             missing_servers=missing,
             verdicts=tuple(verdicts),
+            notify_address=self.notify_address,
         )
         self._write_zone_status(zone, observation)
 

@@ -276,6 +276,8 @@ class ZoneObservation:
     # Named in spec.servers but not found in the namespace.
     missing_servers: tuple[str, ...] = ()
     verdicts: tuple[ServerVerdict, ...] = field(default_factory=tuple)
+    # Where the zone's primaries send NOTIFY (the operator's relay), when known.
+    notify_address: str | None = None
 
 
 def zone_status(observed: ZoneObservation, previous: Mapping[str, Any], now: str) -> dict[str, Any]:
@@ -289,6 +291,8 @@ def zone_status(observed: ZoneObservation, previous: Mapping[str, Any], now: str
     }
     if observed.zone_name:
         result["zone"] = observed.zone_name
+    if observed.notify_address:
+        result["notifyAddress"] = observed.notify_address
 
     def finish(status: str, reason: str, message: str, ready: str) -> dict[str, Any]:
         nonlocal conds

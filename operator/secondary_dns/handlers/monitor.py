@@ -1,0 +1,250 @@
+"""The serial monitor's loop: probe -> evaluate -> status, metrics, repairs.
+
+Runs as one asyncio task in kopf's event loop: every round probes the SOA of
+every primary and every replica of every monitored zone (bounded concurrency,
+no thread per zone), evaluates each zone with the pure `dns.serials.evaluate`,
+and writes the Zone's status only when it changed. It probes fast for a while
+after a NOTIFY or a configuration change, slowly in steady state. The NOTIFY
+relay's routes are refreshed from the same snapshot each round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from secondary_dns import metrics
+from secondary_dns.api import ObjectRef, conditions
+from secondary_dns.api.conditions import FALSE, TRUE, find_condition, set_condition
+from secondary_dns.dns import serials
+from secondary_dns.dns.notify import send_notify
+from secondary_dns.dns.probe import ProbeRequest, ProbeResult, ProbeTarget, probe_all
+from secondary_dns.dns.relay import NotifyRelay, RelayRoute
+from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
+
+log = logging.getLogger(__name__)
+
+STEADY_INTERVAL = 10.0
+FAST_INTERVAL = 0.5
+FAST_WINDOW = 30.0
+
+
+def relay_routes(zones: Sequence[MonitoredZone]) -> dict[Any, RelayRoute]:
+    return {
+        zone.name: RelayRoute(
+            zone=zone.name,
+            allowed_sources=zone.notify_sources,
+            allowed_keys=zone.primary_keys,
+            targets=tuple(
+                (ProbeTarget(target.address, target.port), key)
+                for target, key in zone.replicas
+                if target.address
+            ),
+        )
+        for zone in zones
+    }
+
+
+def with_ready(
+    status: Mapping[str, Any], healthy: bool, generation: int, now_text: str
+) -> dict[str, Any]:
+    """kstatus Ready of a Zone: its configuration is valid and every replica is in sync."""
+    result = dict(status)
+    conds = list(result.get("conditions") or [])
+    config = find_condition(conds, conditions.CONFIG_VALID)
+    synced = find_condition(conds, conditions.SYNCED)
+    if config is not None and config.get("status") != TRUE:
+        return result  # the configuration path explains why it is not Ready
+    if healthy:
+        ready = (TRUE, conditions.IN_SYNC, str((synced or {}).get("message", "in sync")))
+    else:
+        worst = next(
+            (
+                c
+                for c in (
+                    find_condition(conds, t)
+                    for t in (
+                        conditions.SERIAL_REGRESSED,
+                        conditions.PRIMARY_UNREACHABLE,
+                        conditions.STALE,
+                        conditions.EXPIRING,
+                    )
+                )
+                if c is not None and c.get("status") == TRUE
+            ),
+            synced,
+        )
+        ready = (
+            FALSE,
+            str((worst or {}).get("reason") or conditions.REPLICAS_BEHIND),
+            str((worst or {}).get("message") or "replicas are not in sync"),
+        )
+    result["conditions"] = set_condition(
+        conds,
+        {
+            "type": conditions.READY,
+            "status": ready[0],
+            "reason": ready[1],
+            "message": ready[2],
+            "observedGeneration": generation,
+        },
+        now_text,
+    )
+    return result
+
+
+class SerialMonitor:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        relay: NotifyRelay | None,
+        *,
+        steady_interval: float = STEADY_INTERVAL,
+        fast_interval: float = FAST_INTERVAL,
+        fast_window: float = FAST_WINDOW,
+        timeout: float = 2.0,
+        concurrency: int = 64,
+        stale_grace: float = serials.DEFAULT_STALE_GRACE,
+        repair_grace: float = serials.DEFAULT_REPAIR_GRACE,
+    ) -> None:
+        self.reconciler = reconciler
+        self.relay = relay
+        self.steady_interval = steady_interval
+        self.fast_interval = fast_interval
+        self.fast_window = fast_window
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.stale_grace = stale_grace
+        self.repair_grace = repair_grace
+        self.histories: dict[ObjectRef, serials.ZoneHistory] = {}
+        self._names: dict[ObjectRef, Any] = {}
+        self._fast_until = 0.0
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard = threading.Lock()
+
+    def poke(self) -> None:
+        """Probe fast for a while: a NOTIFY arrived or the configuration changed.
+
+        Callable from any thread (kopf runs sync handlers in a thread pool).
+        """
+        with self._guard:
+            self._fast_until = time.monotonic() + self.fast_window
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad round must not end monitoring
+                log.exception("serial monitor round failed")
+            with self._guard:
+                fast = time.monotonic() < self._fast_until
+            try:
+                await asyncio.wait_for(
+                    self._wake.wait(), self.fast_interval if fast else self.steady_interval
+                )
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def round(self) -> None:
+        zones = await asyncio.to_thread(self.reconciler.monitored_zones)
+        if self.relay is not None:
+            self.relay.set_routes(relay_routes(zones))
+        requests: list[ProbeRequest] = []
+        for zone in zones:
+            for primary in zone.primaries:
+                requests.append((zone.name, primary))
+            for target, _ in zone.replicas:
+                if target.address:
+                    requests.append((zone.name, ProbeTarget(target.address, target.port)))
+        results = iter(
+            await probe_all(requests, concurrency=self.concurrency, timeout=self.timeout)
+        )
+        now = time.time()
+        repairs: list[tuple[MonitoredZone, serials.ReplicaTarget, Any]] = []
+        live = set()
+        for zone in zones:
+            live.add(zone.ref)
+            self._names[zone.ref] = zone.name
+            primary_results = [next(results) for _ in zone.primaries]
+            replica_results: list[tuple[serials.ReplicaTarget, ProbeResult | None]] = [
+                (target, next(results) if target.address else None) for target, _ in zone.replicas
+            ]
+            for result in primary_results:
+                if result.error:
+                    metrics.PROBE_ERRORS.labels(target="primary").inc()
+            for _, replica_result in replica_results:
+                if replica_result is not None and replica_result.error:
+                    metrics.PROBE_ERRORS.labels(target="replica").inc()
+            evaluation = await asyncio.to_thread(
+                self._write, zone, primary_results, replica_results, now
+            )
+            if evaluation is None:
+                continue
+            metrics.record_serial_evaluation(zone.ref.namespace, zone.name, evaluation, now)
+            keys = {target.pod: key for target, key in zone.replicas}
+            repairs.extend((zone, target, keys[target.pod]) for target in evaluation.repairs)
+        for ref in set(self.histories) - live:
+            del self.histories[ref]
+            name = self._names.pop(ref, None)
+            if name is not None:
+                metrics.forget_zone(ref.namespace, name)
+        if repairs:
+            await asyncio.gather(*(self._repair(*repair) for repair in repairs))
+
+    def _write(
+        self,
+        zone: MonitoredZone,
+        primary_results: list[ProbeResult],
+        replica_results: list[tuple[serials.ReplicaTarget, ProbeResult | None]],
+        now: float,
+    ) -> serials.SerialEvaluation | None:
+        history = self.histories.get(zone.ref, serials.ZoneHistory())
+        outcome: dict[str, serials.SerialEvaluation] = {}
+        now_text = serials.timestamp_text(now)
+
+        def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
+            generation = int(current["metadata"].get("generation", 0))
+            previous = dict(current.get("status") or {})
+            evaluation = serials.evaluate(
+                generation=generation,
+                primaries=primary_results,
+                replicas=replica_results,
+                history=history,
+                previous_status=previous,
+                now=now,
+                stale_grace=self.stale_grace,
+                repair_grace=self.repair_grace,
+            )
+            outcome["evaluation"] = evaluation
+            merged = serials.merge_status(previous, evaluation.status)
+            if self.reconciler.notify_address:
+                merged["notifyAddress"] = self.reconciler.notify_address
+            return with_ready(merged, evaluation.healthy, generation, now_text)
+
+        self.reconciler.write_serial_status(zone.ref, compute)
+        evaluation = outcome.get("evaluation")
+        if evaluation is not None:
+            self.histories[zone.ref] = evaluation.history
+        return evaluation
+
+    async def _repair(self, zone: MonitoredZone, target: serials.ReplicaTarget, key: Any) -> None:
+        # The primary is ahead and this replica has not caught up: tell it now
+        # instead of waiting for its refresh timer (RFC 1996 §3).
+        if not target.address:
+            return
+        error = await send_notify(zone.name, ProbeTarget(target.address, target.port), key=key)
+        metrics.REPAIR_NOTIFIES.labels(result="ok" if error is None else "error").inc()
+        if error is not None:
+            log.info("repair NOTIFY for %s to %s failed: %s", zone.name, target.pod, error)
