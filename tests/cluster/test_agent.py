@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from localcluster.cluster import LocalCluster
+from localcluster.named import NamedFleet, NamedProcess, TsigCredentials, free_port, make_zone
 from secondary_dns.agent import contract
 from secondary_dns.agent.contract import PodLayout
 from tests.dataplane.agent_configs import (
@@ -35,7 +36,6 @@ from tests.dataplane.agent_configs import (
     render_bundle,
 )
 from tests.dataplane.agent_harness import REPO, EngineProcess
-from tests.dataplane.named import NamedFleet, NamedProcess, TsigCredentials, free_port, make_zone
 
 POD = "edge-0"
 SHARDS = 2

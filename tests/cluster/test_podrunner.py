@@ -30,6 +30,7 @@ import pytest
 from crdutil import install_crds
 from localcluster import netns, podrunner
 from localcluster.cluster import LocalCluster
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
 from tests.cluster.operator_fixture import (
     OperatorProcess,
     apply,
@@ -38,7 +39,6 @@ from tests.cluster.operator_fixture import (
     run_operator,
     wait_for,
 )
-from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
 
 API = "secondarydns.io/v1alpha1"
 ZONE = "podrunner.example."

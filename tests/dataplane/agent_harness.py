@@ -23,6 +23,7 @@ from types import TracebackType
 
 import dns.name
 
+from localcluster.named import NamedProcess, TsigCredentials, free_port, wait_until
 from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.endpoints import AgentHTTPServer
 from secondary_dns.agent.files import NamedControl
@@ -36,7 +37,6 @@ from tests.dataplane.agent_configs import (
     render_bundle,
     shards_of,
 )
-from tests.dataplane.named import NamedProcess, TsigCredentials, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

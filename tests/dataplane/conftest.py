@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
 
 HERE = Path(__file__).parent
 

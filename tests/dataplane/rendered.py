@@ -17,15 +17,15 @@ from typing import Any
 import dns.name
 import yaml
 
-from secondary_dns.api import API_VERSION
-from secondary_dns.cli import build_parser, run_render
-from tests.dataplane.named import (
+from localcluster.named import (
     NamedFleet,
     NamedProcess,
     PrimaryServer,
     TsigCredentials,
     free_port,
 )
+from secondary_dns.api import API_VERSION
+from secondary_dns.cli import build_parser, run_render
 
 NAMESPACE = "dns"
 SERVER = "edge"

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from secondary_dns.agent import contract
-from tests.dataplane.agent_configs import PrimaryZone
-from tests.dataplane.agent_harness import AgentPod
-from tests.dataplane.named import (
+from localcluster.named import (
     NamedFleet,
     TsigCredentials,
     make_zone,
     wait_until,
 )
+from secondary_dns.agent import contract
+from tests.dataplane.agent_configs import PrimaryZone
+from tests.dataplane.agent_harness import AgentPod
 
 A = contract.ANNOTATION_APPLIED_CONFIG_HASH
 ERROR = contract.ANNOTATION_CONFIG_ERROR

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.dataplane.named import (
+from localcluster.named import (
     NamedFleet,
     PrimaryServer,
     TsigCredentials,

@@ -9,7 +9,7 @@ import dns.rcode
 import dns.xfr
 import pytest
 
-from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials, axfr, send_notify
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, axfr, send_notify
 from tests.dataplane.rendered import (
     primary_entry,
     secret_manifest,

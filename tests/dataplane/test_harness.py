@@ -8,7 +8,7 @@ import dns.rdatatype
 import dns.xfr
 import pytest
 
-from tests.dataplane.named import (
+from localcluster.named import (
     NamedFleet,
     PrimaryServer,
     TsigCredentials,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dns.name
 
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials
 from secondary_dns.api import TsigKey
 from secondary_dns.dns.probe import ProbeRequest, ProbeTarget, probe_all, probe_soa
-from tests.dataplane.named import NamedFleet, PrimaryServer, TsigCredentials
 from tests.dataplane.rendered import (
     primary_entry,
     secret_manifest,

@@ -30,10 +30,7 @@ import dns.tsig
 import pytest
 from prometheus_client import REGISTRY
 
-from secondary_dns.api import TsigKey
-from secondary_dns.dns.probe import ProbeTarget
-from secondary_dns.dns.relay import NotifyRelay, RelayRoute
-from tests.dataplane.named import (
+from localcluster.named import (
     NamedFleet,
     NamedProcess,
     PrimaryServer,
@@ -41,6 +38,9 @@ from tests.dataplane.named import (
     make_zone,
     wait_until,
 )
+from secondary_dns.api import TsigKey
+from secondary_dns.dns.probe import ProbeTarget
+from secondary_dns.dns.relay import NotifyRelay, RelayRoute
 from tests.dataplane.rendered import (
     RenderedSecondary,
     primary_entry,
@@ -53,28 +53,6 @@ from tests.dataplane.rendered import (
 ZONE = dns.name.from_text("example.test.")
 DAY = 86400
 T = TypeVar("T")
-
-
-class NotifyingPrimary(PrimaryServer):
-    """The harness's primary, but sending NOTIFY to the relay (and only there)."""
-
-    relay_address = ""
-    relay_port = 0
-
-    def write_config(self) -> None:
-        super().write_config()
-        text = self.conf.read_text()
-        assert "\tnotify no;\n" in text
-        self.conf.write_text(
-            text.replace(
-                "\tnotify no;\n",
-                # explicit: not the NS records' addresses, only also-notify; from its
-                # own address, which is what the relay route allows.
-                "\tnotify explicit;\n"
-                f"\talso-notify {{ {self.relay_address} port {self.relay_port}; }};\n"
-                f"\tnotify-source {self.address};\n",
-            )
-        )
 
 
 class RelayThread:
@@ -145,13 +123,14 @@ def setup(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> I
     relay_thread = RelayThread()
     relay = relay_thread.start(relay_address)
     try:
-        primary = NotifyingPrimary(
+        primary = PrimaryServer(
             tmp_path / "primary",
             [make_zone(ZONE, serial=1, refresh=DAY, retry=DAY, expire=7 * DAY)],
             transfer_key,
             address=fleet.address(),
+            # The primary notifies the relay and only the relay.
+            also_notify=[(relay_address, relay.bound_port)],
         )
-        primary.relay_address, primary.relay_port = relay_address, relay.bound_port
         # The primary notifies at start-up: route the zone (to no replica yet) first.
         relay.set_routes(
             {

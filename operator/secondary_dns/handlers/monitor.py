@@ -110,6 +110,7 @@ class SerialMonitor:
         concurrency: int = 64,
         stale_grace: float = serials.DEFAULT_STALE_GRACE,
         repair_grace: float = serials.DEFAULT_REPAIR_GRACE,
+        repair: bool = True,
     ) -> None:
         self.reconciler = reconciler
         self.relay = relay
@@ -120,6 +121,7 @@ class SerialMonitor:
         self.concurrency = concurrency
         self.stale_grace = stale_grace
         self.repair_grace = repair_grace
+        self.repair = repair
         self.histories: dict[ObjectRef, serials.ZoneHistory] = {}
         self._names: dict[ObjectRef, Any] = {}
         self._fast_until = 0.0
@@ -200,7 +202,7 @@ class SerialMonitor:
             name = self._names.pop(ref, None)
             if name is not None:
                 metrics.forget_zone(ref.namespace, name)
-        if repairs:
+        if repairs and self.repair:
             await asyncio.gather(*(self._repair(*repair) for repair in repairs))
 
     def _write(

@@ -89,6 +89,8 @@ async def start_dns(**_: Any) -> None:
         reconciler(),
         _relay,
         steady_interval=float(os.environ.get("SDNS_PROBE_SECONDS", "10")),
+        # Off only to measure the refresh timer alone (bench/propagation.py).
+        repair=os.environ.get("SDNS_REPAIR", "on") != "off",
     )
     reconciler().on_change = _monitor.poke
     _tasks.append(asyncio.create_task(_monitor.run(), name="serial-monitor"))

@@ -129,6 +129,12 @@ class TsigCredentials:
         }
 
 
+def _origin(zone: dns.zone.Zone) -> dns.name.Name:
+    if zone.origin is None:
+        raise ValueError("a zone without an origin cannot be served")
+    return zone.origin
+
+
 def make_zone(
     origin: str | dns.name.Name,
     serial: int = 1,
@@ -163,7 +169,7 @@ def bump_serial(zone: dns.zone.Zone) -> int:
         (rdata,) = list(soa)
         assert isinstance(rdata, dns.rdtypes.ANY.SOA.SOA)
         txn.replace(dns.name.empty, soa.ttl, rdata.replace(serial=new_serial))
-    return new_serial
+    return int(new_serial)
 
 
 class NamedProcess:
@@ -372,18 +378,31 @@ class PrimaryServer(NamedProcess):
         key: TsigCredentials,
         address: str,
         require_tsig: bool = True,
+        also_notify: Iterable[tuple[str, int]] = (),
     ) -> None:
         self.key = key
         self.rndc_key = TsigCredentials.generate("rndc-primary")
         self.control_port = 0
         self.require_tsig = require_tsig
-        self.zones: dict[dns.name.Name, dns.zone.Zone] = {z.origin: z for z in zones}
+        self.also_notify = tuple(also_notify)
+        self.zones: dict[dns.name.Name, dns.zone.Zone] = {_origin(z): z for z in zones}
         super().__init__(
             "primary-" + address,
             workdir / "named.conf",
             workdir,
             address,
             rndc_conf=workdir / "rndc.conf",
+        )
+
+    def _notify_options(self) -> str:
+        if not self.also_notify:
+            # Tests send every NOTIFY themselves, from the address they choose.
+            return "\tnotify no;\n"
+        targets = " ".join(f"{address} port {port};" for address, port in self.also_notify)
+        # explicit: only the listed targets (not the NS records' addresses), and
+        # from the primary's own address, which is what a NOTIFY ACL names.
+        return (
+            f"\tnotify explicit;\n\talso-notify {{ {targets} }};\n\tnotify-source {self.address};\n"
         )
 
     def zone_path(self, origin: dns.name.Name) -> Path:
@@ -418,8 +437,7 @@ class PrimaryServer(NamedProcess):
             + "\tlisten-on-v6 { none; };\n"
             + "\trecursion no;\n"
             + "\tdnssec-validation no;\n"
-            # Tests send every NOTIFY themselves, from the address they choose.
-            + "\tnotify no;\n"
+            + self._notify_options()
             + f"\tallow-transfer {{ {transfer_acl} }};\n"
             # Test zones are tiny: a one-record delta is bigger than BIND's default
             # max-ixfr-ratio (100%) allows, which would turn every IXFR into AXFR.
@@ -462,7 +480,7 @@ class PrimaryServer(NamedProcess):
             )
             txn.replace(dns.name.from_text(name, None), rdataset)
         bump_serial(zone)
-        return self._publish(zone.origin)
+        return self._publish(_origin(zone))
 
     def serve_zone(self, zone: dns.zone.Zone) -> int:
         """Replace a zone wholesale (e.g. by a bigger one); its serial must be newer."""

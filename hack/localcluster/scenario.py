@@ -1,0 +1,353 @@
+"""An end-to-end setup on the local cluster: a real primary, the operator, a server, a zone.
+
+Shared by the demo (`make demo`), the end-to-end tests (tests/cluster/test_e2e.py)
+and the propagation benchmark (bench/propagation.py), so all three exercise the
+same thing. Everything runs inside the cluster's network namespace: the caller
+must have entered it (`netns.enter`), which every function here checks before it
+touches a 10.x address.
+
+Measurements are taken independently of the operator: replicas are asked for
+their SOA directly at their pod IPs, and the Zone's status is read from the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rdatatype
+import dns.zone
+
+from localcluster import netns
+from localcluster.cluster import LocalCluster
+from localcluster.named import PrimaryServer, TsigCredentials, make_zone, zone_serial
+
+REPO = Path(__file__).resolve().parents[2]
+API = "secondarydns.io/v1alpha1"
+# Addresses on the cluster namespace's lo, outside the pod (10.244/16), Service
+# (10.96/16) and control-plane (10.250.0.1) ranges.
+PRIMARY_ADDRESS = "10.250.0.10"
+RELAY_ADDRESS = "10.250.0.53"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+# ---- the operator ------------------------------------------------------------
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    log: Path
+
+    def metrics_text(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """Sum of a metric's samples whose label text contains `labels`."""
+        total = 0.0
+        for line in self.metrics_text().splitlines():
+            if line.startswith(name) and line[len(name)] in " {" and labels in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def run_operator(
+    cluster: LocalCluster,
+    log: Path,
+    *,
+    resync_seconds: float = 60,
+    relay: bool = True,
+    repair: bool = True,
+    probe_seconds: float = 10,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[OperatorProcess]:
+    """`secondary-dns operator` as a process in the cluster namespace, stopped at the end.
+
+    The relay listens on RELAY_ADDRESS:53 and that address is what Zones and
+    SecondaryServers publish as their NOTIFY target: the local cluster has no
+    kube-proxy, so a Service address would lead nowhere (docs/notify-relay.md).
+    """
+    port = free_port()
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "operator"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env["SDNS_PROBE_SECONDS"] = str(probe_seconds)
+    if relay:
+        netns.require_inside(cluster.netns)
+        netns.add_address(cluster.netns, RELAY_ADDRESS)
+        env["SDNS_RELAY_LISTEN"] = f"{RELAY_ADDRESS}:53"
+        env["SDNS_NOTIFY_ADDRESS"] = RELAY_ADDRESS
+    else:
+        env["SDNS_RELAY_LISTEN"] = "off"
+    if not repair:
+        env["SDNS_REPAIR"] = "off"
+    env.update(extra_env or {})
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "secondary_dns.cli",
+                "operator",
+                "--metrics-port",
+                str(port),
+                "--health-port",
+                "0",
+                "--resync-seconds",
+                str(resync_seconds),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    running = OperatorProcess(process, port, log)
+    try:
+        wait_for("the operator's metrics endpoint", lambda: _metrics_up(running), timeout=60)
+        yield running
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _metrics_up(running: OperatorProcess) -> bool:
+    if not running.alive():
+        raise RuntimeError(f"the operator exited:\n{running.log_text()[-4000:]}")
+    try:
+        running.metrics_text()
+    except OSError:
+        return False
+    return True
+
+
+# ---- the primary -------------------------------------------------------------
+
+
+def start_primary(
+    cluster: LocalCluster,
+    workdir: Path,
+    zone: dns.zone.Zone,
+    *,
+    notify_relay: bool = True,
+) -> PrimaryServer:
+    """A real BIND primary on PRIMARY_ADDRESS that NOTIFYs the relay (and only it)."""
+    netns.require_inside(cluster.netns)
+    netns.add_address(cluster.netns, PRIMARY_ADDRESS)
+    primary = PrimaryServer(
+        workdir,
+        [zone],
+        TsigCredentials.generate("transfer-key"),
+        address=PRIMARY_ADDRESS,
+        also_notify=[(RELAY_ADDRESS, 53)] if notify_relay else [],
+    )
+    primary.start()
+    return primary
+
+
+# ---- objects ---------------------------------------------------------------
+
+
+def kubectl_json(cluster: LocalCluster, *args: str) -> Any:
+    result = cluster.kubectl(*args, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def apply(cluster: LocalCluster, namespace: str, *objects: Mapping[str, Any]) -> None:
+    body = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+
+
+def ensure_namespace(cluster: LocalCluster, namespace: str) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def install_crds(cluster: LocalCluster) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/zones.secondarydns.io",
+        "crd/secondaryservers.secondarydns.io",
+    )
+
+
+def server_manifest(name: str, replicas: int = 3) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "SecondaryServer",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "spread": {"minDomains": 3}},
+    }
+
+
+def zone_manifest(
+    name: str,
+    zone: str,
+    server: str,
+    secret: str,
+    *,
+    timers: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "zone": zone,
+        "primaries": [{"address": PRIMARY_ADDRESS, "tsigKeySecretRef": {"name": secret}}],
+        "servers": [server],
+    }
+    if timers:
+        spec["timers"] = dict(timers)
+    return {"apiVersion": API, "kind": "Zone", "metadata": {"name": name}, "spec": spec}
+
+
+def condition(obj: Any, type_: str) -> dict[str, Any] | None:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+# ---- measuring ---------------------------------------------------------------
+
+
+def soa_serial(zone: dns.name.Name, address: str, timeout: float = 0.5) -> int | None:
+    """The SOA serial `address` serves for `zone` (authoritatively), or None."""
+    query = dns.message.make_query(zone, dns.rdatatype.SOA)
+    query.flags &= ~dns.flags.RD
+    try:
+        response = dns.query.udp(query, address, timeout=timeout)
+    except (dns.exception.DNSException, OSError):
+        return None
+    if not response.flags & dns.flags.AA:
+        return None
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)
+    return None
+
+
+def replica_addresses(cluster: LocalCluster, namespace: str, server: str) -> dict[str, str]:
+    pods = kubectl_json(
+        cluster, "get", "pods", "-n", namespace, "-l", f"secondarydns.io/server={server}"
+    )
+    return {
+        p["metadata"]["name"]: p["status"]["podIP"]
+        for p in (pods or {}).get("items", [])
+        if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
+    }
+
+
+@dataclass
+class Propagation:
+    serial: int
+    replicas_seconds: float
+    status_seconds: float
+    per_replica: dict[str, float] = field(default_factory=dict)
+
+
+def zone_status(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
+    obj = kubectl_json(cluster, "get", "zone", "-n", namespace, name) or {}
+    return dict(obj.get("status") or {})
+
+
+def bump_and_measure(
+    cluster: LocalCluster,
+    primary: PrimaryServer,
+    origin: dns.name.Name,
+    addresses: Mapping[str, str],
+    namespace: str,
+    zone_object: str,
+    value: str,
+    timeout: float = 120,
+) -> Propagation:
+    """Change one record at the primary; time until every replica and the status show it.
+
+    The clock starts before the primary reloads, so the figures include the
+    primary's own reload and NOTIFY.
+    """
+    start = time.monotonic()
+    serial = primary.set_record(origin, "demo", "TXT", f'"{value}"')
+    pending = dict(addresses)
+    per_replica: dict[str, float] = {}
+    status_seconds: float | None = None
+    deadline = start + timeout
+    while (pending or status_seconds is None) and time.monotonic() < deadline:
+        for pod, address in list(pending.items()):
+            if soa_serial(origin, address) == serial:
+                per_replica[pod] = time.monotonic() - start
+                del pending[pod]
+        if status_seconds is None:
+            status = zone_status(cluster, namespace, zone_object)
+            if status.get("servedSerial") == serial and status.get("primarySerial") == serial:
+                status_seconds = time.monotonic() - start
+        time.sleep(0.02)
+    if pending or status_seconds is None:
+        raise TimeoutError(
+            f"serial {serial} not everywhere after {timeout:.0f}s: replicas missing "
+            f"{sorted(pending)}, status {'ok' if status_seconds is not None else 'behind'}"
+        )
+    return Propagation(serial, max(per_replica.values()), status_seconds, per_replica)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def demo_zone(origin: str, hosts: int = 2, refresh: int = 3600) -> dns.zone.Zone:
+    return make_zone(origin, serial=2026112201, hosts=hosts, refresh=refresh)
+
+
+def served_serial(zone: dns.zone.Zone) -> int:
+    return zone_serial(zone)
