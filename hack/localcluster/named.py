@@ -402,7 +402,12 @@ class PrimaryServer(NamedProcess):
         # explicit: only the listed targets (not the NS records' addresses), and
         # from the primary's own address, which is what a NOTIFY ACL names.
         return (
-            f"\tnotify explicit;\n\talso-notify {{ {targets} }};\n\tnotify-source {self.address};\n"
+            # BIND waits up to notify-delay (5 s by default) to batch NOTIFYs;
+            # measurements here are of the secondaries' side, so send at once.
+            "\tnotify-delay 0;\n"
+            "\tnotify explicit;\n"
+            f"\talso-notify {{ {targets} }};\n"
+            f"\tnotify-source {self.address};\n"
         )
 
     def zone_path(self, origin: dns.name.Name) -> Path:

@@ -258,8 +258,22 @@ def _verdict(**overrides: Any) -> s.ServerVerdict:
 
 def test_zone_conditions_explain_themselves() -> None:
     ok = s.zone_status(s.ZoneObservation(1, "example.com.", verdicts=(_verdict(),)), {}, "now")
-    assert _cond(ok, "ConfigValid")["status"] == "True" and _cond(ok, "Ready")["status"] == "True"
+    assert _cond(ok, "ConfigValid")["status"] == "True"
+    # Configured everywhere: Ready is for the serial monitor to decide.
+    assert _cond(ok, "Ready")["status"] == "Unknown"
+    assert _cond(ok, "Ready")["reason"] == "AwaitingSerials"
     assert ok["zone"] == "example.com."
+    monitored = {
+        **ok,
+        "conditions": [
+            {**c, "status": "True", "reason": "InSync"} if c["type"] == "Ready" else c
+            for c in ok["conditions"]
+        ],
+    }
+    again = s.zone_status(
+        s.ZoneObservation(1, "example.com.", verdicts=(_verdict(),)), monitored, "t"
+    )
+    assert _cond(again, "Ready")["reason"] == "InSync"  # left to the monitor
 
     lagging = s.zone_status(
         s.ZoneObservation(1, "example.com.", verdicts=(_verdict(replicas_current=1),)), {}, "now"

@@ -74,6 +74,8 @@ PRIMARY_REACHABLE = "PrimaryReachable"
 PRIMARY_TIMEOUT = "PrimaryTimeout"
 PRIMARY_REFUSED = "PrimaryRefused"
 RETRANSFER_REQUESTED = "RetransferRequested"
+# Configured everywhere; serial status not known yet.
+AWAITING_SERIALS = "AwaitingSerials"
 
 # metav1.Condition validation: the API server rejects a status patch that breaks it.
 _REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")

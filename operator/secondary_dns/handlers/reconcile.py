@@ -307,6 +307,8 @@ class Reconciler:
                 self._observe_and_write(obj, spec, memory.rendered, None)
                 if before == (memory.pods, memory.replicas):
                     return
+                # A replica came, went or changed address: look at serials now.
+                self.on_change()
                 zones = set(memory.zones)
         if memory.rendered is None:
             self.reconcile_server(namespace, name)

@@ -15,11 +15,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secondary_dns.api import ObjectRef, SpecError, conditions
-from secondary_dns.api.conditions import FALSE, TRUE, set_condition
+from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN, find_condition, set_condition
 from secondary_dns.render.engine import RenderedConfig, ZoneRejection
 from secondary_dns.render.kubernetes import (
     ANNOTATION_APPLIED_HASH,
     ANNOTATION_CONFIG_ERROR,
+)
+
+# Ready reasons the configuration path sets; any other reason on Ready comes from
+# the serial monitor, which the configuration path then leaves alone.
+CONFIG_REASONS = frozenset(
+    {
+        conditions.PROGRESSING,
+        conditions.AWAITING_SERIALS,
+        conditions.INVALID_SPEC,
+        conditions.SECRET_NOT_FOUND,
+        conditions.INVALID_TSIG_KEY,
+        conditions.SERVER_NOT_FOUND,
+        conditions.NO_SERVERS_SELECTED,
+        conditions.ZONE_CONFLICT,
+        conditions.CONFIG_REJECTED,
+        conditions.RENDERED,
+    }
 )
 
 # RFC 2182 §5: at least three servers, in more than one place.
@@ -297,9 +314,13 @@ def zone_status(observed: ZoneObservation, previous: Mapping[str, Any], now: str
     def finish(status: str, reason: str, message: str, ready: str) -> dict[str, Any]:
         nonlocal conds
         conds = _set(conds, conditions.CONFIG_VALID, status, reason, message, gen, now)
+        current_ready = find_condition(conds, conditions.READY)
         if status == FALSE:
             conds = _set(conds, conditions.READY, FALSE, reason, message, gen, now)
-        else:
+        elif current_ready is None or current_ready.get("reason") in CONFIG_REASONS:
+            # With a valid configuration, Ready is the serial monitor's to say
+            # (every replica serves the primary's serial); until its first probe
+            # the rollout is all that is known.
             conds = _set(conds, conditions.READY, ready, reason_ready, message_ready, gen, now)
         stalled = TRUE if reason == conditions.INVALID_SPEC else FALSE
         conds = _set(
@@ -367,7 +388,10 @@ def zone_status(observed: ZoneObservation, previous: Mapping[str, Any], now: str
         )
         ready = FALSE
     else:
-        reason_ready = conditions.ALL_REPLICAS_READY
-        message_ready = f"every replica of {servers} serves the configuration with this zone"
-        ready = TRUE
+        reason_ready = conditions.AWAITING_SERIALS
+        message_ready = (
+            f"every replica of {servers} has the configuration with this zone; "
+            f"waiting for the serial monitor to see them serve the primary's serial"
+        )
+        ready = UNKNOWN
     return finish(TRUE, conditions.RENDERED, f"rendered for {servers}", ready)
