@@ -1,11 +1,11 @@
-# secondary-dns-operator: the two commands a newcomer needs are `make test`
-# (sets everything up, then runs every tier) and, with the demo issue, `make demo`.
+# secondary-dns-operator: the two commands a newcomer needs are `make demo`
+# (sets everything up and runs the local demo) and `make test` (every tier).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages venv binaries test test-unit test-dataplane test-cluster lint clean
+.PHONY: setup system-packages venv binaries demo demo-down test test-unit test-dataplane test-cluster bench lint clean
 
 setup: system-packages venv binaries
 
@@ -27,6 +27,18 @@ $(VENV)/.installed: pyproject.toml
 binaries: venv
 	PYTHON=$(PY) hack/local-cluster build >/dev/null
 
+# The local demo: local cluster, real primary, operator, 3 real named replicas
+# over 3 failure zones; bumps the serial and shows how fast it propagates.
+demo: setup
+	PYTHON=$(PY) hack/demo $(DEMO_ARGS)
+
+demo-down:
+	PYTHON=$(PY) hack/local-cluster down
+
+# Propagation benchmark (minutes): prints p50/p95 with the relay and without.
+bench: setup
+	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/propagation.py $(BENCH_ARGS)
+
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
@@ -40,7 +52,7 @@ test-cluster: setup
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: venv
-	$(PY) -m ruff check operator hack/localcluster tests
+	$(PY) -m ruff check operator hack/localcluster tests bench
 	$(PY) -m ruff format --check operator hack/localcluster tests
 	$(PY) -m mypy operator/secondary_dns hack/localcluster
 	$(VENV)/bin/lint-imports

@@ -1,0 +1,246 @@
+"""`make demo`: the operator at work on the local cluster, nothing faked.
+
+Builds or reuses the local cluster (real control plane, kwok nodes in three
+failure zones, the pod runner that runs each DNS pod's real named and agent),
+installs the CRDs, starts a real BIND primary that NOTIFYs the operator's relay,
+starts the operator, applies the example SecondaryServer and a Zone, then bumps
+the zone's serial a few times and shows how long each change took to reach every
+replica and the Zone's status. Ctrl-C (or `make demo-down`) stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import dns.name
+import yaml
+
+from localcluster import netns
+from localcluster.cluster import LocalCluster
+from localcluster.scenario import (
+    REPO,
+    Propagation,
+    apply,
+    bump_and_measure,
+    condition,
+    demo_zone,
+    ensure_namespace,
+    install_crds,
+    kubectl_json,
+    replica_addresses,
+    run_operator,
+    start_primary,
+    wait_for,
+)
+
+NAMESPACE = "dns"
+ORIGIN = dns.name.from_text("example.com.")
+SERVER = "secondary-dns"
+ZONE_OBJECT = "example-com"
+SECRET = "tsig-primary"
+
+
+def say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def example_server() -> dict[str, Any]:
+    """examples/secondaryserver.yaml as a user would apply it, minus what needs a cloud."""
+    server: dict[str, Any] = yaml.safe_load(
+        (REPO / "examples" / "secondaryserver.yaml").read_text()
+    )
+    # The local cluster has no volume provisioner and no load balancer: a claim
+    # would stay Pending and the pods unscheduled.
+    server["spec"].pop("storage", None)
+    server["spec"]["service"] = {"type": "ClusterIP"}
+    return server
+
+
+def zone_object() -> dict[str, Any]:
+    return {
+        "apiVersion": "secondarydns.io/v1alpha1",
+        "kind": "Zone",
+        "metadata": {"name": ZONE_OBJECT},
+        "spec": {
+            "zone": ORIGIN.to_text(),
+            "primaries": [
+                {"address": "10.250.0.10", "tsigKeySecretRef": {"name": SECRET}},
+            ],
+            "servers": [SERVER],
+        },
+    }
+
+
+def show(cluster: LocalCluster, *args: str) -> None:
+    print(f"$ kubectl {' '.join(args)}", flush=True)
+    result = cluster.kubectl(*args, check=False)
+    print((result.stdout or result.stderr).rstrip(), flush=True)
+
+
+def show_placement(cluster: LocalCluster) -> None:
+    nodes = kubectl_json(cluster, "get", "nodes")["items"]
+    zone_of = {
+        n["metadata"]["name"]: n["metadata"]["labels"]["topology.kubernetes.io/zone"] for n in nodes
+    }
+    pods = kubectl_json(
+        cluster, "get", "pods", "-n", NAMESPACE, "-l", f"secondarydns.io/server={SERVER}"
+    )
+    print(f"{'POD':<18} {'IP':<15} {'NODE':<16} {'FAILURE ZONE':<13} READY", flush=True)
+    for pod in sorted(pods["items"], key=lambda p: p["metadata"]["name"]):
+        node = pod["spec"].get("nodeName", "")
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in (pod.get("status") or {}).get("conditions") or []
+        )
+        print(
+            f"{pod['metadata']['name']:<18} {pod['status'].get('podIP', ''):<15} {node:<16} "
+            f"{zone_of.get(node, ''):<13} {ready}",
+            flush=True,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = LocalCluster(args.cluster)
+    say(f"starting the local cluster {cluster.name!r} (first run builds Kubernetes: ~15 min)")
+    cluster.up()
+    netns.enter(cluster.netns)
+    workdir = cluster.state_dir / "demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    install_crds(cluster)
+    say("starting a real BIND primary for example.com on 10.250.0.10 (NOTIFY -> the relay)")
+    primary = start_primary(cluster, workdir / "primary", demo_zone(ORIGIN.to_text(), hosts=20))
+    try:
+        say(f"starting the operator (log: {workdir / 'operator.log'})")
+        with run_operator(cluster, workdir / "operator.log", probe_seconds=5) as operator:
+            ensure_namespace(cluster, NAMESPACE)
+            say("applying examples/secondaryserver.yaml (3 replicas, 3 failure zones) and a Zone")
+            apply(
+                cluster,
+                NAMESPACE,
+                primary.key.secret_manifest(SECRET, NAMESPACE),
+                example_server(),
+                zone_object(),
+            )
+            serial = primary.serial(ORIGIN)
+            started = time.monotonic()
+            wait_for(
+                "every replica to serve the zone",
+                lambda: (
+                    (
+                        c := condition(
+                            kubectl_json(cluster, "get", "zone", "-n", NAMESPACE, ZONE_OBJECT),
+                            "Synced",
+                        )
+                    )
+                    and c["status"] == "True"
+                ),
+                timeout=240,
+                every=1,
+            )
+            print(f"in sync at serial {serial} after {time.monotonic() - started:.1f}s", flush=True)
+            wait_for(
+                "every replica to be Ready",
+                lambda: (
+                    (
+                        kubectl_json(cluster, "get", "sdns", "-n", NAMESPACE, SERVER).get(
+                            "status", {}
+                        )
+                    ).get("readyReplicas")
+                    == 3
+                ),
+                timeout=60,
+            )
+            say("where the replicas run (the real scheduler spread them)")
+            show_placement(cluster)
+            show(cluster, "get", "sdns,dz", "-n", NAMESPACE, "-o", "wide")
+
+            addresses = replica_addresses(cluster, NAMESPACE, SERVER)
+            say(f"bumping the serial {args.bumps} times at the primary")
+            print(
+                f"{'BUMP':<5} {'SERIAL':<12} {'ALL REPLICAS':>13} {'ZONE STATUS':>12}  PER REPLICA"
+            )
+            results: list[Propagation] = []
+            for bump in range(1, args.bumps + 1):
+                result = bump_and_measure(
+                    cluster, primary, ORIGIN, addresses, NAMESPACE, ZONE_OBJECT, f"bump {bump}"
+                )
+                results.append(result)
+                per = "  ".join(
+                    f"{p}={s * 1000:.0f}ms" for p, s in sorted(result.per_replica.items())
+                )
+                print(
+                    f"{bump:<5} {result.serial:<12} {result.replicas_seconds * 1000:>11.0f}ms "
+                    f"{result.status_seconds * 1000:>10.0f}ms  {per}",
+                    flush=True,
+                )
+                time.sleep(1)
+            replicas = [r.replicas_seconds for r in results]
+            status = [r.status_seconds for r in results]
+            print(
+                f"median: every replica {statistics.median(replicas) * 1000:.0f}ms, "
+                f"status {statistics.median(status) * 1000:.0f}ms "
+                f"(the clock starts before the primary reloads)",
+                flush=True,
+            )
+            say("what a user looks at")
+            show(cluster, "get", "sdns,dz", "-n", NAMESPACE, "-o", "wide")
+            zone = kubectl_json(cluster, "get", "zone", "-n", NAMESPACE, ZONE_OBJECT)
+            for cond in zone["status"]["conditions"]:
+                print(f"  {cond['type']}={cond['status']} ({cond['reason']}): {cond['message']}")
+            relayed = operator.metric("secondarydns_notify_relayed_total")
+            print(f"NOTIFYs relayed to replicas so far: {relayed:.0f}", flush=True)
+            say("look around (in another terminal):")
+            print(
+                f"  hack/local-cluster exec -- kubectl get sdns,dz,pods -n {NAMESPACE} -o wide\n"
+                f"  hack/local-cluster exec -- kubectl describe zone {ZONE_OBJECT} -n {NAMESPACE}\n"
+                f"  hack/local-cluster exec -- dig @{next(iter(addresses.values()))} "
+                f"{ORIGIN.to_text()} SOA +norec\n"
+                f"  hack/local-cluster exec -- curl -s 127.0.0.1:{operator.metrics_port}/metrics "
+                f"| grep ^secondarydns_\n"
+                f"  logs: {cluster.logs} and {workdir}",
+                flush=True,
+            )
+            if args.exit:
+                return 0
+            say("running; Ctrl-C (or `make demo-down`) stops the demo and the cluster")
+            while operator.alive():
+                time.sleep(1)
+            print(f"the operator exited; see {operator.log}", file=sys.stderr)
+            return 1
+    finally:
+        primary.stop()
+        if not args.keep_cluster:
+            say("stopping the local cluster")
+            cluster.down()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hack/demo", description=__doc__)
+    parser.add_argument("--cluster", default="sdns", help="local cluster name (default: sdns)")
+    parser.add_argument("--bumps", type=int, default=5, help="serial bumps to time")
+    parser.add_argument("--exit", action="store_true", help="stop after the bumps (no Ctrl-C)")
+    parser.add_argument(
+        "--keep-cluster", action="store_true", help="leave the cluster running at the end"
+    )
+    args = parser.parse_args(argv)
+    # `make demo-down` or a terminal closing: stop as cleanly as after Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return 0
+    except TimeoutError as error:
+        print(f"demo failed: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
