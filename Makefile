@@ -54,7 +54,7 @@ test-cluster: setup
 lint: venv
 	$(PY) -m ruff check operator hack/localcluster tests bench
 	$(PY) -m ruff format --check operator hack/localcluster tests
-	$(PY) -m mypy operator/secondary_dns hack/localcluster
+	$(PY) -m mypy operator/secondary_dns hack/localcluster bench
 	$(VENV)/bin/lint-imports
 
 clean:

@@ -29,7 +29,6 @@ from localcluster.scenario import (
     Propagation,
     apply,
     bump_and_measure,
-    condition,
     demo_zone,
     ensure_namespace,
     install_crds,
@@ -38,6 +37,7 @@ from localcluster.scenario import (
     run_operator,
     start_primary,
     wait_for,
+    wait_synced,
 )
 
 NAMESPACE = "dns"
@@ -131,20 +131,7 @@ def run(args: argparse.Namespace) -> int:
             )
             serial = primary.serial(ORIGIN)
             started = time.monotonic()
-            wait_for(
-                "every replica to serve the zone",
-                lambda: (
-                    (
-                        c := condition(
-                            kubectl_json(cluster, "get", "zone", "-n", NAMESPACE, ZONE_OBJECT),
-                            "Synced",
-                        )
-                    )
-                    and c["status"] == "True"
-                ),
-                timeout=240,
-                every=1,
-            )
+            wait_synced(cluster, NAMESPACE, ZONE_OBJECT, timeout=240)
             print(f"in sync at serial {serial} after {time.monotonic() - started:.1f}s", flush=True)
             wait_for(
                 "every replica to be Ready",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import itertools
 import os
 import re
@@ -152,7 +153,9 @@ def make_zone(
         "@ 300 IN NS ns1",
         "ns1 300 IN A 192.0.2.53",
     ]
-    text += [f"host{i} 300 IN A 198.51.{100 + i // 250}.{i % 250 + 1}" for i in range(hosts)]
+    # Data only, never contacted: 198.18.0.0/15 (RFC 2544 benchmarking) holds 131072.
+    first = int(ipaddress.IPv4Address("198.18.0.1"))
+    text += [f"host{i} 300 IN A {ipaddress.IPv4Address(first + i)}" for i in range(hosts)]
     return dns.zone.from_text("\n".join(text) + "\n", origin=origin_name, relativize=True)
 
 

@@ -257,6 +257,23 @@ def condition(obj: Any, type_: str) -> dict[str, Any] | None:
     return None
 
 
+def wait_synced(cluster: LocalCluster, namespace: str, zone_object: str, timeout: float) -> None:
+    """Until the Zone's Synced condition is True (every replica at the primary's serial)."""
+    wait_for(
+        f"Zone {namespace}/{zone_object} in sync on every replica",
+        lambda: (
+            (
+                c := condition(
+                    kubectl_json(cluster, "get", "zone", "-n", namespace, zone_object), "Synced"
+                )
+            )
+            and c["status"] == "True"
+        ),
+        timeout=timeout,
+        every=1,
+    )
+
+
 # ---- measuring ---------------------------------------------------------------
 
 
@@ -293,6 +310,8 @@ class Propagation:
     replicas_seconds: float
     status_seconds: float
     per_replica: dict[str, float] = field(default_factory=dict)
+    # Until the primary itself served the new serial (its file write and reload).
+    primary_seconds: float = 0.0
 
 
 def zone_status(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
@@ -317,6 +336,7 @@ def bump_and_measure(
     """
     start = time.monotonic()
     serial = primary.set_record(origin, "demo", "TXT", f'"{value}"')
+    primary_seconds = time.monotonic() - start
     pending = dict(addresses)
     per_replica: dict[str, float] = {}
     status_seconds: float | None = None
@@ -336,7 +356,9 @@ def bump_and_measure(
             f"serial {serial} not everywhere after {timeout:.0f}s: replicas missing "
             f"{sorted(pending)}, status {'ok' if status_seconds is not None else 'behind'}"
         )
-    return Propagation(serial, max(per_replica.values()), status_seconds, per_replica)
+    return Propagation(
+        serial, max(per_replica.values()), status_seconds, per_replica, primary_seconds
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -345,8 +367,8 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-def demo_zone(origin: str, hosts: int = 2, refresh: int = 3600) -> dns.zone.Zone:
-    return make_zone(origin, serial=2026112201, hosts=hosts, refresh=refresh)
+def demo_zone(origin: str, hosts: int = 2, refresh: int = 3600, retry: int = 600) -> dns.zone.Zone:
+    return make_zone(origin, serial=2026112201, hosts=hosts, refresh=refresh, retry=retry)
 
 
 def served_serial(zone: dns.zone.Zone) -> int:

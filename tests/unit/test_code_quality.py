@@ -30,7 +30,9 @@ def test_ruff_format() -> None:
 
 
 def test_mypy_strict() -> None:
-    result = _run([sys.executable, "-m", "mypy", "operator/secondary_dns", "hack/localcluster"])
+    result = _run(
+        [sys.executable, "-m", "mypy", "operator/secondary_dns", "hack/localcluster", "bench"]
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
