@@ -209,6 +209,25 @@ def pod_mounts(mounts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return result
 
 
+def unhidden_mounts(
+    mounts: Sequence[tuple[str, str]], protected: Sequence[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(mounts to make, mounts left out): a mount that would hide a protected path is left out.
+
+    The containers run this checkout's code with the runner's interpreter; a
+    volume mounted over a directory holding either (a checkout or a virtualenv
+    under /tmp, which the pods' `tmp` volume covers) would leave the container
+    with nothing to run. A real pod has its own root filesystem and no such
+    problem; here the mount is skipped (for /tmp, TMPDIR points at the volume).
+    """
+    kept: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str]] = []
+    for source, target in mounts:
+        hides = any(Path(path).is_relative_to(target) for path in protected)
+        (skipped if hides else kept).append((source, target))
+    return kept, skipped
+
+
 def mount_script(pod_dir: Path, mounts: Sequence[tuple[str, str]]) -> str:
     """Shell that bind-mounts the pod's directories, then execs the container's argv ("$@").
 
@@ -926,8 +945,11 @@ class PodRunner:
         credentials = sandbox.directory / "credentials"
         credentials.mkdir(exist_ok=True)
         shutil.copy2(self.pod_kubeconfig_dir / "kubeconfig", credentials / "kubeconfig")
-        mounts = pod_mounts(volume_mounts(spec))
-        for source, _ in mounts:
+        mounts, skipped = unhidden_mounts(
+            pod_mounts(volume_mounts(spec)),
+            [str(REPO), sys.prefix, sys.base_prefix, str(Path(self.python).resolve().parent)],
+        )
+        for source, _ in [*mounts, *skipped]:
             (sandbox.directory / source).mkdir(parents=True, exist_ok=True)
         for _, target in mounts:
             # Mount points must exist; on the host they stay empty directories.
@@ -944,6 +966,9 @@ class PodRunner:
             "KUBERNETES_SERVICE_PORT": str(self.api_port),
             "KUBECONFIG": KUBECONFIG_IN_POD,
         }
+        for source, target in skipped:
+            if target == "/tmp":
+                base["TMPDIR"] = base["HOME"] = str(sandbox.directory / source)
         env = container_env(spec, pod, sandbox.ip, base)
         logs = self.cluster.logs / "pods"
         logs.mkdir(parents=True, exist_ok=True)

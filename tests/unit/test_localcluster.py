@@ -195,3 +195,18 @@ def test_pod_status_is_ready_only_when_every_container_is() -> None:
     waiting = podrunner.pod_status(pod, "10.244.1.254", None, [_view("agent", False, False)], now)
     state = waiting["containerStatuses"][0]["state"]
     assert state == {"waiting": {"reason": "ContainerCreating"}}
+
+
+def test_a_volume_that_would_hide_the_checkout_or_interpreter_is_not_mounted() -> None:
+    from localcluster.podrunner import unhidden_mounts
+
+    mounts = [
+        ("volumes/run", "/run/secondary-dns"),
+        ("volumes/tmp", "/tmp"),
+        ("volumes/data", "/var/lib/secondary-dns"),
+    ]
+    kept, skipped = unhidden_mounts(mounts, ["/tmp/ci/checkout", "/tmp/ci/checkout/.venv"])
+    assert skipped == [("volumes/tmp", "/tmp")]
+    assert kept == [mounts[0], mounts[2]]
+    kept, skipped = unhidden_mounts(mounts, ["/work/main", "/usr"])
+    assert kept == mounts and skipped == []
