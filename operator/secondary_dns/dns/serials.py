@@ -604,6 +604,13 @@ def _synced(
     return _condition(conditions.SYNCED, conditions.FALSE, reason, message, generation)
 
 
+def _since(histories: Mapping[str, ReplicaHistory], verdict: ReplicaVerdict, now: float) -> str:
+    # An absolute time, not "for 2m5s": a message that changes every probe
+    # round would make every round a status write while a replica stays behind.
+    behind_since = histories[verdict.target.pod].behind_since
+    return timestamp_text(behind_since if behind_since is not None else now)
+
+
 def _stale(
     generation: int,
     primary: _PrimaryView,
@@ -625,7 +632,7 @@ def _stale(
     if not stale:
         if behind:
             names = ", ".join(
-                f"{v.target.pod} ({v.serial}, behind for {format_duration(v.seconds_behind)})"
+                f"{v.target.pod} ({v.serial}, behind since {_since(histories, v, now)})"
                 for v in behind
             )
             return _condition(
@@ -652,7 +659,7 @@ def _stale(
         )
         line = (
             f"{verdict.target.describe()} serves {verdict.serial}, the primary {primary.serial}, "
-            f"behind for {format_duration(verdict.seconds_behind)}"
+            f"behind since {_since(histories, verdict, now)}"
         )
         if refresh is not None and verdict.seconds_behind > refresh:
             overdue = True
@@ -700,8 +707,7 @@ def _primary_unreachable(
         conditions.PRIMARY_UNREACHABLE,
         conditions.TRUE,
         _unreachable_reason(primaries),
-        f"no primary has answered for {format_duration(now - since)} "
-        f"(since {timestamp_text(since)}): {summary}. {keep}",
+        f"no primary has answered since {timestamp_text(since)}: {summary}. {keep}",
         generation,
     )
 
@@ -729,16 +735,16 @@ def _expiring(
         who = verdict.target.describe()
         if age >= expire:
             expired.append(
-                f"{who}: no sign of a successful refresh for {format_duration(age)}, longer "
-                f"than SOA expire ({expire}s); its copy has expired and it stops answering "
-                "for the zone (RFC 1035 §3.3.13)"
+                f"{who}: no sign of a successful refresh since "
+                f"{timestamp_text(replica.refreshed_at)}, longer than SOA expire ({expire}s); "
+                "its copy has expired and it stops answering for the zone (RFC 1035 §3.3.13)"
             )
         elif age >= fraction * expire:
-            left = int(expire - age)
             approaching.append(
-                f"{who}: its copy expires in {left}s ({format_duration(left)}; SOA expire "
-                f"{expire}s, last sign of a successful refresh {format_duration(age)} ago) "
-                "unless a refresh from the primary succeeds"
+                f"{who}: its copy expires at {timestamp_text(replica.refreshed_at + expire)} "
+                f"(SOA expire {expire}s after the last sign of a successful refresh, "
+                f"{timestamp_text(replica.refreshed_at)}) unless a refresh from the primary "
+                "succeeds"
             )
     if expired:
         return _condition(
