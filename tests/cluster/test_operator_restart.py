@@ -58,12 +58,16 @@ def test_restart_writes_nothing(cluster: LocalCluster, namespace: str, tmp_path:
             "the Zone's ConfigValid",
             lambda: condition(get_json(cluster, "zone", "-n", namespace, "example"), "ConfigValid"),
         )
+        # Running, not Ready: the zone's primary does not exist, and a replica is
+        # Ready only once it has loaded every zone.
         wait_for(
-            "3 ready replicas in status",
+            "3 running replicas",
             lambda: (
-                get_json(cluster, "sdns", "-n", namespace, "keep")
-                .get("status", {})
-                .get("readyReplicas")
+                sum(
+                    1
+                    for p in get_json(cluster, "pods", "-n", namespace)["items"]
+                    if p["status"].get("phase") == "Running"
+                )
                 == 3
             ),
             timeout=90,

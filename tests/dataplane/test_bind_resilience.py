@@ -69,7 +69,7 @@ def test_more_records_than_max_records_is_refused_and_old_copy_served(
     assert primary.serial(ZONE) == serial
     assert named.serial(ZONE) == 1
     answer = named.query("host0.example.test.", "A")
-    assert [rr.to_text() for rr in answer.answer[0]] == ["198.51.100.1"]
+    assert [rr.to_text() for rr in answer.answer[0]] == ["198.18.0.1"]
     assert not named.query("host199.example.test.", "A").answer
 
 

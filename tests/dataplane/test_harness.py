@@ -70,7 +70,7 @@ def test_tsig_transfer_notify_and_refused_axfr(
     # Initial transfer, signed with the key (the primary refuses unsigned ones, above).
     secondary.wait_for_serial("example.test.", 1)
     answer = secondary.query("host0.example.test.", "A")
-    assert answer.answer[0].to_text().endswith("198.51.100.1")
+    assert answer.answer[0].to_text().endswith("198.18.0.1")
 
     # A change at the primary, announced by NOTIFY, reaches the secondary.
     serial = primary.set_record("example.test.", "host0", "A", "203.0.113.7")

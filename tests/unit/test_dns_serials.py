@@ -597,3 +597,21 @@ def test_an_unchanged_fault_writes_the_same_status_every_round() -> None:
     assert verdict(later, conditions.PRIMARY_UNREACHABLE)[0] == "True"
     assert verdict(later, conditions.EXPIRING)[0] == "True"
     assert much_later.status == later.status
+
+
+def test_a_restarted_monitor_rebuilds_its_clocks_from_the_stored_status() -> None:
+    from secondary_dns.dns.serials import history_from_status
+
+    first = run([answered(PRIMARY, 6)], [6, 6, 6])
+    down = then(first, [failed(PRIMARY)], [6, 6, 6], T0 + 60)
+    steady = then(down, [failed(PRIMARY)], [6, 6, 6], T0 + 70)
+    # A new process: no memory, only the status it reads back from the API.
+    restarted = run(
+        [failed(PRIMARY)],
+        [6, 6, 6],
+        now=T0 + 300,
+        history=history_from_status(steady.status),
+        status=steady.status,
+    )
+    assert restarted.status == steady.status
+    assert verdict(restarted, conditions.PRIMARY_UNREACHABLE)[0] == "True"

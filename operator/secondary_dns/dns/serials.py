@@ -242,6 +242,56 @@ def timestamp_text(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_timestamp(text: object) -> float | None:
+    """The inverse of timestamp_text; None for anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.UTC).timestamp()
+
+
+def history_from_status(status: Mapping[str, Any]) -> ZoneHistory:
+    """What a stored status still tells after the operator restarted (its memory is gone).
+
+    Without it the first round after a restart would restart every clock: "since"
+    times and lastChange would move to the restart and the status be rewritten for
+    nothing. Recovered: the primary's serial, since when it is unreachable (the
+    condition's lastTransitionTime), each replica's serial and lastChange, and since
+    when a replica is behind when Stale says so. What cannot be recovered (the last
+    sign of a successful refresh) starts at the first probe, as before.
+    """
+    conds = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
+
+    def since(type_: str) -> float | None:
+        cond = conds.get(type_) or {}
+        return (
+            parse_timestamp(cond.get("lastTransitionTime"))
+            if cond.get("status") == "True"
+            else None
+        )
+
+    primary_serial = status.get("primarySerial")
+    stale_since = since(conditions.STALE)
+    replicas: dict[str, ReplicaHistory] = {}
+    for entry in status.get("replicas") or []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("pod"), str):
+            continue
+        serial = entry.get("serial")
+        replicas[entry["pod"]] = ReplicaHistory(
+            serial=serial if isinstance(serial, int) else None,
+            serial_changed_at=parse_timestamp(entry.get("lastChange")),
+            behind_since=stale_since if entry.get("inSync") is False else None,
+        )
+    return ZoneHistory(
+        primary_serial=primary_serial if isinstance(primary_serial, int) else None,
+        primary_unreachable_since=since(conditions.PRIMARY_UNREACHABLE),
+        replicas=replicas,
+    )
+
+
 def recovery_advice(went_from: int | None, primary_serial: int, replica_serial: int) -> str:
     """The SerialRegressed message: what happened and the RFC 2182 §7 recovery in numbers."""
     steps = recovery_steps(replica_serial, primary_serial)

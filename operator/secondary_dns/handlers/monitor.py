@@ -212,13 +212,16 @@ class SerialMonitor:
         replica_results: list[tuple[serials.ReplicaTarget, ProbeResult | None]],
         now: float,
     ) -> serials.SerialEvaluation | None:
-        history = self.histories.get(zone.ref, serials.ZoneHistory())
+        known = self.histories.get(zone.ref)
         outcome: dict[str, serials.SerialEvaluation] = {}
         now_text = serials.timestamp_text(now)
 
         def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
             generation = int(current["metadata"].get("generation", 0))
             previous = dict(current.get("status") or {})
+            # First sight of this zone in this process: rebuild the clocks from the
+            # stored status, so a restart does not rewrite it for nothing.
+            history = known if known is not None else serials.history_from_status(previous)
             evaluation = serials.evaluate(
                 generation=generation,
                 primaries=primary_results,
