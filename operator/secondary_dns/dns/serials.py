@@ -260,8 +260,8 @@ def history_from_status(status: Mapping[str, Any]) -> ZoneHistory:
     times and lastChange would move to the restart and the status be rewritten for
     nothing. Recovered: the primary's serial, since when it is unreachable (the
     condition's lastTransitionTime), each replica's serial and lastChange, and since
-    when a replica is behind when Stale says so. What cannot be recovered (the last
-    sign of a successful refresh) starts at the first probe, as before.
+    when a replica is behind when Stale says so; the last sign of a successful refresh
+    is taken to be the replica's lastChange (a completed transfer).
     """
     conds = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
 
@@ -280,10 +280,14 @@ def history_from_status(status: Mapping[str, Any]) -> ZoneHistory:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("pod"), str):
             continue
         serial = entry.get("serial")
+        changed_at = parse_timestamp(entry.get("lastChange"))
         replicas[entry["pod"]] = ReplicaHistory(
             serial=serial if isinstance(serial, int) else None,
-            serial_changed_at=parse_timestamp(entry.get("lastChange")),
+            serial_changed_at=changed_at,
             behind_since=stale_since if entry.get("inSync") is False else None,
+            # Its serial changing was a completed transfer: a refresh no later
+            # than that (so Expiring can only warn earlier, never later).
+            refreshed_at=changed_at if isinstance(serial, int) else None,
         )
     return ZoneHistory(
         primary_serial=primary_serial if isinstance(primary_serial, int) else None,
@@ -746,7 +750,9 @@ def _primary_unreachable(
     since = before.primary_unreachable_since if before.primary_unreachable_since else now
     summary = _primary_summary(primaries) or "no primaries configured"
     served = sorted({h.serial for h in replicas.values() if h.serial is not None})
-    expire = before.primary_soa.expire if before.primary_soa else None
+    # The primary's SOA as last seen, else the replicas' own (after a restart).
+    soa = before.primary_soa or next((h.soa for h in replicas.values() if h.soa), None)
+    expire = soa.expire if soa else None
     keep = "Replicas keep serving their copy"
     if served:
         keep += f" (serial {', '.join(str(s) for s in served)})"
