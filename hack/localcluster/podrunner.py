@@ -490,6 +490,13 @@ def remove_all_pods(cluster: str, state_dir: Path) -> int:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(netns.pids(name) for name in names):
         time.sleep(0.1)
+    # Whatever ignored SIGTERM is killed: deleting a namespace's name does not
+    # end the processes in it, it only makes them impossible to find.
+    for name in sorted(names):
+        _kill_all(netns.pids(name), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(netns.pids(name) for name in names):
+        time.sleep(0.1)
     for name in sorted(names):
         teardown_pod_network(name)
     shutil.rmtree(pods_dir(state_dir), ignore_errors=True)
