@@ -73,6 +73,7 @@ def test_restart_writes_nothing(cluster: LocalCluster, namespace: str, tmp_path:
             timeout=90,
         )
         before = _settle(cluster, namespace)
+        zone_before = get_json(cluster, "zone", "-n", namespace, "example")["status"]
         assert first.alive()
 
     with run_operator(cluster, tmp_path / "second.log") as second:
@@ -85,5 +86,9 @@ def test_restart_writes_nothing(cluster: LocalCluster, namespace: str, tmp_path:
         time.sleep(5)
         after = _versions(cluster, namespace)
     changed = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
-    assert not changed, f"objects written by the restarted operator: {changed}"
+    zone_after = get_json(cluster, "zone", "-n", namespace, "example")["status"]
+    assert not changed, (
+        f"objects written by the restarted operator: {changed}; "
+        f"zone status before {zone_before}, after {zone_after}"
+    )
     assert set(after) == set(before)

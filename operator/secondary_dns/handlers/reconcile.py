@@ -278,13 +278,16 @@ class Reconciler:
         previous_zones = memory.zones
         if memory.rendered is None or memory.rendered.config_hash != rendered.config_hash:
             self.on_change()
-        memory.rendered = rendered
+        self._observe_and_write(obj, spec, rendered, apply_error)
+        # Published after the pods were observed, `rendered` last: the serial
+        # monitor reads this memory from another thread and starts on a server
+        # once `rendered` is set, so it must never see a server without its pods.
         memory.zones = frozenset(r for r, _ in selected)
         memory.zone_specs = dict(selected)
         memory.tsig_keys = keys
         memory.relay_key = relay_key
         memory.secrets = frozenset(secret_names)
-        self._observe_and_write(obj, spec, rendered, apply_error)
+        memory.rendered = rendered
         return set(previous_zones | memory.zones)
 
     def refresh_server_status(self, namespace: str, name: str) -> None:
