@@ -136,6 +136,20 @@ def _origin(zone: dns.zone.Zone) -> dns.name.Name:
     return zone.origin
 
 
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """SIGTERM the process group a child leads, SIGKILL it after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 def make_zone(
     origin: str | dns.name.Name,
     serial: int = 1,
@@ -226,17 +240,8 @@ class NamedProcess:
         if process is None:
             return
         self._process = None
-        if process.poll() is None:
-            # named exits cleanly on SIGTERM (and flushes zone files it must dump);
-            # SIGKILL the group when it does not within the grace period.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        # named exits cleanly on SIGTERM (and flushes zone files it must dump).
+        stop_process_group(process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,13 @@ import dns.zone
 
 from localcluster import netns
 from localcluster.cluster import LocalCluster
-from localcluster.named import PrimaryServer, TsigCredentials, make_zone, zone_serial
+from localcluster.named import (
+    PrimaryServer,
+    TsigCredentials,
+    make_zone,
+    stop_process_group,
+    zone_serial,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 API = "secondarydns.io/v1alpha1"
@@ -151,13 +156,7 @@ def run_operator(
         wait_for("the operator's metrics endpoint", lambda: _metrics_up(running), timeout=60)
         yield running
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process, grace=15)
 
 
 def _metrics_up(running: OperatorProcess) -> bool:

@@ -8,10 +8,8 @@ when the test fails.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +21,13 @@ from types import TracebackType
 
 import dns.name
 
-from localcluster.named import NamedProcess, TsigCredentials, free_port, wait_until
+from localcluster.named import (
+    NamedProcess,
+    TsigCredentials,
+    free_port,
+    stop_process_group,
+    wait_until,
+)
 from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.endpoints import AgentHTTPServer
 from secondary_dns.agent.files import NamedControl
@@ -88,16 +92,8 @@ class EngineProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process_group(process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
