@@ -237,3 +237,36 @@ def test_notify_from_unlisted_address_is_dropped(setup: Setup) -> None:
     )
     time.sleep(1)
     assert setup.operator.metric("secondarydns_notify_relayed_total") == relayed_before
+
+
+def test_retransfer_request_makes_every_replica_transfer_in_full(setup: Setup) -> None:
+    serial = setup.primary.serial(ORIGIN) or 0
+    setup.wait_synced(serial, timeout=120)
+
+    def full_transfers() -> int:
+        return sum(1 for kind, _ in setup.primary.outgoing_transfers(ORIGIN) if kind == "AXFR")
+
+    before = full_transfers()
+    patch = json.dumps({"spec": {"retransferRequest": "e2e-ticket-1"}})
+    setup.cluster.kubectl(
+        "patch", "zone", "-n", setup.namespace, ZONE_OBJECT, "--type=merge", "-p", patch
+    )
+    wait_for(
+        "status.retransferRequest to show the request",
+        lambda: setup.status().get("retransferRequest") == "e2e-ticket-1",
+        timeout=60,
+    )
+    # One AXFR per replica at an unchanged serial: only the request asks for them.
+    wait_for("three more full transfers", lambda: full_transfers() >= before + 3, timeout=30)
+    assert setup.primary.serial(ORIGIN) == serial
+    events = setup.cluster.kubectl(
+        "get", "events", "-n", setup.namespace, "-o", "json",
+        "--field-selector", f"involvedObject.name={ZONE_OBJECT},reason=RetransferRequested",
+    )  # fmt: skip
+    messages = [item["message"] for item in json.loads(events.stdout)["items"]]
+    assert messages and "e2e-ticket-1" in messages[0], messages
+    setup.wait_synced(serial, timeout=60)
+    # Nothing else asks again: no further full transfers without a new request.
+    settled = full_transfers()
+    time.sleep(3)
+    assert full_transfers() == settled

@@ -46,6 +46,7 @@ class PrimaryZone:
     zone: str
     address: str
     port: int = 53
+    retransfer_request: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ def render_bundle(
                     }
                 ],
                 "servers": [SERVER],
+                **(
+                    {"retransferRequest": item.retransfer_request}
+                    if item.retransfer_request
+                    else {}
+                ),
             },
         }
         parsed.append((ObjectRef(NAMESPACE, f"zone-{index}"), parse_zone(manifest)))

@@ -142,3 +142,40 @@ def test_ready_only_when_every_zone_has_loaded(
     pod.wait_for_annotation(LOADED, "2/2")
     wait_until(lambda: True if pod.get("/readyz")[0] == 200 else None, 10, "/readyz to be 200")
     assert "secondarydns_agent_ready 1.0" in pod.get("/metrics")[1]
+
+
+def test_a_new_retransfer_request_makes_every_zone_it_names_transfer_in_full(
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+) -> None:
+    primary = fleet.start_primary(
+        [make_zone("example.test.", serial=5), make_zone("other.test.", serial=6)], transfer_key
+    )
+
+    def zones(request: str | None) -> list[PrimaryZone]:
+        return [
+            PrimaryZone("example.test.", primary.address, retransfer_request=request),
+            PrimaryZone("other.test.", primary.address),
+        ]
+
+    pod.publish(pod.bundle(zones(None)))
+    pod.wait_until_serving("example.test.", 5)
+    pod.wait_until_serving("other.test.", 6)
+    assert primary.outgoing_transfers("example.test.") == [("AXFR", 5)]
+
+    # The serial did not move, so only the request can cause this transfer.
+    requested = pod.bundle(zones("ticket-1"))
+    pod.publish(requested)
+    wait_until(
+        lambda: primary.outgoing_transfers("example.test.") == [("AXFR", 5), ("AXFR", 5)] or None,
+        30,
+        "a second full transfer of example.test.",
+    )
+    pod.wait_for_annotation(A, requested.config_hash)
+    assert primary.outgoing_transfers("other.test.") == [("AXFR", 6)]
+    assert pod.named.serial("example.test.") == 5
+    assert 'secondarydns_agent_retransfers_total{result="requested"} 1.0' in pod.get("/metrics")[1]
+
+    # Any other change of the configuration does not repeat it.
+    pod.publish(pod.bundle([*zones("ticket-1"), PrimaryZone("third.test.", primary.address)]))
+    time.sleep(2.0)
+    assert primary.outgoing_transfers("example.test.") == [("AXFR", 5), ("AXFR", 5)]

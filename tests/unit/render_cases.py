@@ -51,6 +51,7 @@ def zone(
     allow_transfer: tuple[TransferAclEntry, ...] = (),
     notify_allow_from: tuple[str, ...] = (),
     timers: ZoneTimers | None = None,
+    retransfer_request: str | None = None,
 ) -> ZoneSpec:
     return ZoneSpec(
         zone=name(text),
@@ -60,6 +61,7 @@ def zone(
         allow_transfer=allow_transfer,
         notify_allow_from=tuple(ipaddress.ip_network(n) for n in notify_allow_from),
         timers=timers or ZoneTimers(),
+        retransfer_request=retransfer_request,
     )
 
 

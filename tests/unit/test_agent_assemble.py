@@ -194,3 +194,22 @@ def test_keys_used_but_not_defined_are_named() -> None:
     assert undefined_tsig_keys({"zones.conf": zones}, key_file) == ["Relay"]
     key_file += 'key "relay" { algorithm hmac-sha256; secret "AAAA"; };\n'
     assert undefined_tsig_keys({"zones.conf": zones}, key_file) == []
+
+
+def test_retransfer_requests_come_with_the_configuration_they_are_part_of() -> None:
+    files = {**FILES, "retransfer.json": '{"a.test.": "ticket-1"}\n'}
+    result = assemble(
+        [shard("edge-config-0", {**files, "zones.json": ZONES}, hash_=config_hash(files))], SECRET
+    )
+    assert isinstance(result, DesiredConfig)
+    assert dict(result.retransfer) == {dns.name.from_text("a.test."): "ticket-1"}
+    # Without the file, no zone has a request.
+    plain = assemble([shard("edge-config-0", {**FILES, "zones.json": ZONES})], SECRET)
+    assert isinstance(plain, DesiredConfig) and dict(plain.retransfer) == {}
+
+    broken = {**FILES, "retransfer.json": '["a.test."]'}
+    invalid = assemble(
+        [shard("edge-config-0", {**broken, "zones.json": ZONES}, hash_=config_hash(broken))],
+        SECRET,
+    )
+    assert isinstance(invalid, Invalid) and "retransfer.json" in invalid.reason

@@ -17,6 +17,7 @@ from secondary_dns.agent.decide import (
     missing_zones,
     one_line,
     pod_annotations,
+    retransfers_due,
 )
 from secondary_dns.agent.probe import parse_zone_statistics
 
@@ -95,3 +96,17 @@ def test_zone_statistics_count_only_zones_with_a_serial() -> None:
     }
     assert parse_zone_statistics(document) == {A}
     assert parse_zone_statistics({}) == set()
+
+
+def test_a_changed_retransfer_request_is_due_only_for_zones_served_before() -> None:
+    before = AppliedConfig("c0", "k1", (A,), {A: "ticket-1"})
+    # A new request for a zone this replica served: due. A request on a zone
+    # that is new to the replica: not due, it transfers in full anyway.
+    after = AppliedConfig("c1", "k1", (A, B), {A: "ticket-2", B: "ticket-1"})
+    assert retransfers_due(before, after) == [A]
+    # The first request on a zone that had none is due too.
+    assert retransfers_due(AppliedConfig("c0", "k1", (A, B)), after) == [A, B]
+    # Same request, a removed request, or a replica with no configuration before: nothing.
+    assert retransfers_due(before, AppliedConfig("c2", "k1", (A,), {A: "ticket-1"})) == []
+    assert retransfers_due(before, AppliedConfig("c2", "k1", (A,))) == []
+    assert retransfers_due(None, after) == []

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import dns.name
 import pytest
+from prometheus_client import generate_latest
 
 from secondary_dns.agent import contract
 from secondary_dns.agent.contract import PodLayout
@@ -134,3 +135,58 @@ def test_invalid_configuration_is_reported_once(layout: PodLayout) -> None:
     assert reporter.annotations[contract.ANNOTATION_APPLIED_CONFIG_HASH] == ""
     assert len(reporter.patches) == 1
     assert not Path(layout.marker).exists()
+
+
+class RetransferControl(ScriptedControl):
+    """named that answers rndc retransfer (or cannot be reached) as scripted."""
+
+    def __init__(self, layout: PodLayout) -> None:
+        super().__init__(layout)
+        self.retransfers: list[dns.name.Name] = []
+        self.reachable = True
+
+    def retransfer(self, zone: dns.name.Name) -> ReloadResult:
+        if not self.reachable:
+            return ReloadResult(False, True, "connection refused")
+        self.retransfers.append(zone)
+        return ReloadResult(True, False, "")
+
+
+def test_a_new_retransfer_request_asks_named_once(layout: PodLayout) -> None:
+    def config(request: str | None) -> Bundle:
+        return render_bundle(
+            layout,
+            [PrimaryZone("a.test.", "192.0.2.1", retransfer_request=request)],
+            KEY,
+            b"0123456789abcdef0123456789abcdef",
+            listen=ipaddress.ip_address("127.0.0.1"),
+        )
+
+    a = dns.name.from_text("a.test.")
+    first = config(None)
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    control = RetransferControl(layout)
+    agent = Agent(layout, source, MemoryPodReporter(), control, ScriptedProbe())
+    agent.start()
+    # named starts on the first configuration: it transfers everything anyway.
+    agent.step()
+    assert control.retransfers == []
+
+    requested = config("ticket-1")
+    assert requested.config_hash != first.config_hash
+    control.reachable = False
+    source.set(shards_of(requested), key_secret_of(requested))
+    agent.step()
+    assert control.retransfers == [] and agent.retransfers_pending == {a}
+    control.reachable = True
+    agent.step()
+    agent.step()
+    assert control.retransfers == [a]
+    metrics = generate_latest(agent.metrics.registry).decode()
+    assert 'secondarydns_agent_retransfers_total{result="requested"} 1.0' in metrics
+
+    # A restarted agent reads the request from disk and does not repeat it.
+    again = Agent(layout, source, MemoryPodReporter(), control, ScriptedProbe())
+    again.start()
+    again.step()
+    assert control.retransfers == [a]

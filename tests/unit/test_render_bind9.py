@@ -17,7 +17,13 @@ from secondary_dns.render import (
     renderer_for,
 )
 from secondary_dns.render.bind9 import NAMED_CONF, ZONES_CONF
-from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
+from secondary_dns.render.engine import (
+    DEFAULT_RELAY_KEY_NAME,
+    RETRANSFER_FILE,
+    RenderedConfig,
+    parse_retransfer_file,
+)
+from secondary_dns.render.kubernetes import engine_hash
 from tests.unit.render_cases import (
     CASES,
     GOLDEN,
@@ -27,6 +33,7 @@ from tests.unit.render_cases import (
     install_tree,
     key,
     minimal_request,
+    name,
     named_checkconf,
     primary,
     zone,
@@ -216,3 +223,32 @@ def test_relay_key_name_must_be_safe() -> None:
         render_bind9(
             dataclasses.replace(minimal_request(), relay_key_name=dns.name.from_text("a b."))
         )
+
+
+def test_a_retransfer_request_is_a_file_of_its_own_and_part_of_the_hash() -> None:
+    def rendered(request: str | None) -> RenderedConfig:
+        spec = zone("example.com.", primary("192.0.2.1"), retransfer_request=request)
+        return render_bind9(
+            dataclasses.replace(minimal_request(), zones=[(ObjectRef(NS, "example"), spec)])
+        )
+
+    without = rendered(None)
+    assert RETRANSFER_FILE not in without.files
+    first, second = rendered("2024-01-01"), rendered("ticket-42")
+    assert parse_retransfer_file(first.files[RETRANSFER_FILE]) == {
+        name("example.com."): "2024-01-01"
+    }
+    # named's own files do not change; the configuration (its hash) does, so the
+    # agent applies it and sees the request.
+    for other in (first, second):
+        assert {n: t for n, t in other.files.items() if n != RETRANSFER_FILE} == without.files
+    assert len({without.config_hash, first.config_hash, second.config_hash}) == 3
+    assert engine_hash(first) == engine_hash(without)
+
+
+def test_a_malformed_retransfer_file_is_an_error_not_an_exception() -> None:
+    assert parse_retransfer_file(None) == {}
+    assert "not JSON" in str(parse_retransfer_file("{"))
+    assert "JSON object" in str(parse_retransfer_file("[]"))
+    assert "non-empty string" in str(parse_retransfer_file('{"a.test.": 7}'))
+    assert "zone" in str(parse_retransfer_file('{"a..test.": "x"}'))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -11,9 +12,10 @@ import pytest
 from secondary_dns.agent.assemble import ConfigShard, DesiredConfig, KeySecret, assemble
 from secondary_dns.agent.contract import PodLayout
 from secondary_dns.api import ObjectRef, SpecError, parse_secondary_server
-from secondary_dns.render import RenderedConfig, config_hash
+from secondary_dns.render import RenderedConfig, config_hash, render_bind9
 from secondary_dns.render import kubernetes as k
 from secondary_dns.render import status as s
+from tests.unit.render_cases import minimal_request
 
 SERVER = k.ServerIdentity(ObjectRef("dns", "edge"), "uid-1", {"tier": "public"})
 
@@ -305,3 +307,39 @@ def test_zone_conditions_explain_themselves() -> None:
         "now",
     )
     assert kept["primarySerial"] == 7
+
+
+def test_status_shows_a_retransfer_request_once_every_replica_applied_it() -> None:
+    def observe(verdicts: tuple[s.ServerVerdict, ...], request: str = "t2") -> s.ZoneObservation:
+        return s.ZoneObservation(1, "example.com.", verdicts=verdicts, retransfer_request=request)
+
+    previous = {"retransferRequest": "t1"}
+    # One server still rolls the configuration out: the last request stays shown.
+    rolling = s.zone_status(
+        observe((_verdict(retransfer_request="t2"), _verdict(server="b", replicas_current=2))),
+        previous,
+        "now",
+    )
+    assert rolling["retransferRequest"] == "t1"
+    # Every replica current, but one server's configuration still has the old request.
+    stale = s.zone_status(
+        observe((_verdict(retransfer_request="t2"), _verdict(server="b", retransfer_request="t1"))),
+        previous,
+        "now",
+    )
+    assert stale["retransferRequest"] == "t1"
+    done = s.zone_status(
+        observe((_verdict(retransfer_request="t2"), _verdict(server="b", retransfer_request="t2"))),
+        previous,
+        "now",
+    )
+    assert done["retransferRequest"] == "t2"
+
+
+def test_verdict_reads_the_zones_request_from_the_rendered_configuration() -> None:
+    request = minimal_request()
+    ref, spec = request.zones[0]
+    with_request = dataclasses.replace(spec, retransfer_request="ticket-9")
+    rendered = render_bind9(dataclasses.replace(request, zones=[(ref, with_request)]))
+    assert s.verdict_for(ref, "edge", rendered, (), 3).retransfer_request == "ticket-9"
+    assert s.verdict_for(ref, "edge", render_bind9(request), (), 3).retransfer_request is None

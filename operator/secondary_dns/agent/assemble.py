@@ -19,6 +19,7 @@ import dns.name
 
 from secondary_dns.agent import contract
 from secondary_dns.render import config_hash
+from secondary_dns.render.engine import RETRANSFER_FILE, parse_retransfer_file
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class DesiredConfig:
     files: Mapping[str, str]
     zones: tuple[dns.name.Name, ...]
     key_file: str = field(repr=False)
+    # spec.retransferRequest per zone (retransfer.json, one of `files`).
+    retransfer: Mapping[dns.name.Name, str] = field(default_factory=dict)
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -209,6 +212,9 @@ def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembl
         # Guards the join: a lost last part or a stale ConfigMap with the new
         # annotations must not reach named.
         return Invalid(wanted_hash, "the files do not match the config hash annotation")
+    retransfer = parse_retransfer_file(joined.get(RETRANSFER_FILE))
+    if isinstance(retransfer, str):
+        return Invalid(wanted_hash, retransfer)
     if secret is None:
         return Pending(f"waiting for the key Secret (keys hash {keys_hash[:12]})")
     if secret.keys_hash != keys_hash:
@@ -224,6 +230,7 @@ def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembl
         files=dict(sorted(joined.items())),
         zones=zones,
         key_file=secret.key_file,
+        retransfer=retransfer,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.name
 
@@ -20,6 +20,7 @@ class AppliedConfig:
     config_hash: str
     keys_hash: str
     zones: tuple[dns.name.Name, ...] = ()
+    retransfer: Mapping[dns.name.Name, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,24 @@ def decide_apply(
     if rejection is not None and (rejection.config_hash, rejection.keys_hash) == identity:
         return Action.ALREADY_REJECTED
     return Action.APPLY
+
+
+def retransfers_due(previous: AppliedConfig | None, applied: AppliedConfig) -> list[dns.name.Name]:
+    """Zones whose spec.retransferRequest changed between two applied configurations.
+
+    Only zones the previous configuration already served: a zone that is new
+    to this replica, or a replica with no configuration before (a new pod),
+    transfers the zone in full anyway. A request that was removed asks for
+    nothing.
+    """
+    if previous is None:
+        return []
+    served = set(previous.zones)
+    return sorted(
+        zone
+        for zone, request in applied.retransfer.items()
+        if zone in served and zone in applied.zones and previous.retransfer.get(zone) != request
+    )
 
 
 def missing_zones(

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.name
 import dns.tsig
 
 from secondary_dns.agent import contract
@@ -38,7 +39,11 @@ from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.decide import AppliedConfig
 from secondary_dns.api import TsigKey
 from secondary_dns.render import render_key_file
-from secondary_dns.render.engine import DEFAULT_RNDC_KEY_NAME
+from secondary_dns.render.engine import (
+    DEFAULT_RNDC_KEY_NAME,
+    RETRANSFER_FILE,
+    parse_retransfer_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +137,14 @@ class NamedControl:
         return (result.stdout + result.stderr).strip() or f"exit status {result.returncode}"
 
     def reconfig(self) -> ReloadResult:
+        """`rndc reconfig`: load the new configuration, zones keep serving."""
+        return self._rndc("reconfig")
+
+    def retransfer(self, zone: dns.name.Name) -> ReloadResult:
+        """`rndc retransfer ZONE`: a full transfer (AXFR) from the primaries now."""
+        return self._rndc("retransfer", zone.to_text())
+
+    def _rndc(self, command: str, *arguments: str) -> ReloadResult:
         argv = [
             self.rndc,
             "-k",
@@ -140,7 +153,8 @@ class NamedControl:
             "127.0.0.1",
             "-p",
             str(self.control_port),
-            "reconfig",
+            command,
+            *arguments,
         ]
         try:
             result = subprocess.run(
@@ -151,10 +165,10 @@ class NamedControl:
         message = (result.stdout + result.stderr).strip()
         if result.returncode == 0:
             return ReloadResult(True, False, message)
-        # rndc prints "'reconfig' failed: <reason>" when named received the
-        # command and refused the configuration; anything else (connect failed,
-        # timed out, connection closed) means the command never got through.
-        refused = "'reconfig' failed" in message
+        # rndc prints "'<command>' failed: <reason>" when named received the
+        # command and refused it; anything else (connect failed, timed out,
+        # connection closed) means the command never got through.
+        refused = f"'{command}' failed" in message
         return ReloadResult(False, not refused, message or f"exit status {result.returncode}")
 
 
@@ -193,10 +207,18 @@ class ConfigDirectory:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         zones = parse_zones(zones_text)
+        try:
+            retransfer_text: str | None = (
+                self.versions / state["configHash"] / RETRANSFER_FILE
+            ).read_text()
+        except OSError:
+            retransfer_text = None
+        retransfer = parse_retransfer_file(retransfer_text)
         return AppliedConfig(
             config_hash=str(state["configHash"]),
             keys_hash=str(state.get("keysHash", "")),
             zones=zones if isinstance(zones, tuple) else (),
+            retransfer=retransfer if isinstance(retransfer, dict) else {},
         )
 
     def _write_marker(self, applied: AppliedConfig) -> None:
@@ -277,7 +299,9 @@ class ConfigDirectory:
         # only when told to (or when it restarts).
         write_atomically(self.key_file, desired.key_file, 0o600)
         self._point_link(os.path.relpath(version, self.run_dir))
-        applied = AppliedConfig(desired.config_hash, desired.keys_hash, desired.zones)
+        applied = AppliedConfig(
+            desired.config_hash, desired.keys_hash, desired.zones, desired.retransfer
+        )
 
         if not named_started:
             self._write_marker(applied)

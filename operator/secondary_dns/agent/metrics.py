@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 RELOAD_RESULTS = ("success", "rejected", "failed")
+RETRANSFER_RESULTS = ("requested", "refused")
 
 
 class AgentMetrics:
@@ -19,6 +20,15 @@ class AgentMetrics:
         )
         for result in RELOAD_RESULTS:
             self.reloads.labels(result=result)
+        self.retransfers = Counter(
+            "secondarydns_agent_retransfers",
+            "Full retransfers asked of named (rndc retransfer) because a Zone's "
+            "spec.retransferRequest changed, by result: requested, refused (by named).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in RETRANSFER_RESULTS:
+            self.retransfers.labels(result=result)
         self.config_applied = Gauge(
             "secondarydns_agent_config_applied_info",
             "The configuration named serves: 1 for its config hash.",

@@ -28,6 +28,7 @@ from secondary_dns.agent.decide import (
     decide_apply,
     missing_zones,
     pod_annotations,
+    retransfers_due,
 )
 from secondary_dns.agent.files import ConfigDirectory, NamedControl, ensure_rndc_key
 from secondary_dns.agent.metrics import AgentMetrics
@@ -91,6 +92,8 @@ class Agent:
         self.applied: AppliedConfig | None = None
         self.rejection: Rejection | None = None
         self.reload_pending = False
+        # Zones whose new spec.retransferRequest named has not been told about yet.
+        self.retransfers_pending: set[dns.name.Name] = set()
         self.readiness = Readiness(False, "starting")
         self.zones_loaded = 0
         self._reported: dict[str, str | None] | None = None
@@ -170,6 +173,27 @@ class Agent:
             elif not outcome.unreachable:
                 log.error("named refused the configuration on retry: %s", outcome.message)
                 self.reload_pending = False
+        self._retransfer()
+
+    def _retransfer(self) -> None:
+        served = set(self.applied.zones) if self.applied else set()
+        self.retransfers_pending &= served
+        for zone in sorted(self.retransfers_pending):
+            outcome = self.control.retransfer(zone)
+            if outcome.unreachable:
+                log.warning(
+                    "named not reachable for retransfer of %s (%s); will retry",
+                    zone,
+                    outcome.message,
+                )
+                return
+            self.retransfers_pending.discard(zone)
+            if outcome.ok:
+                log.info("retransfer of %s requested (spec.retransferRequest changed)", zone)
+                self.metrics.retransfers.labels(result="requested").inc()
+            else:
+                log.error("named refused the retransfer of %s: %s", zone, outcome.message)
+                self.metrics.retransfers.labels(result="refused").inc()
 
     def _apply(self, desired: DesiredConfig) -> None:
         action = decide_apply(desired, self.applied, self.rejection)
@@ -197,7 +221,11 @@ class Agent:
             len(desired.zones),
             outcome.message,
         )
-        self.applied = AppliedConfig(desired.config_hash, desired.keys_hash, desired.zones)
+        previous = self.applied
+        self.applied = AppliedConfig(
+            desired.config_hash, desired.keys_hash, desired.zones, desired.retransfer
+        )
+        self.retransfers_pending.update(retransfers_due(previous, self.applied))
         self.rejection = None
         self.reload_pending = outcome.reload_pending
         self.metrics.reloads.labels(result="success").inc()

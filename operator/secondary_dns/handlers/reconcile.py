@@ -36,6 +36,7 @@ from secondary_dns.api import (
     TsigKey,
     TsigSecretError,
     ZoneSpec,
+    conditions,
     parse_secondary_server,
     parse_tsig_secret,
     parse_zone,
@@ -611,6 +612,7 @@ class Reconciler:
             missing_servers=missing,
             verdicts=tuple(verdicts),
             notify_address=self.notify_address,
+            retransfer_request=spec.retransfer_request,
         )
         self._write_zone_status(zone, observation)
 
@@ -641,6 +643,15 @@ class Reconciler:
             if config_valid and (before is None or before.get("reason") != config_valid["reason"]):
                 event_type = "Normal" if config_valid["status"] == "True" else "Warning"
                 self.post_event(zone, event_type, config_valid["reason"], config_valid["message"])
+            request = new.get("retransferRequest")
+            if request and request != previous.get("retransferRequest"):
+                self.post_event(
+                    zone,
+                    "Normal",
+                    conditions.RETRANSFER_REQUESTED,
+                    f"every replica was told to transfer {new.get('zone', '')} in full "
+                    f"(AXFR) for spec.retransferRequest {request!r}",
+                )
 
 
 def _rollout_complete(statefulset: Mapping[str, Any] | None, replicas: int) -> bool:

@@ -28,6 +28,7 @@ import dns.name
 from secondary_dns.api import TsigKey
 from secondary_dns.render import tokens
 from secondary_dns.render.engine import (
+    RETRANSFER_FILE,
     EnginePaths,
     PlannedAclEntry,
     PlannedZone,
@@ -37,6 +38,7 @@ from secondary_dns.render.engine import (
     check_server,
     config_hash,
     plan_zones,
+    retransfer_file,
 )
 from secondary_dns.render.tokens import UnsafeValueError
 
@@ -280,6 +282,9 @@ class Bind9Renderer:
         for zone in plan.zones:
             zone_lines += ["", *_zone_statement(zone, request)]
         files = {NAMED_CONF: named_conf, ZONES_CONF: "\n".join(zone_lines) + "\n"}
+        retransfers = retransfer_file(plan)
+        if retransfers is not None:
+            files[RETRANSFER_FILE] = retransfers
         return RenderedConfig(
             engine=ENGINE,
             files=files,

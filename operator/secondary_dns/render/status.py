@@ -16,7 +16,12 @@ from typing import Any
 
 from secondary_dns.api import ObjectRef, SpecError, conditions
 from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN, find_condition, set_condition
-from secondary_dns.render.engine import RenderedConfig, ZoneRejection
+from secondary_dns.render.engine import (
+    RETRANSFER_FILE,
+    RenderedConfig,
+    ZoneRejection,
+    parse_retransfer_file,
+)
 from secondary_dns.render.kubernetes import (
     ANNOTATION_APPLIED_HASH,
     ANNOTATION_CONFIG_ERROR,
@@ -257,6 +262,8 @@ class ServerVerdict:
     replicas: int
     replicas_current: int
     pod_errors: tuple[str, ...] = ()
+    # The zone's spec.retransferRequest in this server's rendered configuration.
+    retransfer_request: str | None = None
 
 
 def verdict_for(
@@ -267,7 +274,10 @@ def verdict_for(
     replicas: int,
 ) -> ServerVerdict:
     pods = list(pods)
-    served = any(ref == zone_ref for _, ref in rendered.served)
+    names = [zone for zone, ref in rendered.served if ref == zone_ref]
+    served = bool(names)
+    requests = parse_retransfer_file(rendered.files.get(RETRANSFER_FILE))
+    retransfer_request = requests.get(names[0]) if names and isinstance(requests, dict) else None
     current = [p for p in pods if p.ready and p.applied_config_hash == rendered.config_hash]
     errors = tuple(
         f"pod {p.name}: {p.config_error}"
@@ -282,6 +292,7 @@ def verdict_for(
         replicas=replicas,
         replicas_current=len(current),
         pod_errors=errors,
+        retransfer_request=retransfer_request,
     )
 
 
@@ -295,6 +306,8 @@ class ZoneObservation:
     verdicts: tuple[ServerVerdict, ...] = field(default_factory=tuple)
     # Where the zone's primaries send NOTIFY (the operator's relay), when known.
     notify_address: str | None = None
+    # spec.retransferRequest of the Zone as read now.
+    retransfer_request: str | None = None
 
 
 def zone_status(observed: ZoneObservation, previous: Mapping[str, Any], now: str) -> dict[str, Any]:
@@ -388,6 +401,11 @@ def zone_status(observed: ZoneObservation, previous: Mapping[str, Any], now: str
         )
         ready = FALSE
     else:
+        request = observed.retransfer_request
+        if request and all(v.retransfer_request == request for v in observed.verdicts):
+            # Every replica applied the configuration that carries the request,
+            # and the agent tells named to retransfer before it reports that.
+            result["retransferRequest"] = request
         reason_ready = conditions.AWAITING_SERIALS
         message_ready = (
             f"every replica of {servers} has the configuration with this zone; "
