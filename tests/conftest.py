@@ -8,9 +8,11 @@ tests never ask for it and run anywhere, without root.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,16 +30,36 @@ def test_netns() -> Iterator[str]:
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root (the data-plane and cluster tiers run as root)")
     name = test_cluster_name()
+    # Two sessions in one namespace hand out the same loopback addresses and
+    # kill each other's processes at the end: refuse the second one plainly.
+    lock = Path(f"/run/secondary-dns-{name}.lock").open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        pytest.exit(
+            f"another test session (pid {holder}) is using the network namespace {name}; "
+            f"wait for it, or run this one with SDNS_TEST_CLUSTER=<another name>",
+            returncode=3,
+        )
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
     netns.create(name)
     netns.enter(name)
     yield name
     # A cluster kept running on purpose keeps its namespace; otherwise nothing
     # the session started may outlive it.
-    if LocalCluster(name).healthy():
-        return
-    for pid in set(netns.pids(name)) - {os.getpid()}:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    netns.delete(name)
+    try:
+        if LocalCluster(name).healthy():
+            return
+        for pid in set(netns.pids(name)) - {os.getpid()}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        netns.delete(name)
+    finally:
+        lock.close()

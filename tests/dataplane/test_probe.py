@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from pathlib import Path
 
 import dns.name
@@ -80,14 +81,53 @@ def test_silence_and_a_closed_port_are_timeouts(fleet: NamedFleet) -> None:
         silent.bind((address, 0))
         port = silent.getsockname()[1]
         result = asyncio.run(probe_soa(ZONE, ProbeTarget(address, port), timeout=0.5))
+        once = asyncio.run(probe_soa(ZONE, ProbeTarget(address, port), timeout=0.5, attempts=1))
+        # The monitor's mix: one try for a replica, two for a primary.
+        mixed = asyncio.run(
+            probe_all([(ZONE, ProbeTarget(address, port))] * 2, timeout=0.5, attempts=[1, 2])
+        )
     assert result.answer is None
-    assert result.error == "timeout after 0.5s"
+    # Sent twice by default (a lost datagram is not an unreachable server).
+    assert result.error == "timeout after 2 attempts of 0.5s"
     assert result.timed_out and not result.responded
-    assert 0.4 < result.rtt_seconds < 2.0
+    assert 0.9 < result.rtt_seconds < 3.0
+    assert once.error == "timeout after 0.5s" and 0.4 < once.rtt_seconds < 2.0
+    assert [r.error for r in mixed] == ["timeout after 0.5s", "timeout after 2 attempts of 0.5s"]
     # Nothing bound at all: the ICMP port unreachable does not reach an unconnected
     # UDP socket, so this too is a timeout, and never an exception.
-    closed = asyncio.run(probe_soa(ZONE, ProbeTarget(address, port), timeout=0.5))
+    closed = asyncio.run(probe_soa(ZONE, ProbeTarget(address, port), timeout=0.5, attempts=1))
     assert closed.error == "timeout after 0.5s"
+
+
+def test_one_lost_datagram_is_retried_not_a_timeout(
+    fleet: NamedFleet, primary: PrimaryServer
+) -> None:
+    # A forwarder in front of the real primary that loses the first query it gets.
+    address = fleet.address()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as lossy:
+        lossy.bind((address, 0))
+        lossy.settimeout(10)
+        port = lossy.getsockname()[1]
+
+        def forward_all_but_the_first() -> None:
+            lossy.recvfrom(4096)  # dropped
+            for _ in range(2):
+                try:
+                    query, client = lossy.recvfrom(4096)
+                except OSError:
+                    return
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+                    upstream.settimeout(5)
+                    upstream.sendto(query, (primary.address, primary.port))
+                    lossy.sendto(upstream.recv(4096), client)
+
+        forwarder = threading.Thread(target=forward_all_but_the_first, daemon=True)
+        forwarder.start()
+        result = asyncio.run(probe_soa(ZONE, ProbeTarget(address, port), timeout=0.5))
+        forwarder.join(timeout=15)
+    assert result.error is None, result.error
+    assert result.serial == primary.serial(ZONE)
+    assert result.rtt_seconds < 0.5  # the attempt that answered, not the lost one
 
 
 def test_probe_all_keeps_order_and_bounds_concurrency(

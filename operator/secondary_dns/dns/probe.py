@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dns.asyncquery
 import dns.exception
@@ -29,6 +29,9 @@ import dns.tsig
 from secondary_dns.api import TsigKey
 
 DEFAULT_TIMEOUT = 2.0
+# A query that timed out is sent once more, as dig (+tries=2) and stub resolvers
+# do: one lost UDP datagram must not make a primary "unreachable" for a round.
+DEFAULT_ATTEMPTS = 2
 DEFAULT_CONCURRENCY = 64
 
 
@@ -154,11 +157,35 @@ async def probe_soa(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     key: TsigKey | None = None,
+    attempts: int = DEFAULT_ATTEMPTS,
 ) -> ProbeResult:
     """Ask `target` for the SOA of `zone`: UDP, TCP when the answer is truncated.
 
-    Never raises for DNS or network failures; they are in `ProbeResult.error`.
+    A timeout is tried again, up to `attempts` queries in all (each with a new
+    ID and `timeout` of its own); any answer, also a refusal, is final. Never
+    raises for DNS or network failures; they are in `ProbeResult.error`.
     """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    started = time.monotonic()
+    result = await _probe_once(zone, target, timeout, key)
+    for _ in range(attempts - 1):
+        if not result.timed_out:
+            break
+        result = await _probe_once(zone, target, timeout, key)
+    # rtt of the attempt that answered; a final timeout reports the whole wait.
+    if result.timed_out and attempts > 1:
+        result = replace(
+            result,
+            error=f"timeout after {attempts} attempts of {timeout:g}s",
+            rtt_seconds=time.monotonic() - started,
+        )
+    return result
+
+
+async def _probe_once(
+    zone: dns.name.Name, target: ProbeTarget, timeout: float, key: TsigKey | None
+) -> ProbeResult:
     query = make_soa_query(zone, key)
     started = time.monotonic()
     try:
@@ -194,21 +221,29 @@ async def probe_all(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float = DEFAULT_TIMEOUT,
+    attempts: int | Sequence[int] = DEFAULT_ATTEMPTS,
 ) -> list[ProbeResult]:
     """Probe every (zone, target[, key]) with at most `concurrency` queries in flight.
 
     Results are in the order of `requests`. One coroutine per request, gated by a
     semaphore: no thread per zone, and a fleet of many zones does not open
-    thousands of sockets at once.
+    thousands of sockets at once. `attempts` is one count for all, or one per request.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    counts = [attempts] * len(requests) if isinstance(attempts, int) else list(attempts)
+    if len(counts) != len(requests):
+        raise ValueError("attempts needs one count per request")
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(request: ProbeRequest) -> ProbeResult:
+    async def one(request: ProbeRequest, tries: int) -> ProbeResult:
         zone, target = request[0], request[1]
         key = request[2] if len(request) == 3 else None
         async with gate:
-            return await probe_soa(zone, target, timeout=timeout, key=key)
+            return await probe_soa(zone, target, timeout=timeout, key=key, attempts=tries)
 
-    return list(await asyncio.gather(*(one(request) for request in requests)))
+    return list(
+        await asyncio.gather(
+            *(one(request, n) for request, n in zip(requests, counts, strict=True))
+        )
+    )

@@ -22,7 +22,13 @@ from secondary_dns.api import ObjectRef, conditions
 from secondary_dns.api.conditions import FALSE, TRUE, find_condition, set_condition
 from secondary_dns.dns import serials
 from secondary_dns.dns.notify import send_notify
-from secondary_dns.dns.probe import ProbeRequest, ProbeResult, ProbeTarget, probe_all
+from secondary_dns.dns.probe import (
+    DEFAULT_ATTEMPTS,
+    ProbeRequest,
+    ProbeResult,
+    ProbeTarget,
+    probe_all,
+)
 from secondary_dns.dns.relay import NotifyRelay, RelayRoute
 from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
 
@@ -164,14 +170,23 @@ class SerialMonitor:
         if self.relay is not None:
             self.relay.set_routes(relay_routes(zones))
         requests: list[ProbeRequest] = []
+        # A primary's silence turns PrimaryUnreachable on at once, so a timed-out
+        # query to it is sent again (one lost datagram is not an outage). A
+        # replica gets one try: a pod that is gone shows as missing within one
+        # round, and Stale waits for its own grace anyway.
+        attempts: list[int] = []
         for zone in zones:
             for primary in zone.primaries:
                 requests.append((zone.name, primary))
+                attempts.append(DEFAULT_ATTEMPTS)
             for target, _ in zone.replicas:
                 if target.address:
                     requests.append((zone.name, ProbeTarget(target.address, target.port)))
+                    attempts.append(1)
         results = iter(
-            await probe_all(requests, concurrency=self.concurrency, timeout=self.timeout)
+            await probe_all(
+                requests, concurrency=self.concurrency, timeout=self.timeout, attempts=attempts
+            )
         )
         now = time.time()
         repairs: list[tuple[MonitoredZone, serials.ReplicaTarget, Any]] = []
