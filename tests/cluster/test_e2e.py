@@ -248,16 +248,25 @@ def test_retransfer_request_makes_every_replica_transfer_in_full(setup: Setup) -
 
     before = full_transfers()
     patch = json.dumps({"spec": {"retransferRequest": "e2e-ticket-1"}})
+    started = time.monotonic()
     setup.cluster.kubectl(
         "patch", "zone", "-n", setup.namespace, ZONE_OBJECT, "--type=merge", "-p", patch
     )
+    # One AXFR per replica at an unchanged serial: only the request asks for them.
+    wait_for(
+        "three more full transfers", lambda: full_transfers() >= before + 3, timeout=30, every=0.05
+    )
+    transferred = time.monotonic() - started
     wait_for(
         "status.retransferRequest to show the request",
         lambda: setup.status().get("retransferRequest") == "e2e-ticket-1",
         timeout=60,
+        every=0.1,
     )
-    # One AXFR per replica at an unchanged serial: only the request asks for them.
-    wait_for("three more full transfers", lambda: full_transfers() >= before + 3, timeout=30)
+    print(
+        f"\nretransferRequest -> 3 AXFRs {transferred:.2f}s, "
+        f"-> status.retransferRequest {time.monotonic() - started:.2f}s"
+    )
     assert setup.primary.serial(ORIGIN) == serial
     events = setup.cluster.kubectl(
         "get", "events", "-n", setup.namespace, "-o", "json",
