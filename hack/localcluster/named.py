@@ -393,6 +393,9 @@ class PrimaryServer(NamedProcess):
         self.control_port = 0
         self.require_tsig = require_tsig
         self.also_notify = tuple(also_notify)
+        # Addresses this primary refuses queries and transfers from (a secondary
+        # cut off from it, while others still reach it). Applied by `refuse()`.
+        self.refused: tuple[str, ...] = ()
         self.zones: dict[dns.name.Name, dns.zone.Zone] = {_origin(z): z for z in zones}
         super().__init__(
             "primary-" + address,
@@ -418,6 +421,18 @@ class PrimaryServer(NamedProcess):
             f"\tnotify-source {self.address};\n"
         )
 
+    def _query_acl(self) -> str:
+        if not self.refused:
+            return ""
+        negated = " ".join(f"!{address};" for address in self.refused)
+        return f"\tallow-query {{ {negated} any; }};\n"
+
+    def refuse(self, *addresses: str) -> None:
+        """From now on refuse queries and transfers from `addresses` (none: nobody)."""
+        self.refused = tuple(addresses)
+        self.write_config()
+        self.rndc("reconfig")
+
     def zone_path(self, origin: dns.name.Name) -> Path:
         return self.workdir / f"{origin.to_text(omit_final_dot=True)}.db"
 
@@ -427,6 +442,9 @@ class PrimaryServer(NamedProcess):
             self.control_port = free_port()
         key_name = self.key.name.to_text(omit_final_dot=True)
         transfer_acl = f'key "{key_name}";' if self.require_tsig else "any;"
+        # A refused address may neither query nor transfer: BIND falls back to an
+        # IXFR when its SOA query is refused, so both doors must be shut.
+        transfer_acl = "".join(f"!{address}; " for address in self.refused) + transfer_acl
         zones = ""
         for origin, zone in sorted(self.zones.items()):
             zone.to_file(str(self.zone_path(origin)), relativize=False)
@@ -451,6 +469,7 @@ class PrimaryServer(NamedProcess):
             + "\trecursion no;\n"
             + "\tdnssec-validation no;\n"
             + self._notify_options()
+            + self._query_acl()
             + f"\tallow-transfer {{ {transfer_acl} }};\n"
             # Test zones are tiny: a one-record delta is bigger than BIND's default
             # max-ixfr-ratio (100%) allows, which would turn every IXFR into AXFR.

@@ -120,7 +120,11 @@ class AgentPod:
             poll_interval=0.2,
         )
         self.http = AgentHTTPServer(
-            "127.0.0.1:0", self.agent.healthz, self.agent.readyz, self.agent.metrics.registry
+            "127.0.0.1:0",
+            self.agent.healthz,
+            self.agent.readyz,
+            self.agent.metrics.registry,
+            self.agent.zones_document,
         )
         self.engine = EngineProcess(self.layout, workdir / "engine.log")
         # For queries only: the process is the engine's, not this object's.

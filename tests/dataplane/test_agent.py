@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +181,37 @@ def test_a_new_retransfer_request_makes_every_zone_it_names_transfer_in_full(
     pod.publish(pod.bundle([*zones("ticket-1"), PrimaryZone("third.test.", primary.address)]))
     time.sleep(2.0)
     assert primary.outgoing_transfers("example.test.") == [("AXFR", 5), ("AXFR", 5)]
+
+
+def test_zones_endpoint_shows_named_s_own_expire_timer(
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+) -> None:
+    primary = fleet.start_primary([make_zone("example.test.", serial=9, expire=7200)], transfer_key)
+    pod.publish(
+        pod.bundle(
+            [
+                PrimaryZone("example.test.", primary.address),
+                # Its primary does not serve it: configured, never loaded.
+                PrimaryZone("absent.test.", primary.address),
+            ]
+        )
+    )
+    pod.wait_until_serving("example.test.", 9)
+    transferred = time.time()
+
+    def zones() -> dict[str, Any] | None:
+        status, body = pod.get("/zones")
+        assert status == 200
+        found: dict[str, Any] = json.loads(body)["zones"]
+        return found if found.get("example.test.", {}).get("expires") else None
+
+    shown = wait_until(zones, 30, "the expire time of example.test. on /zones")
+    # named: expire = last successful refresh (the transfer just now) + SOA expire.
+    assert abs(shown["example.test."]["expires"] - (transferred + 7200)) < 5
+    assert shown["example.test."]["serial"] == 9
+    # Never loaded: no serial, no expiry; named keeps retrying (refresh is its next try).
+    absent = shown["absent.test."]
+    assert absent["serial"] is None and absent["expires"] is None
+    metrics = pod.get("/metrics")[1]
+    assert 'secondarydns_agent_zone_expires_timestamp_seconds{zone="example.test."}' in metrics
+    assert 'zone="absent.test."' not in metrics

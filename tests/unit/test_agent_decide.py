@@ -19,7 +19,7 @@ from secondary_dns.agent.decide import (
     pod_annotations,
     retransfers_due,
 )
-from secondary_dns.agent.probe import parse_zone_statistics
+from secondary_dns.agent.probe import ZoneState, parse_zone_states, parse_zone_statistics
 
 A = dns.name.from_text("a.test.")
 B = dns.name.from_text("b.test.")
@@ -110,3 +110,38 @@ def test_a_changed_retransfer_request_is_due_only_for_zones_served_before() -> N
     assert retransfers_due(before, AppliedConfig("c2", "k1", (A,), {A: "ticket-1"})) == []
     assert retransfers_due(before, AppliedConfig("c2", "k1", (A,))) == []
     assert retransfers_due(None, after) == []
+
+
+def test_zone_states_carry_named_s_expire_and_refresh_times() -> None:
+    document = {
+        "views": {
+            "_default": {
+                "zones": [
+                    {
+                        "name": "a.test",
+                        "class": "IN",
+                        "serial": 5,
+                        "type": "secondary",
+                        "loaded": "2026-12-02T05:31:50Z",
+                        "expires": "2026-12-03T05:31:50Z",
+                        "refresh": "2026-12-02T06:20:24Z",
+                    },
+                    # Configured, never transferred: no serial, epoch times.
+                    {
+                        "name": "b.test",
+                        "class": "IN",
+                        "type": "secondary",
+                        "expires": "1970-01-01T00:00:00Z",
+                        "refresh": "garbage",
+                    },
+                    {"name": "version.bind", "class": "CH", "serial": 0},
+                ]
+            }
+        }
+    }
+    states = parse_zone_states(document)
+    assert states == {
+        A: ZoneState(serial=5, expires=1796275910.0, refresh=1796192424.0),
+        B: ZoneState(serial=None, expires=None, refresh=None),
+    }
+    assert parse_zone_statistics(document) == {A}

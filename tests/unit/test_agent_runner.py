@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from secondary_dns.agent import contract
 from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.files import NamedControl, ReloadResult
-from secondary_dns.agent.probe import EngineProbe
+from secondary_dns.agent.probe import EngineProbe, ZoneState
 from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
 from tests.dataplane.agent_configs import (
@@ -46,8 +46,8 @@ class ScriptedProbe(EngineProbe):
     def answering(self) -> bool:
         return True
 
-    def loaded_zones(self) -> set[dns.name.Name] | None:
-        return set(self.loaded)
+    def zone_states(self) -> dict[dns.name.Name, ZoneState] | None:
+        return {zone: ZoneState(serial=1) for zone in self.loaded}
 
 
 @pytest.fixture

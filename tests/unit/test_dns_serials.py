@@ -385,6 +385,40 @@ def test_a_replica_stuck_behind_also_runs_towards_expiry() -> None:
     assert "edge-0" not in condition(later, conditions.EXPIRING)["message"]
 
 
+def test_a_replica_cut_off_from_the_primary_is_seen_through_its_engines_expire_timer() -> None:
+    # The primary answers the operator and the zone does not change: every probe
+    # shows 5/5/5. Only edge-1's named knows its refreshes fail: its expire time
+    # stopped moving at T0 (T0 + SOA expire).
+    timers = {"expire": 1000}
+    stuck = {"edge-1": T0 + 1000}
+    first = run([answered(PRIMARY, 5)], [5, 5, 5], timers=timers, engine_expiry=stuck)
+    assert verdict(first, conditions.SYNCED) == ("True", conditions.IN_SYNC)
+    assert verdict(first, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
+    later = then(
+        first, [answered(PRIMARY, 5)], [5, 5, 5], T0 + 600, timers=timers, engine_expiry=stuck
+    )
+    assert verdict(later, conditions.EXPIRING) == ("True", conditions.EXPIRY_APPROACHING)
+    message = condition(later, conditions.EXPIRING)["message"]
+    assert f"edge-1 (failure domain zone-b): its copy expires at {timestamp_text(T0 + 1000)}" in (
+        message
+    )
+    assert "edge-0" not in message and "edge-2" not in message
+    assert not later.healthy
+    # Without the engine's timer the same probes would call it healthy.
+    blind = then(first, [answered(PRIMARY, 5)], [5, 5, 5], T0 + 600, timers=timers)
+    assert verdict(blind, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
+    # A refresh gets through: named moves the timer, the warning clears.
+    healed = then(
+        later,
+        [answered(PRIMARY, 5)],
+        [5, 5, 5],
+        T0 + 610,
+        timers=timers,
+        engine_expiry={"edge-1": T0 + 1610},
+    )
+    assert verdict(healed, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
+
+
 # ---------------------------------------------------------------- regression
 
 

@@ -141,7 +141,9 @@ def run_agent(args: argparse.Namespace) -> int:
         ),
         AgentMetrics(),
     )
-    server = AgentHTTPServer(args.listen, agent.healthz, agent.readyz, agent.metrics.registry)
+    server = AgentHTTPServer(
+        args.listen, agent.healthz, agent.readyz, agent.metrics.registry, agent.zones_document
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

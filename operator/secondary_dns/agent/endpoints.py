@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /metrics for the kubelet and Prometheus."""
+"""/healthz, /readyz and /metrics for the kubelet and Prometheus; /zones for the operator."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 class AgentHTTPServer:
     def __init__(
-        self, listen: str, healthz: Check, readyz: Check, registry: CollectorRegistry
+        self,
+        listen: str,
+        healthz: Check,
+        readyz: Check,
+        registry: CollectorRegistry,
+        zones: Callable[[], bytes] | None = None,
     ) -> None:
         checks = {"/healthz": healthz, "/readyz": readyz}
 
@@ -32,6 +37,9 @@ class AgentHTTPServer:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    return
+                if path == "/zones" and zones is not None:
+                    self._send(200, zones(), "application/json")
                     return
                 check = checks.get(path)
                 if check is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import dns.name
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 RELOAD_RESULTS = ("success", "rejected", "failed")
@@ -60,7 +63,24 @@ class AgentMetrics:
             "1 when the replica reports Ready (named answers, zones loaded).",
             registry=self.registry,
         )
+        self.zone_expires = Gauge(
+            "secondarydns_agent_zone_expires_timestamp_seconds",
+            "Unix time at which named stops answering for the zone unless a refresh from "
+            "a primary succeeds first (named's own expire timer; it moves forward at every "
+            "successful refresh). Alert when it comes within a fraction of SOA expire.",
+            ["zone"],
+            registry=self.registry,
+        )
         self._applied_hash: str | None = None
+        self._expiry_zones: set[str] = set()
+
+    def set_zone_expiry(self, expires: Mapping[dns.name.Name, float]) -> None:
+        zones = {zone.to_text(): value for zone, value in expires.items()}
+        for gone in self._expiry_zones - set(zones):
+            self.zone_expires.remove(gone)
+        for zone, value in zones.items():
+            self.zone_expires.labels(zone=zone).set(value)
+        self._expiry_zones = set(zones)
 
     def set_applied(self, config_hash: str | None) -> None:
         if config_hash == self._applied_hash:

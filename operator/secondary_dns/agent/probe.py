@@ -6,6 +6,8 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dns.exception
@@ -17,16 +19,40 @@ import dns.query
 PROBE_TIMEOUT_SECONDS = 1.0
 
 
-def parse_zone_statistics(document: Mapping[str, Any]) -> set[dns.name.Name]:
-    """Zones named has loaded at least once, from `/json/v1/zones`.
+@dataclass(frozen=True)
+class ZoneState:
+    """One zone as named's statistics channel shows it (times as Unix seconds).
 
-    BIND lists every configured zone; a secondary that has neither transferred
-    nor read its file yet has no `serial` (and `loaded` is the epoch).
+    `expires` is when named stops answering for the zone unless a refresh from
+    a primary succeeds first: BIND moves it to "now + SOA expire" at every
+    successful refresh (a transfer, or an SOA check that found the serial
+    current). It is the engine's own record of its last successful refresh,
+    which SOA probes from outside cannot see.
     """
-    loaded: set[dns.name.Name] = set()
+
+    serial: int | None
+    expires: float | None = None
+    refresh: float | None = None
+
+
+def _time(value: object) -> float | None:
+    """BIND's `2026-12-02T05:31:50Z`; None for the epoch (never) or anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    seconds = parsed.timestamp()
+    return seconds if seconds > 0 else None
+
+
+def parse_zone_states(document: Mapping[str, Any]) -> dict[dns.name.Name, ZoneState]:
+    """The IN-class zones of `/json/v1/zones`, with their serial and timers."""
+    states: dict[dns.name.Name, ZoneState] = {}
     views = document.get("views")
     if not isinstance(views, Mapping):
-        return loaded
+        return states
     for view in views.values():
         zones = view.get("zones") if isinstance(view, Mapping) else None
         if not isinstance(zones, list):
@@ -34,13 +60,28 @@ def parse_zone_statistics(document: Mapping[str, Any]) -> set[dns.name.Name]:
         for zone in zones:
             if not isinstance(zone, Mapping) or not isinstance(zone.get("name"), str):
                 continue
-            if zone.get("serial") is None or zone.get("class", "IN") != "IN":
+            if zone.get("class", "IN") != "IN":
                 continue
             try:
-                loaded.add(dns.name.from_text(zone["name"]))
+                name = dns.name.from_text(zone["name"])
             except dns.exception.DNSException:
                 continue
-    return loaded
+            serial = zone.get("serial")
+            states[name] = ZoneState(
+                serial=serial if isinstance(serial, int) and not isinstance(serial, bool) else None,
+                expires=_time(zone.get("expires")),
+                refresh=_time(zone.get("refresh")),
+            )
+    return states
+
+
+def parse_zone_statistics(document: Mapping[str, Any]) -> set[dns.name.Name]:
+    """Zones named has loaded at least once, from `/json/v1/zones`.
+
+    BIND lists every configured zone; a secondary that has neither transferred
+    nor read its file yet has no `serial` (and `loaded` is the epoch).
+    """
+    return {name for name, state in parse_zone_states(document).items() if state.serial is not None}
 
 
 class EngineProbe:
@@ -67,11 +108,11 @@ class EngineProbe:
             return False
         return True
 
-    def loaded_zones(self) -> set[dns.name.Name] | None:
+    def zone_states(self) -> dict[dns.name.Name, ZoneState] | None:
         """None when the statistics channel does not answer."""
         try:
             with urllib.request.urlopen(self.statistics_url, timeout=self.timeout) as response:
                 document = json.load(response)
         except (OSError, urllib.error.URLError, ValueError):
             return None
-        return parse_zone_statistics(document) if isinstance(document, Mapping) else None
+        return parse_zone_states(document) if isinstance(document, Mapping) else None

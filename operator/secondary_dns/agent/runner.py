@@ -7,6 +7,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from secondary_dns.agent.decide import (
 )
 from secondary_dns.agent.files import ConfigDirectory, NamedControl, ensure_rndc_key
 from secondary_dns.agent.metrics import AgentMetrics
-from secondary_dns.agent.probe import EngineProbe
+from secondary_dns.agent.probe import EngineProbe, ZoneState
 from secondary_dns.agent.source import ConfigSource
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class Agent:
         self.retransfers_pending: set[dns.name.Name] = set()
         self.readiness = Readiness(False, "starting")
         self.zones_loaded = 0
+        self.zone_states: dict[dns.name.Name, ZoneState] = {}
         self._reported: dict[str, str | None] | None = None
         self._pending_reason = ""
         self._last_pass = time.monotonic()
@@ -111,6 +113,16 @@ class Agent:
 
     def readyz(self) -> tuple[bool, str]:
         return self.readiness.ready, self.readiness.reason
+
+    def zones_document(self) -> bytes:
+        """GET /zones: what named says of each configured zone (see docs/agent.md)."""
+        states = self.zone_states
+        zones = {
+            zone.to_text(): {"serial": st.serial, "expires": st.expires, "refresh": st.refresh}
+            for zone, st in sorted(states.items())
+        }
+        applied = self.applied.config_hash if self.applied else None
+        return (json.dumps({"configHash": applied, "zones": zones}) + "\n").encode()
 
     # ---- loop ------------------------------------------------------------------------
 
@@ -236,8 +248,16 @@ class Agent:
     def observe_engine(self) -> None:
         configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
         answering = self.applied is not None and self.probe.answering()
-        loaded = self.probe.loaded_zones() if answering else None
+        states = self.probe.zone_states() if answering else None
+        loaded = (
+            None if states is None else {n for n, st in states.items() if st.serial is not None}
+        )
         missing = missing_zones(configured, loaded or set())
+        # Replaced whole (the HTTP thread reads it); unknown when named does not say.
+        self.zone_states = {z: states[z] for z in configured if z in states} if states else {}
+        self.metrics.set_zone_expiry(
+            {zone: state.expires for zone, state in self.zone_states.items() if state.expires}
+        )
         self.zones_loaded = len(configured) - len(missing)
         has_been_ready = self._ready_once.exists()
         if self.applied is None:

@@ -404,11 +404,15 @@ def evaluate(
     repair_grace: float = DEFAULT_REPAIR_GRACE,
     repair_interval: float = DEFAULT_REPAIR_INTERVAL,
     expiry_warning_fraction: float = DEFAULT_EXPIRY_WARNING_FRACTION,
+    engine_expiry: Mapping[str, float] | None = None,
 ) -> SerialEvaluation:
     """Turn one round of probes into the zone's serial status (see docs/serial-status.md).
 
     `primaries` are the results of the zone's primaries in spec order; `replicas`
     pair every replica pod with its result, or None when it has no address yet.
+    `engine_expiry` maps a pod to the time its engine says its copy of the zone
+    expires (named's own timer, from the agent); where known it dates the last
+    successful refresh instead of the probes' inference.
     """
     now_text = timestamp_text(now)
     primary = _primary_view(primaries, history)
@@ -476,6 +480,12 @@ def evaluate(
         refreshed_at = before.refreshed_at
         if (in_sync and primary.reachable) or changed:
             refreshed_at = now
+        engine_expires = (engine_expiry or {}).get(target.pod)
+        if engine_expires is not None:
+            # named sets expire to "last successful refresh + SOA expire" of the
+            # copy it serves, so this is the refresh itself, also one the probes
+            # cannot see (a replica cut off from a primary that does not change).
+            refreshed_at = min(now, engine_expires - result.answer.expire)
         repaired_at = before.repaired_at if behind else None
         if (
             behind
@@ -543,11 +553,12 @@ def evaluate(
         dict(c) for c in previous_status.get("conditions") or []
     ]
     unreachable_reason = _unreachable_reason(primaries)
+    expiring = _expiring(generation, verdicts, new_history, expiry_warning_fraction, now)
     new_conditions = [
         _synced(generation, primaries, primary, verdicts, unreachable_reason, regressed),
         _stale(generation, primary, verdicts, new_replicas, stale_grace, now),
         _primary_unreachable(generation, primaries, primary, history, new_replicas, now),
-        _expiring(generation, verdicts, new_history, expiry_warning_fraction, now),
+        expiring,
     ]
     regression_condition = _serial_regressed(
         generation, primary, history, reference, regressed, unreachable_reason
@@ -579,6 +590,9 @@ def evaluate(
         and not primary.disagree
         and total > 0
         and in_sync_count == total
+        # In sync but about to expire (a replica whose refreshes fail while the
+        # zone does not change) is not Ready: it will stop answering.
+        and expiring["status"] != conditions.TRUE
     )
     return SerialEvaluation(
         status=status,

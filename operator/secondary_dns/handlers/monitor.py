@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from secondary_dns import metrics
 from secondary_dns.api import ObjectRef, conditions
 from secondary_dns.api.conditions import FALSE, TRUE, find_condition, set_condition
 from secondary_dns.dns import serials
+from secondary_dns.dns.agents import ZoneExpiry, fetch_expiry
 from secondary_dns.dns.notify import send_notify
 from secondary_dns.dns.probe import (
     DEFAULT_ATTEMPTS,
@@ -31,12 +33,15 @@ from secondary_dns.dns.probe import (
 )
 from secondary_dns.dns.relay import NotifyRelay, RelayRoute
 from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
+from secondary_dns.render.kubernetes import AGENT_PORT
 
 log = logging.getLogger(__name__)
 
 STEADY_INTERVAL = 10.0
 FAST_INTERVAL = 0.5
 FAST_WINDOW = 30.0
+# How old a replica's expire timers may be before the next round asks its agent again.
+ENGINE_REFRESH_SECONDS = 5.0
 
 
 def relay_routes(zones: Sequence[MonitoredZone]) -> dict[Any, RelayRoute]:
@@ -134,6 +139,8 @@ class SerialMonitor:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard = threading.Lock()
+        # replica address -> (monotonic time fetched, its agent's expire timers)
+        self._engines: dict[str, tuple[float, ZoneExpiry]] = {}
 
     def poke(self) -> None:
         """Probe fast for a while: a NOTIFY arrived or the configuration changed.
@@ -183,11 +190,13 @@ class SerialMonitor:
                 if target.address:
                     requests.append((zone.name, ProbeTarget(target.address, target.port)))
                     attempts.append(1)
-        results = iter(
-            await probe_all(
+        probed, engines = await asyncio.gather(
+            probe_all(
                 requests, concurrency=self.concurrency, timeout=self.timeout, attempts=attempts
-            )
+            ),
+            self._engine_expiry(zones),
         )
+        results = iter(probed)
         now = time.time()
         repairs: list[tuple[MonitoredZone, serials.ReplicaTarget, Any]] = []
         live = set()
@@ -204,8 +213,14 @@ class SerialMonitor:
             for _, replica_result in replica_results:
                 if replica_result is not None and replica_result.error:
                     metrics.PROBE_ERRORS.labels(target="replica").inc()
+            engine_expiry = {
+                target.pod: expires
+                for target, _ in zone.replicas
+                if target.address
+                and (expires := engines.get(target.address, {}).get(zone.name)) is not None
+            }
             evaluation = await asyncio.to_thread(
-                self._write, zone, primary_results, replica_results, now
+                self._write, zone, primary_results, replica_results, now, engine_expiry
             )
             if evaluation is None:
                 continue
@@ -226,6 +241,7 @@ class SerialMonitor:
         primary_results: list[ProbeResult],
         replica_results: list[tuple[serials.ReplicaTarget, ProbeResult | None]],
         now: float,
+        engine_expiry: Mapping[str, float] | None = None,
     ) -> serials.SerialEvaluation | None:
         known = self.histories.get(zone.ref)
         outcome: dict[str, serials.SerialEvaluation] = {}
@@ -246,6 +262,7 @@ class SerialMonitor:
                 now=now,
                 stale_grace=self.stale_grace,
                 repair_grace=self.repair_grace,
+                engine_expiry=engine_expiry,
             )
             outcome["evaluation"] = evaluation
             merged = serials.merge_status(previous, evaluation.status)
@@ -258,6 +275,31 @@ class SerialMonitor:
         if evaluation is not None:
             self.histories[zone.ref] = evaluation.history
         return evaluation
+
+    async def _engine_expiry(self, zones: list[MonitoredZone]) -> dict[str, ZoneExpiry]:
+        """Each replica's expire timers (address -> zone -> time), at most every few seconds.
+
+        They move only at refreshes (hours apart in production), so a fast round
+        after a NOTIFY reuses the last answer; an agent that does not answer is
+        left out and its replica falls back to what the probes infer.
+        """
+        addresses = {t.address for zone in zones for t, _ in zone.replicas if t.address}
+        now = time.monotonic()
+        due = [
+            a
+            for a in addresses
+            if now - self._engines.get(a, (-math.inf, {}))[0] >= (ENGINE_REFRESH_SECONDS)
+        ]
+        if due:
+            fetched = await fetch_expiry(due, AGENT_PORT, timeout=self.timeout)
+            for address in due:
+                if address in fetched:
+                    self._engines[address] = (now, fetched[address])
+                else:
+                    self._engines.pop(address, None)
+        for gone in set(self._engines) - addresses:
+            del self._engines[gone]
+        return {address: expiry for address, (_, expiry) in self._engines.items()}
 
     async def _repair(self, zone: MonitoredZone, target: serials.ReplicaTarget, key: Any) -> None:
         # The primary is ahead and this replica has not caught up: tell it now
