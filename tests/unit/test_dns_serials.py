@@ -419,6 +419,18 @@ def test_a_replica_cut_off_from_the_primary_is_seen_through_its_engines_expire_t
     assert verdict(healed, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
 
 
+def test_a_new_serial_is_a_refresh_even_when_the_engine_timer_is_older() -> None:
+    # The agent's timers are read at most every few seconds; a transfer seen by
+    # the probes in between must not be undone by the older timer.
+    timers = {"expire": 1000}
+    old_timer = {"edge-0": T0 + 1000}
+    first = run([answered(PRIMARY, 5)], [5, 5, 5], timers=timers, engine_expiry=old_timer)
+    moved = then(
+        first, [answered(PRIMARY, 6)], [6, 6, 6], T0 + 600, timers=timers, engine_expiry=old_timer
+    )
+    assert verdict(moved, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
+
+
 # ---------------------------------------------------------------- regression
 
 

@@ -478,14 +478,16 @@ def evaluate(
         )
         in_sync_at = now if in_sync and primary.reachable else before.in_sync_at
         refreshed_at = before.refreshed_at
-        if (in_sync and primary.reachable) or changed:
-            refreshed_at = now
         engine_expires = (engine_expiry or {}).get(target.pod)
         if engine_expires is not None:
             # named sets expire to "last successful refresh + SOA expire" of the
             # copy it serves, so this is the refresh itself, also one the probes
             # cannot see (a replica cut off from a primary that does not change).
             refreshed_at = min(now, engine_expires - result.answer.expire)
+            if before.serial is not None and before.serial != serial:
+                refreshed_at = now  # a new serial is a refresh, whatever an older timer said
+        elif (in_sync and primary.reachable) or changed:
+            refreshed_at = now
         repaired_at = before.repaired_at if behind else None
         if (
             behind

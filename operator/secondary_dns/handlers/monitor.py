@@ -285,11 +285,8 @@ class SerialMonitor:
         """
         addresses = {t.address for zone in zones for t, _ in zone.replicas if t.address}
         now = time.monotonic()
-        due = [
-            a
-            for a in addresses
-            if now - self._engines.get(a, (-math.inf, {}))[0] >= (ENGINE_REFRESH_SECONDS)
-        ]
+        fetched_at = {address: at for address, (at, _) in self._engines.items()}
+        due = [a for a in addresses if now - fetched_at.get(a, -math.inf) >= ENGINE_REFRESH_SECONDS]
         if due:
             fetched = await fetch_expiry(due, AGENT_PORT, timeout=self.timeout)
             for address in due:
