@@ -85,6 +85,9 @@ BACKOFF_RESET_AFTER_SECONDS = 60.0
 WATCH_TIMEOUT_SECONDS = 300
 REQUEST_TIMEOUT_SECONDS = 30.0
 REPO = Path(__file__).resolve().parents[2]
+# Lifetime of the pods' service-account tokens: longer than any local session
+# (the runner does not rotate them as kubelet would).
+TOKEN_SECONDS = 24 * 3600
 
 
 # ---- names and pure decisions ------------------------------------------------
@@ -207,6 +210,23 @@ def pod_mounts(mounts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     if all(target != CREDENTIALS_DIR for _, target in result):
         result.insert(0, ("credentials", CREDENTIALS_DIR))
     return result
+
+
+def service_account_kubeconfig(
+    base: Mapping[str, Any], account: str, token: str | None
+) -> dict[str, Any]:
+    """`base` (server and CA) with the pod's own identity instead of the admin's.
+
+    kubelet gives a pod a token of its service account, nothing else; so does
+    the runner, so the agent's Role is what stands between it and the API. No
+    token (automountServiceAccountToken: false) means no credentials at all.
+    """
+    config = json.loads(json.dumps(base))
+    user: dict[str, Any] = {"token": token} if token else {}
+    config["users"] = [{"name": account, "user": user}]
+    for context in config.get("contexts") or []:
+        context["context"]["user"] = account
+    return dict(config)
 
 
 def unhidden_mounts(
@@ -745,6 +765,33 @@ class PodRunner:
         _write_json(target, config)
         target.chmod(0o600)
 
+    def _pod_kubeconfig(self, pod: Mapping[str, Any]) -> dict[str, Any]:
+        """A kubeconfig with a token of the pod's service account, bound to the pod."""
+        spec = pod.get("spec") or {}
+        account = str(spec.get("serviceAccountName") or "default")
+        base = json.loads((self.pod_kubeconfig_dir / "kubeconfig").read_text())
+        if spec.get("automountServiceAccountToken") is False:
+            return service_account_kubeconfig(base, account, None)
+        metadata = pod["metadata"]
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": TOKEN_SECONDS,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                },
+            },
+        }
+        response = self.core.create_namespaced_service_account_token(
+            account, metadata["namespace"], request, _preload_content=False
+        )
+        token = json.loads(response.data)["status"]["token"]
+        return service_account_kubeconfig(base, account, str(token))
+
     def _node(self, name: str) -> dict[str, Any]:
         if name not in self.nodes:
             response = self.core.read_node(name, _preload_content=False)
@@ -951,7 +998,20 @@ class PodRunner:
             return
         credentials = sandbox.directory / "credentials"
         credentials.mkdir(exist_ok=True)
-        shutil.copy2(self.pod_kubeconfig_dir / "kubeconfig", credentials / "kubeconfig")
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            kubeconfig = self._pod_kubeconfig(pod)
+        except (ApiException, KeyError, ValueError) as error:
+            # The ServiceAccount may not exist yet: retried like a failed start.
+            container.error = "CreateContainerConfigError"
+            container.next_start = time.monotonic() + BACKOFF_INITIAL_SECONDS
+            log.warning(
+                "pod %s/%s: no service-account token: %s", sandbox.namespace, sandbox.name, error
+            )
+            return
+        _write_json(credentials / "kubeconfig", kubeconfig)
+        (credentials / "kubeconfig").chmod(0o600)
         mounts, skipped = unhidden_mounts(
             pod_mounts(volume_mounts(spec)),
             [str(REPO), sys.prefix, sys.base_prefix, str(Path(self.python).resolve().parent)],

@@ -193,6 +193,22 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
         in_pod = set(netns.pids(pod_ns))
         assert set(_container_pids(pod).values()) <= in_pod, (_container_pids(pod), in_pod)
 
+    # Each pod talks to the API as its service account (a bound token, as kubelet
+    # gives it), so the agent's Role is what it may do: its keys Secret, not others.
+    pod = pods[0]
+    kubeconfig = (
+        podrunner.pods_dir(cluster.state_dir) / pod["metadata"]["uid"] / "credentials/kubeconfig"
+    )
+    (user,) = json.loads(kubeconfig.read_text())["users"]
+    assert set(user["user"]) == {"token"}, "the admin's client certificate reached a pod"
+
+    def as_pod(*args: str) -> subprocess.CompletedProcess[str]:
+        return cluster.kubectl("--kubeconfig", str(kubeconfig), "-n", namespace, *args, check=False)
+
+    assert as_pod("get", "secret", f"{SERVER}-keys").returncode == 0
+    assert "forbidden" in as_pod("get", "secrets").stderr.lower()
+    assert "forbidden" in as_pod("delete", "configmap", "--all", "--dry-run=server").stderr.lower()
+
     # Not ready while the zone has never loaded: Ready follows the agent's /readyz.
     wait_for(
         "every agent's /readyz to answer (503: zone not loaded)",

@@ -210,3 +210,19 @@ def test_a_volume_that_would_hide_the_checkout_or_interpreter_is_not_mounted() -
     assert kept == [mounts[0], mounts[2]]
     kept, skipped = unhidden_mounts(mounts, ["/work/main", "/usr"])
     assert kept == mounts and skipped == []
+
+
+def test_a_pod_kubeconfig_carries_only_its_service_account_token() -> None:
+    admin = {
+        "clusters": [{"name": "c", "cluster": {"server": "https://10.250.0.1:6443"}}],
+        "users": [{"name": "admin", "user": {"client-certificate-data": "x"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "admin"}}],
+        "current-context": "c",
+    }
+    config = podrunner.service_account_kubeconfig(admin, "edge-agent", "t0ken")
+    assert config["users"] == [{"name": "edge-agent", "user": {"token": "t0ken"}}]
+    assert config["contexts"][0]["context"] == {"cluster": "c", "user": "edge-agent"}
+    assert config["clusters"] == admin["clusters"]
+    assert admin["users"][0]["name"] == "admin"  # the base is not changed
+    # automountServiceAccountToken: false -> no credentials at all.
+    assert podrunner.service_account_kubeconfig(admin, "x", None)["users"][0]["user"] == {}
