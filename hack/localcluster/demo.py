@@ -190,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
                 f"  hack/local-cluster exec -- kubectl describe zone {ZONE_OBJECT} -n {NAMESPACE}\n"
                 f"  hack/local-cluster exec -- dig @{next(iter(addresses.values()))} "
                 f"{ORIGIN.to_text()} SOA +norec\n"
+                f"  hack/local-cluster exec -- curl -s {next(iter(addresses.values()))}:8081/zones"
+                f"   # named's own expire timer per zone\n"
                 f"  hack/local-cluster exec -- curl -s 127.0.0.1:{operator.metrics_port}/metrics "
                 f"| grep ^secondarydns_\n"
                 f"  logs: {cluster.logs} and {workdir}",
