@@ -505,18 +505,29 @@ def remove_all_pods(cluster: str, state_dir: Path) -> int:
         record = _read_json(pod_file)
         if record and record.get("netns"):
             names.add(str(record["netns"]))
-    for name in sorted(names):
-        _kill_all(netns.pids(name), signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(netns.pids(name) for name in names):
-        time.sleep(0.1)
+    # Waited for by pid, not by namespace: an exiting process leaves its
+    # namespaces before it is gone (unmounting a pod's private mounts takes a
+    # while), and `down` promises that nothing it started still runs.
+    victims: set[int] = set()
+
+    def signal_all(signum: signal.Signals) -> None:
+        for name in sorted(names):
+            victims.update(netns.pids(name))
+        _kill_all([pid for pid in victims if _pid_alive(pid)], signum)
+
+    def wait_gone() -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (
+            any(_pid_alive(pid) for pid in victims) or any(netns.pids(name) for name in names)
+        ):
+            time.sleep(0.1)
+
+    signal_all(signal.SIGTERM)
+    wait_gone()
     # Whatever ignored SIGTERM is killed: deleting a namespace's name does not
     # end the processes in it, it only makes them impossible to find.
-    for name in sorted(names):
-        _kill_all(netns.pids(name), signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(netns.pids(name) for name in names):
-        time.sleep(0.1)
+    signal_all(signal.SIGKILL)
+    wait_gone()
     for name in sorted(names):
         teardown_pod_network(name)
     shutil.rmtree(pods_dir(state_dir), ignore_errors=True)

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -180,6 +181,13 @@ def test_custom_resource_create_update_seen_by_watch(cluster: LocalCluster, name
     assert seen == [("ADDED", 1), ("MODIFIED", 2)]
 
 
+def _runs(pid: int, program: bytes) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == program
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
     throwaway = LocalCluster(f"{test_netns}-down")
@@ -207,7 +215,11 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
             ),
         )
         pod_ns = podrunner.pod_netns_name(throwaway.name, uid)
-        pod_pids = _wait_for("the pod's process", lambda: netns.pids(pod_ns))
+        # The container's own process, once it runs `sleep`: a short-lived helper
+        # of its start (a bind mount) could exit and its pid go to someone else.
+        pod_pids = _wait_for(
+            "the pod's process", lambda: [p for p in netns.pids(pod_ns) if _runs(p, b"sleep")]
+        )
         pids += pod_pids
     finally:
         throwaway.down()
