@@ -75,13 +75,18 @@ def parse_zone_states(document: Mapping[str, Any]) -> dict[dns.name.Name, ZoneSt
     return states
 
 
-def parse_zone_statistics(document: Mapping[str, Any]) -> set[dns.name.Name]:
-    """Zones named has loaded at least once, from `/json/v1/zones`.
+def loaded_zones(states: Mapping[dns.name.Name, ZoneState]) -> set[dns.name.Name]:
+    """Zones named has loaded at least once.
 
     BIND lists every configured zone; a secondary that has neither transferred
     nor read its file yet has no `serial` (and `loaded` is the epoch).
     """
-    return {name for name, state in parse_zone_states(document).items() if state.serial is not None}
+    return {name for name, state in states.items() if state.serial is not None}
+
+
+def parse_zone_statistics(document: Mapping[str, Any]) -> set[dns.name.Name]:
+    """Zones named has loaded at least once, from `/json/v1/zones`."""
+    return loaded_zones(parse_zone_states(document))
 
 
 class EngineProbe:

@@ -33,7 +33,7 @@ from secondary_dns.agent.decide import (
 )
 from secondary_dns.agent.files import ConfigDirectory, NamedControl, ensure_rndc_key
 from secondary_dns.agent.metrics import AgentMetrics
-from secondary_dns.agent.probe import EngineProbe, ZoneState
+from secondary_dns.agent.probe import EngineProbe, ZoneState, loaded_zones
 from secondary_dns.agent.source import ConfigSource
 
 log = logging.getLogger(__name__)
@@ -249,9 +249,7 @@ class Agent:
         configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
         answering = self.applied is not None and self.probe.answering()
         states = self.probe.zone_states() if answering else None
-        loaded = (
-            None if states is None else {n for n, st in states.items() if st.serial is not None}
-        )
+        loaded = None if states is None else loaded_zones(states)
         missing = missing_zones(configured, loaded or set())
         # Replaced whole (the HTTP thread reads it); unknown when named does not say.
         self.zone_states = {z: states[z] for z in configured if z in states} if states else {}

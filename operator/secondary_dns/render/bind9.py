@@ -292,6 +292,9 @@ class Bind9Renderer:
             served=tuple((zone.zone, zone.ref) for zone in plan.zones),
             rejected=plan.rejected,
             tsig_keys=plan.tsig_keys,
+            retransfer_requests={
+                zone.ref: zone.retransfer_request for zone in plan.zones if zone.retransfer_request
+            },
         )
 
     def render_key_file(self, keys: Iterable[TsigKey]) -> str:

@@ -146,6 +146,8 @@ class RenderedConfig:
     served: tuple[tuple[dns.name.Name, ObjectRef], ...]
     rejected: Mapping[ObjectRef, ZoneRejection]
     tsig_keys: tuple[TsigKey, ...] = field(repr=False)
+    # spec.retransferRequest of the served zones that have one (what RETRANSFER_FILE says).
+    retransfer_requests: Mapping[ObjectRef, str] = field(default_factory=dict)
 
 
 class EngineRenderer(Protocol):

@@ -16,12 +16,7 @@ from typing import Any
 
 from secondary_dns.api import ObjectRef, SpecError, conditions
 from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN, find_condition, set_condition
-from secondary_dns.render.engine import (
-    RETRANSFER_FILE,
-    RenderedConfig,
-    ZoneRejection,
-    parse_retransfer_file,
-)
+from secondary_dns.render.engine import RenderedConfig, ZoneRejection
 from secondary_dns.render.kubernetes import (
     ANNOTATION_APPLIED_HASH,
     ANNOTATION_CONFIG_ERROR,
@@ -274,10 +269,7 @@ def verdict_for(
     replicas: int,
 ) -> ServerVerdict:
     pods = list(pods)
-    names = [zone for zone, ref in rendered.served if ref == zone_ref]
-    served = bool(names)
-    requests = parse_retransfer_file(rendered.files.get(RETRANSFER_FILE))
-    retransfer_request = requests.get(names[0]) if names and isinstance(requests, dict) else None
+    served = any(ref == zone_ref for _, ref in rendered.served)
     current = [p for p in pods if p.ready and p.applied_config_hash == rendered.config_hash]
     errors = tuple(
         f"pod {p.name}: {p.config_error}"
@@ -292,7 +284,7 @@ def verdict_for(
         replicas=replicas,
         replicas_current=len(current),
         pod_errors=errors,
-        retransfer_request=retransfer_request,
+        retransfer_request=rendered.retransfer_requests.get(zone_ref),
     )
 
 
