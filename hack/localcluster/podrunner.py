@@ -1009,20 +1009,27 @@ class PodRunner:
             return
         credentials = sandbox.directory / "credentials"
         credentials.mkdir(exist_ok=True)
-        from kubernetes.client.exceptions import ApiException
+        kubeconfig_file = credentials / "kubeconfig"
+        # One token per pod (the directory is the pod's, by UID), shared by its
+        # containers and their restarts, as kubelet's projected volume is.
+        if not kubeconfig_file.exists():
+            from kubernetes.client.exceptions import ApiException
 
-        try:
-            kubeconfig = self._pod_kubeconfig(pod)
-        except (ApiException, KeyError, ValueError) as error:
-            # The ServiceAccount may not exist yet: retried like a failed start.
-            container.error = "CreateContainerConfigError"
-            container.next_start = time.monotonic() + BACKOFF_INITIAL_SECONDS
-            log.warning(
-                "pod %s/%s: no service-account token: %s", sandbox.namespace, sandbox.name, error
-            )
-            return
-        _write_json(credentials / "kubeconfig", kubeconfig)
-        (credentials / "kubeconfig").chmod(0o600)
+            try:
+                kubeconfig = self._pod_kubeconfig(pod)
+            except (ApiException, KeyError, ValueError) as error:
+                # The ServiceAccount may not exist yet: retried like a failed start.
+                container.error = "CreateContainerConfigError"
+                container.next_start = time.monotonic() + BACKOFF_INITIAL_SECONDS
+                log.warning(
+                    "pod %s/%s: no service-account token: %s",
+                    sandbox.namespace,
+                    sandbox.name,
+                    error,
+                )
+                return
+            _write_json(kubeconfig_file, kubeconfig)
+            kubeconfig_file.chmod(0o600)
         mounts, skipped = unhidden_mounts(
             pod_mounts(volume_mounts(spec)),
             [str(REPO), sys.prefix, sys.base_prefix, str(Path(self.python).resolve().parent)],
