@@ -5,12 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages venv binaries demo demo-down test test-unit test-dataplane test-cluster bench lint clean
+.PHONY: setup system-packages venv binaries image demo demo-down test test-unit test-dataplane test-cluster bench lint clean
 
-setup: system-packages venv binaries
+setup: system-packages venv binaries image
 
 # Debian packages the tests and the local cluster use (BIND 9, iproute2 for
-# network namespaces, openssl for the local cluster's certificates).
+# network namespaces, openssl for the local cluster's certificates, podman,
+# buildah, runc and mmdebstrap for the image).
 system-packages:
 	@bash hack/install-system-packages
 
@@ -26,6 +27,11 @@ $(VENV)/.installed: pyproject.toml
 # kube-controller-manager, kube-scheduler, kubectl and kwok.
 binaries: venv
 	PYTHON=$(PY) hack/local-cluster build >/dev/null
+
+# The project's image (Dockerfile), built here without a registry and cached by
+# content: an unchanged tree builds nothing (hack/image.py).
+image: system-packages
+	python3 hack/image.py build
 
 # The local demo: local cluster, real primary, operator, 3 real named replicas
 # over 3 failure zones; bumps the serial and shows how fast it propagates.
@@ -52,9 +58,10 @@ test-cluster: setup
 	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: venv
-	$(PY) -m ruff check operator hack/localcluster tests bench
-	$(PY) -m ruff format --check operator hack/localcluster tests
-	$(PY) -m mypy operator/secondary_dns hack/localcluster bench
+	$(PY) -m ruff check operator hack/localcluster hack/image.py tests bench
+	$(PY) -m ruff format --check operator hack/localcluster hack/image.py tests
+	$(PY) -m mypy operator/secondary_dns hack/localcluster hack/image.py bench
+	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/lint-imports
 
 clean:

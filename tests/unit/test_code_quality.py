@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ["operator", "hack/localcluster", "tests"] + (
+SOURCES = ["operator", "hack/localcluster", "hack/image.py", "tests"] + (
     ["bench"] if (REPO / "bench").is_dir() else []
 )
 
@@ -31,7 +31,15 @@ def test_ruff_format() -> None:
 
 def test_mypy_strict() -> None:
     result = _run(
-        [sys.executable, "-m", "mypy", "operator/secondary_dns", "hack/localcluster", "bench"]
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "operator/secondary_dns",
+            "hack/localcluster",
+            "hack/image.py",
+            "bench",
+        ]
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
