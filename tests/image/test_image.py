@@ -20,6 +20,8 @@ import image
 from secondary_dns import __version__
 from secondary_dns.render.kubernetes import POD_PATHS, RUN_AS_USER
 
+pytestmark = pytest.mark.image
+
 INSIDE = Path(__file__).with_name("inside.py")
 # The pod's volumes (build_statefulset): everything else is read-only.
 VOLUMES = (str(POD_PATHS.run_dir), str(POD_PATHS.data_dir), "/tmp")
