@@ -220,7 +220,7 @@ def make_base(base: str) -> None:
     """mmdebstrap a minbase root filesystem and import it as `base`."""
     _need_tools("mmdebstrap", "podman")
     suite = debian_suite(base)
-    _log(f"{base} is not in local storage: making it with mmdebstrap ({suite}, about a minute)")
+    _log(f"{base} is not in local storage: making it with mmdebstrap ({suite}, under a minute)")
     mirrors = [
         f"deb {DEBIAN_MIRROR} {suite} main",
         f"deb {DEBIAN_MIRROR} {suite}-updates main",
