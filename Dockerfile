@@ -2,7 +2,7 @@
 # Every container of the project runs it; the Pod's command picks the role
 # (`secondary-dns operator`, `secondary-dns agent`, `secondary-dns engine`).
 #
-# Build it with `make image` (hack/image, no registry needed) or anywhere else with
+# Build it with `make image` (hack/image.py, no registry needed) or anywhere else with
 #   docker build --build-arg VERSION=<operator/secondary_dns/__init__.py __version__> .
 # VERSION is checked against the installed package, so the version label cannot lie.
 
@@ -39,8 +39,9 @@ RUN --mount=type=secret,id=ca-certificates \
 # imports, so it goes; its ~1,900 generated API and model modules load lazily
 # and a process uses a handful, so they compile on import (0.2 s for the
 # largest) instead of carrying 24 MB of bytecode. Everything else is compiled
-# now, as unchecked-hash .pyc: the image never changes and its root filesystem
-# is read-only in the pod, so Python can neither check timestamps nor write.
+# now, as unchecked-hash .pyc: valid whatever timestamps the layers end up
+# with (the image never changes), because on the pod's read-only root Python
+# could not replace a .pyc it found stale and would recompile on every start.
 ARG VERSION
 RUN test -n "${VERSION}" \
  && python3 -m venv --without-pip /opt/secondary-dns \
