@@ -583,6 +583,19 @@ VALID_CASES: tuple[ValidManifest, ...] = (
             )
         ),
     ),
+    ValidManifest(
+        "timers-at-the-maxima",
+        _zone(
+            _set(
+                timers={
+                    "minRefreshSeconds": 2419200,
+                    "maxRefreshSeconds": 2419200,
+                    "minRetrySeconds": 2419200,
+                    "maxRetrySeconds": 2419200,
+                }
+            )
+        ),
+    ),
     ValidManifest("server-name-48", {**valid_secondary_server(), "metadata": {"name": "s" * 48}}),
     ValidManifest(
         "server-everything",

@@ -16,6 +16,7 @@ from secondary_dns.api.conditions import (
     find_condition,
     set_condition,
 )
+from secondary_dns.api.limits import MAX_CONDITION_MESSAGE
 
 T0 = "2024-05-01T10:00:00Z"
 T1 = "2024-05-01T10:05:00Z"
@@ -112,7 +113,7 @@ def test_conditions_the_api_server_would_refuse_are_refused(change: dict[str, ob
 
 def test_long_messages_are_cut_to_what_the_api_server_stores() -> None:
     result = set_condition([], {**ready(TRUE), "message": "x" * 40000}, T0)
-    assert len(result[0]["message"]) == conditions.MAX_MESSAGE
+    assert len(result[0]["message"]) == MAX_CONDITION_MESSAGE
 
 
 def test_types_and_reasons_are_camel_case_constants() -> None:

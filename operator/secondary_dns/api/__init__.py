@@ -5,7 +5,7 @@ This is the bottom layer: it imports nothing else of the operator (import-linter
 
 from __future__ import annotations
 
-from secondary_dns.api import conditions
+from secondary_dns.api import conditions, limits
 from secondary_dns.api.errors import SpecError
 from secondary_dns.api.fields import IPAddress, IPNetwork, parse_dns_name
 from secondary_dns.api.meta import (
@@ -65,6 +65,7 @@ __all__ = [
     "ZoneSpec",
     "ZoneTimers",
     "conditions",
+    "limits",
     "parse_dns_name",
     "parse_secondary_server",
     "parse_tsig_secret",

@@ -19,6 +19,14 @@ from secondary_dns.api.fields import (
     read_string_map,
     require_string,
 )
+from secondary_dns.api.limits import (
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_MATCH_EXPRESSIONS,
+    MAX_SECRET_KEY_PREFIX,
+    MAX_SELECTOR_VALUES,
+    MAX_SERVER_NAME,
+)
 from secondary_dns.api.meta import (
     API_VERSION,
     SELECTOR_OPERATORS,
@@ -28,22 +36,11 @@ from secondary_dns.api.meta import (
 )
 
 ROOT_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
-# A SecondaryServer's name becomes StatefulSet, Service and pod names with
-# suffixes, all DNS-1035 labels of at most 63 characters.
-MAX_SERVER_NAME = 48
-MAX_MATCH_LABELS = 64
-MAX_MATCH_EXPRESSIONS = 16
-MAX_SELECTOR_VALUES = 64
-# A prefix, then "." and one of secret/algorithm/name, must still be a Secret data
-# key: at most 253 characters of [-._a-zA-Z0-9].
-MAX_SECRET_KEY_PREFIX = 200
 
 
 def parse_label_selector(value: object, path: str) -> LabelSelector:
     selector = read_object(value, path, ("matchLabels", "matchExpressions"))
-    match_labels = (
-        read_string_map(selector, "matchLabels", path, max_properties=MAX_MATCH_LABELS) or {}
-    )
+    match_labels = read_string_map(selector, "matchLabels", path, max_properties=MAX_LABELS) or {}
     check_labels(match_labels, child(path, "matchLabels"))
     requirements = []
     expressions = read_list(selector, "matchExpressions", path, max_items=MAX_MATCH_EXPRESSIONS)
@@ -62,6 +59,13 @@ def parse_label_selector(value: object, path: str) -> LabelSelector:
         values = (
             read_string_list(expression, "values", item_path, max_items=MAX_SELECTOR_VALUES) or []
         )
+        for value_index, value in enumerate(values):
+            if len(value) > MAX_LABEL_VALUE:
+                raise SpecError(
+                    f"{item_path}.values[{value_index}]",
+                    f"must have at most {MAX_LABEL_VALUE} characters (a label value), "
+                    f"has {len(value)}",
+                )
         if operator in ("In", "NotIn") and not values:
             raise SpecError(
                 child(item_path, "values"),

@@ -11,6 +11,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from secondary_dns.api.limits import (
+    MAX_CONDITION_MESSAGE,
+    MAX_CONDITION_REASON,
+    MAX_CONDITION_TYPE,
+)
+
 # Types
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -79,7 +85,6 @@ AWAITING_SERIALS = "AwaitingSerials"
 
 # metav1.Condition validation: the API server rejects a status patch that breaks it.
 _REASON = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
-MAX_MESSAGE = 32768
 
 
 def find_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
@@ -104,18 +109,22 @@ def set_condition(
     status = new.get("status")
     reason = new.get("reason", "")
     message = new.get("message", "")
-    if not isinstance(type_, str) or not type_:
+    if not isinstance(type_, str) or not type_ or len(type_) > MAX_CONDITION_TYPE:
         raise ValueError("a condition needs a type, e.g. Ready")
     if status not in STATUSES:
         raise ValueError(
             f"condition {type_}: status must be True, False or Unknown, not {status!r}"
         )
-    if not isinstance(reason, str) or _REASON.fullmatch(reason) is None:
+    if (
+        not isinstance(reason, str)
+        or len(reason) > MAX_CONDITION_REASON
+        or _REASON.fullmatch(reason) is None
+    ):
         raise ValueError(f"condition {type_}: reason must be CamelCase, e.g. Rendered: {reason!r}")
     if not isinstance(message, str):
         raise ValueError(f"condition {type_}: message must be a string")
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 3] + "..."
+    if len(message) > MAX_CONDITION_MESSAGE:
+        message = message[: MAX_CONDITION_MESSAGE - 3] + "..."
     # Without observedGeneration a reader cannot tell a fresh verdict from one about
     # an older spec (kstatus), so it is required, not defaulted.
     generation = new.get("observedGeneration")

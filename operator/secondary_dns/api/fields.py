@@ -16,23 +16,27 @@ from typing import Any
 import dns.name
 
 from secondary_dns.api.errors import SpecError
+from secondary_dns.api.limits import (
+    MAX_ADDRESS_LENGTH,
+    MAX_LABEL_KEY,
+    MAX_LABEL_LENGTH,
+    MAX_LABEL_VALUE,
+    MAX_NAME_LENGTH,
+    MAX_OBJECT_NAME,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# RFC 1035 §2.3.4: 63 octets per label, 255 on the wire, which is 253 characters of
-# text without the trailing dot. Labels are letters, digits, '-' (not at either end,
-# so no name can be mistaken for a command-line option by rndc or knotc) and '_'
-# (service zones such as _msdcs.example.com).
-MAX_NAME_LENGTH = 253
-MAX_LABEL_LENGTH = 63
+# Labels are letters, digits, '-' (not at either end, so no name can be mistaken
+# for a command-line option by rndc or knotc) and '_' (service zones such as
+# _msdcs.example.com).
 _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?")
 
 # Kubernetes object names (k8s.io/apimachinery/pkg/util/validation).
 DNS1123_SUBDOMAIN = re.compile(
     r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
 )
-DNS1123_SUBDOMAIN_MAX = 253
 DNS1035_LABEL = re.compile(r"[a-z](?:[-a-z0-9]*[a-z0-9])?")
 # A label key is an optional DNS-1123 subdomain prefix and a name of at most 63
 # characters (k8s IsQualifiedName); the CRDs use the same expression in CEL.
@@ -40,7 +44,6 @@ LABEL_KEY = re.compile(
     r"([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 )
-MAX_LABEL_KEY = 317
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
 # resource.Quantity as controller-gen writes its pattern.
 QUANTITY = re.compile(
@@ -232,7 +235,7 @@ def check_label_key(key: str, field: str) -> None:
 def check_labels(labels: Mapping[str, str], field: str) -> None:
     for key, value in labels.items():
         check_label_key(key, field)
-        if LABEL_VALUE.fullmatch(value) is None:
+        if len(value) > MAX_LABEL_VALUE or LABEL_VALUE.fullmatch(value) is None:
             raise SpecError(
                 field,
                 f'the value of label "{key}" is not a valid label value; use at most 63 '
@@ -242,7 +245,7 @@ def check_labels(labels: Mapping[str, str], field: str) -> None:
 
 def check_object_name(name: str, field: str) -> None:
     """A DNS-1123 subdomain: the name of a Secret or another namespaced object."""
-    if len(name) > DNS1123_SUBDOMAIN_MAX or DNS1123_SUBDOMAIN.fullmatch(name) is None:
+    if len(name) > MAX_OBJECT_NAME or DNS1123_SUBDOMAIN.fullmatch(name) is None:
         raise SpecError(
             field,
             f'"{name}" is not a valid object name; use lowercase letters, digits, '
@@ -287,10 +290,18 @@ def parse_dns_name(text: str, field: str) -> dns.name.Name:
     return dns.name.from_text(body + ".").canonicalize()
 
 
+def _check_address_length(value: str, field: str) -> None:
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise SpecError(
+            field, f"must have at most {MAX_ADDRESS_LENGTH} characters, has {len(value)}"
+        )
+
+
 def parse_ip_address(value: object, field: str) -> IPAddress:
     """One unicast IPv4 or IPv6 address in the form Kubernetes' CEL isIP() accepts."""
     if not isinstance(value, str):
         raise SpecError(field, f"must be an IP address as a string, not {json_type(value)}")
+    _check_address_length(value, field)
     example = "e.g. 192.0.2.53 or 2001:db8::53"
     # Python accepts scoped IPv6 ("fe80::1%eth0") and IPv4-mapped IPv6; the API
     # server's isIP() refuses both, and a scope means nothing outside one host.
@@ -324,6 +335,7 @@ def parse_cidr(value: object, field: str) -> IPNetwork:
     """A network in CIDR notation with no host bits set, as CEL isCIDR() plus a mask check."""
     if not isinstance(value, str):
         raise SpecError(field, f"must be a CIDR as a string, not {json_type(value)}")
+    _check_address_length(value, field)
     example = "e.g. 192.0.2.0/24, 198.51.100.7/32 or 2001:db8::/64"
     address, slash, length = value.partition("/")
     if not slash or _PREFIX_LENGTH.fullmatch(length) is None or "%" in value:

@@ -28,6 +28,21 @@ from secondary_dns.api.fields import (
     read_string_list,
     read_string_map,
 )
+from secondary_dns.api.limits import (
+    MAX_IMAGE,
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_QUANTITY_LENGTH,
+    MAX_RECORDS,
+    MAX_RESOURCE_QUANTITIES,
+    MAX_SOURCE_RANGES,
+    MAX_TOLERATIONS,
+    MAX_TRANSFER_TIMEOUT,
+    MIN_DOMAINS,
+    MIN_RECORDS,
+    MIN_REPLICAS,
+    MIN_TRANSFER_TIMEOUT,
+)
 from secondary_dns.api.meta import SECONDARY_SERVER_KIND
 
 # RFC 2182 §5: at least three name servers, dispersed; one replica is allowed for
@@ -39,16 +54,8 @@ DEFAULT_TOPOLOGY_KEY = "topology.kubernetes.io/zone"
 WHEN_UNSATISFIABLE = ("DoNotSchedule", "ScheduleAnyway")
 SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")
 DEFAULT_STORAGE_SIZE = "1Gi"
-# BIND keeps max-records in 32 bits and max-transfer-time-in in whole minutes, at
-# most 28 days: the timeout is rounded up to minutes, so at least one minute.
-MAX_RECORDS = 4_294_967_295
-MIN_TRANSFER_TIMEOUT = 60
-MAX_TRANSFER_TIMEOUT = 2_419_200
-MAX_SOURCE_RANGES = 64
-MAX_TOLERATIONS = 32
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TAINT_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
-MAX_IMAGE = 512
 
 SPEC_FIELDS = (
     "replicas",
@@ -133,7 +140,12 @@ def parse_secondary_server(obj: Mapping[str, Any]) -> SecondaryServerSpec:
         check_server_name(metadata["name"], "metadata.name")
     spec = read_object(root.get("spec", {}), "spec", SPEC_FIELDS)
     replicas = read_integer(
-        spec, "replicas", "spec", default=DEFAULT_REPLICAS, minimum=1, what=" (RFC 2182: 3 or more)"
+        spec,
+        "replicas",
+        "spec",
+        default=DEFAULT_REPLICAS,
+        minimum=MIN_REPLICAS,
+        what=" (RFC 2182: 3 or more)",
     )
     assert replicas is not None
     return SecondaryServerSpec(
@@ -169,6 +181,11 @@ def _parse_engine(value: object) -> EngineSpec:
                     kind_path,
                     f"must be a map of quantities such as cpu: 500m, not {json_type(quantities)}",
                 )
+            if len(quantities) > MAX_RESOURCE_QUANTITIES:
+                raise SpecError(
+                    kind_path,
+                    f"must have at most {MAX_RESOURCE_QUANTITIES} entries, has {len(quantities)}",
+                )
             resources[kind] = {
                 str(name): check_quantity(quantity, f"{kind_path}.{name}")
                 for name, quantity in quantities.items()
@@ -182,7 +199,7 @@ def _parse_spread(value: object) -> SpreadSpec:
     topology_key = read_string(spread, "topologyKey", path, default=DEFAULT_TOPOLOGY_KEY)
     assert topology_key is not None
     check_label_key(topology_key, child(path, "topologyKey"))
-    min_domains = read_integer(spread, "minDomains", path, minimum=1)
+    min_domains = read_integer(spread, "minDomains", path, minimum=MIN_DOMAINS)
     when = read_string(
         spread, "whenUnsatisfiable", path, default="DoNotSchedule", enum=WHEN_UNSATISFIABLE
     )
@@ -203,7 +220,7 @@ def _parse_service(value: object) -> ServiceSpec:
     service = read_object(value, path, known)
     service_type = read_string(service, "type", path, default="ClusterIP", enum=SERVICE_TYPES)
     assert service_type is not None
-    annotations = read_string_map(service, "annotations", path) or {}
+    annotations = read_string_map(service, "annotations", path, max_properties=MAX_LABELS) or {}
     for key in annotations:
         check_label_key(key, child(path, "annotations"))
     for name in ("loadBalancerIP", "loadBalancerSourceRanges"):
@@ -235,7 +252,9 @@ def _parse_storage(value: object) -> StorageSpec:
     path = "spec.storage"
     storage = read_object(value, path, ("size", "storageClassName"))
     # A string in the CRD (not int-or-string): "10Gi", as a PVC's storage request.
-    size_text = read_string(storage, "size", path, default=DEFAULT_STORAGE_SIZE, max_length=64)
+    size_text = read_string(
+        storage, "size", path, default=DEFAULT_STORAGE_SIZE, max_length=MAX_QUANTITY_LENGTH
+    )
     assert size_text is not None
     size = check_quantity(size_text, child(path, "size"))
     if size.startswith("-") or _QUANTITY_ZERO.fullmatch(size):
@@ -251,7 +270,7 @@ def _parse_limits(value: object) -> Limits:
     limits = read_object(value, path, ("maxRecords", "transferTimeoutSeconds"))
     return Limits(
         max_records=read_integer(
-            limits, "maxRecords", path, minimum=1, maximum=MAX_RECORDS, what=" records"
+            limits, "maxRecords", path, minimum=MIN_RECORDS, maximum=MAX_RECORDS, what=" records"
         ),
         transfer_timeout_seconds=read_integer(
             limits,
@@ -275,11 +294,11 @@ def _parse_pod_template(value: object) -> PodTemplateSpec:
         "annotations",
     )
     template = read_object(value, path, known)
-    node_selector = read_string_map(template, "nodeSelector", path) or {}
+    node_selector = read_string_map(template, "nodeSelector", path, max_properties=MAX_LABELS) or {}
     check_labels(node_selector, child(path, "nodeSelector"))
-    labels = read_string_map(template, "labels", path) or {}
+    labels = read_string_map(template, "labels", path, max_properties=MAX_LABELS) or {}
     check_labels(labels, child(path, "labels"))
-    annotations = read_string_map(template, "annotations", path) or {}
+    annotations = read_string_map(template, "annotations", path, max_properties=MAX_LABELS) or {}
     for key in annotations:
         check_label_key(key, child(path, "annotations"))
     tolerations = tuple(
@@ -318,7 +337,7 @@ def _parse_toleration(value: object, path: str) -> Mapping[str, Any]:
     if key:
         check_label_key(key, child(path, "key"))
     operator = read_string(toleration, "operator", path, enum=TOLERATION_OPERATORS)
-    tolerated_value = read_string(toleration, "value", path)
+    tolerated_value = read_string(toleration, "value", path, max_length=MAX_LABEL_VALUE)
     effect = read_string(toleration, "effect", path, enum=TAINT_EFFECTS)
     seconds = read_integer(toleration, "tolerationSeconds", path)
     # corev1 validation, checked here so the StatefulSet is not rejected later.

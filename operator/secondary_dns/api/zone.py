@@ -29,17 +29,21 @@ from secondary_dns.api.fields import (
     read_string_list,
     require_string,
 )
+from secondary_dns.api.limits import (
+    MAX_ALLOW_TRANSFER,
+    MAX_NOTIFY_ALLOW_FROM,
+    MAX_PORT,
+    MAX_PRIMARIES,
+    MAX_RETRANSFER_REQUEST,
+    MAX_SERVERS,
+    MAX_TIMER_SECONDS,
+    MIN_PORT,
+    MIN_PRIMARIES,
+    MIN_TIMER_SECONDS,
+)
 from secondary_dns.api.meta import ZONE_KIND, LabelSelector, SecretKeyRef
 
 DEFAULT_PORT = 53
-MIN_PRIMARIES = 1
-MAX_PRIMARIES = 8
-MAX_SERVERS = 32
-MAX_ALLOW_TRANSFER = 64
-MAX_NOTIFY_ALLOW_FROM = 32
-# BIND's ceiling for max-refresh-time and max-retry-time: 4 weeks.
-MAX_TIMER_SECONDS = 2_419_200
-MAX_RETRANSFER_REQUEST = 253
 
 SPEC_FIELDS = (
     "zone",
@@ -159,7 +163,13 @@ def _parse_primaries(spec: Mapping[str, Any]) -> tuple[Primary, ...]:
             raise SpecError(child(path, "address"), "is required: the primary's IP address")
         address = parse_ip_address(primary["address"], child(path, "address"))
         port = read_integer(
-            primary, "port", path, default=DEFAULT_PORT, minimum=1, maximum=65535, what=" (a port)"
+            primary,
+            "port",
+            path,
+            default=DEFAULT_PORT,
+            minimum=MIN_PORT,
+            maximum=MAX_PORT,
+            what=" (a port)",
         )
         assert port is not None
         ref = None
@@ -223,7 +233,12 @@ def _parse_timers(spec: Mapping[str, Any]) -> ZoneTimers:
     timers = read_object(spec["timers"], "spec.timers", names)
     values = {
         name: read_integer(
-            timers, name, "spec.timers", minimum=1, maximum=MAX_TIMER_SECONDS, what=" seconds"
+            timers,
+            name,
+            "spec.timers",
+            minimum=MIN_TIMER_SECONDS,
+            maximum=MAX_TIMER_SECONDS,
+            what=" seconds",
         )
         for name in names
     }

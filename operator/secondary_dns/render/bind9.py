@@ -25,7 +25,7 @@ from pathlib import PurePosixPath
 
 import dns.name
 
-from secondary_dns.api import TsigKey
+from secondary_dns.api import TsigKey, limits
 from secondary_dns.render import tokens
 from secondary_dns.render.engine import (
     RETRANSFER_FILE,
@@ -99,7 +99,7 @@ def _transfer_acl(entries: tuple[PlannedAclEntry, ...]) -> str:
 
 def _zone_statement(zone: PlannedZone, request: RenderRequest) -> list[str]:
     paths = request.paths
-    limits = request.server.limits
+    server_limits = request.server.limits
     primaries: list[str] = []
     for primary in zone.primaries:
         words = [tokens.unicast_address(primary.address), "port", tokens.port(primary.port)]
@@ -137,13 +137,21 @@ def _zone_statement(zone: PlannedZone, request: RenderRequest) -> list[str]:
         ("max-retry-time", max_retry),
     ):
         if value is not None:
-            body.append(_statement(option, tokens.integer(value, 0, 2**31 - 1, option)))
-    if limits.max_records is not None:
+            body.append(
+                _statement(
+                    option,
+                    tokens.integer(value, limits.MIN_TIMER_SECONDS, limits.MAX_TIMER_SECONDS),
+                )
+            )
+    if server_limits.max_records is not None:
         # A transfer with more records than this fails and the zone keeps its
         # previous copy: protection from a primary that grows without bound.
-        body.append(_statement("max-records", tokens.integer(limits.max_records, 1, 2**32 - 1)))
-    if limits.transfer_timeout_seconds is not None:
-        minutes = tokens.integer(-(-limits.transfer_timeout_seconds // 60), 1, 40320)
+        records = tokens.integer(server_limits.max_records, limits.MIN_RECORDS, limits.MAX_RECORDS)
+        body.append(_statement("max-records", records))
+    if server_limits.transfer_timeout_seconds is not None:
+        minutes = tokens.integer(
+            -(-server_limits.transfer_timeout_seconds // 60), 1, limits.MAX_TRANSFER_MINUTES
+        )
         body.append(_statement("max-transfer-time-in", minutes))
         body.append(_statement("max-transfer-idle-in", minutes))
 

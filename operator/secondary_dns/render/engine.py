@@ -27,14 +27,10 @@ from secondary_dns.api import (
     TsigKey,
     ZoneSpec,
     conditions,
+    limits,
 )
 from secondary_dns.render import tokens
 from secondary_dns.render.tokens import IPAddress, IPNetwork, UnsafeValueError
-
-# BIND's own bounds for the refresh/retry clamps (ARM, min-refresh-time and
-# friends): 4 weeks for refresh, 2 weeks for retry.
-MAX_REFRESH_SECONDS = 2_419_200
-MAX_RETRY_SECONDS = 1_209_600
 
 DEFAULT_RNDC_KEY_NAME = dns.name.from_text("secondary-dns-rndc.")
 DEFAULT_RELAY_KEY_NAME = dns.name.from_text("secondary-dns-relay.")
@@ -264,11 +260,11 @@ class _Rejected(Exception):
         self.rejection = ZoneRejection(reason, message)
 
 
-def _check_timer(value: int | None, maximum: int, what: str) -> int | None:
+def _check_timer(value: int | None, field_path: str) -> int | None:
     if value is None:
         return None
     try:
-        tokens.integer(value, 0, maximum, what)
+        tokens.integer(value, limits.MIN_TIMER_SECONDS, limits.MAX_TIMER_SECONDS, field_path)
     except UnsafeValueError as error:
         raise _Rejected(conditions.INVALID_SPEC, str(error)) from None
     return value
@@ -297,10 +293,10 @@ def _plan_zone(
         raise _Rejected(conditions.INVALID_SPEC, str(error)) from None
 
     timers = spec.timers
-    min_refresh = _check_timer(timers.min_refresh_seconds, MAX_REFRESH_SECONDS, "minRefresh")
-    max_refresh = _check_timer(timers.max_refresh_seconds, MAX_REFRESH_SECONDS, "maxRefresh")
-    min_retry = _check_timer(timers.min_retry_seconds, MAX_RETRY_SECONDS, "minRetry")
-    max_retry = _check_timer(timers.max_retry_seconds, MAX_RETRY_SECONDS, "maxRetry")
+    min_refresh = _check_timer(timers.min_refresh_seconds, "spec.timers.minRefreshSeconds")
+    max_refresh = _check_timer(timers.max_refresh_seconds, "spec.timers.maxRefreshSeconds")
+    min_retry = _check_timer(timers.min_retry_seconds, "spec.timers.minRetrySeconds")
+    max_retry = _check_timer(timers.max_retry_seconds, "spec.timers.maxRetrySeconds")
     for low, high, what in ((min_refresh, max_refresh, "Refresh"), (min_retry, max_retry, "Retry")):
         if low is not None and high is not None and low > high:
             raise _Rejected(
@@ -395,15 +391,20 @@ def plan_zones(request: RenderRequest) -> ZonePlan:
 
 def check_server(server: SecondaryServerSpec) -> None:
     """Server-wide values every zone statement uses; a bad one stops the whole render."""
-    limits = server.limits
+    server_limits = server.limits
     try:
-        if limits.max_records is not None:
-            tokens.integer(limits.max_records, 1, 2**32 - 1, "spec.limits.maxRecords")
-        if limits.transfer_timeout_seconds is not None:
+        if server_limits.max_records is not None:
             tokens.integer(
-                limits.transfer_timeout_seconds,
-                1,
-                MAX_REFRESH_SECONDS,
+                server_limits.max_records,
+                limits.MIN_RECORDS,
+                limits.MAX_RECORDS,
+                "spec.limits.maxRecords",
+            )
+        if server_limits.transfer_timeout_seconds is not None:
+            tokens.integer(
+                server_limits.transfer_timeout_seconds,
+                limits.MIN_TRANSFER_TIMEOUT,
+                limits.MAX_TRANSFER_TIMEOUT,
                 "spec.limits.transferTimeoutSeconds",
             )
     except UnsafeValueError as error:
