@@ -20,7 +20,7 @@ from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLUR
 from secondary_dns.dns.relay import NotifyRelay
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.reconcile import Reconciler
-from secondary_dns.k8s.api import Cluster, new_api_client
+from secondary_dns.k8s.api import Cluster, KubernetesTransport, new_api_client
 from secondary_dns.render.kubernetes import LABEL_SERVER
 
 PREFIX = "secondarydns.io"
@@ -64,7 +64,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
-    cluster = Cluster(new_api_client(os.environ.get("KUBECONFIG") or None))
+    cluster = Cluster(KubernetesTransport(new_api_client(os.environ.get("KUBECONFIG") or None)))
     _reconciler = Reconciler(
         cluster, _post_event, notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None
     )

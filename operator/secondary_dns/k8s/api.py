@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -70,23 +70,37 @@ def _object_path(api_version: str, kind: str, namespace: str, name: str | None =
     return f"{path}/{name}" if name else path
 
 
-@dataclass
-class Cluster:
-    """A typed, minimal facade over the API for the reconciler."""
+class ApiTransport(Protocol):
+    """One request to the API server: the JSON answer, or ApiException with its status.
 
-    api_client: kubernetes.client.ApiClient
-    _applied: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    The seam between the typed facade and the wire: the operator uses the
+    kubernetes client (`KubernetesTransport`); unit tests use an in-memory API
+    server (tests/fake_cluster.py) with the same resourceVersion, server-side
+    apply and status-subresource rules.
+    """
 
-    # ---- raw calls -------------------------------------------------------
-
-    def _call(
+    def request(
         self,
         method: str,
         path: str,
         *,
         body: Any = None,
-        query: Iterable[tuple[str, str]] = (),
+        query: Sequence[tuple[str, str]] = (),
+        content_type: str = "application/json",
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class KubernetesTransport:
+    api_client: kubernetes.client.ApiClient
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Sequence[tuple[str, str]] = (),
         content_type: str = "application/json",
     ) -> Any:
         method, url, headers, _, _ = self.api_client.param_serialize(
@@ -104,9 +118,34 @@ class Cluster:
             raise ApiException(
                 status=response.status, reason=response.reason, body=raw.decode(errors="replace")
             )
+        return json.loads(raw) if raw else None
+
+
+@dataclass
+class Cluster:
+    """A typed, minimal facade over the API for the reconciler."""
+
+    transport: ApiTransport
+    _applied: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ---- raw calls -------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: Sequence[tuple[str, str]] = (),
+        content_type: str = "application/json",
+    ) -> Any:
+        result = self.transport.request(
+            method, path, body=body, query=query, content_type=content_type
+        )
         if method != "GET":
             metrics.API_WRITES.labels(method=method).inc()
-        return json.loads(raw) if raw else None
+        return result
 
     def get(self, path: str) -> dict[str, Any] | None:
         try:

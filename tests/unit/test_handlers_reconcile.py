@@ -1,0 +1,307 @@
+"""The reconcile paths against an in-memory API server: what a user would see in the cluster.
+
+The cluster tier proves the same paths against a real API server; these run in
+seconds without one, so every branch of the reconciler gets a test.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from tests.fake_cluster import FakeApiServer, custom_resource, run_statefulset
+from tests.handlers_harness import Operator, start_operator
+
+NS = "dns"
+API = "secondarydns.io/v1alpha1"
+NOW = "2026-01-01T00:00:00Z"
+TSIG_SECRET = base64.b64encode(b"k" * 32).decode()
+
+
+def server_manifest(name: str = "edge", **spec: Any) -> dict[str, Any]:
+    return custom_resource("SecondaryServer", NS, name, {"replicas": 3, **spec})
+
+
+def zone_manifest(
+    name: str = "example-com", zone: str = "example.com", **spec: Any
+) -> dict[str, Any]:
+    return custom_resource(
+        "Zone",
+        NS,
+        name,
+        {"zone": zone, "primaries": [{"address": "192.0.2.1"}], "servers": ["edge"], **spec},
+    )
+
+
+def tsig_secret(name: str = "tsig") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS},
+        "stringData": {"secret": TSIG_SECRET, "algorithm": "hmac-sha256"},
+    }
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
+    assert obj is not None
+    for found in (obj.get("status") or {}).get("conditions") or []:
+        if found["type"] == type_:
+            return dict(found)
+    raise AssertionError(f"no {type_} in {obj.get('status')}")
+
+
+def served_zones(server: FakeApiServer, name: str = "edge") -> list[str]:
+    config = server.get("v1", "ConfigMap", NS, f"{name}-config")
+    assert config is not None
+    return list(json.loads(config["data"]["zones.json"]))
+
+
+@pytest.fixture
+def api() -> FakeApiServer:
+    return FakeApiServer()
+
+
+@pytest.fixture
+def operator(api: FakeApiServer) -> Iterator[Operator]:
+    yield start_operator(api)
+
+
+def zone(api: FakeApiServer, name: str = "example-com") -> dict[str, Any] | None:
+    return api.get(API, "Zone", NS, name)
+
+
+def test_a_server_gets_its_children_owned_and_a_status(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    owner = api.apply(server_manifest())
+    api.apply(zone_manifest())
+    operator.reconcile_server("edge")
+
+    owned = sorted(
+        (obj["kind"], obj["metadata"]["name"])
+        for obj in (stored.obj for stored in api.objects.values())
+        if [ref["uid"] for ref in obj["metadata"].get("ownerReferences") or []]
+        == [owner["metadata"]["uid"]]
+    )
+    assert owned == [
+        ("ConfigMap", "edge-config"),
+        ("NetworkPolicy", "edge"),
+        ("PodDisruptionBudget", "edge"),
+        ("Role", "edge-agent"),
+        ("RoleBinding", "edge-agent"),
+        ("Secret", "edge-keys"),
+        ("Secret", "edge-relay-key"),
+        ("Service", "edge"),
+        ("Service", "edge-pods"),
+        ("ServiceAccount", "edge-agent"),
+        ("StatefulSet", "edge"),
+    ]
+    assert served_zones(api) == ["example.com."]
+    statefulset = api.get("apps/v1", "StatefulSet", NS, "edge")
+    assert statefulset is not None and statefulset["spec"]["replicas"] == 3
+    server = api.get(API, "SecondaryServer", NS, "edge")
+    assert condition(server, "Ready")["reason"] == "ReplicasNotReady"
+    assert condition(server, "Reconciling")["status"] == "True"
+    assert condition(zone(api), "ConfigValid")["reason"] == "Rendered"
+    assert condition(zone(api), "Ready")["reason"] == "Progressing"
+    assert ("SecondaryServer", "edge", "Normal", "Created") in operator.events
+
+
+def test_ready_replicas_make_the_server_ready_and_the_zone_await_serials(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+
+    server = api.get(API, "SecondaryServer", NS, "edge")
+    assert condition(server, "Ready")["status"] == "True"
+    assert server is not None and server["status"]["failureDomains"] == {
+        "zone-a": 1,
+        "zone-b": 1,
+        "zone-c": 1,
+    }
+    assert condition(server, "Spread")["reason"] == "SpreadSatisfied"
+    ready = condition(zone(api), "Ready")
+    assert (ready["status"], ready["reason"]) == ("Unknown", "AwaitingSerials")
+
+
+def test_a_zone_with_a_missing_secret_is_left_out_until_the_secret_appears(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    keyed = zone_manifest(
+        "signed",
+        "signed.example",
+        primaries=[{"address": "192.0.2.2", "tsigKeySecretRef": {"name": "tsig"}}],
+    )
+    api.apply(keyed)
+    operator.reconcile_server("edge")
+
+    missing = condition(zone(api, "signed"), "ConfigValid")
+    assert (missing["status"], missing["reason"]) == ("False", "SecretNotFound")
+    assert "tsig" in missing["message"]
+    assert condition(zone(api, "signed"), "Ready")["reason"] == "SecretNotFound"
+    assert served_zones(api) == ["example.com."]  # the other zone is served
+    assert ("Zone", "signed", "Warning", "SecretNotFound") in operator.events
+    assert operator.uses_secret("tsig")
+
+    api.apply(tsig_secret())
+    operator.secret_changed("tsig")
+    assert condition(zone(api, "signed"), "ConfigValid")["reason"] == "Rendered"
+    assert served_zones(api) == ["example.com.", "signed.example."]
+    assert ("Zone", "signed", "Normal", "Rendered") in operator.events
+    keys = api.get("v1", "Secret", NS, "edge-keys")
+    assert keys is not None
+    key_file = base64.b64decode(keys["data"]["tsig-keys.conf"]).decode()
+    assert 'key "tsig"' in key_file and TSIG_SECRET in key_file
+
+
+def test_a_changed_zone_reaches_the_configuration_and_the_network_policy(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    operator.reconcile_server("edge")
+    before = api.get("v1", "ConfigMap", NS, "edge-config")
+    assert before is not None
+
+    api.apply(zone_manifest(primaries=[{"address": "2001:db8::53", "port": 5353}]))
+    operator.zone_changed("example-com")
+
+    after = api.get("v1", "ConfigMap", NS, "edge-config")
+    assert after is not None
+    assert "2001:db8::53 port 5353" in after["data"]["zones.conf"]
+    hash_key = "secondarydns.io/config-hash"
+    assert after["metadata"]["annotations"][hash_key] != before["metadata"]["annotations"][hash_key]
+    policy = api.get("networking.k8s.io/v1", "NetworkPolicy", NS, "edge")
+    assert policy is not None
+    blocks = [rule["to"][0]["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] if "to" in rule]
+    assert blocks == ["2001:db8::53/128"]
+    updated = zone(api)
+    assert updated is not None and updated["metadata"]["generation"] == 2
+    assert updated["status"]["observedGeneration"] == 2
+    assert condition(updated, "ConfigValid")["observedGeneration"] == 2
+
+
+def test_a_deleted_zone_leaves_the_configuration(api: FakeApiServer, operator: Operator) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    api.apply(zone_manifest("other", "other.example"))
+    operator.reconcile_server("edge")
+    assert served_zones(api) == ["example.com.", "other.example."]
+
+    api.delete(API, "Zone", NS, "other")
+    operator.zone_changed("other")
+    assert served_zones(api) == ["example.com."]
+    server = api.get(API, "SecondaryServer", NS, "edge")
+    assert server is not None and server["status"]["zones"] == 1
+
+
+def test_nothing_is_written_when_nothing_changed_also_after_a_restart(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    versions, writes = api.versions(), len(api.writes)
+
+    # A resync, an event for the zone and for the pods: the world is as declared.
+    operator.reconcile_server("edge")
+    operator.zone_changed("example-com")
+    operator.pods_changed("edge")
+    assert api.writes[writes:] == []
+    assert api.versions() == versions
+
+    # A new operator process: it sends its applies again (no memory), and the API
+    # server finds nothing to change; no status is rewritten.
+    restarted = start_operator(api)
+    restarted.reconcile_server("edge")
+    restarted.zone_changed("example-com")
+    assert api.writes[writes:] == []
+    assert api.versions() == versions
+    assert not [event for event in restarted.events if event[3] == "Created"]
+
+
+def test_status_is_written_only_when_it_changes(api: FakeApiServer, operator: Operator) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    operator.reconcile_server("edge")
+    status_writes = [path for _, path in api.writes if path.endswith("/status")]
+    # One status write per object: the server's, the zone's.
+    assert sorted(status_writes) == [
+        f"/apis/{API}/namespaces/{NS}/secondaryservers/edge/status",
+        f"/apis/{API}/namespaces/{NS}/zones/example-com/status",
+    ]
+    # Pods that are not ready change nothing a status shows.
+    run_statefulset(api, NS, "edge", ready=False)
+    operator.pods_changed("edge")
+    assert [path for _, path in api.writes if path.endswith("/status")] == status_writes
+    # Ready ones do: the server is Ready, the zone awaits serials; once each.
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    operator.pods_changed("edge")
+    later = [path for _, path in api.writes if path.endswith("/status")]
+    assert sorted(later[len(status_writes) :]) == sorted(status_writes)
+
+
+def test_an_invalid_stored_zone_stalls_alone(api: FakeApiServer, operator: Operator) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    # Stored before the schema existed: the API server never checked it.
+    api.apply(zone_manifest("old", "bad..name"))
+    operator.reconcile_server("edge")
+    operator.zone_changed("old")
+
+    stalled = condition(zone(api, "old"), "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert "spec.zone" in stalled["message"]
+    assert condition(zone(api, "old"), "Ready")["status"] == "False"
+    assert served_zones(api) == ["example.com."]
+
+
+def test_a_zone_naming_an_unknown_server_says_so(api: FakeApiServer, operator: Operator) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest(servers=["edge", "nosuch"]))
+    operator.zone_changed("example-com")
+    missing = condition(zone(api), "ConfigValid")
+    assert (missing["status"], missing["reason"]) == ("False", "ServerNotFound")
+    assert "nosuch" in missing["message"]
+
+
+def test_a_deleted_server_is_left_to_garbage_collection(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    operator.reconcile_server("edge")
+    api.delete(API, "SecondaryServer", NS, "edge")
+    writes = len(api.writes)
+    operator.reconcile_server("edge")
+    # Nothing recreated; the Zone says its server is gone.
+    assert [w for w in api.writes[writes:] if not w[1].endswith("/status")] == []
+    assert condition(zone(api), "ConfigValid")["reason"] == "ServerNotFound"
+    api.collect_garbage()
+    assert api.get("apps/v1", "StatefulSet", NS, "edge") is None
+
+
+def test_an_invalid_server_is_stalled_and_nothing_is_applied(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    api.apply(server_manifest(replicas=0))
+    operator.reconcile_server("edge")
+    server = api.get(API, "SecondaryServer", NS, "edge")
+    stalled = condition(server, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "InvalidSpec")
+    assert "spec.replicas" in stalled["message"]
+    assert api.all("StatefulSet", NS) == []
+    assert ("SecondaryServer", "edge", "Warning", "InvalidSpec") in operator.events

@@ -1,0 +1,133 @@
+"""k8s.api.Cluster against the in-memory API server: one apply path, status only when changed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from secondary_dns.api import ZONE_PLURAL
+from secondary_dns.k8s.api import FIELD_MANAGER, Cluster
+from tests.fake_cluster import FakeApiServer, custom_resource
+
+NS = "dns"
+
+
+def config_map(data: Mapping[str, str], labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "edge-config", "namespace": NS, "labels": dict(labels or {})},
+        "data": dict(data),
+    }
+
+
+def test_apply_creates_then_an_identical_apply_writes_nothing() -> None:
+    server = FakeApiServer()
+    assert Cluster(server).apply(config_map({"a": "1"}))
+    created = server.get("v1", "ConfigMap", NS, "edge-config")
+    assert created is not None and created["data"] == {"a": "1"}
+    # Another process (an operator restart) sends the same object: the API server
+    # keeps the object as it is, resourceVersion included.
+    Cluster(server).apply(config_map({"a": "1"}))
+    again = server.get("v1", "ConfigMap", NS, "edge-config")
+    assert again == created
+    # The same process does not even send it.
+    cluster = Cluster(server)
+    cluster.apply(config_map({"a": "1"}))
+    requests = len(server.requests)
+    assert not cluster.apply(config_map({"a": "1"}))
+    assert len(server.requests) == requests
+
+
+def test_apply_removes_what_the_manager_dropped_and_keeps_other_managers_fields() -> None:
+    server = FakeApiServer()
+    cluster = Cluster(server)
+    cluster.apply(config_map({"a": "1", "b": "2"}))
+    # Someone else (kubectl) adds a label of their own.
+    server.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "edge-config", "namespace": NS, "labels": {"team": "dns"}},
+        },
+        "kubectl",
+    )
+    cluster.apply(config_map({"a": "1"}))
+    current = server.get("v1", "ConfigMap", NS, "edge-config")
+    assert current is not None
+    assert current["data"] == {"a": "1"}
+    assert current["metadata"]["labels"] == {"team": "dns"}
+    managers = server.objects[("v1", "configmaps", NS, "edge-config")].managed
+    assert set(managers) == {FIELD_MANAGER, "kubectl"}
+
+
+def test_a_field_of_another_manager_is_taken_only_with_force() -> None:
+    server = FakeApiServer()
+    server.apply(config_map({"a": "kubectl's"}), "kubectl")
+    with pytest.raises(ApiException) as caught:
+        server.apply(config_map({"a": "ours"}), FIELD_MANAGER, force=False)
+    assert caught.value.status == 409
+    # The operator applies with force: its desired state wins (drift is corrected).
+    Cluster(server).apply(config_map({"a": "ours"}))
+    current = server.get("v1", "ConfigMap", NS, "edge-config")
+    assert current is not None and current["data"] == {"a": "ours"}
+
+
+def test_status_is_written_only_when_it_changed() -> None:
+    server = FakeApiServer()
+    server.apply(custom_resource("Zone", NS, "example", {"zone": "example.com"}))
+    cluster = Cluster(server)
+    assert cluster.update_status(ZONE_PLURAL, NS, "example", lambda _: {"zone": "example.com."})
+    version = server.versions()
+    assert not cluster.update_status(ZONE_PLURAL, NS, "example", lambda _: {"zone": "example.com."})
+    assert server.versions() == version
+    # A field no longer computed is removed, not left behind.
+    assert cluster.update_status(ZONE_PLURAL, NS, "example", lambda _: {"synced": "0/0"})
+    zone = server.get("secondarydns.io/v1alpha1", "Zone", NS, "example")
+    assert zone is not None and zone["status"] == {"synced": "0/0"}
+
+
+def test_status_computed_from_a_stale_copy_is_recomputed_after_a_conflict() -> None:
+    server = FakeApiServer()
+    server.apply(custom_resource("Zone", NS, "example", {"zone": "example.com"}))
+    stale = server.get("secondarydns.io/v1alpha1", "Zone", NS, "example")
+    assert stale is not None
+    # Another writer (the serial monitor) writes first.
+    server.set_status(stale, {"primarySerial": 7})
+    seen: list[Mapping[str, Any]] = []
+
+    def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
+        seen.append(dict(current.get("status") or {}))
+        return {**(current.get("status") or {}), "zone": "example.com."}
+
+    assert Cluster(server).update_status(ZONE_PLURAL, NS, "example", compute, cached=stale)
+    # First from the stale copy (409), then from the object as it is now.
+    assert seen == [{}, {"primarySerial": 7}]
+    zone = server.get("secondarydns.io/v1alpha1", "Zone", NS, "example")
+    assert zone is not None and zone["status"] == {"primarySerial": 7, "zone": "example.com."}
+
+
+def test_missing_objects_are_none_and_deleting_them_twice_is_harmless() -> None:
+    server = FakeApiServer()
+    cluster = Cluster(server)
+    assert cluster.get_zone(NS, "nosuch") is None
+    assert not cluster.update_status(ZONE_PLURAL, NS, "nosuch", lambda _: {"a": 1})
+    cluster.apply(config_map({"a": "1"}))
+    cluster.delete("v1", "ConfigMap", NS, "edge-config")
+    cluster.delete("v1", "ConfigMap", NS, "edge-config")
+    assert server.get("v1", "ConfigMap", NS, "edge-config") is None
+
+
+def test_lists_are_filtered_by_namespace_and_labels() -> None:
+    server = FakeApiServer()
+    cluster = Cluster(server)
+    cluster.apply(config_map({"a": "1"}, {"secondarydns.io/server": "edge"}))
+    other = config_map({"b": "2"}, {"secondarydns.io/server": "core"})
+    other["metadata"]["name"] = "core-config"
+    cluster.apply(other)
+    found = cluster.list_children("v1", "ConfigMap", NS, "secondarydns.io/server=edge")
+    assert [c["metadata"]["name"] for c in found] == ["edge-config"]
+    assert cluster.list_children("v1", "ConfigMap", "other", "secondarydns.io/server=edge") == []
