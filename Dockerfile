@@ -90,7 +90,7 @@ ENV PATH=/opt/secondary-dns/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-# The numeric user the pods run as (render/kubernetes.py RUN_AS_USER), so
+# The numeric user the pods run as (render/children.py RUN_AS_USER), so
 # runAsNonRoot can verify it without a passwd lookup.
 USER 65532:65532
 WORKDIR /var/lib/secondary-dns

@@ -44,7 +44,7 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 CONTAINERS_CONF = REPO / "hack" / "containers.conf"
 
-# render/kubernetes.py DEFAULT_IMAGE is `<this>:<version>` (a unit test holds them together).
+# render/children.py DEFAULT_IMAGE is `<this>:<version>` (a unit test holds them together).
 REPOSITORY = "ghcr.io/secondary-dns-operator/secondary-dns"
 CONTENT_HASH_LABEL = "io.secondarydns.image.content-hash"
 VERSION_LABEL = "org.opencontainers.image.version"

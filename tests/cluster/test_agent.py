@@ -25,8 +25,8 @@ import pytest
 
 from localcluster.cluster import LocalCluster
 from localcluster.named import NamedFleet, NamedProcess, TsigCredentials, free_port, make_zone
-from secondary_dns.agent import contract
-from secondary_dns.agent.contract import PodLayout
+from secondary_dns.api import agent_contract
+from secondary_dns.api.agent_contract import PodLayout
 from tests.dataplane.agent_configs import (
     SERVER,
     Bundle,
@@ -173,7 +173,9 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
         _wait(
             "the Pod to show the applied config",
             lambda: (
-                _pod_annotations(cluster, namespace).get(contract.ANNOTATION_APPLIED_CONFIG_HASH)
+                _pod_annotations(cluster, namespace).get(
+                    agent_contract.ANNOTATION_APPLIED_CONFIG_HASH
+                )
                 == first.config_hash
             ),
         )
@@ -193,11 +195,11 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
                 "the Pod annotations",
                 lambda c=config: (
                     (a := _pod_annotations(cluster, namespace)).get(
-                        contract.ANNOTATION_APPLIED_CONFIG_HASH
+                        agent_contract.ANNOTATION_APPLIED_CONFIG_HASH
                     )
                     == c.config_hash
-                    and a.get(contract.ANNOTATION_ZONES_LOADED) == "2/2"
-                    and a.get(contract.ANNOTATION_CONFIG_ERROR) == ""
+                    and a.get(agent_contract.ANNOTATION_ZONES_LOADED) == "2/2"
+                    and a.get(agent_contract.ANNOTATION_CONFIG_ERROR) == ""
                 ),
             )
         print(
@@ -217,11 +219,13 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
         _apply(cluster, configmap_manifests(bad, namespace, SHARDS))
         error = _wait(
             "config-error on the Pod",
-            lambda: _pod_annotations(cluster, namespace).get(contract.ANNOTATION_CONFIG_ERROR),
+            lambda: _pod_annotations(cluster, namespace).get(
+                agent_contract.ANNOTATION_CONFIG_ERROR
+            ),
         )
         assert error.startswith(f"{bad.config_hash}: named-checkconf: ")
         annotations = _pod_annotations(cluster, namespace)
-        assert annotations[contract.ANNOTATION_APPLIED_CONFIG_HASH] == good.config_hash
+        assert annotations[agent_contract.ANNOTATION_APPLIED_CONFIG_HASH] == good.config_hash
         assert named.serial(added[-1]) == 10 + RUNS - 1
     except BaseException:
         print(

@@ -1,9 +1,9 @@
 """Real rendered configurations for agent tests, shaped as the operator ships them.
 
 The renderer turns Zone manifests into named.conf and zones.conf for the pod
-layout (`PodLayout.engine_paths()` moved under a temporary directory); these
+layout (`render.children.engine_paths(layout)` under a temporary directory); these
 helpers wrap the result as config ConfigMaps (optionally split into parts and
-shards) and the key Secret, with the annotations of agent/contract.py.
+shards) and the key Secret, with the annotations of api/agent_contract.py.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ from typing import Any
 import dns.name
 import dns.tsig
 
-from secondary_dns.agent import contract
 from secondary_dns.agent.assemble import ConfigShard, KeySecret
-from secondary_dns.agent.contract import PodLayout
 from secondary_dns.api import (
     API_VERSION,
     ObjectRef,
     SecretKeyRef,
     TsigKey,
+    agent_contract,
     parse_secondary_server,
     parse_zone,
 )
+from secondary_dns.api.agent_contract import PodLayout
 from secondary_dns.render import RenderRequest, config_hash, render_bind9, render_key_file
+from secondary_dns.render.children import engine_paths
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, TsigKeyLookup
 from secondary_dns.render.tokens import IPAddress
 
@@ -111,7 +112,7 @@ def render_bundle(
     key = TsigKey(key_name, dns.tsig.HMAC_SHA256, key_secret)
     lookup: TsigKeyLookup = {(NAMESPACE, SecretKeyRef(KEY_SECRET)): key}
     paths = replace(
-        layout.engine_paths(),
+        engine_paths(layout),
         listen_addresses=(listen,),
         port=port,
         control_port=control_port,
@@ -142,7 +143,9 @@ def configmap_data(
 ) -> list[dict[str, str]]:
     """The data of `shards` ConfigMaps; files longer than part_bytes go in parts."""
     entries: list[tuple[str, str]] = []
-    for name, text in sorted({**bundle.files, contract.ZONES_FILE: zones_json(bundle)}.items()):
+    for name, text in sorted(
+        {**bundle.files, agent_contract.ZONES_FILE: zones_json(bundle)}.items()
+    ):
         if part_bytes is None or len(text) <= part_bytes:
             entries.append((name, text))
             continue
@@ -175,7 +178,7 @@ def shards_of(
 
 
 def key_secret_of(bundle: Bundle, server: str = SERVER) -> KeySecret:
-    return KeySecret(contract.keys_secret_name(server), bundle.keys_hash, bundle.key_file)
+    return KeySecret(agent_contract.keys_secret_name(server), bundle.keys_hash, bundle.key_file)
 
 
 def configmap_manifests(
@@ -189,13 +192,13 @@ def configmap_manifests(
                 "name": f"{server}-config-{index}",
                 "namespace": namespace,
                 "labels": {
-                    contract.LABEL_SERVER: server,
-                    contract.LABEL_ROLE: contract.ROLE_CONFIG,
+                    agent_contract.LABEL_SERVER: server,
+                    agent_contract.LABEL_ROLE: agent_contract.ROLE_CONFIG,
                 },
                 "annotations": {
-                    contract.ANNOTATION_CONFIG_HASH: bundle.config_hash,
-                    contract.ANNOTATION_CONFIG_SHARDS: str(shards),
-                    contract.ANNOTATION_KEYS_HASH: bundle.keys_hash,
+                    agent_contract.ANNOTATION_CONFIG_HASH: bundle.config_hash,
+                    agent_contract.ANNOTATION_CONFIG_SHARDS: str(shards),
+                    agent_contract.ANNOTATION_KEYS_HASH: bundle.keys_hash,
                 },
             },
             "data": data,
@@ -209,11 +212,11 @@ def key_secret_manifest(bundle: Bundle, namespace: str, server: str = SERVER) ->
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": contract.keys_secret_name(server),
+            "name": agent_contract.keys_secret_name(server),
             "namespace": namespace,
-            "annotations": {contract.ANNOTATION_KEYS_HASH: bundle.keys_hash},
+            "annotations": {agent_contract.ANNOTATION_KEYS_HASH: bundle.keys_hash},
         },
         "data": {
-            contract.KEYS_DATA_KEY: base64.b64encode(bundle.key_file.encode()).decode("ascii")
+            agent_contract.KEYS_DATA_KEY: base64.b64encode(bundle.key_file.encode()).decode("ascii")
         },
     }

@@ -28,12 +28,12 @@ from localcluster.named import (
     stop_process_group,
     wait_until,
 )
-from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.endpoints import AgentHTTPServer
 from secondary_dns.agent.files import NamedControl
 from secondary_dns.agent.probe import EngineProbe
 from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
+from secondary_dns.api.agent_contract import PodLayout
 from tests.dataplane.agent_configs import (
     Bundle,
     PrimaryZone,

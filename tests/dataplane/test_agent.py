@@ -16,13 +16,13 @@ from localcluster.named import (
     make_zone,
     wait_until,
 )
-from secondary_dns.agent import contract
+from secondary_dns.api import agent_contract
 from tests.dataplane.agent_configs import PrimaryZone
 from tests.dataplane.agent_harness import AgentPod
 
-A = contract.ANNOTATION_APPLIED_CONFIG_HASH
-ERROR = contract.ANNOTATION_CONFIG_ERROR
-LOADED = contract.ANNOTATION_ZONES_LOADED
+A = agent_contract.ANNOTATION_APPLIED_CONFIG_HASH
+ERROR = agent_contract.ANNOTATION_CONFIG_ERROR
+LOADED = agent_contract.ANNOTATION_ZONES_LOADED
 
 
 @pytest.fixture

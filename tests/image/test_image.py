@@ -18,7 +18,7 @@ import pytest
 
 import image
 from secondary_dns import __version__
-from secondary_dns.render.kubernetes import POD_PATHS, RUN_AS_USER
+from secondary_dns.render.children import POD_PATHS, RUN_AS_USER
 
 pytestmark = pytest.mark.image
 

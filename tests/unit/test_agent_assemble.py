@@ -8,7 +8,6 @@ import json
 import dns.name
 import pytest
 
-from secondary_dns.agent import contract
 from secondary_dns.agent.assemble import (
     ConfigShard,
     DesiredConfig,
@@ -17,10 +16,10 @@ from secondary_dns.agent.assemble import (
     Pending,
     assemble,
     join_parts,
-    parse_zones,
     undefined_tsig_keys,
 )
 from secondary_dns.agent.kube import secret_from_object, shard_from_configmap
+from secondary_dns.api import agent_contract
 from secondary_dns.render import config_hash
 
 KEYS = "k" * 64
@@ -153,7 +152,7 @@ def test_without_zones_json_the_config_is_invalid() -> None:
     "text", ['{"a.test.": 1}', '["a.test"]', "not json", '["a..test."]', "[1]"]
 )
 def test_bad_zones_json(text: str) -> None:
-    assert isinstance(parse_zones(text), str)
+    assert isinstance(agent_contract.parse_zones_file(text), str)
 
 
 def test_no_configmaps_is_pending() -> None:
@@ -169,15 +168,18 @@ def test_objects_from_the_api_convert_to_shards_and_secrets() -> None:
             "name": "edge-config-0",
             "resourceVersion": "42",
             "annotations": {
-                contract.ANNOTATION_CONFIG_HASH: HASH,
-                contract.ANNOTATION_CONFIG_SHARDS: "1",
-                contract.ANNOTATION_KEYS_HASH: KEYS,
+                agent_contract.ANNOTATION_CONFIG_HASH: HASH,
+                agent_contract.ANNOTATION_CONFIG_SHARDS: "1",
+                agent_contract.ANNOTATION_KEYS_HASH: KEYS,
             },
         },
         "data": {**FILES, "zones.json": ZONES},
     }
     secret = {
-        "metadata": {"name": "edge-keys", "annotations": {contract.ANNOTATION_KEYS_HASH: KEYS}},
+        "metadata": {
+            "name": "edge-keys",
+            "annotations": {agent_contract.ANNOTATION_KEYS_HASH: KEYS},
+        },
         "data": {"tsig-keys.conf": base64.b64encode(KEY_FILE.encode()).decode()},
     }
     result = assemble([shard_from_configmap(configmap)], secret_from_object(secret))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dns.name
 
-from secondary_dns.agent import contract
 from secondary_dns.agent.assemble import DesiredConfig
 from secondary_dns.agent.decide import (
     Action,
@@ -20,6 +19,7 @@ from secondary_dns.agent.decide import (
     retransfers_due,
 )
 from secondary_dns.agent.probe import ZoneState, parse_zone_states, parse_zone_statistics
+from secondary_dns.api import agent_contract
 
 A = dns.name.from_text("a.test.")
 B = dns.name.from_text("b.test.")
@@ -59,7 +59,7 @@ def test_config_error_is_one_line_and_bounded() -> None:
     value = config_error(Rejection("abc", "k", message))
     assert value.startswith("abc: zones.conf:3: unknown key 'x' zones.conf:9: ")
     assert "\n" not in value and "\t" not in value
-    assert len(value.encode()) <= contract.CONFIG_ERROR_MAX_BYTES and value.endswith("...")
+    assert len(value.encode()) <= agent_contract.CONFIG_ERROR_MAX_BYTES and value.endswith("...")
     assert one_line("short\nmessage") == "short message"
     assert config_error(None) == ""
 
@@ -67,18 +67,18 @@ def test_config_error_is_one_line_and_bounded() -> None:
 def test_patch_holds_only_changed_annotations() -> None:
     wanted = pod_annotations(AppliedConfig("c1", "k1"), None, 1, 2)
     assert wanted == {
-        contract.ANNOTATION_APPLIED_CONFIG_HASH: "c1",
-        contract.ANNOTATION_CONFIG_ERROR: "",
-        contract.ANNOTATION_ZONES_LOADED: "1/2",
+        agent_contract.ANNOTATION_APPLIED_CONFIG_HASH: "c1",
+        agent_contract.ANNOTATION_CONFIG_ERROR: "",
+        agent_contract.ANNOTATION_ZONES_LOADED: "1/2",
     }
     assert annotation_patch({}, wanted) == wanted
     assert annotation_patch(dict(wanted), wanted) == {}
-    shown = {**wanted, contract.ANNOTATION_ZONES_LOADED: "0/2"}
-    assert annotation_patch(shown, wanted) == {contract.ANNOTATION_ZONES_LOADED: "1/2"}
+    shown = {**wanted, agent_contract.ANNOTATION_ZONES_LOADED: "0/2"}
+    assert annotation_patch(shown, wanted) == {agent_contract.ANNOTATION_ZONES_LOADED: "1/2"}
     rejected = pod_annotations(AppliedConfig("c1", "k1"), Rejection("c2", "k1", "bad"), 2, 2)
     assert annotation_patch(wanted, rejected) == {
-        contract.ANNOTATION_CONFIG_ERROR: "c2: bad",
-        contract.ANNOTATION_ZONES_LOADED: "2/2",
+        agent_contract.ANNOTATION_CONFIG_ERROR: "c2: bad",
+        agent_contract.ANNOTATION_ZONES_LOADED: "2/2",
     }
 
 

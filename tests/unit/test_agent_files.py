@@ -12,7 +12,6 @@ import dns.name
 import pytest
 
 from secondary_dns.agent.assemble import DesiredConfig, assemble
-from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.files import (
     ConfigDirectory,
     NamedControl,
@@ -20,6 +19,7 @@ from secondary_dns.agent.files import (
     checkable_copy,
     ensure_rndc_key,
 )
+from secondary_dns.api.agent_contract import PodLayout
 from tests.dataplane.agent_configs import (
     Bundle,
     PrimaryZone,

@@ -11,12 +11,12 @@ import dns.name
 import pytest
 from prometheus_client import generate_latest
 
-from secondary_dns.agent import contract
-from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.files import NamedControl, ReloadResult
 from secondary_dns.agent.probe import EngineProbe, ZoneState
 from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
+from secondary_dns.api import agent_contract
+from secondary_dns.api.agent_contract import PodLayout
 from tests.dataplane.agent_configs import (
     Bundle,
     PrimaryZone,
@@ -84,9 +84,9 @@ def test_pod_is_patched_only_when_a_value_changes(layout: PodLayout) -> None:
 
     agent.step()
     assert reporter.annotations == {
-        contract.ANNOTATION_APPLIED_CONFIG_HASH: config.config_hash,
-        contract.ANNOTATION_CONFIG_ERROR: "",
-        contract.ANNOTATION_ZONES_LOADED: "0/2",
+        agent_contract.ANNOTATION_APPLIED_CONFIG_HASH: config.config_hash,
+        agent_contract.ANNOTATION_CONFIG_ERROR: "",
+        agent_contract.ANNOTATION_ZONES_LOADED: "0/2",
     }
     assert not agent.readyz()[0]
     for _ in range(3):
@@ -95,7 +95,7 @@ def test_pod_is_patched_only_when_a_value_changes(layout: PodLayout) -> None:
 
     probe.loaded = {dns.name.from_text("a.test."), dns.name.from_text("b.test.")}
     agent.step()
-    assert reporter.patches[-1] == {contract.ANNOTATION_ZONES_LOADED: "2/2"}
+    assert reporter.patches[-1] == {agent_contract.ANNOTATION_ZONES_LOADED: "2/2"}
     assert agent.readyz()[0]
     agent.step()
     assert len(reporter.patches) == 2 and control.reconfigs == 0
@@ -130,9 +130,9 @@ def test_invalid_configuration_is_reported_once(layout: PodLayout) -> None:
     agent, control, _ = make_agent(layout, source, reporter)
     agent.step()
     agent.step()
-    error = reporter.annotations[contract.ANNOTATION_CONFIG_ERROR]
+    error = reporter.annotations[agent_contract.ANNOTATION_CONFIG_ERROR]
     assert error == f"{config.config_hash}: the files do not match the config hash annotation"
-    assert reporter.annotations[contract.ANNOTATION_APPLIED_CONFIG_HASH] == ""
+    assert reporter.annotations[agent_contract.ANNOTATION_APPLIED_CONFIG_HASH] == ""
     assert len(reporter.patches) == 1
     assert not Path(layout.marker).exists()
 

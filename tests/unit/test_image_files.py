@@ -12,7 +12,7 @@ import pytest
 
 import image
 from secondary_dns import __version__
-from secondary_dns.render.kubernetes import DEFAULT_IMAGE, RUN_AS_USER
+from secondary_dns.render.children import DEFAULT_IMAGE, RUN_AS_USER
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,7 @@ import dns.name
 import pytest
 
 from secondary_dns.api import ObjectRef, SecretKeyRef, ZoneTimers, conditions
+from secondary_dns.api.agent_contract import RETRANSFER_FILE, parse_retransfer_file
 from secondary_dns.render import (
     RenderError,
     config_hash,
@@ -17,13 +18,8 @@ from secondary_dns.render import (
     renderer_for,
 )
 from secondary_dns.render.bind9 import NAMED_CONF, ZONES_CONF
-from secondary_dns.render.engine import (
-    DEFAULT_RELAY_KEY_NAME,
-    RETRANSFER_FILE,
-    RenderedConfig,
-    parse_retransfer_file,
-)
-from secondary_dns.render.kubernetes import engine_hash
+from secondary_dns.render.children import engine_hash
+from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, RenderedConfig
 from tests.unit.render_cases import (
     CASES,
     GOLDEN,

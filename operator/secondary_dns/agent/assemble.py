@@ -9,7 +9,6 @@ operator wrote something the agent must not apply; reported on the Pod).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,9 +16,8 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.name
 
-from secondary_dns.agent import contract
+from secondary_dns.api import agent_contract
 from secondary_dns.render import config_hash
-from secondary_dns.render.engine import RETRANSFER_FILE, parse_retransfer_file
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,8 @@ class Invalid:
 Assembly = DesiredConfig | Pending | Invalid
 
 _PART = re.compile(
-    rf"^(?P<base>.+){re.escape(contract.PART_SEPARATOR)}(?P<index>\d{{{contract.PART_DIGITS}}})$"
+    rf"^(?P<base>.+){re.escape(agent_contract.PART_SEPARATOR)}"
+    rf"(?P<index>\d{{{agent_contract.PART_DIGITS}}})$"
 )
 
 
@@ -103,7 +102,8 @@ def select_generation(shards: Iterable[ConfigShard]) -> list[ConfigShard] | Pend
         if unlabelled:
             return Pending(
                 f"ConfigMaps {', '.join(sorted(unlabelled))} lack the "
-                f"{contract.ANNOTATION_CONFIG_HASH}/{contract.ANNOTATION_CONFIG_SHARDS} annotations"
+                f"{agent_contract.ANNOTATION_CONFIG_HASH}/"
+                f"{agent_contract.ANNOTATION_CONFIG_SHARDS} annotations"
             )
         return Pending("no configuration ConfigMap yet")
     complete: list[list[ConfigShard]] = []
@@ -157,29 +157,12 @@ def join_parts(entries: Iterable[tuple[str, str, str]]) -> dict[str, str] | str:
             return f"file {base} is stored both whole and in parts"
         missing = sorted(set(range(max(numbered) + 1)) - set(numbered))
         if missing:
-            names = ", ".join(f"{base}{contract.PART_SEPARATOR}{index:04d}" for index in missing)
+            names = ", ".join(
+                f"{base}{agent_contract.PART_SEPARATOR}{index:04d}" for index in missing
+            )
             return f"file {base} lacks {names}"
         files[base] = "".join(numbered[index] for index in sorted(numbered))
     return files
-
-
-def parse_zones(text: str) -> tuple[dns.name.Name, ...] | str:
-    """zones.json: a JSON list of absolute zone names; an error text otherwise."""
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        return f"{contract.ZONES_FILE} is not JSON: {error}"
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        return f"{contract.ZONES_FILE} must be a JSON list of zone names"
-    zones: list[dns.name.Name] = []
-    for item in value:
-        if not item.endswith("."):
-            return f"{contract.ZONES_FILE}: zone {item!r} is not absolute (needs a final dot)"
-        try:
-            zones.append(dns.name.from_text(item))
-        except dns.exception.DNSException as error:
-            return f"{contract.ZONES_FILE}: zone {item!r}: {error}"
-    return tuple(sorted(set(zones)))
 
 
 def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembly:
@@ -192,7 +175,7 @@ def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembl
     if len(keys_hashes) != 1 or None in keys_hashes or "" in keys_hashes:
         return Invalid(
             wanted_hash,
-            f"the ConfigMaps disagree on or lack {contract.ANNOTATION_KEYS_HASH}",
+            f"the ConfigMaps disagree on or lack {agent_contract.ANNOTATION_KEYS_HASH}",
         )
     keys_hash = keys_hashes.pop() or ""
     joined = join_parts(
@@ -202,17 +185,17 @@ def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembl
     )
     if isinstance(joined, str):
         return Invalid(wanted_hash, joined)
-    zones_text = joined.pop(contract.ZONES_FILE, None)
+    zones_text = joined.pop(agent_contract.ZONES_FILE, None)
     if zones_text is None:
-        return Invalid(wanted_hash, f"no {contract.ZONES_FILE} in the configuration")
-    zones = parse_zones(zones_text)
+        return Invalid(wanted_hash, f"no {agent_contract.ZONES_FILE} in the configuration")
+    zones = agent_contract.parse_zones_file(zones_text)
     if isinstance(zones, str):
         return Invalid(wanted_hash, zones)
     if config_hash(joined) != wanted_hash:
         # Guards the join: a lost last part or a stale ConfigMap with the new
         # annotations must not reach named.
         return Invalid(wanted_hash, "the files do not match the config hash annotation")
-    retransfer = parse_retransfer_file(joined.get(RETRANSFER_FILE))
+    retransfer = agent_contract.parse_retransfer_file(joined.get(agent_contract.RETRANSFER_FILE))
     if isinstance(retransfer, str):
         return Invalid(wanted_hash, retransfer)
     if secret is None:
@@ -223,7 +206,7 @@ def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembl
             f"(it has {(secret.keys_hash or 'none')[:12]})"
         )
     if secret.key_file is None:
-        return Invalid(wanted_hash, f"Secret {secret.name} has no {contract.KEYS_DATA_KEY}")
+        return Invalid(wanted_hash, f"Secret {secret.name} has no {agent_contract.KEYS_DATA_KEY}")
     return DesiredConfig(
         config_hash=wanted_hash,
         keys_hash=keys_hash,

@@ -12,14 +12,14 @@ from pathlib import PurePosixPath
 from types import FrameType
 from typing import Any
 
-from secondary_dns.agent import contract
-from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.endpoints import AgentHTTPServer, parse_listen
 from secondary_dns.agent.engine import run_engine
 from secondary_dns.agent.files import NamedControl
 from secondary_dns.agent.metrics import AgentMetrics
 from secondary_dns.agent.probe import EngineProbe
 from secondary_dns.agent.runner import Agent
+from secondary_dns.api import agent_contract
+from secondary_dns.api.agent_contract import PodLayout
 
 log = logging.getLogger("secondary_dns.agent")
 
@@ -49,12 +49,12 @@ def add_commands(commands: Any) -> None:
     agent.add_argument("--server", default=os.environ.get("SDNS_SERVER"), metavar="NAME")
     agent.add_argument("--pod", default=os.environ.get("POD_NAME"), metavar="POD")
     agent.add_argument(
-        "--run-dir", type=PurePosixPath, default=contract.DEFAULT_RUN_DIR, metavar="DIR"
+        "--run-dir", type=PurePosixPath, default=agent_contract.DEFAULT_RUN_DIR, metavar="DIR"
     )
     agent.add_argument(
-        "--data-dir", type=PurePosixPath, default=contract.DEFAULT_DATA_DIR, metavar="DIR"
+        "--data-dir", type=PurePosixPath, default=agent_contract.DEFAULT_DATA_DIR, metavar="DIR"
     )
-    agent.add_argument("--listen", default=contract.DEFAULT_LISTEN, metavar="ADDRESS:PORT")
+    agent.add_argument("--listen", default=agent_contract.DEFAULT_LISTEN, metavar="ADDRESS:PORT")
     agent.add_argument(
         "--kubeconfig",
         default=os.environ.get("KUBECONFIG") or None,
@@ -78,7 +78,7 @@ def add_commands(commands: Any) -> None:
         ),
     )
     engine.add_argument(
-        "--run-dir", type=PurePosixPath, default=contract.DEFAULT_RUN_DIR, metavar="DIR"
+        "--run-dir", type=PurePosixPath, default=agent_contract.DEFAULT_RUN_DIR, metavar="DIR"
     )
     engine.add_argument("--named", default="named", metavar="PATH")
     engine.add_argument(

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import dns.name
 
-from secondary_dns.agent import contract
 from secondary_dns.agent.assemble import DesiredConfig
+from secondary_dns.api import agent_contract
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def check_readiness(
     return Readiness(True, "ok")
 
 
-def one_line(message: str, max_bytes: int = contract.CONFIG_ERROR_MAX_BYTES) -> str:
+def one_line(message: str, max_bytes: int = agent_contract.CONFIG_ERROR_MAX_BYTES) -> str:
     """Whitespace collapsed to single spaces, cut to max_bytes of UTF-8 (with an ellipsis)."""
     text = re.sub(r"\s+", " ", message).strip()
     encoded = text.encode()
@@ -120,9 +120,9 @@ def pod_annotations(
     applied: AppliedConfig | None, rejection: Rejection | None, loaded: int, configured: int
 ) -> dict[str, str]:
     return {
-        contract.ANNOTATION_APPLIED_CONFIG_HASH: applied.config_hash if applied else "",
-        contract.ANNOTATION_CONFIG_ERROR: config_error(rejection),
-        contract.ANNOTATION_ZONES_LOADED: f"{loaded}/{configured}",
+        agent_contract.ANNOTATION_APPLIED_CONFIG_HASH: applied.config_hash if applied else "",
+        agent_contract.ANNOTATION_CONFIG_ERROR: config_error(rejection),
+        agent_contract.ANNOTATION_ZONES_LOADED: f"{loaded}/{configured}",
     }
 
 

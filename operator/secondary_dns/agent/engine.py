@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from secondary_dns.agent.contract import PodLayout
+from secondary_dns.api.agent_contract import PodLayout
 
 WAIT_LOG_EVERY_SECONDS = 10.0
 POLL_SECONDS = 0.2

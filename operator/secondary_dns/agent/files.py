@@ -33,17 +33,12 @@ from pathlib import Path
 import dns.name
 import dns.tsig
 
-from secondary_dns.agent import contract
-from secondary_dns.agent.assemble import DesiredConfig, parse_zones, undefined_tsig_keys
-from secondary_dns.agent.contract import PodLayout
+from secondary_dns.agent.assemble import DesiredConfig, undefined_tsig_keys
 from secondary_dns.agent.decide import AppliedConfig
-from secondary_dns.api import TsigKey
+from secondary_dns.api import TsigKey, agent_contract
+from secondary_dns.api.agent_contract import PodLayout
 from secondary_dns.render import render_key_file
-from secondary_dns.render.engine import (
-    DEFAULT_RNDC_KEY_NAME,
-    RETRANSFER_FILE,
-    parse_retransfer_file,
-)
+from secondary_dns.render.engine import DEFAULT_RNDC_KEY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -203,17 +198,19 @@ class ConfigDirectory:
         """What the marker says is on disk (survives an agent restart, not a pod restart)."""
         try:
             state = json.loads(self.marker.read_text())
-            zones_text = (self.versions / state["configHash"] / contract.ZONES_FILE).read_text()
+            zones_text = (
+                self.versions / state["configHash"] / agent_contract.ZONES_FILE
+            ).read_text()
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        zones = parse_zones(zones_text)
+        zones = agent_contract.parse_zones_file(zones_text)
         try:
             retransfer_text: str | None = (
-                self.versions / state["configHash"] / RETRANSFER_FILE
+                self.versions / state["configHash"] / agent_contract.RETRANSFER_FILE
             ).read_text()
         except OSError:
             retransfer_text = None
-        retransfer = parse_retransfer_file(retransfer_text)
+        retransfer = agent_contract.parse_retransfer_file(retransfer_text)
         return AppliedConfig(
             config_hash=str(state["configHash"]),
             keys_hash=str(state.get("keysHash", "")),
@@ -229,8 +226,8 @@ class ConfigDirectory:
         stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=self.versions))
         for name, text in desired.files.items():
             (stage / name).write_text(text)
-        zones = [zone.to_text() for zone in desired.zones]
-        (stage / contract.ZONES_FILE).write_text(json.dumps(zones, indent=0) + "\n")
+        zones_file = agent_contract.encode_zones_file(desired.zones)
+        (stage / agent_contract.ZONES_FILE).write_text(zones_file)
         return stage
 
     def check(self, desired: DesiredConfig, control: NamedControl) -> str | None:

@@ -19,9 +19,9 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from secondary_dns.agent import contract
 from secondary_dns.agent.assemble import ConfigShard, KeySecret
 from secondary_dns.agent.source import Snapshot
+from secondary_dns.api import agent_contract
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +62,20 @@ def _name(obj: Mapping[str, Any]) -> str:
 
 def shard_from_configmap(obj: Mapping[str, Any]) -> ConfigShard:
     annotations = _annotations(obj)
-    shards_text = annotations.get(contract.ANNOTATION_CONFIG_SHARDS, "")
+    shards_text = annotations.get(agent_contract.ANNOTATION_CONFIG_SHARDS, "")
     data = obj.get("data") or {}
     return ConfigShard(
         name=_name(obj),
-        config_hash=annotations.get(contract.ANNOTATION_CONFIG_HASH) or None,
+        config_hash=annotations.get(agent_contract.ANNOTATION_CONFIG_HASH) or None,
         shards=int(shards_text) if shards_text.isdigit() else None,
-        keys_hash=annotations.get(contract.ANNOTATION_KEYS_HASH) or None,
+        keys_hash=annotations.get(agent_contract.ANNOTATION_KEYS_HASH) or None,
         data={str(key): str(value) for key, value in data.items()},
         resource_version=str((obj.get("metadata") or {}).get("resourceVersion", "")),
     )
 
 
 def secret_from_object(obj: Mapping[str, Any]) -> KeySecret:
-    encoded = (obj.get("data") or {}).get(contract.KEYS_DATA_KEY)
+    encoded = (obj.get("data") or {}).get(agent_contract.KEYS_DATA_KEY)
     key_file: str | None = None
     if isinstance(encoded, str):
         try:
@@ -84,7 +84,7 @@ def secret_from_object(obj: Mapping[str, Any]) -> KeySecret:
             key_file = None
     return KeySecret(
         name=_name(obj),
-        keys_hash=_annotations(obj).get(contract.ANNOTATION_KEYS_HASH) or None,
+        keys_hash=_annotations(obj).get(agent_contract.ANNOTATION_KEYS_HASH) or None,
         key_file=key_file,
     )
 
@@ -194,7 +194,10 @@ class KubernetesConfigSource:
         self._configmaps = ObjectWatch(
             "configmaps",
             self.core.list_namespaced_config_map,
-            {"namespace": self.namespace, "label_selector": contract.config_selector(self.server)},
+            {
+                "namespace": self.namespace,
+                "label_selector": agent_contract.config_selector(self.server),
+            },
             changed,
             self._stop,
         )
@@ -205,7 +208,7 @@ class KubernetesConfigSource:
             self.core.list_namespaced_secret,
             {
                 "namespace": self.namespace,
-                "field_selector": f"metadata.name={contract.keys_secret_name(self.server)}",
+                "field_selector": f"metadata.name={agent_contract.keys_secret_name(self.server)}",
             },
             changed,
             self._stop,
@@ -248,7 +251,7 @@ class PodAnnotationReporter:
             self.pod, self.namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS
         )
         annotations = (obj.metadata.annotations if obj.metadata else None) or {}
-        return {key: annotations.get(key) for key in contract.REPORTED_ANNOTATIONS}
+        return {key: annotations.get(key) for key in agent_contract.REPORTED_ANNOTATIONS}
 
     def patch(self, annotations: Mapping[str, str]) -> None:
         self.core.patch_namespaced_pod(

@@ -6,7 +6,6 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,23 +15,9 @@ import dns.message
 import dns.name
 import dns.query
 
+from secondary_dns.api.agent_contract import ZoneState
+
 PROBE_TIMEOUT_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class ZoneState:
-    """One zone as named's statistics channel shows it (times as Unix seconds).
-
-    `expires` is when named stops answering for the zone unless a refresh from
-    a primary succeeds first: BIND moves it to "now + SOA expire" at every
-    successful refresh (a transfer, or an SOA check that found the serial
-    current). It is the engine's own record of its last successful refresh,
-    which SOA probes from outside cannot see.
-    """
-
-    serial: int | None
-    expires: float | None = None
-    refresh: float | None = None
 
 
 def _time(value: object) -> float | None:

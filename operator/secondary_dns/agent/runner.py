@@ -7,7 +7,6 @@ changes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -18,7 +17,6 @@ from typing import Protocol
 import dns.name
 
 from secondary_dns.agent.assemble import DesiredConfig, Invalid, Pending, assemble
-from secondary_dns.agent.contract import PodLayout
 from secondary_dns.agent.decide import (
     Action,
     AppliedConfig,
@@ -33,8 +31,9 @@ from secondary_dns.agent.decide import (
 )
 from secondary_dns.agent.files import ConfigDirectory, NamedControl, ensure_rndc_key
 from secondary_dns.agent.metrics import AgentMetrics
-from secondary_dns.agent.probe import EngineProbe, ZoneState, loaded_zones
+from secondary_dns.agent.probe import EngineProbe, loaded_zones
 from secondary_dns.agent.source import ConfigSource
+from secondary_dns.api.agent_contract import PodLayout, ZonesDocument, ZoneState
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +115,8 @@ class Agent:
 
     def zones_document(self) -> bytes:
         """GET /zones: what named says of each configured zone (see docs/agent.md)."""
-        states = self.zone_states
-        zones = {
-            zone.to_text(): {"serial": st.serial, "expires": st.expires, "refresh": st.refresh}
-            for zone, st in sorted(states.items())
-        }
         applied = self.applied.config_hash if self.applied else None
-        return (json.dumps({"configHash": applied, "zones": zones}) + "\n").encode()
+        return ZonesDocument(applied, self.zone_states).encode()
 
     # ---- loop ------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ This is the bottom layer: it imports nothing else of the operator (import-linter
 
 from __future__ import annotations
 
-from secondary_dns.api import conditions, limits
+from secondary_dns.api import agent_contract, conditions, limits
 from secondary_dns.api.errors import SpecError
 from secondary_dns.api.fields import IPAddress, IPNetwork, parse_dns_name
 from secondary_dns.api.meta import (
@@ -64,6 +64,7 @@ __all__ = [
     "TsigSecretError",
     "ZoneSpec",
     "ZoneTimers",
+    "agent_contract",
     "conditions",
     "limits",
     "parse_dns_name",

@@ -20,9 +20,10 @@ from typing import Any
 
 from secondary_dns import metrics
 from secondary_dns.api import ObjectRef, conditions
+from secondary_dns.api.agent_contract import ZonesDocument
 from secondary_dns.api.conditions import FALSE, TRUE, find_condition, set_condition
 from secondary_dns.dns import serials
-from secondary_dns.dns.agents import ZoneExpiry, fetch_expiry
+from secondary_dns.dns.agent_client import fetch_zones
 from secondary_dns.dns.notify import send_notify
 from secondary_dns.dns.probe import (
     DEFAULT_ATTEMPTS,
@@ -33,7 +34,6 @@ from secondary_dns.dns.probe import (
 )
 from secondary_dns.dns.relay import NotifyRelay, RelayRoute
 from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
-from secondary_dns.render.kubernetes import AGENT_PORT
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ class SerialMonitor:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard = threading.Lock()
-        # replica address -> (monotonic time fetched, its agent's expire timers)
-        self._engines: dict[str, tuple[float, ZoneExpiry]] = {}
+        # replica address -> (monotonic time fetched, its agent's /zones)
+        self._engines: dict[str, tuple[float, ZonesDocument]] = {}
 
     def poke(self) -> None:
         """Probe fast for a while: a NOTIFY arrived or the configuration changed.
@@ -214,10 +214,12 @@ class SerialMonitor:
                 if replica_result is not None and replica_result.error:
                     metrics.PROBE_ERRORS.labels(target="replica").inc()
             engine_expiry = {
-                target.pod: expires
+                target.pod: state.expires
                 for target, _ in zone.replicas
                 if target.address
-                and (expires := engines.get(target.address, {}).get(zone.name)) is not None
+                and (document := engines.get(target.address)) is not None
+                and (state := document.zones.get(zone.name)) is not None
+                and state.expires is not None
             }
             evaluation = await asyncio.to_thread(
                 self._write, zone, primary_results, replica_results, now, engine_expiry
@@ -276,8 +278,8 @@ class SerialMonitor:
             self.histories[zone.ref] = evaluation.history
         return evaluation
 
-    async def _engine_expiry(self, zones: list[MonitoredZone]) -> dict[str, ZoneExpiry]:
-        """Each replica's expire timers (address -> zone -> time), at most every few seconds.
+    async def _engine_expiry(self, zones: list[MonitoredZone]) -> dict[str, ZonesDocument]:
+        """Each replica's zone timers (address -> its agent's /zones), at most every few seconds.
 
         They move only at refreshes (hours apart in production), so a fast round
         after a NOTIFY reuses the last answer; an agent that does not answer is
@@ -288,7 +290,7 @@ class SerialMonitor:
         fetched_at = {address: at for address, (at, _) in self._engines.items()}
         due = [a for a in addresses if now - fetched_at.get(a, -math.inf) >= ENGINE_REFRESH_SECONDS]
         if due:
-            fetched = await fetch_expiry(due, AGENT_PORT, timeout=self.timeout)
+            fetched = await fetch_zones(due, timeout=self.timeout)
             for address in due:
                 if address in fetched:
                     self._engines[address] = (now, fetched[address])
@@ -296,7 +298,7 @@ class SerialMonitor:
                     self._engines.pop(address, None)
         for gone in set(self._engines) - addresses:
             del self._engines[gone]
-        return {address: expiry for address, (_, expiry) in self._engines.items()}
+        return {address: document for address, (_, document) in self._engines.items()}
 
     async def _repair(self, zone: MonitoredZone, target: serials.ReplicaTarget, key: Any) -> None:
         # The primary is ahead and this replica has not caught up: tell it now

@@ -17,11 +17,11 @@ from typing import Any
 import kopf
 
 from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLURAL
+from secondary_dns.api.agent_contract import LABEL_SERVER
 from secondary_dns.dns.relay import NotifyRelay
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.reconcile import Reconciler
 from secondary_dns.k8s.api import Cluster, KubernetesTransport, new_api_client
-from secondary_dns.render.kubernetes import LABEL_SERVER
 
 PREFIX = "secondarydns.io"
 log = logging.getLogger(__name__)

@@ -36,6 +36,7 @@ from secondary_dns.api import (
     TsigKey,
     TsigSecretError,
     ZoneSpec,
+    agent_contract,
     conditions,
     parse_secondary_server,
     parse_tsig_secret,
@@ -49,10 +50,10 @@ from secondary_dns.render import (
     RenderError,
     RenderRequest,
     TsigKeyUnavailable,
+    children,
     renderer_for,
     zones_for_server,
 )
-from secondary_dns.render import kubernetes as children
 from secondary_dns.render import status as status_rules
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
 
@@ -418,9 +419,7 @@ class Reconciler:
             self.post_event(obj, event_type, reason, message)
 
     def _delete_stale_shards(self, identity: children.ServerIdentity, keep: set[str]) -> None:
-        selector = (
-            f"{children.LABEL_SERVER}={identity.name},{children.LABEL_ROLE}={children.ROLE_CONFIG}"
-        )
+        selector = agent_contract.config_selector(identity.name)
         for config_map in self.cluster.list_children(
             "v1", "ConfigMap", identity.namespace, selector
         ):

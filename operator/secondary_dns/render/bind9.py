@@ -25,10 +25,9 @@ from pathlib import PurePosixPath
 
 import dns.name
 
-from secondary_dns.api import TsigKey, limits
+from secondary_dns.api import TsigKey, agent_contract, limits
 from secondary_dns.render import tokens
 from secondary_dns.render.engine import (
-    RETRANSFER_FILE,
     EnginePaths,
     PlannedAclEntry,
     PlannedZone,
@@ -292,7 +291,7 @@ class Bind9Renderer:
         files = {NAMED_CONF: named_conf, ZONES_CONF: "\n".join(zone_lines) + "\n"}
         retransfers = retransfer_file(plan)
         if retransfers is not None:
-            files[RETRANSFER_FILE] = retransfers
+            files[agent_contract.RETRANSFER_FILE] = retransfers
         return RenderedConfig(
             engine=ENGINE,
             files=files,

@@ -10,13 +10,11 @@ plan into its own configuration text.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Protocol
 
-import dns.exception
 import dns.name
 
 from secondary_dns.api import (
@@ -26,6 +24,7 @@ from secondary_dns.api import (
     SecretKeyRef,
     TsigKey,
     ZoneSpec,
+    agent_contract,
     conditions,
     limits,
 )
@@ -170,44 +169,16 @@ def config_hash(files: Mapping[str, str]) -> str:
     return digest.hexdigest()
 
 
-# Not an engine file: the zones whose spec.retransferRequest is set, with its
-# value. It is part of the configuration (and its hash), so the agent sees a new
-# request exactly when a replica applies the configuration that carries it.
-RETRANSFER_FILE = "retransfer.json"
-
-
 def retransfer_file(plan: ZonePlan) -> str | None:
-    """JSON {zone: request} of the planned zones that have one; None when none has."""
-    requests = {
-        zone.zone.to_text(): zone.retransfer_request
-        for zone in plan.zones
-        if zone.retransfer_request
-    }
-    if not requests:
-        return None
-    return json.dumps(requests, sort_keys=True, indent=0) + "\n"
+    """The retransfer file of a plan (api.agent_contract.RETRANSFER_FILE), None when no zone asks.
 
-
-def parse_retransfer_file(text: str | None) -> dict[dns.name.Name, str] | str:
-    """The requests of a retransfer file (no file: none); an error text when it is malformed."""
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        return f"{RETRANSFER_FILE} is not JSON: {error}"
-    if not isinstance(value, dict):
-        return f"{RETRANSFER_FILE} must be a JSON object of zone: request"
-    requests: dict[dns.name.Name, str] = {}
-    for zone, request in value.items():
-        if not isinstance(request, str) or not request:
-            return f"{RETRANSFER_FILE}: the request of {zone!r} must be a non-empty string"
-        try:
-            name = dns.name.from_text(zone)
-        except dns.exception.DNSException as error:
-            return f"{RETRANSFER_FILE}: zone {zone!r}: {error}"
-        requests[name] = request
-    return requests
+    Not an engine file, but part of the configuration (and its hash), so the
+    agent sees a new request exactly when a replica applies the configuration
+    that carries it.
+    """
+    return agent_contract.encode_retransfer_file(
+        {zone.zone: zone.retransfer_request for zone in plan.zones if zone.retransfer_request}
+    )
 
 
 def _claim_order(request: RenderRequest, ref: ObjectRef) -> tuple[int, str, ObjectRef]:

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secondary_dns.api import ObjectRef, SpecError, conditions
-from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN, find_condition, set_condition
-from secondary_dns.render.engine import RenderedConfig, ZoneRejection
-from secondary_dns.render.kubernetes import (
-    ANNOTATION_APPLIED_HASH,
+from secondary_dns.api.agent_contract import (
+    ANNOTATION_APPLIED_CONFIG_HASH,
     ANNOTATION_CONFIG_ERROR,
 )
+from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN, find_condition, set_condition
+from secondary_dns.render.engine import RenderedConfig, ZoneRejection
 
 # Ready reasons the configuration path sets; any other reason on Ready comes from
 # the serial monitor, which the configuration path then leaves alone.
@@ -68,7 +68,7 @@ class ObservedPod:
             ready=ready and not pod["metadata"].get("deletionTimestamp"),
             address=status.get("podIP"),
             failure_domain=node_labels.get(key),
-            applied_config_hash=annotations.get(ANNOTATION_APPLIED_HASH) or None,
+            applied_config_hash=annotations.get(ANNOTATION_APPLIED_CONFIG_HASH) or None,
             config_error=annotations.get(ANNOTATION_CONFIG_ERROR) or None,
         )
 

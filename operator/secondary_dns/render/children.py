@@ -1,11 +1,12 @@
-"""Kubernetes objects of a SecondaryServer, built as plain dicts (pure: no client, no clock).
+"""The Kubernetes objects a SecondaryServer owns (its children), built as plain dicts.
 
-Everything a SecondaryServer owns is built here from its spec and its rendered
-engine configuration, so what the operator applies can be read, diffed and
-golden-tested without a cluster (CloudNativePG `pkg/specs`, dask-kubernetes
-`build_*_spec`). The reconciler applies these with server-side apply under one
-field manager; owner references make garbage collection remove them with the
-server.
+Pure: no client, no clock. Everything a SecondaryServer owns is built here from
+its spec and its rendered engine configuration, so what the operator applies
+can be read, diffed and golden-tested without a cluster (CloudNativePG
+`pkg/specs`, dask-kubernetes `build_*_spec`). The reconciler applies these with
+server-side apply under one field manager; owner references make garbage
+collection remove them with the server. Names the agent reads too (labels,
+annotations, data keys, paths) come from `api.agent_contract`.
 """
 
 from __future__ import annotations
@@ -14,37 +15,37 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from secondary_dns import __version__
 from secondary_dns.api import API_VERSION, SECONDARY_SERVER_KIND, ObjectRef, SecondaryServerSpec
+from secondary_dns.api.agent_contract import (
+    AGENT_PORT,
+    ANNOTATION_CONFIG_HASH,
+    ANNOTATION_CONFIG_SHARDS,
+    ANNOTATION_ENGINE_HASH,
+    ANNOTATION_KEYS_HASH,
+    HEALTHZ_PATH,
+    KEYS_DATA_KEY,
+    LABEL_COMPONENT,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_ROLE,
+    LABEL_SERVER,
+    PART_SEPARATOR,
+    READYZ_PATH,
+    ROLE_CONFIG,
+    ROLE_KEYS,
+    ZONES_FILE,
+    PodLayout,
+    encode_zones_file,
+    keys_secret_name,
+)
 from secondary_dns.render.engine import EnginePaths, RenderedConfig
-
-# Labels and annotations: the agent (agent/) reads the same names.
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_SERVER = "secondarydns.io/server"
-LABEL_ROLE = "secondarydns.io/role"
-ANNOTATION_CONFIG_HASH = "secondarydns.io/config-hash"
-ANNOTATION_CONFIG_SHARDS = "secondarydns.io/config-shards"
-ANNOTATION_KEYS_HASH = "secondarydns.io/keys-hash"
-ANNOTATION_ENGINE_HASH = "secondarydns.io/engine-config-hash"
-ANNOTATION_APPLIED_HASH = "secondarydns.io/applied-config-hash"
-ANNOTATION_CONFIG_ERROR = "secondarydns.io/config-error"
-ANNOTATION_ZONES_LOADED = "secondarydns.io/zones-loaded"
-
-ROLE_CONFIG = "config"
-ROLE_KEYS = "keys"
-ZONES_JSON = "zones.json"
-KEY_FILE = "tsig-keys.conf"
-PART_SUFFIX = ".part-"
 
 APP_NAME = "secondary-dns"
 DEFAULT_IMAGE = f"ghcr.io/secondary-dns-operator/secondary-dns:{__version__}"
-AGENT_PORT = 8081
 DNS_PORT = 53
 # A ConfigMap holds at most 1 MiB in total (etcd's request limit); keys and
 # metadata count too, so each shard stays well below it.
@@ -52,13 +53,19 @@ MAX_SHARD_BYTES = 900 * 1024
 # The pod runs as this unprivileged user; the image owns no files it must write.
 RUN_AS_USER = 65532
 
-POD_PATHS = EnginePaths(
-    config_dir=PurePosixPath("/run/secondary-dns/config"),
-    data_dir=PurePosixPath("/var/lib/secondary-dns"),
-    run_dir=PurePosixPath("/run/secondary-dns"),
-    tsig_key_file=PurePosixPath("/run/secondary-dns/keys/tsig-keys.conf"),
-    rndc_key_file=PurePosixPath("/run/secondary-dns/keys/rndc.key"),
-)
+
+def engine_paths(layout: PodLayout) -> EnginePaths:
+    """The paths the engine's configuration is rendered for, in a pod with this layout."""
+    return EnginePaths(
+        config_dir=layout.config_dir,
+        data_dir=layout.data_dir,
+        run_dir=layout.run_dir,
+        tsig_key_file=layout.tsig_key_file,
+        rndc_key_file=layout.rndc_key_file,
+    )
+
+
+POD_PATHS = engine_paths(PodLayout())
 
 
 @dataclass(frozen=True)
@@ -134,8 +141,8 @@ def client_service_name(server: ServerIdentity) -> str:
     return server.name
 
 
-def keys_secret_name(server: ServerIdentity) -> str:
-    return f"{server.name}-keys"
+def keys_secret(server: ServerIdentity) -> str:
+    return keys_secret_name(server.name)
 
 
 def relay_key_secret_name(server: ServerIdentity) -> str:
@@ -187,13 +194,8 @@ def config_entries(files: Mapping[str, str], limit: int = MAX_SHARD_BYTES) -> li
             entries.append((name, text))
             continue
         for index, chunk in enumerate(_split_lines(text, limit)):
-            entries.append((f"{name}{PART_SUFFIX}{index:04d}", chunk))
+            entries.append((f"{name}{PART_SEPARATOR}{index:04d}", chunk))
     return entries
-
-
-def zones_json(rendered: RenderedConfig) -> str:
-    """The zones this configuration serves, for the agent's readiness check."""
-    return json.dumps(sorted(zone.to_text() for zone, _ in rendered.served)) + "\n"
 
 
 def build_config_maps(
@@ -209,7 +211,9 @@ def build_config_maps(
     generation, never a mix of two.
     """
     # Chunks leave room for their own key names within a shard's limit.
-    entries = config_entries({**rendered.files, ZONES_JSON: zones_json(rendered)}, limit - 256)
+    # zones.json: the zones this configuration serves, for the agent's readiness.
+    zones_file = encode_zones_file(zone for zone, _ in rendered.served)
+    entries = config_entries({**rendered.files, ZONES_FILE: zones_file}, limit - 256)
     shards: list[dict[str, str]] = [{}]
     size = 0
     for key, value in entries:
@@ -249,12 +253,12 @@ def build_keys_secret(server: ServerIdentity, key_file: str) -> dict[str, Any]:
         "type": "Opaque",
         "metadata": _metadata(
             server,
-            keys_secret_name(server),
+            keys_secret(server),
             "config",
             labels={LABEL_ROLE: ROLE_KEYS},
             annotations={ANNOTATION_KEYS_HASH: text_hash(key_file)},
         ),
-        "stringData": {KEY_FILE: key_file},
+        "stringData": {KEYS_DATA_KEY: key_file},
     }
 
 
@@ -379,12 +383,12 @@ def build_statefulset(
         # Ready = named answers and every assigned zone has been loaded once, so
         # a fresh replica never gets queries for zones it does not have yet.
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": "agent"},
+            "httpGet": {"path": READYZ_PATH, "port": "agent"},
             "periodSeconds": 2,
             "failureThreshold": 1,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "agent"},
+            "httpGet": {"path": HEALTHZ_PATH, "port": "agent"},
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
@@ -583,7 +587,7 @@ def build_agent_rbac(server: ServerIdentity, replicas: int) -> list[dict[str, An
                 {
                     "apiGroups": [""],
                     "resources": ["secrets"],
-                    "resourceNames": [keys_secret_name(server)],
+                    "resourceNames": [keys_secret(server)],
                     "verbs": ["get", "list", "watch"],
                 },
                 {

@@ -10,14 +10,13 @@ import dns.name
 import pytest
 
 from secondary_dns.agent.assemble import ConfigShard, DesiredConfig, KeySecret, assemble
-from secondary_dns.agent.contract import PodLayout
-from secondary_dns.api import ObjectRef, SpecError, parse_secondary_server
-from secondary_dns.render import RenderedConfig, config_hash, render_bind9
-from secondary_dns.render import kubernetes as k
+from secondary_dns.api import ObjectRef, SpecError, agent_contract, parse_secondary_server
+from secondary_dns.api.agent_contract import PodLayout
+from secondary_dns.render import RenderedConfig, children, config_hash, render_bind9
 from secondary_dns.render import status as s
 from tests.unit.render_cases import minimal_request
 
-SERVER = k.ServerIdentity(ObjectRef("dns", "edge"), "uid-1", {"tier": "public"})
+SERVER = children.ServerIdentity(ObjectRef("dns", "edge"), "uid-1", {"tier": "public"})
 
 
 def _server(**spec: Any) -> Any:
@@ -46,20 +45,35 @@ def _rendered(files: dict[str, str], zones: int = 1) -> RenderedConfig:
 
 
 def test_pod_paths_are_the_agents_layout() -> None:
-    assert PodLayout().engine_paths() == k.POD_PATHS
+    layout, paths = PodLayout(), children.POD_PATHS
+    # named reads the configuration and keys where the agent writes them.
+    assert (paths.config_dir, paths.tsig_key_file) == (layout.config_dir, layout.tsig_key_file)
+    assert (paths.rndc_key_file, paths.data_dir) == (layout.rndc_key_file, layout.data_dir)
+    mounts = {
+        mount["mountPath"]
+        for mount in children.build_statefulset(SERVER, _server(), "abc")["spec"]["template"][
+            "spec"
+        ]["containers"][0]["volumeMounts"]
+    }
+    assert {str(layout.run_dir), str(layout.data_dir)} <= mounts
 
 
 def test_a_large_config_is_sharded_under_the_object_limit_and_reassembles() -> None:
     zone_text = "".join(f'zone "z{i}.example" {{ type secondary; }};\n' for i in range(60_000))
     files = {"named.conf": "options { };\n", "zones.conf": zone_text}
     rendered = _rendered(files)
-    maps = k.build_config_maps(SERVER, rendered, keys_hash="kh", limit=256 * 1024)
+    maps = children.build_config_maps(SERVER, rendered, keys_hash="kh", limit=256 * 1024)
     assert len(maps) > 4
     for cm in maps:
         size = sum(len(key) + len(value.encode()) for key, value in cm["data"].items())
         assert size <= 256 * 1024
-        assert cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_SHARDS] == str(len(maps))
-        assert cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_HASH] == rendered.config_hash
+        assert cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_SHARDS] == str(
+            len(maps)
+        )
+        assert (
+            cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_HASH]
+            == rendered.config_hash
+        )
         assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert maps[0]["metadata"]["name"] == "edge-config"
     assert any(".part-0001" in key for cm in maps for key in cm["data"])
@@ -68,9 +82,9 @@ def test_a_large_config_is_sharded_under_the_object_limit_and_reassembles() -> N
     shards = [
         ConfigShard(
             name=cm["metadata"]["name"],
-            config_hash=cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_HASH],
-            shards=int(cm["metadata"]["annotations"][k.ANNOTATION_CONFIG_SHARDS]),
-            keys_hash=cm["metadata"]["annotations"][k.ANNOTATION_KEYS_HASH],
+            config_hash=cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_HASH],
+            shards=int(cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_SHARDS]),
+            keys_hash=cm["metadata"]["annotations"][agent_contract.ANNOTATION_KEYS_HASH],
             data=cm["data"],
         )
         for cm in reversed(maps)
@@ -82,7 +96,7 @@ def test_a_large_config_is_sharded_under_the_object_limit_and_reassembles() -> N
 
 
 def test_statefulset_spreads_and_runs_unprivileged() -> None:
-    sts = k.build_statefulset(SERVER, _server(replicas=3), "abc")
+    sts = children.build_statefulset(SERVER, _server(replicas=3), "abc")
     pod = sts["spec"]["template"]["spec"]
     assert sts["spec"]["replicas"] == 3
     (spread,) = pod["topologySpreadConstraints"]
@@ -90,7 +104,7 @@ def test_statefulset_spreads_and_runs_unprivileged() -> None:
         "maxSkew": 1,
         "topologyKey": "topology.kubernetes.io/zone",
         "whenUnsatisfiable": "DoNotSchedule",
-        "labelSelector": {"matchLabels": k.selector_labels(SERVER)},
+        "labelSelector": {"matchLabels": children.selector_labels(SERVER)},
     }
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
@@ -101,7 +115,10 @@ def test_statefulset_spreads_and_runs_unprivileged() -> None:
     assert pod["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
     assert "add" not in pod["containers"][1]["securityContext"]["capabilities"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert sts["spec"]["template"]["metadata"]["annotations"][k.ANNOTATION_ENGINE_HASH] == "abc"
+    assert (
+        sts["spec"]["template"]["metadata"]["annotations"][agent_contract.ANNOTATION_ENGINE_HASH]
+        == "abc"
+    )
 
 
 def test_min_domains_and_user_overrides() -> None:
@@ -109,13 +126,13 @@ def test_min_domains_and_user_overrides() -> None:
         spread={"minDomains": 3},
         podTemplate={
             "nodeSelector": {"pool": "dns"},
-            "labels": {"team": "net", k.LABEL_SERVER: "hijack"},
+            "labels": {"team": "net", agent_contract.LABEL_SERVER: "hijack"},
             "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}},
             "priorityClassName": "dns-critical",
         },
         storage={"size": "2Gi"},
     )
-    sts = k.build_statefulset(SERVER, spec, "abc")
+    sts = children.build_statefulset(SERVER, spec, "abc")
     pod = sts["spec"]["template"]
     assert pod["spec"]["topologySpreadConstraints"][0]["minDomains"] == 3
     assert pod["spec"]["nodeSelector"] == {"pool": "dns"}
@@ -125,7 +142,7 @@ def test_min_domains_and_user_overrides() -> None:
     }
     # User labels join, but never replace the selector the StatefulSet relies on.
     assert pod["metadata"]["labels"]["team"] == "net"
-    assert pod["metadata"]["labels"][k.LABEL_SERVER] == "edge"
+    assert pod["metadata"]["labels"][agent_contract.LABEL_SERVER] == "edge"
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"] == {
         "storage": "2Gi"
     }
@@ -135,21 +152,21 @@ def test_zone_changes_do_not_roll_pods_but_global_changes_do() -> None:
     base = _rendered({"named.conf": "options { a; };\n", "zones.conf": "zone a;\n"})
     more_zones = _rendered({"named.conf": "options { a; };\n", "zones.conf": "zone a; zone b;\n"})
     new_options = _rendered({"named.conf": "options { b; };\n", "zones.conf": "zone a;\n"})
-    assert k.engine_hash(base) == k.engine_hash(more_zones)
-    assert k.engine_hash(base) != k.engine_hash(new_options)
+    assert children.engine_hash(base) == children.engine_hash(more_zones)
+    assert children.engine_hash(base) != children.engine_hash(new_options)
 
 
 def test_keys_never_in_config_maps_and_builders_are_deterministic() -> None:
     rendered = _rendered({"named.conf": "x\n"})
-    maps = k.build_config_maps(SERVER, rendered, "kh")
-    secret = k.build_keys_secret(SERVER, 'key "k" { secret "c2VjcmV0"; };\n')
+    maps = children.build_config_maps(SERVER, rendered, "kh")
+    secret = children.build_keys_secret(SERVER, 'key "k" { secret "c2VjcmV0"; };\n')
     assert "c2VjcmV0" not in json.dumps(maps)
-    assert secret["stringData"][k.KEY_FILE].startswith('key "k"')
-    assert maps == k.build_config_maps(SERVER, rendered, "kh")
+    assert secret["stringData"][agent_contract.KEYS_DATA_KEY].startswith('key "k"')
+    assert maps == children.build_config_maps(SERVER, rendered, "kh")
 
 
 def test_network_policy_egress_only_to_primaries_and_api() -> None:
-    policy = k.build_network_policy(SERVER, [("192.0.2.1", 53), ("2001:db8::1", 5353)])
+    policy = children.build_network_policy(SERVER, [("192.0.2.1", 53), ("2001:db8::1", 5353)])
     egress = policy["spec"]["egress"]
     assert egress[0]["to"] == [{"ipBlock": {"cidr": "192.0.2.1/32"}}]
     assert egress[1]["to"] == [{"ipBlock": {"cidr": "2001:db8::1/128"}}]
@@ -157,7 +174,7 @@ def test_network_policy_egress_only_to_primaries_and_api() -> None:
 
 
 def test_agent_rbac_is_limited_to_its_own_objects() -> None:
-    _, role, binding = k.build_agent_rbac(SERVER, replicas=2)
+    _, role, binding = children.build_agent_rbac(SERVER, replicas=2)
     rules = {r["resources"][0]: r for r in role["rules"]}
     assert rules["secrets"]["resourceNames"] == ["edge-keys"]
     assert rules["pods"]["resourceNames"] == ["edge-0", "edge-1"]

@@ -1,0 +1,264 @@
+"""What the operator and the agent in each DNS pod agree on: names, paths and documents.
+
+The operator writes ConfigMaps and a Secret with these labels, annotations and
+data keys (render/children.py) and reads what each agent reports on its Pod and
+on `GET /zones`; the agent (agent/) reads and writes the same. Both import this
+module, which sits below both (api is the bottom layer), so the two sides
+cannot drift apart; every document has one encoder and one parser here.
+docs/agent.md is the prose version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import dns.exception
+import dns.name
+
+# ---- labels ---------------------------------------------------------------------
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# The SecondaryServer a child belongs to, and what a ConfigMap or Secret holds.
+LABEL_SERVER = "secondarydns.io/server"
+LABEL_ROLE = "secondarydns.io/role"
+ROLE_CONFIG = "config"
+ROLE_KEYS = "keys"
+
+# ---- annotations -----------------------------------------------------------------
+
+# On every config ConfigMap: the configuration's hash (RenderedConfig.config_hash),
+# how many ConfigMaps make it up, and the keys hash of the Secret it needs.
+ANNOTATION_CONFIG_HASH = "secondarydns.io/config-hash"
+ANNOTATION_CONFIG_SHARDS = "secondarydns.io/config-shards"
+# On the config ConfigMaps and on the key Secret.
+ANNOTATION_KEYS_HASH = "secondarydns.io/keys-hash"
+# On the pod template: a change rolls the pods (the engine's global configuration).
+ANNOTATION_ENGINE_HASH = "secondarydns.io/engine-config-hash"
+# Reported by the agent on its own Pod (merge patch, only when a value changed).
+ANNOTATION_APPLIED_CONFIG_HASH = "secondarydns.io/applied-config-hash"
+ANNOTATION_CONFIG_ERROR = "secondarydns.io/config-error"
+ANNOTATION_ZONES_LOADED = "secondarydns.io/zones-loaded"
+REPORTED_ANNOTATIONS = (
+    ANNOTATION_APPLIED_CONFIG_HASH,
+    ANNOTATION_CONFIG_ERROR,
+    ANNOTATION_ZONES_LOADED,
+)
+# A config error message is one line, at most this many bytes of UTF-8.
+CONFIG_ERROR_MAX_BYTES = 1024
+
+# ---- objects and data keys --------------------------------------------------------
+
+# The key Secret is `<server>-keys`; its data key holds the TSIG key file.
+KEYS_SECRET_SUFFIX = "-keys"
+KEYS_DATA_KEY = "tsig-keys.conf"
+# A file too big for one ConfigMap is stored as `<file>.part-0000`, `.part-0001`, ...
+PART_SEPARATOR = ".part-"
+PART_DIGITS = 4
+# JSON list of the absolute zone names the config serves; not a named file.
+ZONES_FILE = "zones.json"
+# A file of the configuration (so part of its hash): {zone: spec.retransferRequest}
+# of the served zones that have one. The agent asks for a full transfer when a
+# replica applies a configuration with a new request.
+RETRANSFER_FILE = "retransfer.json"
+
+
+def keys_secret_name(server: str) -> str:
+    return server + KEYS_SECRET_SUFFIX
+
+
+def config_selector(server: str) -> str:
+    """The label selector of the config ConfigMaps of one SecondaryServer."""
+    return f"{LABEL_SERVER}={server},{LABEL_ROLE}={ROLE_CONFIG}"
+
+
+# ---- the pod ---------------------------------------------------------------------
+
+AGENT_PORT = 8081
+DEFAULT_LISTEN = f"0.0.0.0:{AGENT_PORT}"
+DEFAULT_RUN_DIR = PurePosixPath("/run/secondary-dns")
+DEFAULT_DATA_DIR = PurePosixPath("/var/lib/secondary-dns")
+# The agent's HTTP paths: the kubelet's probes, and what the operator reads.
+HEALTHZ_PATH = "/healthz"
+READYZ_PATH = "/readyz"
+ZONES_PATH = "/zones"
+
+
+@dataclass(frozen=True)
+class PodLayout:
+    """Where the agent writes inside the shared run directory (an emptyDir).
+
+    config_dir is a symbolic link to one directory under versions_dir, so the
+    whole configuration changes with one rename (see docs/agent.md). The marker
+    is written after the first configuration passed named-checkconf; the engine
+    container starts named only once it exists. The operator renders the
+    engine's configuration for these paths (render/children.py `engine_paths`).
+    """
+
+    run_dir: PurePosixPath = DEFAULT_RUN_DIR
+    data_dir: PurePosixPath = DEFAULT_DATA_DIR
+
+    @property
+    def config_dir(self) -> PurePosixPath:
+        return self.run_dir / "config"
+
+    @property
+    def versions_dir(self) -> PurePosixPath:
+        return self.run_dir / "config.d"
+
+    @property
+    def keys_dir(self) -> PurePosixPath:
+        return self.run_dir / "keys"
+
+    @property
+    def tsig_key_file(self) -> PurePosixPath:
+        return self.keys_dir / KEYS_DATA_KEY
+
+    @property
+    def rndc_key_file(self) -> PurePosixPath:
+        return self.keys_dir / "rndc.key"
+
+    @property
+    def marker(self) -> PurePosixPath:
+        """JSON {configHash, keysHash} of the configuration on disk; absent before the first."""
+        return self.run_dir / "applied.json"
+
+    @property
+    def named_conf(self) -> PurePosixPath:
+        return self.config_dir / "named.conf"
+
+
+# ---- zones.json -------------------------------------------------------------------
+
+
+def encode_zones_file(zones: Iterable[dns.name.Name]) -> str:
+    return json.dumps(sorted(zone.to_text() for zone in zones)) + "\n"
+
+
+def parse_zones_file(text: str) -> tuple[dns.name.Name, ...] | str:
+    """zones.json: a JSON list of absolute zone names; an error text otherwise."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        return f"{ZONES_FILE} is not JSON: {error}"
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return f"{ZONES_FILE} must be a JSON list of zone names"
+    zones: list[dns.name.Name] = []
+    for item in value:
+        if not item.endswith("."):
+            return f"{ZONES_FILE}: zone {item!r} is not absolute (needs a final dot)"
+        try:
+            zones.append(dns.name.from_text(item))
+        except dns.exception.DNSException as error:
+            return f"{ZONES_FILE}: zone {item!r}: {error}"
+    return tuple(sorted(set(zones)))
+
+
+# ---- retransfer.json --------------------------------------------------------------
+
+
+def encode_retransfer_file(requests: Mapping[dns.name.Name, str]) -> str | None:
+    """JSON {zone: request}; None when no zone has a request (no file at all)."""
+    if not requests:
+        return None
+    document = {zone.to_text(): request for zone, request in requests.items()}
+    return json.dumps(document, sort_keys=True, indent=0) + "\n"
+
+
+def parse_retransfer_file(text: str | None) -> dict[dns.name.Name, str] | str:
+    """The requests of a retransfer file (no file: none); an error text when it is malformed."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        return f"{RETRANSFER_FILE} is not JSON: {error}"
+    if not isinstance(value, dict):
+        return f"{RETRANSFER_FILE} must be a JSON object of zone: request"
+    requests: dict[dns.name.Name, str] = {}
+    for zone, request in value.items():
+        if not isinstance(request, str) or not request:
+            return f"{RETRANSFER_FILE}: the request of {zone!r} must be a non-empty string"
+        try:
+            name = dns.name.from_text(zone)
+        except dns.exception.DNSException as error:
+            return f"{RETRANSFER_FILE}: zone {zone!r}: {error}"
+        requests[name] = request
+    return requests
+
+
+# ---- GET /zones --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZoneState:
+    """One zone as the engine reports it (times as Unix seconds).
+
+    `expires` is when the engine stops answering for the zone unless a refresh
+    from a primary succeeds first: BIND moves it to "now + SOA expire" at every
+    successful refresh (a transfer, or an SOA check that found the serial
+    current). It is the engine's own record of its last successful refresh,
+    which SOA probes from outside cannot see.
+    """
+
+    serial: int | None
+    expires: float | None = None
+    refresh: float | None = None
+
+
+@dataclass(frozen=True)
+class ZonesDocument:
+    """The agent's answer to GET /zones: the applied configuration and each zone's state."""
+
+    config_hash: str | None
+    zones: Mapping[dns.name.Name, ZoneState] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        zones = {
+            zone.to_text(): {"serial": st.serial, "expires": st.expires, "refresh": st.refresh}
+            for zone, st in sorted(self.zones.items())
+        }
+        return (json.dumps({"configHash": self.config_hash, "zones": zones}) + "\n").encode()
+
+    @classmethod
+    def parse(cls, data: bytes) -> ZonesDocument | None:
+        """The document, None when `data` is not one; a malformed entry or value is left out.
+
+        Lenient on purpose: the operator reads agents of other versions during an
+        upgrade, and one odd zone must not hide the others' timers.
+        """
+        try:
+            document = json.loads(data)
+        except ValueError:
+            return None
+        zones = document.get("zones") if isinstance(document, Mapping) else None
+        if not isinstance(zones, Mapping):
+            return None
+        config_hash = document.get("configHash")
+        states: dict[dns.name.Name, ZoneState] = {}
+        for zone, state in zones.items():
+            if not isinstance(zone, str) or not isinstance(state, Mapping):
+                continue
+            try:
+                name = dns.name.from_text(zone)
+            except dns.exception.DNSException:
+                continue
+            serial = state.get("serial")
+            states[name] = ZoneState(
+                serial=serial if isinstance(serial, int) and not isinstance(serial, bool) else None,
+                expires=_time(state.get("expires")),
+                refresh=_time(state.get("refresh")),
+            )
+        return cls(config_hash if isinstance(config_hash, str) else None, states)
+
+
+def _time(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
