@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from secondary_dns.handlers.reconcile import Reconciler
+from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
 from secondary_dns.k8s.api import Cluster
 from tests.fake_cluster import FakeApiServer
 
@@ -37,6 +37,10 @@ class Operator:
 
     def uses_secret(self, name: str) -> bool:
         return self.reconciler.uses_secret(NS, name)
+
+    def monitored_zones(self) -> dict[str, MonitoredZone]:
+        """What the serial monitor would probe and the relay route, by zone name."""
+        return {zone.name.to_text(): zone for zone in self.reconciler.monitored_zones()}
 
 
 def start_operator(api: FakeApiServer) -> Operator:

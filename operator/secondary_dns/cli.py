@@ -24,24 +24,14 @@ from secondary_dns.api import (
     ZONE_KIND,
     IPAddress,
     ObjectRef,
-    SecretKeyRef,
     SpecError,
     TsigKey,
-    ZoneSpec,
     conditions,
     parse_secondary_server,
-    parse_tsig_secret,
-    parse_zone,
 )
-from secondary_dns.render import (
-    EnginePaths,
-    RenderError,
-    RenderRequest,
-    TsigKeyUnavailable,
-    renderer_for,
-    zones_for_server,
-)
-from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, TsigKeyLookup
+from secondary_dns.render import EnginePaths, RenderError, RenderRequest, renderer_for
+from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
+from secondary_dns.render.inputs import select_zones, tsig_keys
 
 # Exit codes of `secondary-dns render` (docs/render.md).
 EXIT_OK = 0
@@ -262,26 +252,6 @@ def _parse_listen(values: Sequence[str]) -> tuple[tuple[IPAddress, ...], int]:
     return tuple(addresses), ports.pop() if ports else 53
 
 
-def _lookup_keys(
-    manifests: Manifests, zones: Sequence[tuple[ObjectRef, ZoneSpec]]
-) -> TsigKeyLookup:
-    found: dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = {}
-    for ref, spec in zones:
-        refs = [p.tsig_key_secret_ref for p in spec.primaries]
-        refs += [entry.tsig_key_secret_ref for entry in spec.allow_transfer]
-        for secret_ref in refs:
-            if secret_ref is None:
-                continue
-            secret = manifests.secrets.get((ref.namespace, secret_ref.name))
-            if secret is None:
-                continue  # the renderer reports SecretNotFound
-            try:
-                found[(ref.namespace, secret_ref)] = parse_tsig_secret(secret, secret_ref)
-            except SpecError as error:
-                found[(ref.namespace, secret_ref)] = TsigKeyUnavailable(str(error))
-    return found
-
-
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     # Written next to the target and renamed, so a running named that reloads
     # never reads half a file.
@@ -320,25 +290,15 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_NOTHING_RENDERED
     labels = (server_obj.get("metadata") or {}).get("labels") or {}
 
-    parsed: list[tuple[ObjectRef, ZoneSpec]] = []
-    invalid: dict[ObjectRef, str] = {}
-    created: dict[ObjectRef, str] = {}
-    for obj in manifests.zones:
-        try:
-            ref = _ref(obj)
-        except InputError as error:
-            print(f"secondary-dns render: {error}", file=err)
-            return EXIT_BAD_INPUT
-        timestamp = (obj.get("metadata") or {}).get("creationTimestamp")
-        if isinstance(timestamp, str):
-            created[ref] = timestamp
-        try:
-            parsed.append((ref, parse_zone(obj)))
-        except SpecError as error:
-            # The API server would refuse this object; only same-namespace ones matter.
-            if ref.namespace == server_ref.namespace:
-                invalid[ref] = f"{error} (not checked whether it selects this server)"
-    zones = zones_for_server(parsed, server_ref, labels)
+    try:
+        zone_objects = [(_ref(obj), obj) for obj in manifests.zones]
+    except InputError as error:
+        print(f"secondary-dns render: {error}", file=err)
+        return EXIT_BAD_INPUT
+    served = select_zones(zone_objects, server_ref, labels)
+    secrets = {
+        name: manifests.secrets.get((server_ref.namespace, name)) for name in served.secret_names
+    }
 
     data_dir, run_dir = output / "data", output / "run"
     paths = EnginePaths(
@@ -354,11 +314,11 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     request = RenderRequest(
         server=server,
-        zones=zones,
-        tsig_keys=_lookup_keys(manifests, zones),
+        zones=served.selected,
+        tsig_keys=tsig_keys(served, server_ref.namespace, secrets),
         relay_key_name=DEFAULT_RELAY_KEY_NAME,
         paths=paths,
-        created=created,
+        created=served.created,
     )
     try:
         renderer = renderer_for(server.engine.type)
@@ -392,9 +352,12 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(
         f"SecondaryServer {server_ref} ({renderer.engine}): config {rendered.config_hash}", file=out
     )
-    for zone, ref in rendered.served:
-        print(f"  serves {zone.to_text(omit_final_dot=True)} (Zone {ref})", file=out)
-    rejected = {ref: f"{conditions.INVALID_SPEC}: {message}" for ref, message in invalid.items()}
+    for zone in rendered.plan.zones:
+        print(f"  serves {zone.zone.to_text(omit_final_dot=True)} (Zone {zone.ref})", file=out)
+    rejected = {
+        ref: f"{conditions.INVALID_SPEC}: {error} (not checked whether it selects this server)"
+        for ref, error in served.invalid.items()
+    }
     for ref, rejection in rendered.rejected.items():
         rejected[ref] = f"{rejection.reason}: {rejection.message}"
     for ref in sorted(rejected):

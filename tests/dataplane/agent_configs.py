@@ -132,7 +132,7 @@ def render_bundle(
     return Bundle(
         files=dict(rendered.files),
         config_hash=rendered.config_hash,
-        zones=tuple(sorted(zone.to_text() for zone, _ in rendered.served)),
+        zones=tuple(sorted(zone.zone.to_text() for zone in rendered.plan.zones)),
         key_file=key_file,
         keys_hash=hashlib.sha256(key_file.encode()).hexdigest(),
     )

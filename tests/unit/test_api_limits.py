@@ -258,4 +258,4 @@ def test_the_renderer_serves_what_the_api_accepts(
             )
         )
         assert ref not in rendered.rejected, rendered.rejected
-        assert [r for _, r in rendered.served] == [ref]
+        assert [zone.ref for zone in rendered.plan.zones] == [ref]

@@ -305,3 +305,29 @@ def test_an_invalid_server_is_stalled_and_nothing_is_applied(
     assert "spec.replicas" in stalled["message"]
     assert api.all("StatefulSet", NS) == []
     assert ("SecondaryServer", "edge", "Warning", "InvalidSpec") in operator.events
+
+
+def test_a_zone_the_planner_left_out_reaches_no_policy_probe_or_relay_route(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    api.apply(server_manifest())
+    api.apply(zone_manifest())
+    # Valid for the API server, left out by the planner: its key's Secret is missing.
+    api.apply(
+        zone_manifest(
+            "signed",
+            "signed.example",
+            primaries=[{"address": "198.51.100.9", "tsigKeySecretRef": {"name": "tsig"}}],
+        )
+    )
+    operator.reconcile_server("edge")
+    assert condition(zone(api, "signed"), "ConfigValid")["reason"] == "SecretNotFound"
+
+    policy = api.get("networking.k8s.io/v1", "NetworkPolicy", NS, "edge")
+    assert policy is not None
+    blocks = [rule["to"][0]["ipBlock"]["cidr"] for rule in policy["spec"]["egress"] if "to" in rule]
+    assert blocks == ["192.0.2.1/32"]
+    monitored = operator.monitored_zones()
+    assert sorted(monitored) == ["example.com."]
+    assert [str(p) for p in monitored["example.com."].primaries] == ["192.0.2.1:53"]
+    assert [str(n) for n in monitored["example.com."].notify_sources] == ["192.0.2.1/32"]

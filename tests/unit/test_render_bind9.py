@@ -90,7 +90,7 @@ def test_zones_that_cannot_be_served_are_left_out_with_reasons() -> None:
     assert "Secret nope" in messages["missing-key"]
     assert "is not base64" in messages["broken-key"]
     assert "already used by another Secret" in messages["clash"]
-    served = {ref.name for _, ref in rendered.served}
+    served = {zone.ref.name for zone in rendered.plan.zones}
     assert served == {"example-com", "reverse", "service-labels"}
     zones_conf = rendered.files[ZONES_CONF]
     for left_out in ("missing.example", "broken.example", "clash.example", "192.0.2.7"):
@@ -106,7 +106,7 @@ def test_without_timestamps_the_lexically_first_object_keeps_a_duplicate_zone() 
         ],
     )
     rendered = render_bind9(request)
-    assert [ref.name for _, ref in rendered.served] == ["aa"]
+    assert [zone.ref.name for zone in rendered.plan.zones] == ["aa"]
     assert rendered.rejected[ObjectRef(NS, "zz")].reason == conditions.ZONE_CONFLICT
 
 
@@ -127,7 +127,7 @@ def test_unsafe_data_past_admission_is_rejected_not_written() -> None:
         ),
     ]
     rendered = render_bind9(dataclasses.replace(minimal_request(), zones=hostile))
-    assert rendered.served == ()
+    assert rendered.plan.zones == ()
     assert {r.reason for r in rendered.rejected.values()} == {conditions.INVALID_SPEC}
     assert len(rendered.rejected) == len(hostile)
     assert "evil" not in rendered.files[ZONES_CONF]

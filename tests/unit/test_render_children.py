@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 from typing import Any
 
@@ -14,7 +15,8 @@ from secondary_dns.api import ObjectRef, SpecError, agent_contract, parse_second
 from secondary_dns.api.agent_contract import PodLayout
 from secondary_dns.render import RenderedConfig, children, config_hash, render_bind9
 from secondary_dns.render import status as s
-from tests.unit.render_cases import minimal_request
+from secondary_dns.render.engine import PlannedPrimary, PlannedZone, ZonePlan
+from tests.unit.render_cases import minimal_request, primary, zone
 
 SERVER = children.ServerIdentity(ObjectRef("dns", "edge"), "uid-1", {"tier": "public"})
 
@@ -31,16 +33,25 @@ def _server(**spec: Any) -> Any:
 
 
 def _rendered(files: dict[str, str], zones: int = 1) -> RenderedConfig:
-    served = tuple(
-        (dns.name.from_text(f"z{i}.example."), ObjectRef("dns", f"z{i}")) for i in range(zones)
+    planned = tuple(
+        PlannedZone(
+            ref=ObjectRef("dns", f"z{i}"),
+            zone=dns.name.from_text(f"z{i}.example."),
+            primaries=(PlannedPrimary(ipaddress.ip_address("192.0.2.1"), 53, None),),
+            allow_transfer=(),
+            notify_allow_from=(),
+            min_refresh_seconds=None,
+            max_refresh_seconds=None,
+            min_retry_seconds=None,
+            max_retry_seconds=None,
+        )
+        for i in range(zones)
     )
     return RenderedConfig(
         engine="bind9",
         files=files,
         config_hash=config_hash(files),
-        served=served,
-        rejected={},
-        tsig_keys=(),
+        plan=ZonePlan(zones=planned, rejected={}, tsig_keys=()),
     )
 
 
@@ -165,11 +176,25 @@ def test_keys_never_in_config_maps_and_builders_are_deterministic() -> None:
     assert maps == children.build_config_maps(SERVER, rendered, "kh")
 
 
-def test_network_policy_egress_only_to_primaries_and_api() -> None:
-    policy = children.build_network_policy(SERVER, [("192.0.2.1", 53), ("2001:db8::1", 5353)])
+def test_network_policy_egress_only_to_the_served_zones_primaries_and_api() -> None:
+    request = dataclasses.replace(
+        minimal_request(),
+        zones=[
+            (ObjectRef("dns", "a"), zone("a.example.", primary("192.0.2.1"))),
+            (ObjectRef("dns", "b"), zone("b.example.", primary("2001:db8::1", 5353))),
+            # Left out by the planner (a key that does not exist): its primary is no egress.
+            (ObjectRef("dns", "c"), zone("c.example.", primary("198.51.100.9", secret="nope"))),
+        ],
+    )
+    rendered = render_bind9(request)
+    assert ObjectRef("dns", "c") in rendered.rejected
+    policy = children.build_network_policy(SERVER, rendered.plan.zones)
     egress = policy["spec"]["egress"]
-    assert egress[0]["to"] == [{"ipBlock": {"cidr": "192.0.2.1/32"}}]
-    assert egress[1]["to"] == [{"ipBlock": {"cidr": "2001:db8::1/128"}}]
+    assert [rule.get("to") for rule in egress] == [
+        [{"ipBlock": {"cidr": "192.0.2.1/32"}}],
+        [{"ipBlock": {"cidr": "2001:db8::1/128"}}],
+        None,  # the API server
+    ]
     assert {"protocol": "TCP", "port": 5353} in egress[1]["ports"]
 
 

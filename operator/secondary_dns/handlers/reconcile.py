@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from ipaddress import ip_network
 from typing import Any
 
 import dns.name
@@ -34,8 +33,6 @@ from secondary_dns.api import (
     SecretKeyRef,
     SpecError,
     TsigKey,
-    TsigSecretError,
-    ZoneSpec,
     agent_contract,
     conditions,
     parse_secondary_server,
@@ -49,13 +46,12 @@ from secondary_dns.render import (
     RenderedConfig,
     RenderError,
     RenderRequest,
-    TsigKeyUnavailable,
     children,
     renderer_for,
-    zones_for_server,
 )
 from secondary_dns.render import status as status_rules
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
+from secondary_dns.render.inputs import select_zones, tsig_keys
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +85,6 @@ class _ServerMemory:
 
     rendered: RenderedConfig | None = None
     zones: frozenset[ObjectRef] = frozenset()
-    zone_specs: Mapping[ObjectRef, ZoneSpec] = field(default_factory=dict)
-    tsig_keys: Mapping[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = field(
-        default_factory=dict
-    )
     relay_key: TsigKey | None = field(default=None, repr=False)
     secrets: frozenset[str] = frozenset()
     pods: tuple[status_rules.ObservedPod, ...] = ()
@@ -208,9 +200,15 @@ class Reconciler:
         identity = children.ServerIdentity(
             ref, obj["metadata"]["uid"], dict(obj["metadata"].get("labels") or {})
         )
-        zone_specs, created = self._zones(ref.namespace)
-        selected = zones_for_server(zone_specs, ref, identity.labels)
-        keys, secret_names = self._tsig_keys(ref.namespace, [s for _, s in selected])
+        served = select_zones(
+            ((_ref(zone), zone) for zone in self.cluster.list_zones(ref.namespace)),
+            ref,
+            identity.labels,
+        )
+        secrets = {
+            name: self.cluster.get_secret(ref.namespace, name) for name in served.secret_names
+        }
+        keys = tsig_keys(served, ref.namespace, secrets)
         relay_key = self._relay_key(identity)
         renderer = renderer_for(spec.engine.type)
         apply_error: str | None = None
@@ -218,11 +216,11 @@ class Reconciler:
             rendered = renderer.render(
                 RenderRequest(
                     server=spec,
-                    zones=selected,
+                    zones=served.selected,
                     tsig_keys=keys,
                     relay_key_name=relay_key.name,
                     paths=children.POD_PATHS,
-                    created=created,
+                    created=served.created,
                 )
             )
         except RenderError as error:
@@ -239,9 +237,6 @@ class Reconciler:
             self._write_server_status(obj, observation, "Warning", "RenderFailed", str(error))
             return set()
         key_file = renderer.render_key_file([*rendered.tsig_keys, relay_key])
-        primaries = sorted(
-            {(str(p.address), p.port) for _, zone in selected for p in zone.primaries}
-        )
         created_now = False
         try:
             self.cluster.apply(children.build_keys_secret(identity, key_file))
@@ -256,7 +251,7 @@ class Reconciler:
             self.cluster.apply(children.build_headless_service(identity))
             self.cluster.apply(children.build_client_service(identity, spec))
             self.cluster.apply(children.build_pod_disruption_budget(identity))
-            self.cluster.apply(children.build_network_policy(identity, primaries))
+            self.cluster.apply(children.build_network_policy(identity, rendered.plan.zones))
             statefulset = children.build_statefulset(identity, spec, children.engine_hash(rendered))
             created_now = (
                 memory.rendered is None
@@ -275,7 +270,7 @@ class Reconciler:
                 "Normal",
                 "Created",
                 f"created StatefulSet {children.statefulset_name(identity)} with "
-                f"{spec.replicas} replicas serving {len(rendered.served)} zone(s)",
+                f"{spec.replicas} replicas serving {len(rendered.plan.zones)} zone(s)",
             )
         previous_zones = memory.zones
         if memory.rendered is None or memory.rendered.config_hash != rendered.config_hash:
@@ -284,11 +279,9 @@ class Reconciler:
         # Published after the pods were observed, `rendered` last: the serial
         # monitor reads this memory from another thread and starts on a server
         # once `rendered` is set, so it must never see a server without its pods.
-        memory.zones = frozenset(r for r, _ in selected)
-        memory.zone_specs = dict(selected)
-        memory.tsig_keys = keys
+        memory.zones = frozenset(r for r, _ in served.selected)
         memory.relay_key = relay_key
-        memory.secrets = frozenset(secret_names)
+        memory.secrets = served.secret_names
         memory.rendered = rendered
         return set(previous_zones | memory.zones)
 
@@ -368,7 +361,7 @@ class Reconciler:
             topology_key=spec.spread.topology_key,
             pods=observed,
             config_hash=rendered.config_hash,
-            zones=len(rendered.served),
+            zones=len(rendered.plan.zones),
             rollout_complete=rollout_complete,
             notify_address=self.notify_address,
             apply_error=apply_error,
@@ -429,41 +422,6 @@ class Reconciler:
 
     # ---- inputs ------------------------------------------------------------
 
-    def _zones(
-        self, namespace: str
-    ) -> tuple[list[tuple[ObjectRef, ZoneSpec]], dict[ObjectRef, str]]:
-        specs: list[tuple[ObjectRef, ZoneSpec]] = []
-        created: dict[ObjectRef, str] = {}
-        for zone in self.cluster.list_zones(namespace):
-            ref = _ref(zone)
-            try:
-                specs.append((ref, parse_zone(zone)))
-            except SpecError:
-                continue  # its own status says why; it never reaches a config
-            created[ref] = zone["metadata"].get("creationTimestamp", "")
-        return specs, created
-
-    def _tsig_keys(
-        self, namespace: str, zones: list[ZoneSpec]
-    ) -> tuple[dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable], set[str]]:
-        refs: set[SecretKeyRef] = set()
-        for zone in zones:
-            refs |= {p.tsig_key_secret_ref for p in zone.primaries if p.tsig_key_secret_ref}
-            refs |= {a.tsig_key_secret_ref for a in zone.allow_transfer if a.tsig_key_secret_ref}
-        keys: dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = {}
-        cache: dict[str, dict[str, Any] | None] = {}
-        for secret_ref in sorted(refs, key=lambda r: (r.name, r.key or "")):
-            if secret_ref.name not in cache:
-                cache[secret_ref.name] = self.cluster.get_secret(namespace, secret_ref.name)
-            secret = cache[secret_ref.name]
-            if secret is None:
-                continue  # the renderer reports SecretNotFound for the zones using it
-            try:
-                keys[(namespace, secret_ref)] = parse_tsig_secret(secret, secret_ref)
-            except (TsigSecretError, SpecError) as error:
-                keys[(namespace, secret_ref)] = TsigKeyUnavailable(str(error))
-        return keys, {r.name for r in refs}
-
     def _relay_key(self, identity: children.ServerIdentity) -> TsigKey:
         """The internal NOTIFY relay key: generated once per server, then read back."""
         name = children.relay_key_secret_name(identity)
@@ -505,30 +463,19 @@ class Reconciler:
                 )
                 for name in names
             )
-            for zone_name, zone_ref in rendered.served:
-                spec = memory.zone_specs.get(zone_ref)
-                if spec is None:
-                    continue
-                existing = zones.get(zone_ref)
+            for planned in rendered.plan.zones:
+                existing = zones.get(planned.ref)
                 if existing is not None:
-                    zones[zone_ref] = replace(existing, replicas=existing.replicas + replicas)
+                    zones[planned.ref] = replace(existing, replicas=existing.replicas + replicas)
                     continue
-                keys = tuple(
-                    key
-                    for p in spec.primaries
-                    if p.tsig_key_secret_ref is not None
-                    and isinstance(
-                        key := memory.tsig_keys.get((zone_ref.namespace, p.tsig_key_secret_ref)),
-                        TsigKey,
-                    )
-                )
-                zones[zone_ref] = MonitoredZone(
-                    ref=zone_ref,
-                    name=zone_name,
-                    primaries=tuple(ProbeTarget(str(p.address), p.port) for p in spec.primaries),
-                    primary_keys=keys,
-                    notify_sources=tuple(ip_network(p.address) for p in spec.primaries)
-                    + tuple(spec.notify_allow_from),
+                zones[planned.ref] = MonitoredZone(
+                    ref=planned.ref,
+                    name=planned.zone,
+                    primaries=tuple(ProbeTarget(str(p.address), p.port) for p in planned.primaries),
+                    primary_keys=tuple(
+                        rendered.plan.key(p.key_name) for p in planned.primaries if p.key_name
+                    ),
+                    notify_sources=planned.notify_sources,
                     replicas=replicas,
                 )
         return [zones[ref] for ref in sorted(zones)]

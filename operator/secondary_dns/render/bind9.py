@@ -292,17 +292,7 @@ class Bind9Renderer:
         retransfers = retransfer_file(plan)
         if retransfers is not None:
             files[agent_contract.RETRANSFER_FILE] = retransfers
-        return RenderedConfig(
-            engine=ENGINE,
-            files=files,
-            config_hash=config_hash(files),
-            served=tuple((zone.zone, zone.ref) for zone in plan.zones),
-            rejected=plan.rejected,
-            tsig_keys=plan.tsig_keys,
-            retransfer_requests={
-                zone.ref: zone.retransfer_request for zone in plan.zones if zone.retransfer_request
-            },
-        )
+        return RenderedConfig(engine=ENGINE, files=files, config_hash=config_hash(files), plan=plan)
 
     def render_key_file(self, keys: Iterable[TsigKey]) -> str:
         return render_key_file(keys)

@@ -42,7 +42,8 @@ from secondary_dns.api.agent_contract import (
     encode_zones_file,
     keys_secret_name,
 )
-from secondary_dns.render.engine import EnginePaths, RenderedConfig
+from secondary_dns.render.engine import EnginePaths, PlannedZone, RenderedConfig
+from secondary_dns.render.tokens import IPNetwork
 
 APP_NAME = "secondary-dns"
 DEFAULT_IMAGE = f"ghcr.io/secondary-dns-operator/secondary-dns:{__version__}"
@@ -212,7 +213,7 @@ def build_config_maps(
     """
     # Chunks leave room for their own key names within a shard's limit.
     # zones.json: the zones this configuration serves, for the agent's readiness.
-    zones_file = encode_zones_file(zone for zone, _ in rendered.served)
+    zones_file = encode_zones_file(zone.zone for zone in rendered.plan.zones)
     entries = config_entries({**rendered.files, ZONES_FILE: zones_file}, limit - 256)
     shards: list[dict[str, str]] = [{}]
     size = 0
@@ -518,28 +519,26 @@ def build_pod_disruption_budget(server: ServerIdentity) -> dict[str, Any]:
     }
 
 
-def build_network_policy(
-    server: ServerIdentity, primaries: Iterable[tuple[str, int]]
-) -> dict[str, Any]:
-    """DNS in from anywhere; out only to the zones' primaries and the API server.
+def build_network_policy(server: ServerIdentity, zones: Iterable[PlannedZone]) -> dict[str, Any]:
+    """DNS in from anywhere; out only to the served zones' primaries and the API server.
 
     Queries, NOTIFY and transfer requests all arrive on port 53, so the engine's
     ACLs (allow-notify, allow-transfer) decide those; the policy narrows what
-    the pods can reach: the primaries they transfer from, and the API server
-    for the agent.
+    the pods can reach: the primaries of the zones the plan serves (not of a
+    Zone it left out), and the API server for the agent.
     """
-    by_address: dict[str, set[int]] = {}
-    for address, port in primaries:
-        by_address.setdefault(address, set()).add(port)
+    ports: dict[IPNetwork, set[int]] = {}
+    for zone in zones:
+        for primary in zone.primaries:
+            ports.setdefault(primary.network, set()).add(primary.port)
     egress: list[dict[str, Any]] = []
-    for address in sorted(by_address):
-        prefix = 128 if ":" in address else 32
+    for network in sorted(ports, key=lambda n: (n.version, n.network_address)):
         egress.append(
             {
-                "to": [{"ipBlock": {"cidr": f"{address}/{prefix}"}}],
+                "to": [{"ipBlock": {"cidr": network.compressed}}],
                 "ports": [
                     {"protocol": protocol, "port": port}
-                    for port in sorted(by_address[address])
+                    for port in sorted(ports[network])
                     for protocol in ("UDP", "TCP")
                 ],
             }

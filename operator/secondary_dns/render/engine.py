@@ -10,6 +10,7 @@ plan into its own configuration text.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -94,6 +95,11 @@ class PlannedPrimary:
     port: int
     key_name: dns.name.Name | None
 
+    @property
+    def network(self) -> IPNetwork:
+        """The primary as a one-address network (/32 or /128): ACLs, the NetworkPolicy."""
+        return ipaddress.ip_network(self.address)
+
 
 @dataclass(frozen=True)
 class PlannedAclEntry:
@@ -117,32 +123,56 @@ class PlannedZone:
     # spec.retransferRequest: a new value asks every replica for one full transfer.
     retransfer_request: str | None = None
 
+    @property
+    def notify_sources(self) -> tuple[IPNetwork, ...]:
+        """Who may NOTIFY this zone by address (RFC 1996 §3.10): its primaries, notify.allowFrom."""
+        networks = [primary.network for primary in self.primaries] + list(self.notify_allow_from)
+        return tuple(sorted(set(networks), key=networks.index))
+
 
 @dataclass(frozen=True)
 class ZonePlan:
+    """What a server serves: the zones that passed, the ones left out and why, their keys.
+
+    Carried whole in `RenderedConfig`, so every consumer (the configuration, the
+    NetworkPolicy, the serial monitor, the NOTIFY relay, the Zones' status)
+    works from one decision: a zone left out here reaches none of them.
+    """
+
     zones: tuple[PlannedZone, ...]
     rejected: Mapping[ObjectRef, ZoneRejection]
     tsig_keys: tuple[TsigKey, ...] = field(repr=False)
 
+    def zone(self, ref: ObjectRef) -> PlannedZone | None:
+        return next((zone for zone in self.zones if zone.ref == ref), None)
+
+    def key(self, name: dns.name.Name) -> TsigKey:
+        """The key a planned zone names (every name in the plan has its key here)."""
+        return next(key for key in self.tsig_keys if key.name == name)
+
 
 @dataclass(frozen=True)
 class RenderedConfig:
-    """Engine configuration files (no key material) and what they serve.
+    """Engine configuration files (no key material) and the plan they were rendered from.
 
     `files` maps a file name inside the config directory to its text;
     `config_hash` is the SHA-256 of those files, so an unchanged hash means no
-    write and no reload. `tsig_keys` are the keys the separate key file must
-    define (the relay key comes from the operator and is not among them).
+    write and no reload.
     """
 
     engine: str
     files: Mapping[str, str]
     config_hash: str
-    served: tuple[tuple[dns.name.Name, ObjectRef], ...]
-    rejected: Mapping[ObjectRef, ZoneRejection]
-    tsig_keys: tuple[TsigKey, ...] = field(repr=False)
-    # spec.retransferRequest of the served zones that have one (what RETRANSFER_FILE says).
-    retransfer_requests: Mapping[ObjectRef, str] = field(default_factory=dict)
+    plan: ZonePlan
+
+    @property
+    def rejected(self) -> Mapping[ObjectRef, ZoneRejection]:
+        return self.plan.rejected
+
+    @property
+    def tsig_keys(self) -> tuple[TsigKey, ...]:
+        """The keys the separate key file must define (the relay key comes from the operator)."""
+        return self.plan.tsig_keys
 
 
 class EngineRenderer(Protocol):

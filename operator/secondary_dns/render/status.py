@@ -269,7 +269,7 @@ def verdict_for(
     replicas: int,
 ) -> ServerVerdict:
     pods = list(pods)
-    served = any(ref == zone_ref for _, ref in rendered.served)
+    planned = rendered.plan.zone(zone_ref)
     current = [p for p in pods if p.ready and p.applied_config_hash == rendered.config_hash]
     errors = tuple(
         f"pod {p.name}: {p.config_error}"
@@ -279,12 +279,12 @@ def verdict_for(
     return ServerVerdict(
         server=server,
         config_hash=rendered.config_hash,
-        served=served,
+        served=planned is not None,
         rejection=rendered.rejected.get(zone_ref),
         replicas=replicas,
         replicas_current=len(current),
         pod_errors=errors,
-        retransfer_request=rendered.retransfer_requests.get(zone_ref),
+        retransfer_request=planned.retransfer_request if planned is not None else None,
     )
 
 
