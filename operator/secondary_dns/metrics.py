@@ -90,7 +90,7 @@ REPLICA_SECONDS_BEHIND = Gauge(
 )
 
 
-# ---- setting the serial gauges from an evaluation (secondary_dns.dns.serials). The
+# ---- setting the serial gauges from an evaluation (secondary_dns.status.serial). The
 # evaluation is described structurally: this module sits below every layer.
 
 

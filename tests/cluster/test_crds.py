@@ -28,6 +28,7 @@ from secondary_dns.api import (
     parse_tsig_secret,
     parse_zone,
 )
+from secondary_dns.status.conditions import Condition, set_condition
 
 pytestmark = pytest.mark.cluster
 
@@ -158,15 +159,15 @@ def test_status_shape_and_printer_columns(crds: LocalCluster, namespace: str) ->
     crds.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(valid_zone()))
     crds.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(valid_secondary_server()))
     now = "2024-05-01T10:00:00Z"
-    ready = conditions.set_condition(
+    ready = set_condition(
         [],
-        {
-            "type": conditions.READY,
-            "status": conditions.TRUE,
-            "reason": conditions.IN_SYNC,
-            "message": "3 of 3 replicas serve serial 2024050101",
-            "observedGeneration": 1,
-        },
+        Condition(
+            conditions.READY,
+            conditions.TRUE,
+            conditions.IN_SYNC,
+            "3 of 3 replicas serve serial 2024050101",
+        ),
+        1,
         now,
     )
     zone_status = {

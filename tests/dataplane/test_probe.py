@@ -11,7 +11,8 @@ import dns.name
 
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials
 from secondary_dns.api import TsigKey
-from secondary_dns.dns.probe import ProbeRequest, ProbeTarget, probe_all, probe_soa
+from secondary_dns.api.soa import ProbeTarget
+from secondary_dns.dns.probe import ProbeRequest, probe_all, probe_soa
 from tests.dataplane.rendered import (
     primary_entry,
     secret_manifest,

@@ -39,7 +39,7 @@ from localcluster.named import (
     wait_until,
 )
 from secondary_dns.api import TsigKey
-from secondary_dns.dns.probe import ProbeTarget
+from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.dns.relay import NotifyRelay, RelayRoute
 from tests.dataplane.rendered import (
     RenderedSecondary,

@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 
 from secondary_dns import metrics
 from secondary_dns.api import TsigKey
+from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
 from secondary_dns.dns.notify import make_notify
-from secondary_dns.dns.probe import ProbeResult, ProbeTarget, SoaAnswer
 from secondary_dns.dns.relay import (
     BAD_TSIG,
     MALFORMED,
@@ -32,7 +32,7 @@ from secondary_dns.dns.relay import (
     RelayRoute,
     decide_notify,
 )
-from secondary_dns.dns.serials import ReplicaTarget, ZoneHistory, evaluate
+from secondary_dns.status.serial import ReplicaTarget, ZoneHistory, evaluate
 
 ZONE = dns.name.from_text("example.test.")
 PRIMARY_ADDRESS = "192.0.2.1"

@@ -1,4 +1,4 @@
-"""Kubernetes objects and status of a SecondaryServer, built without a cluster."""
+"""The Kubernetes objects a SecondaryServer owns, built without a cluster."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import json
 from typing import Any
 
 import dns.name
-import pytest
 
 from secondary_dns.agent.assemble import ConfigShard, DesiredConfig, KeySecret, assemble
-from secondary_dns.api import ObjectRef, SpecError, agent_contract, parse_secondary_server
+from secondary_dns.api import ObjectRef, agent_contract, parse_secondary_server
 from secondary_dns.api.agent_contract import PodLayout
 from secondary_dns.render import RenderedConfig, children, config_hash, render_bind9
-from secondary_dns.render import status as s
 from secondary_dns.render.engine import PlannedPrimary, PlannedZone, ZonePlan
 from tests.unit.render_cases import minimal_request, primary, zone
 
@@ -205,183 +203,3 @@ def test_agent_rbac_is_limited_to_its_own_objects() -> None:
     assert rules["pods"]["resourceNames"] == ["edge-0", "edge-1"]
     assert "watch" not in rules["pods"]["verbs"]
     assert binding["subjects"][0]["name"] == "edge-agent"
-
-
-# ---- status ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("replicas", "domains", "status", "reason"),
-    [
-        (3, {"a": 1, "b": 1, "c": 1}, "True", "SpreadSatisfied"),
-        (6, {"a": 2, "b": 2, "c": 2}, "True", "SpreadSatisfied"),
-        (3, {"a": 2, "b": 1}, "True", "SpreadSatisfied"),
-        (3, {"a": 3}, "False", "TooFewFailureDomains"),
-        (3, {}, "False", "TooFewFailureDomains"),
-        (2, {"a": 1, "b": 1}, "False", "TooFewReplicas"),
-        (1, {"a": 1}, "False", "TooFewReplicas"),
-    ],
-)
-def test_spread_condition_follows_rfc_2182(
-    replicas: int, domains: dict[str, int], status: str, reason: str
-) -> None:
-    got_status, got_reason, message = s.spread_condition(replicas, domains)
-    assert (got_status, got_reason) == (status, reason)
-    if status == "False":
-        assert "RFC 2182" in message
-
-
-def _pod(name: str, domain: str, ready: bool = True, applied: str | None = "h1") -> s.ObservedPod:
-    return s.ObservedPod(name, ready, f"10.244.0.{name[-1]}", domain, applied, None)
-
-
-def _observation(**overrides: Any) -> s.ServerObservation:
-    values: dict[str, Any] = {
-        "generation": 2,
-        "replicas": 3,
-        "topology_key": "topology.kubernetes.io/zone",
-        "pods": (_pod("edge-0", "a"), _pod("edge-1", "b"), _pod("edge-2", "c")),
-        "config_hash": "h1",
-        "zones": 4,
-        "rollout_complete": True,
-    }
-    values.update(overrides)
-    return s.ServerObservation(**values)
-
-
-def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status["conditions"] if c["type"] == type_)
-
-
-def test_server_ready_and_unchanged_world_computes_identical_status() -> None:
-    first = s.server_status(_observation(), {}, "2026-01-01T00:00:00Z")
-    assert _cond(first, "Ready")["status"] == "True"
-    assert _cond(first, "Reconciling")["status"] == "False"
-    assert first["failureDomains"] == {"a": 1, "b": 1, "c": 1}
-    assert first["readyReplicas"] == 3 and first["zones"] == 4 and first["domains"] == 3
-    # An hour later nothing changed: byte for byte the same status, so no write.
-    assert s.server_status(_observation(), first, "2026-01-01T01:00:00Z") == first
-
-
-def test_server_reconciling_until_every_replica_serves_the_new_config() -> None:
-    pods = (
-        _pod("edge-0", "a"),
-        _pod("edge-1", "b", applied="h0"),
-        _pod("edge-2", "c", ready=False),
-    )
-    status = s.server_status(_observation(pods=pods), {}, "now")
-    assert _cond(status, "Ready")["status"] == "False"
-    reconciling = _cond(status, "Reconciling")
-    assert reconciling["status"] == "True" and "2/3 replicas ready" in reconciling["message"]
-    assert "1/3 serving" in reconciling["message"]
-
-
-def test_invalid_server_spec_stalls_with_the_field() -> None:
-    error = SpecError("spec.replicas", "must be at least 1: set 1 or more")
-    status = s.server_status(_observation(spec_error=error), {"readyReplicas": 3}, "now")
-    stalled = _cond(status, "Stalled")
-    assert stalled["status"] == "True" and "spec.replicas" in stalled["message"]
-    assert status["readyReplicas"] == 3  # the last observation of the fleet is kept
-
-
-ZONE = ObjectRef("dns", "example")
-
-
-def _verdict(**overrides: Any) -> s.ServerVerdict:
-    values: dict[str, Any] = {
-        "server": "edge",
-        "config_hash": "h1",
-        "served": True,
-        "rejection": None,
-        "replicas": 3,
-        "replicas_current": 3,
-    }
-    values.update(overrides)
-    return s.ServerVerdict(**values)
-
-
-def test_zone_conditions_explain_themselves() -> None:
-    ok = s.zone_status(s.ZoneObservation(1, "example.com.", verdicts=(_verdict(),)), {}, "now")
-    assert _cond(ok, "ConfigValid")["status"] == "True"
-    # Configured everywhere: Ready is for the serial monitor to decide.
-    assert _cond(ok, "Ready")["status"] == "Unknown"
-    assert _cond(ok, "Ready")["reason"] == "AwaitingSerials"
-    assert ok["zone"] == "example.com."
-    monitored = {
-        **ok,
-        "conditions": [
-            {**c, "status": "True", "reason": "InSync"} if c["type"] == "Ready" else c
-            for c in ok["conditions"]
-        ],
-    }
-    again = s.zone_status(
-        s.ZoneObservation(1, "example.com.", verdicts=(_verdict(),)), monitored, "t"
-    )
-    assert _cond(again, "Ready")["reason"] == "InSync"  # left to the monitor
-
-    lagging = s.zone_status(
-        s.ZoneObservation(1, "example.com.", verdicts=(_verdict(replicas_current=1),)), {}, "now"
-    )
-    assert _cond(lagging, "Ready")["status"] == "False"
-    assert "1/3 replicas" in _cond(lagging, "Ready")["message"]
-
-    missing = s.zone_status(
-        s.ZoneObservation(1, "example.com.", missing_servers=("nosuch",)), {}, "now"
-    )
-    assert _cond(missing, "ConfigValid")["reason"] == "ServerNotFound"
-    assert "nosuch" in _cond(missing, "ConfigValid")["message"]
-
-    invalid = s.zone_status(
-        s.ZoneObservation(1, None, spec_error=SpecError("spec.zone", "bad: use a.example")),
-        {},
-        "now",
-    )
-    assert _cond(invalid, "Stalled")["status"] == "True"
-    assert "spec.zone" in _cond(invalid, "Stalled")["message"]
-
-    none = s.zone_status(s.ZoneObservation(1, "example.com."), {}, "now")
-    assert _cond(none, "ConfigValid")["reason"] == "NoServersSelected"
-
-    # Serial status (written by the monitor) survives a configuration update.
-    kept = s.zone_status(
-        s.ZoneObservation(1, "example.com.", verdicts=(_verdict(),)),
-        {"primarySerial": 7, "conditions": []},
-        "now",
-    )
-    assert kept["primarySerial"] == 7
-
-
-def test_status_shows_a_retransfer_request_once_every_replica_applied_it() -> None:
-    def observe(verdicts: tuple[s.ServerVerdict, ...], request: str = "t2") -> s.ZoneObservation:
-        return s.ZoneObservation(1, "example.com.", verdicts=verdicts, retransfer_request=request)
-
-    previous = {"retransferRequest": "t1"}
-    # One server still rolls the configuration out: the last request stays shown.
-    rolling = s.zone_status(
-        observe((_verdict(retransfer_request="t2"), _verdict(server="b", replicas_current=2))),
-        previous,
-        "now",
-    )
-    assert rolling["retransferRequest"] == "t1"
-    # Every replica current, but one server's configuration still has the old request.
-    stale = s.zone_status(
-        observe((_verdict(retransfer_request="t2"), _verdict(server="b", retransfer_request="t1"))),
-        previous,
-        "now",
-    )
-    assert stale["retransferRequest"] == "t1"
-    done = s.zone_status(
-        observe((_verdict(retransfer_request="t2"), _verdict(server="b", retransfer_request="t2"))),
-        previous,
-        "now",
-    )
-    assert done["retransferRequest"] == "t2"
-
-
-def test_verdict_reads_the_zones_request_from_the_rendered_configuration() -> None:
-    request = minimal_request()
-    ref, spec = request.zones[0]
-    with_request = dataclasses.replace(spec, retransfer_request="ticket-9")
-    rendered = render_bind9(dataclasses.replace(request, zones=[(ref, with_request)]))
-    assert s.verdict_for(ref, "edge", rendered, (), 3).retransfer_request == "ticket-9"
-    assert s.verdict_for(ref, "edge", render_bind9(request), (), 3).retransfer_request is None

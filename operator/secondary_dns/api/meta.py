@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 GROUP = "secondarydns.io"
 VERSION = "v1alpha1"
@@ -28,6 +29,11 @@ class ObjectRef:
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> ObjectRef:
+        """The reference of an object as the API returns it (namespace and name set)."""
+        return cls(obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import dns.rrset
 import dns.tsig
 
 from secondary_dns.api import TsigKey
-from secondary_dns.dns.probe import ProbeTarget
+from secondary_dns.api.soa import ProbeTarget
 
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_ATTEMPTS = 3

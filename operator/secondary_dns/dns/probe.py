@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import dns.asyncquery
 import dns.exception
@@ -27,69 +27,13 @@ import dns.rdtypes.ANY.SOA
 import dns.tsig
 
 from secondary_dns.api import TsigKey
+from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
 
 DEFAULT_TIMEOUT = 2.0
 # A query that timed out is sent once more, as dig (+tries=2) and stub resolvers
 # do: one lost UDP datagram must not make a primary "unreachable" for a round.
 DEFAULT_ATTEMPTS = 2
 DEFAULT_CONCURRENCY = 64
-
-
-@dataclass(frozen=True)
-class ProbeTarget:
-    """A name server address to query: a primary, a replica pod, or the relay's targets."""
-
-    address: str
-    port: int = 53
-
-    def __str__(self) -> str:
-        # RFC 3986 style brackets keep an IPv6 address readable next to its port.
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class SoaAnswer:
-    """The SOA timers a server answered (RFC 1035 §3.3.13); all are 32-bit unsigned."""
-
-    serial: int
-    refresh: int
-    retry: int
-    expire: int
-    minimum: int
-
-    @classmethod
-    def from_rdata(cls, soa: dns.rdtypes.ANY.SOA.SOA) -> SoaAnswer:
-        return cls(
-            serial=int(soa.serial),
-            refresh=int(soa.refresh),
-            retry=int(soa.retry),
-            expire=int(soa.expire),
-            minimum=int(soa.minimum),
-        )
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One probe: either an answer or a short error text, and the round-trip time."""
-
-    target: ProbeTarget
-    answer: SoaAnswer | None
-    error: str | None
-    rtt_seconds: float
-    # True when the answer came over TCP after a truncated UDP answer (RFC 7766 §5).
-    used_tcp: bool = False
-    # True when a DNS response came back, also one with an error (REFUSED, ...):
-    # the server is up and says no, as opposed to a timeout or a network error.
-    responded: bool = False
-
-    @property
-    def serial(self) -> int | None:
-        return self.answer.serial if self.answer is not None else None
-
-    @property
-    def timed_out(self) -> bool:
-        return self.error is not None and self.error.startswith("timeout")
 
 
 ProbeRequest = tuple[dns.name.Name, ProbeTarget] | tuple[dns.name.Name, ProbeTarget, TsigKey | None]
@@ -124,7 +68,13 @@ def read_soa_answer(zone: dns.name.Name, response: dns.message.Message) -> SoaAn
         ):
             soa = next(iter(rrset))
             assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
-            return SoaAnswer.from_rdata(soa)
+            return SoaAnswer(
+                serial=int(soa.serial),
+                refresh=int(soa.refresh),
+                retry=int(soa.retry),
+                expire=int(soa.expire),
+                minimum=int(soa.minimum),
+            )
     return "no SOA in answer"
 
 

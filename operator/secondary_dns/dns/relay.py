@@ -36,8 +36,8 @@ import dns.tsig
 
 from secondary_dns import metrics
 from secondary_dns.api import TsigKey
+from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.dns.notify import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, send_notify
-from secondary_dns.dns.probe import ProbeTarget
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Runs as one asyncio task in kopf's event loop: every round probes the SOA of
 every primary and every replica of every monitored zone (bounded concurrency,
-no thread per zone), evaluates each zone with the pure `dns.serials.evaluate`,
+no thread per zone), evaluates each zone with the pure `status.serial.evaluate`,
 and writes the Zone's status only when it changed. It probes fast for a while
 after a NOTIFY or a configuration change, slowly in steady state. The NOTIFY
 relay's routes are refreshed from the same snapshot each round.
@@ -19,21 +19,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from secondary_dns import metrics
-from secondary_dns.api import ObjectRef, conditions
+from secondary_dns.api import ObjectRef
 from secondary_dns.api.agent_contract import ZonesDocument
-from secondary_dns.api.conditions import FALSE, TRUE, find_condition, set_condition
-from secondary_dns.dns import serials
+from secondary_dns.api.soa import ProbeResult, ProbeTarget
 from secondary_dns.dns.agent_client import fetch_zones
 from secondary_dns.dns.notify import send_notify
-from secondary_dns.dns.probe import (
-    DEFAULT_ATTEMPTS,
-    ProbeRequest,
-    ProbeResult,
-    ProbeTarget,
-    probe_all,
-)
+from secondary_dns.dns.probe import DEFAULT_ATTEMPTS, ProbeRequest, probe_all
 from secondary_dns.dns.relay import NotifyRelay, RelayRoute
 from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
+from secondary_dns.status import serial as serials
 
 log = logging.getLogger(__name__)
 
@@ -58,54 +52,6 @@ def relay_routes(zones: Sequence[MonitoredZone]) -> dict[Any, RelayRoute]:
         )
         for zone in zones
     }
-
-
-def with_ready(
-    status: Mapping[str, Any], healthy: bool, generation: int, now_text: str
-) -> dict[str, Any]:
-    """kstatus Ready of a Zone: its configuration is valid and every replica is in sync."""
-    result = dict(status)
-    conds = list(result.get("conditions") or [])
-    config = find_condition(conds, conditions.CONFIG_VALID)
-    synced = find_condition(conds, conditions.SYNCED)
-    if config is not None and config.get("status") != TRUE:
-        return result  # the configuration path explains why it is not Ready
-    if healthy:
-        ready = (TRUE, conditions.IN_SYNC, str((synced or {}).get("message", "in sync")))
-    else:
-        worst = next(
-            (
-                c
-                for c in (
-                    find_condition(conds, t)
-                    for t in (
-                        conditions.SERIAL_REGRESSED,
-                        conditions.PRIMARY_UNREACHABLE,
-                        conditions.STALE,
-                        conditions.EXPIRING,
-                    )
-                )
-                if c is not None and c.get("status") == TRUE
-            ),
-            synced,
-        )
-        ready = (
-            FALSE,
-            str((worst or {}).get("reason") or conditions.REPLICAS_BEHIND),
-            str((worst or {}).get("message") or "replicas are not in sync"),
-        )
-    result["conditions"] = set_condition(
-        conds,
-        {
-            "type": conditions.READY,
-            "status": ready[0],
-            "reason": ready[1],
-            "message": ready[2],
-            "observedGeneration": generation,
-        },
-        now_text,
-    )
-    return result
 
 
 class SerialMonitor:
@@ -231,6 +177,7 @@ class SerialMonitor:
             repairs.extend((zone, target, keys[target.pod]) for target in evaluation.repairs)
         for ref in set(self.histories) - live:
             del self.histories[ref]
+            self.reconciler.zone_status.forget_serial(ref)
             name = self._names.pop(ref, None)
             if name is not None:
                 metrics.forget_zone(ref.namespace, name)
@@ -246,17 +193,14 @@ class SerialMonitor:
         engine_expiry: Mapping[str, float] | None = None,
     ) -> serials.SerialEvaluation | None:
         known = self.histories.get(zone.ref)
-        outcome: dict[str, serials.SerialEvaluation] = {}
-        now_text = serials.timestamp_text(now)
 
-        def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
-            generation = int(current["metadata"].get("generation", 0))
+        def evaluate(current: Mapping[str, Any]) -> serials.SerialEvaluation:
             previous = dict(current.get("status") or {})
             # First sight of this zone in this process: rebuild the clocks from the
             # stored status, so a restart does not rewrite it for nothing.
             history = known if known is not None else serials.history_from_status(previous)
-            evaluation = serials.evaluate(
-                generation=generation,
+            return serials.evaluate(
+                generation=int(current["metadata"].get("generation", 0)),
                 primaries=primary_results,
                 replicas=replica_results,
                 history=history,
@@ -266,14 +210,8 @@ class SerialMonitor:
                 repair_grace=self.repair_grace,
                 engine_expiry=engine_expiry,
             )
-            outcome["evaluation"] = evaluation
-            merged = serials.merge_status(previous, evaluation.status)
-            if self.reconciler.notify_address:
-                merged["notifyAddress"] = self.reconciler.notify_address
-            return with_ready(merged, evaluation.healthy, generation, now_text)
 
-        self.reconciler.write_serial_status(zone.ref, compute)
-        evaluation = outcome.get("evaluation")
+        evaluation = self.reconciler.zone_status.write_serial(zone.ref, evaluate)
         if evaluation is not None:
             self.histories[zone.ref] = evaluation.history
         return evaluation

@@ -26,7 +26,6 @@ from kubernetes.client.exceptions import ApiException
 from secondary_dns import metrics
 from secondary_dns.api import (
     SECONDARY_SERVER_PLURAL,
-    ZONE_PLURAL,
     IPNetwork,
     ObjectRef,
     SecondaryServerSpec,
@@ -34,13 +33,13 @@ from secondary_dns.api import (
     SpecError,
     TsigKey,
     agent_contract,
-    conditions,
     parse_secondary_server,
     parse_tsig_secret,
     parse_zone,
 )
-from secondary_dns.dns import serials
-from secondary_dns.dns.probe import ProbeTarget
+from secondary_dns.api.soa import ProbeTarget
+from secondary_dns.handlers.events import EventPoster
+from secondary_dns.handlers.zone_status import ZoneStatusWriter
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.render import (
     RenderedConfig,
@@ -49,22 +48,17 @@ from secondary_dns.render import (
     children,
     renderer_for,
 )
-from secondary_dns.render import status as status_rules
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
 from secondary_dns.render.inputs import select_zones, tsig_keys
+from secondary_dns.status import server as status_rules
+from secondary_dns.status.serial import ReplicaTarget
+from secondary_dns.status.zone import ZoneConfig, verdict_for
 
 log = logging.getLogger(__name__)
-
-# (object, event type, reason, message): posted as a Kubernetes Event.
-EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _ref(obj: Mapping[str, Any]) -> ObjectRef:
-    return ObjectRef(obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
 @dataclass(frozen=True)
@@ -76,7 +70,7 @@ class MonitoredZone:
     # Where a NOTIFY for this zone may come from: its primaries and notify.allowFrom.
     notify_sources: tuple[IPNetwork, ...]
     # Every replica of every server that serves the zone, with that server's relay key.
-    replicas: tuple[tuple[serials.ReplicaTarget, TsigKey], ...] = field(repr=False)
+    replicas: tuple[tuple[ReplicaTarget, TsigKey], ...] = field(repr=False)
 
 
 @dataclass
@@ -110,18 +104,12 @@ class Reconciler:
         self.on_change: Callable[[], None] = lambda: None
         self._locks: dict[ObjectRef, threading.RLock] = {}
         self._locks_guard = threading.Lock()
-        self._zone_locks: dict[ObjectRef, threading.Lock] = {}
         self._seen: dict[tuple[str, ObjectRef], tuple[Any, ...]] = {}
+        self.zone_status = ZoneStatusWriter(cluster, post_event, now)
 
     def _lock(self, ref: ObjectRef) -> threading.RLock:
         with self._locks_guard:
             return self._locks.setdefault(ref, threading.RLock())
-
-    def _zone_lock(self, ref: ObjectRef) -> threading.Lock:
-        # Zone status has two writers in this process (configuration, serial
-        # monitor); the lock keeps them from racing into 409 retries.
-        with self._locks_guard:
-            return self._zone_locks.setdefault(ref, threading.Lock())
 
     def memory(self, ref: ObjectRef) -> _ServerMemory:
         return self._memory.setdefault(ref, _ServerMemory())
@@ -180,7 +168,7 @@ class Reconciler:
             self.refresh_zone(zone_ref.namespace, zone_ref.name)
 
     def _reconcile_server(self, obj: Mapping[str, Any]) -> set[ObjectRef]:
-        ref = _ref(obj)
+        ref = ObjectRef.of(obj)
         memory = self.memory(ref)
         try:
             spec = parse_secondary_server(obj)
@@ -201,7 +189,7 @@ class Reconciler:
             ref, obj["metadata"]["uid"], dict(obj["metadata"].get("labels") or {})
         )
         served = select_zones(
-            ((_ref(zone), zone) for zone in self.cluster.list_zones(ref.namespace)),
+            ((ObjectRef.of(zone), zone) for zone in self.cluster.list_zones(ref.namespace)),
             ref,
             identity.labels,
         )
@@ -321,7 +309,7 @@ class Reconciler:
         rendered: RenderedConfig,
         apply_error: str | None,
     ) -> None:
-        ref = _ref(obj)
+        ref = ObjectRef.of(obj)
         memory = self.memory(ref)
         identity_labels = children.selector_labels(
             children.ServerIdentity(ref, obj["metadata"]["uid"], {})
@@ -400,7 +388,7 @@ class Reconciler:
         message: str,
     ) -> None:
         now = self.now()
-        ref = _ref(obj)
+        ref = ObjectRef.of(obj)
 
         def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
             return status_rules.server_status(observation, dict(current.get("status") or {}), now)
@@ -453,7 +441,7 @@ class Reconciler:
             )
             replicas = tuple(
                 (
-                    serials.ReplicaTarget(
+                    ReplicaTarget(
                         pod=name,
                         server=server_ref.name,
                         failure_domain=by_name[name].failure_domain if name in by_name else None,
@@ -480,16 +468,6 @@ class Reconciler:
                 )
         return [zones[ref] for ref in sorted(zones)]
 
-    def write_serial_status(
-        self,
-        zone_ref: ObjectRef,
-        compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-    ) -> bool:
-        with self._zone_lock(zone_ref):
-            return self.cluster.update_status(
-                ZONE_PLURAL, zone_ref.namespace, zone_ref.name, compute
-            )
-
     # ---- Zone --------------------------------------------------------------
 
     def zone_changed(self, namespace: str, name: str) -> None:
@@ -506,7 +484,7 @@ class Reconciler:
                 for server in self.cluster.list_servers(namespace):
                     labels = dict(server["metadata"].get("labels") or {})
                     if spec.serves_on(server["metadata"]["name"], labels):
-                        servers.add(_ref(server))
+                        servers.add(ObjectRef.of(server))
         for server_ref in sorted(servers):
             self.reconcile_server(server_ref.namespace, server_ref.name)
         if zone is not None:
@@ -526,21 +504,21 @@ class Reconciler:
     def refresh_zone(self, namespace: str, name: str) -> None:
         zone = self.cluster.get_zone(namespace, name)
         if zone is None:
+            self.zone_status.forget(ObjectRef(namespace, name))
             return
-        zone_ref = _ref(zone)
+        zone_ref = ObjectRef.of(zone)
         generation = int(zone["metadata"].get("generation", 0))
         try:
             spec = parse_zone(zone)
         except SpecError as error:
-            observation = status_rules.ZoneObservation(generation, None, spec_error=error)
-            self._write_zone_status(zone, observation)
+            self.zone_status.write_config(zone, ZoneConfig(generation, None, spec_error=error))
             return
         servers = self.cluster.list_servers(namespace)
         names = {s["metadata"]["name"] for s in servers}
         missing = tuple(sorted(set(spec.servers or ()) - names))
         verdicts = []
         for server in sorted(servers, key=lambda s: s["metadata"]["name"]):
-            server_ref = _ref(server)
+            server_ref = ObjectRef.of(server)
             labels = dict(server["metadata"].get("labels") or {})
             if not spec.serves_on(server_ref.name, labels):
                 continue
@@ -548,11 +526,11 @@ class Reconciler:
             if memory is None or memory.rendered is None:
                 continue  # not reconciled yet; its reconcile refreshes this zone
             verdicts.append(
-                status_rules.verdict_for(
+                verdict_for(
                     zone_ref, server_ref.name, memory.rendered, memory.pods, memory.replicas
                 )
             )
-        observation = status_rules.ZoneObservation(
+        observation = ZoneConfig(
             generation,
             spec.zone.to_text(),
             missing_servers=missing,
@@ -560,44 +538,7 @@ class Reconciler:
             notify_address=self.notify_address,
             retransfer_request=spec.retransfer_request,
         )
-        self._write_zone_status(zone, observation)
-
-    def _write_zone_status(
-        self, zone: Mapping[str, Any], observation: status_rules.ZoneObservation
-    ) -> None:
-        previous = dict(zone.get("status") or {})
-        now = self.now()
-        computed: dict[str, Any] = {}
-
-        def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
-            status = status_rules.zone_status(observation, dict(current.get("status") or {}), now)
-            computed["status"] = status
-            return status
-
-        ref = _ref(zone)
-        with self._zone_lock(ref):
-            written = self.cluster.update_status(
-                ZONE_PLURAL, ref.namespace, ref.name, compute, cached=zone
-            )
-        if written:
-            new = computed["status"]
-            config_valid = next((c for c in new["conditions"] if c["type"] == "ConfigValid"), None)
-            before = next(
-                (c for c in previous.get("conditions") or [] if c.get("type") == "ConfigValid"),
-                None,
-            )
-            if config_valid and (before is None or before.get("reason") != config_valid["reason"]):
-                event_type = "Normal" if config_valid["status"] == "True" else "Warning"
-                self.post_event(zone, event_type, config_valid["reason"], config_valid["message"])
-            request = new.get("retransferRequest")
-            if request and request != previous.get("retransferRequest"):
-                self.post_event(
-                    zone,
-                    "Normal",
-                    conditions.RETRANSFER_REQUESTED,
-                    f"every replica was told to transfer {new.get('zone', '')} in full "
-                    f"(AXFR) for spec.retransferRequest {request!r}",
-                )
+        self.zone_status.write_config(zone, observation)
 
 
 def _rollout_complete(statefulset: Mapping[str, Any] | None, replicas: int) -> bool:

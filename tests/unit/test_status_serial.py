@@ -1,4 +1,9 @@
-"""The serial monitor's decisions: probe results + history -> Zone status (pure)."""
+"""The serial monitor's decisions: probe results + history -> Zone status (pure).
+
+Whether the zone is Ready is the Ready chain's to say (status/zone.py); `healthy`
+below asks it for a zone whose configuration is fine, so these tests also pin
+how the serial conditions decide Ready.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +16,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secondary_dns.api import conditions
-from secondary_dns.dns.probe import ProbeResult, ProbeTarget, SoaAnswer
-from secondary_dns.dns.serials import (
+from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
+from secondary_dns.status.conditions import find_condition
+from secondary_dns.status.serial import (
     ReplicaTarget,
     SerialEvaluation,
     ZoneHistory,
     evaluate,
-    format_duration,
-    is_at_least,
-    merge_status,
+    history_from_status,
     newest,
     oldest,
     recovery_advice,
     recovery_steps,
-    timestamp_text,
 )
+from secondary_dns.status.times import format_duration, timestamp_text
+from secondary_dns.status.zone import ReadyInputs, ServerVerdict, ZoneConfig, ready
 
 PRIMARY = ProbeTarget("192.0.2.1")
 SECOND_PRIMARY = ProbeTarget("192.0.2.2")
@@ -102,9 +107,21 @@ def then(
 
 
 def condition(evaluation: SerialEvaluation, type_: str) -> Mapping[str, Any]:
-    found = conditions.find_condition(evaluation.status["conditions"], type_)
+    found = find_condition(evaluation.status["conditions"], type_)
     assert found is not None, f"{type_} missing in {evaluation.status['conditions']}"
     return found
+
+
+CONFIGURED = ZoneConfig(
+    generation=1,
+    zone_name="example.com.",
+    verdicts=(ServerVerdict("edge", "h", True, None, 3, 3),),
+)
+
+
+def healthy(evaluation: SerialEvaluation) -> bool:
+    """Ready, for a zone every server renders and every replica runs."""
+    return ready(ReadyInputs(CONFIGURED, evaluation.serial_status)).is_true
 
 
 def verdict(evaluation: SerialEvaluation, type_: str) -> tuple[str, str]:
@@ -139,7 +156,7 @@ def test_all_replicas_in_sync() -> None:
     )
     assert verdict(result, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
     assert verdict(result, conditions.SERIAL_REGRESSED) == ("False", conditions.SERIAL_ADVANCING)
-    assert result.healthy
+    assert healthy(result)
     assert result.repairs == []
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
 
@@ -197,7 +214,7 @@ def test_replica_behind_within_grace_is_not_stale_but_not_synced() -> None:
     assert verdict(second, conditions.STALE) == ("False", conditions.SERIAL_ADVANCING)
     assert second.status["servedSerial"] == 5
     assert second.status["synced"] == "2/3"
-    assert not second.healthy
+    assert not healthy(second)
     assert second.repairs == []  # just seen behind: give the NOTIFY a chance first
     assert [v.seconds_behind for v in second.replicas] == [0.0, 0.0, 0.0]
 
@@ -268,7 +285,7 @@ def test_missing_and_silent_replicas_count_as_not_in_sync() -> None:
         "zone: timeout after 2s; edge-2 (failure domain zone-c) has no address yet"
     )
     assert result.replicas[2].error == "no address yet"
-    assert not result.healthy
+    assert not healthy(result)
 
 
 def test_no_replica_has_the_zone_yet() -> None:
@@ -283,7 +300,7 @@ def test_zero_replicas() -> None:
     result = run([answered(PRIMARY, 5)], [])
     assert result.status["synced"] == "0/0"
     assert verdict(result, conditions.SYNCED) == ("False", conditions.NOT_TRANSFERRED)
-    assert not result.healthy
+    assert not healthy(result)
 
 
 # ---------------------------------------------------------------- primary unreachable
@@ -305,7 +322,7 @@ def test_primary_unreachable_keeps_last_serial_and_tells_how_long() -> None:
     assert third.primary_serial == 5 and not third.primary_reachable
     synced = condition(third, conditions.SYNCED)
     assert synced["status"] == "True" and "no primary answers now" in synced["message"]
-    assert not third.healthy
+    assert not healthy(third)
     # The regression verdict of the last answer stands.
     assert verdict(third, conditions.SERIAL_REGRESSED) == ("False", conditions.SERIAL_ADVANCING)
     back = then(third, [answered(PRIMARY, 5)], [5, 5, 5], T0 + 200)
@@ -313,7 +330,7 @@ def test_primary_unreachable_keeps_last_serial_and_tells_how_long() -> None:
         "False",
         conditions.PRIMARY_REACHABLE,
     )
-    assert back.healthy and back.history.primary_unreachable_since is None
+    assert healthy(back) and back.history.primary_unreachable_since is None
 
 
 def test_a_refusing_primary_is_told_apart_from_a_silent_one() -> None:
@@ -340,7 +357,7 @@ def test_one_primary_answering_is_enough() -> None:
     assert condition(result, conditions.PRIMARY_UNREACHABLE)["message"] == (
         "1/2 primaries answer: 192.0.2.1:53 timeout after 2s; 192.0.2.2:53 serial 5"
     )
-    assert result.healthy
+    assert healthy(result)
 
 
 # ---------------------------------------------------------------- expiry
@@ -403,7 +420,7 @@ def test_a_replica_cut_off_from_the_primary_is_seen_through_its_engines_expire_t
         message
     )
     assert "edge-0" not in message and "edge-2" not in message
-    assert not later.healthy
+    assert not healthy(later)
     # Without the engine's timer the same probes would call it healthy.
     blind = then(first, [answered(PRIMARY, 5)], [5, 5, 5], T0 + 600, timers=timers)
     assert verdict(blind, conditions.EXPIRING) == ("False", conditions.IN_SYNC)
@@ -437,7 +454,7 @@ def test_a_new_serial_is_a_refresh_even_when_the_engine_timer_is_older() -> None
 def test_serial_regressed_gives_the_two_step_recovery_in_numbers() -> None:
     first = run([answered(PRIMARY, 2024010105)], [2024010105] * 3)
     second = then(first, [answered(PRIMARY, 2023123101)], [2024010105] * 3, T0 + 60)
-    assert second.regressed and not second.healthy
+    assert second.regressed and not healthy(second)
     assert verdict(second, conditions.SERIAL_REGRESSED) == (
         "True",
         conditions.SERIAL_WENT_BACKWARDS,
@@ -461,7 +478,7 @@ def test_serial_regressed_gives_the_two_step_recovery_in_numbers() -> None:
     assert verdict(step1, conditions.SERIAL_REGRESSED) == ("False", conditions.SERIAL_ADVANCING)
     # Step 2 is an increment in RFC 1982 terms: replicas follow.
     step2 = then(step1, [answered(PRIMARY, 2023123101)], [2023123101] * 3, T0 + 180)
-    assert not step2.regressed and step2.healthy
+    assert not step2.regressed and healthy(step2)
 
 
 def test_regression_is_against_the_replicas_even_while_they_lag() -> None:
@@ -487,7 +504,7 @@ def test_replicas_recreated_at_the_lower_serial_clear_the_regression() -> None:
     assert second.regressed
     # Every replica was wiped and transferred 40 afresh: nobody is stuck any more.
     third = then(second, [answered(PRIMARY, 40)], [40, 40, 40], T0 + 60)
-    assert not third.regressed and third.healthy
+    assert not third.regressed and healthy(third)
 
 
 def test_serials_exactly_half_the_space_apart_count_as_regressed() -> None:
@@ -517,7 +534,7 @@ def test_primaries_disagree_is_reported_on_synced() -> None:
         "primaries disagree (192.0.2.1:53 serial 7; 192.0.2.2:53 serial 6); replicas are "
         "compared with the newest, 7. 3/3 replicas serve serial 7"
     )
-    assert not result.healthy
+    assert not healthy(result)
     assert result.status["replicasInSync"] == 3
 
 
@@ -561,7 +578,7 @@ def test_recovery_steps_are_increments_ending_at_the_wanted_serial(
         if step != previous:
             assert dns.serial.Serial(step) > dns.serial.Serial(previous), (previous, step)
         previous = step
-    if is_at_least(wanted, replica):
+    if dns.serial.Serial(wanted) >= dns.serial.Serial(replica):
         assert steps == (wanted,)
     elif (replica - wanted) % 2**32 == 1:
         assert len(steps) == 3
@@ -572,7 +589,7 @@ def test_recovery_steps_are_increments_ending_at_the_wanted_serial(
 @given(primary=serials, replica=serials)
 def test_regressed_iff_the_primary_is_not_at_least_the_replicas(primary: int, replica: int) -> None:
     result = run([answered(PRIMARY, primary)], [replica, replica, replica])
-    assert result.regressed == (not is_at_least(primary, replica))
+    assert result.regressed == (not dns.serial.Serial(primary) >= dns.serial.Serial(replica))
     behind = dns.serial.Serial(replica) < dns.serial.Serial(primary)
     assert all(v.behind == behind for v in result.replicas)
     assert all(v.in_sync == (primary == replica) for v in result.replicas)
@@ -610,7 +627,7 @@ def test_timestamp_text_is_rfc3339_utc() -> None:
     assert timestamp_text(1_700_000_000.7) == "2023-11-14T22:13:20Z"
 
 
-def test_merge_status_replaces_owned_fields_and_keeps_the_rest() -> None:
+def test_the_serial_part_replaces_its_fields_and_keeps_the_rest() -> None:
     previous = {
         "zone": "example.test.",
         "notifyAddress": "10.96.0.53",
@@ -620,7 +637,7 @@ def test_merge_status_replaces_owned_fields_and_keeps_the_rest() -> None:
     }
     servfail = failed(ProbeTarget("10.0.0.10"), "SERVFAIL", responded=True)
     result = run([answered(PRIMARY, 5)], [servfail, None, None], status=previous)
-    merged = merge_status(previous, result.status)
+    merged = result.serial_status.apply(previous)
     assert merged["zone"] == "example.test." and merged["notifyAddress"] == "10.96.0.53"
     assert merged["primarySerial"] == 5
     assert "servedSerial" not in merged  # nobody serves 4 any more
@@ -646,8 +663,6 @@ def test_an_unchanged_fault_writes_the_same_status_every_round() -> None:
 
 
 def test_a_restarted_monitor_rebuilds_its_clocks_from_the_stored_status() -> None:
-    from secondary_dns.dns.serials import history_from_status
-
     first = run([answered(PRIMARY, 6)], [6, 6, 6])
     down = then(first, [failed(PRIMARY)], [6, 6, 6], T0 + 60)
     steady = then(down, [failed(PRIMARY)], [6, 6, 6], T0 + 70)

@@ -3,9 +3,9 @@
 PURE: no I/O and no clock. The caller probes (secondary_dns.dns.probe), passes the
 results with the wall-clock time `now` (epoch seconds) and the `ZoneHistory` the
 previous evaluation returned, and gets the new status fields, the new history and
-the replicas to NOTIFY. Restarting the operator loses the history; the first
-evaluation after that starts every clock at `now` (documented in
-docs/serial-status.md).
+the replicas to NOTIFY. After an operator restart the history is rebuilt from
+the stored status (`history_from_status`, docs/serial-status.md). Whether the
+zone is Ready is not decided here: `status.zone` reads these conditions.
 
 Serial comparisons are RFC 1982 serial-number arithmetic (`dns.serial.Serial`):
 "newer" means "less than 2^31 ahead, modulo 2^32", and two serials exactly 2^31
@@ -16,7 +16,6 @@ backwards is never followed (RFC 2182 §7).
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,7 +23,15 @@ from typing import Any
 import dns.serial
 
 from secondary_dns.api import conditions
-from secondary_dns.dns.probe import ProbeResult, ProbeTarget, SoaAnswer
+from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN
+from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
+from secondary_dns.status.conditions import (
+    Condition,
+    find_condition,
+    read_condition,
+    set_conditions,
+)
+from secondary_dns.status.times import format_duration, parse_timestamp, timestamp_text
 
 SERIAL_MODULUS = 2**32
 # RFC 1982 §3.1: an addition of at most 2^31 - 1 is an increment.
@@ -44,7 +51,8 @@ OWNED_CONDITIONS = (
     conditions.SERIAL_REGRESSED,
 )
 # The status fields this module owns. A field it cannot fill (no serial known) is
-# left out of `SerialEvaluation.status`; `merge_status` removes it from the old one.
+# left out of the evaluation's status, and `SerialStatus.apply` removes it from
+# the stored one.
 OWNED_FIELDS = (
     "primarySerial",
     "servedSerial",
@@ -52,32 +60,30 @@ OWNED_FIELDS = (
     "replicasTotal",
     "synced",
     "replicas",
-    "conditions",
 )
 
 
 # ---------------------------------------------------------------- serial arithmetic
 
 
-def is_newer(serial: int, than: int) -> bool:
-    """RFC 1982 §3.2: `serial` > `than`."""
+def _newer(serial: int, than: int) -> bool:
+    """RFC 1982 §3.2: `serial` > `than` (False when the two are not ordered)."""
     return bool(dns.serial.Serial(serial) > dns.serial.Serial(than))
 
 
-def is_older(serial: int, than: int) -> bool:
-    """RFC 1982 §3.2: `serial` < `than`."""
+def _older(serial: int, than: int) -> bool:
     return bool(dns.serial.Serial(serial) < dns.serial.Serial(than))
 
 
-def is_at_least(serial: int, than: int) -> bool:
+def _at_least(serial: int, than: int) -> bool:
     """`serial` equals `than` or is newer; False also when the two are not ordered."""
-    return serial % SERIAL_MODULUS == than % SERIAL_MODULUS or is_newer(serial, than)
+    return bool(dns.serial.Serial(serial) >= dns.serial.Serial(than))
 
 
 def newest(serials: Sequence[int]) -> int | None:
     """The serial no other one is newer than; the first such one when the order is undefined."""
     for candidate in serials:
-        if not any(is_newer(other, candidate) for other in serials):
+        if not any(_newer(other, candidate) for other in serials):
             return candidate
     return serials[0] if serials else None
 
@@ -85,7 +91,7 @@ def newest(serials: Sequence[int]) -> int | None:
 def oldest(serials: Sequence[int]) -> int | None:
     """The serial no other one is older than; the first such one when the order is undefined."""
     for candidate in serials:
-        if not any(is_older(other, candidate) for other in serials):
+        if not any(_older(other, candidate) for other in serials):
             return candidate
     return serials[0] if serials else None
 
@@ -99,13 +105,14 @@ def recovery_steps(replica_serial: int, wanted: int) -> tuple[int, ...]:
     exactly one below `replica_serial` (then three). The last step is `wanted`.
     Between steps every replica must have served the previous value.
     """
-    current = replica_serial % SERIAL_MODULUS
-    wanted %= SERIAL_MODULUS
+    current = dns.serial.Serial(replica_serial)
+    target = dns.serial.Serial(wanted)
     steps: list[int] = []
-    while not is_newer(wanted, current) and wanted != current:
-        current = (current + MAX_SERIAL_INCREMENT) % SERIAL_MODULUS
-        steps.append(current)
-    steps.append(wanted)
+    # Until the wanted serial is an increment from the current one (or equal to it).
+    while not target >= current:
+        current += MAX_SERIAL_INCREMENT
+        steps.append(current.value)
+    steps.append(target.value)
     return tuple(steps)
 
 
@@ -188,69 +195,68 @@ class ReplicaVerdict:
 
 
 @dataclass(frozen=True)
+class SerialStatus:
+    """The serial monitor's part of a Zone status: its fields and its conditions, as stored.
+
+    A field it could not fill (no primary serial yet, no replica answering) is
+    absent; `apply` removes the stale value from a status, so an old
+    servedSerial does not outlive the replicas that served it.
+    """
+
+    fields: Mapping[str, Any]
+    conditions: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any]) -> SerialStatus | None:
+        """What a stored status says (an operator restart); None before the first evaluation."""
+        stored = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
+        if find_condition(stored, conditions.SYNCED) is None:
+            return None
+        return cls(
+            fields={key: status[key] for key in OWNED_FIELDS if key in status},
+            conditions=tuple(c for c in stored if c.get("type") in OWNED_CONDITIONS),
+        )
+
+    def condition(self, type_: str) -> Condition | None:
+        return read_condition(self.conditions, type_)
+
+    def apply(self, status: Mapping[str, Any]) -> dict[str, Any]:
+        """`status` with this part in place of its serial fields and conditions; the rest kept."""
+        result = {key: value for key, value in status.items() if key not in OWNED_FIELDS}
+        result.update(self.fields)
+        merged = [dict(c) for c in status.get("conditions") or []]
+        for condition in self.conditions:
+            where = [i for i, c in enumerate(merged) if c.get("type") == condition.get("type")]
+            if where:
+                merged[where[0]] = dict(condition)
+            else:
+                merged.append(dict(condition))
+        result["conditions"] = merged
+        return result
+
+
+@dataclass(frozen=True)
 class SerialEvaluation:
-    # Only the serial-owned status fields (OWNED_FIELDS); one whose value is not
-    # known (no primary serial yet, no replica answering) is absent: combine with
-    # the object's status through `merge_status`, which drops the stale value.
+    # The serial fields (OWNED_FIELDS) and "conditions": the previous status's
+    # conditions with the serial ones (OWNED_CONDITIONS) set.
     status: dict[str, Any]
     history: ZoneHistory
     # Replicas behind the primary for longer than the repair grace: NOTIFY them.
     repairs: list[ReplicaTarget]
-    # For kstatus Ready: every replica in sync, a primary reachable, no regression,
-    # primaries agreeing.
-    healthy: bool
     primary_serial: int | None
     primary_reachable: bool
     primaries_disagree: bool
     regressed: bool
     replicas: tuple[ReplicaVerdict, ...]
 
-
-def merge_status(previous: Mapping[str, Any], serial_status: Mapping[str, Any]) -> dict[str, Any]:
-    """The object's status with the serial-owned fields replaced by `serial_status`.
-
-    Fields this module owns but did not produce this time are removed, so an old
-    servedSerial does not outlive the replicas that served it; every other field
-    (notifyAddress, zone, observedGeneration, ...) is kept.
-    """
-    merged = {key: value for key, value in previous.items() if key not in OWNED_FIELDS}
-    merged.update(serial_status)
-    return merged
+    @property
+    def serial_status(self) -> SerialStatus:
+        part = SerialStatus.from_status(self.status)
+        assert part is not None  # an evaluation always sets Synced
+        return part
 
 
-# ---------------------------------------------------------------- text helpers
-
-
-def format_duration(seconds: float) -> str:
-    """A duration for people: 45s, 2m5s, 3h0m, 2d4h."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-def timestamp_text(epoch: float) -> str:
-    """RFC 3339 in UTC with a Z, as metav1.Time serialises (seconds precision)."""
-    moment = datetime.datetime.fromtimestamp(int(epoch), tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_timestamp(text: object) -> float | None:
-    """The inverse of timestamp_text; None for anything else."""
-    if not isinstance(text, str):
-        return None
-    try:
-        moment = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=datetime.UTC).timestamp()
+# ---------------------------------------------------------------- memory across restarts
 
 
 def history_from_status(status: Mapping[str, Any]) -> ZoneHistory:
@@ -303,7 +309,7 @@ def recovery_advice(went_from: int | None, primary_serial: int, replica_serial: 
         what = f"the primary's serial went from {went_from} to {primary_serial}"
     else:
         what = f"the primary serves serial {primary_serial}"
-    if is_older(primary_serial, replica_serial):
+    if _older(primary_serial, replica_serial):
         order = "older than"
     else:
         # Exactly 2^31 apart: RFC 1982 §3.2 leaves the comparison undefined and
@@ -378,18 +384,6 @@ def _primary_summary(primaries: Sequence[ProbeResult]) -> str:
         else:
             parts.append(f"{result.target} {result.error}")
     return "; ".join(parts)
-
-
-def _condition(
-    type_: str, status: str, reason: str, message: str, generation: int
-) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-    }
 
 
 def evaluate(
@@ -472,7 +466,7 @@ def evaluate(
             now if changed or before.serial_changed_at is None else (before.serial_changed_at)
         )
         in_sync = primary_serial is not None and serial == primary_serial
-        behind = primary_serial is not None and is_older(serial, primary_serial)
+        behind = primary_serial is not None and _older(serial, primary_serial)
         behind_since = (
             (before.behind_since if before.behind_since is not None else now) if behind else None
         )
@@ -529,7 +523,7 @@ def evaluate(
         primary.reachable
         and primary_serial is not None
         and reference is not None
-        and not is_at_least(primary_serial, reference)
+        and not _at_least(primary_serial, reference)
     )
 
     in_sync_count = sum(1 for v in verdicts if v.in_sync)
@@ -551,56 +545,32 @@ def evaluate(
         "replicas": entries,
     }
 
-    previous_conditions: list[dict[str, Any]] = [
-        dict(c) for c in previous_status.get("conditions") or []
-    ]
     unreachable_reason = _unreachable_reason(primaries)
-    expiring = _expiring(generation, verdicts, new_history, expiry_warning_fraction, now)
-    new_conditions = [
-        _synced(generation, primaries, primary, verdicts, unreachable_reason, regressed),
-        _stale(generation, primary, verdicts, new_replicas, stale_grace, now),
-        _primary_unreachable(generation, primaries, primary, history, new_replicas, now),
-        expiring,
+    verdicts_now = [
+        _synced(primaries, primary, verdicts, unreachable_reason, regressed),
+        _stale(primary, verdicts, new_replicas, stale_grace, now),
+        _primary_unreachable(primaries, primary, history, new_replicas, now),
+        _expiring(verdicts, new_history, expiry_warning_fraction, now),
     ]
-    regression_condition = _serial_regressed(
-        generation, primary, history, reference, regressed, unreachable_reason
-    )
-    result_conditions = previous_conditions
-    for condition in new_conditions:
-        result_conditions = conditions.set_condition(result_conditions, condition, now_text)
-    if regression_condition is not None:
-        result_conditions = conditions.set_condition(
-            result_conditions, regression_condition, now_text
-        )
-    elif conditions.find_condition(result_conditions, conditions.SERIAL_REGRESSED) is None:
-        result_conditions = conditions.set_condition(
-            result_conditions,
-            _condition(
+    previous_conditions = list(previous_status.get("conditions") or [])
+    regression = _serial_regressed(primary, history, reference, regressed)
+    if regression is not None:
+        verdicts_now.append(regression)
+    elif find_condition(previous_conditions, conditions.SERIAL_REGRESSED) is None:
+        # No primary answers and there is no previous verdict to let stand.
+        verdicts_now.append(
+            Condition(
                 conditions.SERIAL_REGRESSED,
-                conditions.UNKNOWN,
+                UNKNOWN,
                 unreachable_reason,
                 "cannot tell whether the primary's serial went backwards: no primary answers",
-                generation,
-            ),
-            now_text,
+            )
         )
-    status["conditions"] = result_conditions
-
-    healthy = (
-        primary.reachable
-        and not regressed
-        and not primary.disagree
-        and total > 0
-        and in_sync_count == total
-        # In sync but about to expire (a replica whose refreshes fail while the
-        # zone does not change) is not Ready: it will stop answering.
-        and expiring["status"] != conditions.TRUE
-    )
+    status["conditions"] = set_conditions(previous_conditions, verdicts_now, generation, now_text)
     return SerialEvaluation(
         status=status,
         history=new_history,
         repairs=repairs,
-        healthy=healthy,
         primary_serial=primary_serial,
         primary_reachable=primary.reachable,
         primaries_disagree=primary.disagree,
@@ -621,21 +591,19 @@ def _replica_line(verdict: ReplicaVerdict, primary_serial: int) -> str:
 
 
 def _synced(
-    generation: int,
     primaries: Sequence[ProbeResult],
     primary: _PrimaryView,
     verdicts: Sequence[ReplicaVerdict],
     unreachable_reason: str,
     regressed: bool,
-) -> dict[str, Any]:
+) -> Condition:
     if primary.serial is None:
-        return _condition(
+        return Condition(
             conditions.SYNCED,
-            conditions.UNKNOWN,
+            UNKNOWN,
             unreachable_reason,
             "the primary's serial is not known yet: no primary has answered "
             f"({_primary_summary(primaries) or 'no primaries configured'})",
-            generation,
         )
     total = len(verdicts)
     in_sync = sum(1 for v in verdicts if v.in_sync)
@@ -649,18 +617,15 @@ def _synced(
     if not primary.reachable:
         suffix = " (compared with the primary's last known serial: no primary answers now)"
     if total == 0:
-        return _condition(
+        return Condition(
             conditions.SYNCED,
-            conditions.FALSE,
+            FALSE,
             conditions.NOT_TRANSFERRED,
             prefix + "no replica serves the zone yet (0 replicas)" + suffix,
-            generation,
         )
     head = f"{in_sync}/{total} replicas serve serial {primary.serial}"
     if in_sync == total and not primary.disagree:
-        return _condition(
-            conditions.SYNCED, conditions.TRUE, conditions.IN_SYNC, head + suffix, generation
-        )
+        return Condition(conditions.SYNCED, TRUE, conditions.IN_SYNC, head + suffix)
     laggards = [_replica_line(v, primary.serial) for v in verdicts if not v.in_sync]
     message = prefix + head + ("; " + "; ".join(laggards) if laggards else "") + suffix
     if primary.disagree:
@@ -671,7 +636,7 @@ def _synced(
         reason = conditions.NOT_TRANSFERRED
     else:
         reason = conditions.REPLICAS_BEHIND
-    return _condition(conditions.SYNCED, conditions.FALSE, reason, message, generation)
+    return Condition(conditions.SYNCED, FALSE, reason, message)
 
 
 def _since(histories: Mapping[str, ReplicaHistory], verdict: ReplicaVerdict, now: float) -> str:
@@ -682,20 +647,18 @@ def _since(histories: Mapping[str, ReplicaHistory], verdict: ReplicaVerdict, now
 
 
 def _stale(
-    generation: int,
     primary: _PrimaryView,
     verdicts: Sequence[ReplicaVerdict],
     histories: Mapping[str, ReplicaHistory],
     stale_grace: float,
     now: float,
-) -> dict[str, Any]:
+) -> Condition:
     if primary.serial is None:
-        return _condition(
+        return Condition(
             conditions.STALE,
-            conditions.UNKNOWN,
+            UNKNOWN,
             conditions.PRIMARY_TIMEOUT,
             "cannot tell whether replicas are behind: the primary's serial is not known yet",
-            generation,
         )
     behind = [v for v in verdicts if v.behind]
     stale = [v for v in behind if v.seconds_behind > stale_grace]
@@ -705,20 +668,18 @@ def _stale(
                 f"{v.target.pod} ({v.serial}, behind since {_since(histories, v, now)})"
                 for v in behind
             )
-            return _condition(
+            return Condition(
                 conditions.STALE,
-                conditions.FALSE,
+                FALSE,
                 conditions.SERIAL_ADVANCING,
                 f"catching up with serial {primary.serial}: {names}; Stale after "
                 f"{format_duration(stale_grace)}",
-                generation,
             )
-        return _condition(
+        return Condition(
             conditions.STALE,
-            conditions.FALSE,
+            FALSE,
             conditions.IN_SYNC,
             f"no replica is behind the primary's serial {primary.serial}",
-            generation,
         )
     lines = []
     overdue = False
@@ -743,25 +704,23 @@ def _stale(
             )
         lines.append(line)
     reason = conditions.REFRESH_OVERDUE if overdue else conditions.REPLICAS_BEHIND
-    return _condition(conditions.STALE, conditions.TRUE, reason, "; ".join(lines), generation)
+    return Condition(conditions.STALE, TRUE, reason, "; ".join(lines))
 
 
 def _primary_unreachable(
-    generation: int,
     primaries: Sequence[ProbeResult],
     primary: _PrimaryView,
     before: ZoneHistory,
     replicas: Mapping[str, ReplicaHistory],
     now: float,
-) -> dict[str, Any]:
+) -> Condition:
     if primary.reachable:
         answered = sum(1 for r in primaries if r.answer is not None)
-        return _condition(
+        return Condition(
             conditions.PRIMARY_UNREACHABLE,
-            conditions.FALSE,
+            FALSE,
             conditions.PRIMARY_REACHABLE,
             f"{answered}/{len(primaries)} primaries answer: {_primary_summary(primaries)}",
-            generation,
         )
     since = before.primary_unreachable_since if before.primary_unreachable_since else now
     summary = _primary_summary(primaries) or "no primaries configured"
@@ -775,22 +734,20 @@ def _primary_unreachable(
     keep += " until SOA expire"
     keep += f" ({expire}s)" if expire is not None else ""
     keep += " after their last successful refresh; see Expiring."
-    return _condition(
+    return Condition(
         conditions.PRIMARY_UNREACHABLE,
-        conditions.TRUE,
+        TRUE,
         _unreachable_reason(primaries),
         f"no primary has answered since {timestamp_text(since)}: {summary}. {keep}",
-        generation,
     )
 
 
 def _expiring(
-    generation: int,
     verdicts: Sequence[ReplicaVerdict],
     history: ZoneHistory,
     fraction: float,
     now: float,
-) -> dict[str, Any]:
+) -> Condition:
     expired: list[str] = []
     approaching: list[str] = []
     smallest_expire: int | None = None
@@ -819,58 +776,44 @@ def _expiring(
                 "succeeds"
             )
     if expired:
-        return _condition(
-            conditions.EXPIRING,
-            conditions.TRUE,
-            conditions.EXPIRED,
-            "; ".join(expired + approaching),
-            generation,
+        return Condition(
+            conditions.EXPIRING, TRUE, conditions.EXPIRED, "; ".join(expired + approaching)
         )
     if approaching:
-        return _condition(
-            conditions.EXPIRING,
-            conditions.TRUE,
-            conditions.EXPIRY_APPROACHING,
-            "; ".join(approaching),
-            generation,
+        return Condition(
+            conditions.EXPIRING, TRUE, conditions.EXPIRY_APPROACHING, "; ".join(approaching)
         )
     if smallest_expire is None:
         message = "no replica has served the zone yet, so no copy can expire"
     else:
         message = f"every replica refreshed within {fraction:g} of SOA expire ({smallest_expire}s)"
-    return _condition(
-        conditions.EXPIRING, conditions.FALSE, conditions.IN_SYNC, message, generation
-    )
+    return Condition(conditions.EXPIRING, FALSE, conditions.IN_SYNC, message)
 
 
 def _serial_regressed(
-    generation: int,
     primary: _PrimaryView,
     before: ZoneHistory,
     reference: int | None,
     regressed: bool,
-    unreachable_reason: str,
-) -> dict[str, Any] | None:
+) -> Condition | None:
     """None when no primary answers: the previous verdict stands (it cannot be re-checked)."""
     if not primary.reachable or primary.serial is None:
         return None
     if regressed:
         assert reference is not None
         went_from = before.primary_serial
-        if went_from is not None and not is_older(primary.serial, went_from):
+        if went_from is not None and not _older(primary.serial, went_from):
             went_from = None
-        return _condition(
+        return Condition(
             conditions.SERIAL_REGRESSED,
-            conditions.TRUE,
+            TRUE,
             conditions.SERIAL_WENT_BACKWARDS,
             recovery_advice(went_from, primary.serial, reference),
-            generation,
         )
-    return _condition(
+    return Condition(
         conditions.SERIAL_REGRESSED,
-        conditions.FALSE,
+        FALSE,
         conditions.SERIAL_ADVANCING,
         f"the primary's serial {primary.serial} is not older than any replica's "
         "(RFC 1982 serial arithmetic)",
-        generation,
     )

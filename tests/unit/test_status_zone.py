@@ -1,0 +1,303 @@
+"""A Zone's status from both halves, and the one Ready rule (status/zone.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from secondary_dns.api import ObjectRef, SpecError, conditions
+from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN
+from secondary_dns.render import render_bind9
+from secondary_dns.render.engine import ZoneRejection
+from secondary_dns.status.conditions import Condition, set_conditions
+from secondary_dns.status.serial import SerialStatus
+from secondary_dns.status.zone import (
+    READY_RULES,
+    ReadyInputs,
+    ServerVerdict,
+    ZoneConfig,
+    ready,
+    verdict_for,
+    zone_status,
+)
+from tests.unit.render_cases import minimal_request
+
+NOW = "2026-01-01T00:00:00Z"
+LATER = "2026-01-01T01:00:00Z"
+
+
+def _verdict(**overrides: Any) -> ServerVerdict:
+    values: dict[str, Any] = {
+        "server": "edge",
+        "config_hash": "h1",
+        "served": True,
+        "rejection": None,
+        "replicas": 3,
+        "replicas_current": 3,
+    }
+    values.update(overrides)
+    return ServerVerdict(**values)
+
+
+def _config(**overrides: Any) -> ZoneConfig:
+    values: dict[str, Any] = {
+        "generation": 1,
+        "zone_name": "example.com.",
+        "verdicts": (_verdict(),),
+    }
+    values.update(overrides)
+    return ZoneConfig(**values)
+
+
+def _serial(**faults: tuple[str, str]) -> SerialStatus:
+    """The monitor's five conditions: all well, except `faults` (type -> (status, reason))."""
+    healthy = {
+        conditions.SYNCED: (TRUE, conditions.IN_SYNC),
+        conditions.STALE: (FALSE, conditions.IN_SYNC),
+        conditions.PRIMARY_UNREACHABLE: (FALSE, conditions.PRIMARY_REACHABLE),
+        conditions.EXPIRING: (FALSE, conditions.IN_SYNC),
+        conditions.SERIAL_REGRESSED: (FALSE, conditions.SERIAL_ADVANCING),
+    }
+    healthy.update(faults)
+    stored = set_conditions(
+        [],
+        (Condition(t, s, r, f"{t} is {s}: {r}") for t, (s, r) in healthy.items()),
+        1,
+        NOW,
+    )
+    part = SerialStatus.from_status({"primarySerial": 5, "synced": "3/3", "conditions": stored})
+    assert part is not None
+    return part
+
+
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+# ---------------------------------------------------------------- the Ready chain, rule by rule
+
+# (rule, config, serial, status, reason): each case fails exactly at its rule.
+CHAIN: list[tuple[str, ZoneConfig, SerialStatus | None, str, str]] = [
+    (
+        "spec_invalid",
+        _config(zone_name=None, verdicts=(), spec_error=SpecError("spec.zone", "bad")),
+        _serial(),
+        FALSE,
+        conditions.INVALID_SPEC,
+    ),
+    (
+        "server_not_found",
+        _config(missing_servers=("nosuch",)),
+        _serial(),
+        FALSE,
+        conditions.SERVER_NOT_FOUND,
+    ),
+    ("no_servers_selected", _config(verdicts=()), _serial(), FALSE, conditions.NO_SERVERS_SELECTED),
+    (
+        "rejected_by_a_server",
+        _config(
+            verdicts=(
+                _verdict(
+                    served=False,
+                    rejection=ZoneRejection(conditions.SECRET_NOT_FOUND, "Secret tsig not found"),
+                ),
+            )
+        ),
+        _serial(),
+        FALSE,
+        conditions.SECRET_NOT_FOUND,
+    ),
+    (
+        "engine_rejected_config",
+        _config(verdicts=(_verdict(pod_errors=("pod edge-0: h1: bad",)),)),
+        _serial(),
+        FALSE,
+        conditions.CONFIG_REJECTED,
+    ),
+    (
+        "rollout_in_progress",
+        _config(verdicts=(_verdict(replicas_current=1),)),
+        None,
+        FALSE,
+        conditions.PROGRESSING,
+    ),
+    (
+        "serial_regressed",
+        _config(),
+        _serial(
+            SerialRegressed=(TRUE, conditions.SERIAL_WENT_BACKWARDS),
+            Synced=(FALSE, conditions.SERIAL_WENT_BACKWARDS),
+        ),
+        FALSE,
+        conditions.SERIAL_WENT_BACKWARDS,
+    ),
+    (
+        "primary_unreachable",
+        _config(),
+        _serial(
+            PrimaryUnreachable=(TRUE, conditions.PRIMARY_REFUSED),
+            Stale=(TRUE, conditions.REPLICAS_BEHIND),
+        ),
+        FALSE,
+        conditions.PRIMARY_REFUSED,
+    ),
+    (
+        "stale",
+        _config(),
+        _serial(
+            Stale=(TRUE, conditions.REFRESH_OVERDUE),
+            Expiring=(TRUE, conditions.EXPIRY_APPROACHING),
+        ),
+        FALSE,
+        conditions.REFRESH_OVERDUE,
+    ),
+    (
+        "expiring",
+        _config(),
+        # Every replica in sync, and yet it will stop answering: not Ready.
+        _serial(Expiring=(TRUE, conditions.EXPIRY_APPROACHING)),
+        FALSE,
+        conditions.EXPIRY_APPROACHING,
+    ),
+    (
+        "not_synced",
+        _config(),
+        _serial(Synced=(FALSE, conditions.PRIMARIES_DISAGREE)),
+        FALSE,
+        conditions.PRIMARIES_DISAGREE,
+    ),
+    ("awaiting_serials", _config(), None, UNKNOWN, conditions.AWAITING_SERIALS),
+]
+
+
+def test_the_table_covers_every_rule_in_order() -> None:
+    assert [case[0] for case in CHAIN] == [rule.__name__ for rule in READY_RULES]
+
+
+@pytest.mark.parametrize(
+    ("rule", "config", "serial", "status", "reason"), CHAIN, ids=[case[0] for case in CHAIN]
+)
+def test_the_first_failing_rule_decides_ready(
+    rule: str, config: ZoneConfig, serial: SerialStatus | None, status: str, reason: str
+) -> None:
+    verdict = ready(ReadyInputs(config, serial))
+    assert (verdict.type, verdict.status, verdict.reason) == (conditions.READY, status, reason)
+    assert verdict.message
+
+
+def test_ready_when_every_rule_passes_with_synced_s_message() -> None:
+    verdict = ready(ReadyInputs(_config(), _serial()))
+    assert (verdict.status, verdict.reason) == (TRUE, conditions.IN_SYNC)
+    assert verdict.message == "Synced is True: InSync"
+
+
+def test_a_rollout_does_not_unready_a_zone_the_monitor_has_seen_in_sync() -> None:
+    # Any change on a server rolls a new configuration to all its zones; what the
+    # replicas serve, not the rollout, then says whether each zone is fine.
+    rolling = _config(verdicts=(_verdict(replicas_current=1),))
+    assert ready(ReadyInputs(rolling, _serial())).is_true
+
+
+# ---------------------------------------------------------------- the whole status
+
+
+def test_zone_conditions_explain_themselves() -> None:
+    ok = zone_status({}, _config(), None, NOW)
+    assert _cond(ok, "ConfigValid")["status"] == "True"
+    assert _cond(ok, "ConfigValid")["message"] == "rendered for edge"
+    assert _cond(ok, "Stalled")["status"] == "False"
+    assert (_cond(ok, "Ready")["status"], _cond(ok, "Ready")["reason"]) == (
+        "Unknown",
+        "AwaitingSerials",
+    )
+    assert ok["zone"] == "example.com." and ok["observedGeneration"] == 1
+
+    lagging = zone_status({}, _config(verdicts=(_verdict(replicas_current=1),)), None, NOW)
+    assert _cond(lagging, "Ready")["status"] == "False"
+    assert "1/3 replicas" in _cond(lagging, "Ready")["message"]
+
+    missing = zone_status({}, _config(missing_servers=("nosuch",)), None, NOW)
+    assert _cond(missing, "ConfigValid")["reason"] == "ServerNotFound"
+    assert "nosuch" in _cond(missing, "ConfigValid")["message"]
+    assert _cond(missing, "Stalled")["status"] == "False"
+
+    error = SpecError("spec.zone", "bad: use a.example")
+    invalid = zone_status({"zone": "old."}, _config(zone_name=None, spec_error=error), None, NOW)
+    assert _cond(invalid, "Stalled")["status"] == "True"
+    assert "spec.zone" in _cond(invalid, "Stalled")["message"]
+    assert "zone" not in invalid
+
+    none = zone_status({}, _config(verdicts=()), None, NOW)
+    assert _cond(none, "ConfigValid")["reason"] == "NoServersSelected"
+
+
+def test_either_writer_computes_the_same_status_and_an_unchanged_world_writes_nothing() -> None:
+    serial = _serial()
+    # The configuration path wrote first, the monitor then adds its half.
+    first = zone_status(zone_status({}, _config(), None, NOW), _config(), serial, NOW)
+    assert _cond(first, "Ready")["status"] == "True"
+    # An hour later, the configuration path (with the monitor's half from memory)
+    # and the monitor (with the configuration path's half) both change nothing.
+    assert zone_status(first, _config(), serial, LATER) == first
+    # After an operator restart the monitor's half is read back from the status.
+    recovered = SerialStatus.from_status(first)
+    assert recovered is not None
+    assert zone_status(first, _config(), recovered, LATER) == first
+
+
+def test_the_halves_keep_each_others_fields() -> None:
+    # The configuration path does not touch the monitor's fields, nor it the zone name.
+    kept = zone_status({"primarySerial": 7, "conditions": []}, _config(), None, NOW)
+    assert kept["primarySerial"] == 7
+    with_serial = zone_status({"notifyAddress": "10.96.0.53"}, _config(), _serial(), NOW)
+    assert with_serial["primarySerial"] == 5 and with_serial["notifyAddress"] == "10.96.0.53"
+    # A field the monitor can no longer fill disappears with its new half.
+    gone = dataclasses.replace(_serial(), fields={"synced": "0/3"})
+    assert "primarySerial" not in zone_status(with_serial, _config(), gone, NOW)
+
+
+def test_a_stored_status_without_the_monitor_s_half_recovers_none() -> None:
+    assert SerialStatus.from_status({}) is None
+    assert SerialStatus.from_status(zone_status({}, _config(), None, NOW)) is None
+
+
+def test_status_shows_a_retransfer_request_once_every_replica_applied_it() -> None:
+    def config(*verdicts: ServerVerdict) -> ZoneConfig:
+        return _config(verdicts=verdicts, retransfer_request="t2")
+
+    previous = {"retransferRequest": "t1"}
+    # One server still rolls the configuration out: the last request stays shown.
+    rolling = zone_status(
+        previous,
+        config(_verdict(retransfer_request="t2"), _verdict(server="b", replicas_current=2)),
+        None,
+        NOW,
+    )
+    assert rolling["retransferRequest"] == "t1"
+    # Every replica current, but one server's configuration still has the old request.
+    stale = zone_status(
+        previous,
+        config(_verdict(retransfer_request="t2"), _verdict(server="b", retransfer_request="t1")),
+        None,
+        NOW,
+    )
+    assert stale["retransferRequest"] == "t1"
+    done = zone_status(
+        previous,
+        config(_verdict(retransfer_request="t2"), _verdict(server="b", retransfer_request="t2")),
+        None,
+        NOW,
+    )
+    assert done["retransferRequest"] == "t2"
+
+
+def test_verdict_reads_the_zones_request_from_the_rendered_configuration() -> None:
+    request = minimal_request()
+    ref, spec = request.zones[0]
+    with_request = dataclasses.replace(spec, retransfer_request="ticket-9")
+    rendered = render_bind9(dataclasses.replace(request, zones=[(ref, with_request)]))
+    assert verdict_for(ref, "edge", rendered, (), 3).retransfer_request == "ticket-9"
+    assert verdict_for(ref, "edge", render_bind9(request), (), 3).retransfer_request is None
+    assert not verdict_for(ObjectRef("dns", "other"), "edge", rendered, (), 3).served
