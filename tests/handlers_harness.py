@@ -2,45 +2,117 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
+from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
+from secondary_dns.handlers.controller import Controller
+from secondary_dns.handlers.monitor import SerialMonitor
+from secondary_dns.handlers.targets import MonitoredZone
 from secondary_dns.k8s.api import Cluster
-from tests.fake_cluster import FakeApiServer
+from tests.fake_cluster import FakeApiServer, custom_resource
 
 NS = "dns"
 NOW = "2026-01-01T00:00:00Z"
 NOTIFY_ADDRESS = "10.96.0.53"
+API = "secondarydns.io/v1alpha1"
+TSIG_SECRET = base64.b64encode(b"k" * 32).decode()
+
+
+def server_manifest(name: str = "edge", **spec: Any) -> dict[str, Any]:
+    return custom_resource("SecondaryServer", NS, name, {"replicas": 3, **spec})
+
+
+def zone_manifest(
+    name: str = "example-com", zone: str = "example.com", **spec: Any
+) -> dict[str, Any]:
+    return custom_resource(
+        "Zone",
+        NS,
+        name,
+        {"zone": zone, "primaries": [{"address": "192.0.2.1"}], "servers": ["edge"], **spec},
+    )
+
+
+def tsig_secret(name: str = "tsig") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NS},
+        "stringData": {"secret": TSIG_SECRET, "algorithm": "hmac-sha256"},
+    }
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
+    assert obj is not None
+    for found in (obj.get("status") or {}).get("conditions") or []:
+        if found["type"] == type_:
+            return dict(found)
+    raise AssertionError(f"no {type_} in {obj.get('status')}")
+
+
+def declared_namespace() -> FakeApiServer:
+    """An API server where a user applied the SecondaryServer edge and one Zone on it."""
+    server = FakeApiServer()
+    server.apply(server_manifest())
+    server.apply(zone_manifest())
+    return server
+
+
+def _answer(target: ProbeTarget, serial: int | None, error: str) -> ProbeResult:
+    if serial is None:
+        return ProbeResult(target, None, error, 2.0)
+    soa = SoaAnswer(serial=serial, refresh=3600, retry=600, expire=86400, minimum=60)
+    return ProbeResult(target, soa, None, 0.001, responded=True)
 
 
 @dataclass
 class Operator:
-    """One operator process: what kopf's handlers would call, and the Events it posted."""
+    """One operator process: what kopf's handlers and the serial monitor would call,
+    and the Events it posted."""
 
-    reconciler: Reconciler
+    controller: Controller
+    monitor: SerialMonitor
     # (kind, name, type, reason) of every Event posted
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def reconcile_server(self, name: str) -> None:
-        self.reconciler.reconcile_server(NS, name)
+        self.controller.reconcile_server(NS, name)
 
     def pods_changed(self, server: str) -> None:
-        self.reconciler.refresh_server_status(NS, server)
+        self.controller.refresh_server_status(NS, server)
 
     def zone_changed(self, name: str) -> None:
-        self.reconciler.zone_changed(NS, name)
+        self.controller.zone_changed(NS, name)
 
     def secret_changed(self, name: str) -> None:
-        self.reconciler.secret_changed(NS, name)
+        self.controller.secret_changed(NS, name)
 
     def uses_secret(self, name: str) -> bool:
-        return self.reconciler.uses_secret(NS, name)
+        return self.controller.uses_secret(NS, name)
+
+    def probe(self, zone: str, primary: int | None, replicas: list[int | None], now: float) -> None:
+        """One round of the serial monitor for `zone`: the primary and each replica answer
+        these serials (None: a timeout), as SOA probes would have seen them."""
+        target = self.monitored_zones()[zone]
+        primaries = [
+            _answer(p, primary, "timeout after 2 attempts of 2s") for p in target.primaries
+        ]
+        results = [
+            (replica, _answer(ProbeTarget(str(replica.address)), serial, "timeout after 2s"))
+            for (replica, _), serial in zip(target.replicas, replicas, strict=True)
+        ]
+        self.monitor.record(target, primaries, results, now)
+
+    def monitor_round_ends(self) -> None:
+        """The end of a monitor round: zones served nowhere now are forgotten."""
+        self.monitor.forget_unmonitored({zone.ref for zone in self.monitored_zones().values()})
 
     def monitored_zones(self) -> dict[str, MonitoredZone]:
         """What the serial monitor would probe and the relay route, by zone name."""
-        return {zone.name.to_text(): zone for zone in self.reconciler.monitored_zones()}
+        return {zone.name.to_text(): zone for zone in self.controller.monitored_zones()}
 
 
 def start_operator(api: FakeApiServer) -> Operator:
@@ -49,7 +121,8 @@ def start_operator(api: FakeApiServer) -> Operator:
     def post_event(obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         events.append((str(obj["kind"]), obj["metadata"]["name"], event_type, reason))
 
-    reconciler = Reconciler(
+    controller = Controller(
         Cluster(api), post_event, now=lambda: NOW, notify_address=NOTIFY_ADDRESS
     )
-    return Operator(reconciler, events)
+    monitor = SerialMonitor(controller.monitored_zones, controller.zone_status, None)
+    return Operator(controller, monitor, events)

@@ -8,50 +8,23 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from tests.fake_cluster import FakeApiServer, custom_resource, run_statefulset
-from tests.handlers_harness import Operator, start_operator
-
-NS = "dns"
-API = "secondarydns.io/v1alpha1"
-NOW = "2026-01-01T00:00:00Z"
-TSIG_SECRET = base64.b64encode(b"k" * 32).decode()
-
-
-def server_manifest(name: str = "edge", **spec: Any) -> dict[str, Any]:
-    return custom_resource("SecondaryServer", NS, name, {"replicas": 3, **spec})
-
-
-def zone_manifest(
-    name: str = "example-com", zone: str = "example.com", **spec: Any
-) -> dict[str, Any]:
-    return custom_resource(
-        "Zone",
-        NS,
-        name,
-        {"zone": zone, "primaries": [{"address": "192.0.2.1"}], "servers": ["edge"], **spec},
-    )
-
-
-def tsig_secret(name: str = "tsig") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": NS},
-        "stringData": {"secret": TSIG_SECRET, "algorithm": "hmac-sha256"},
-    }
-
-
-def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
-    assert obj is not None
-    for found in (obj.get("status") or {}).get("conditions") or []:
-        if found["type"] == type_:
-            return dict(found)
-    raise AssertionError(f"no {type_} in {obj.get('status')}")
+from tests.fake_cluster import FakeApiServer, run_statefulset
+from tests.handlers_harness import (
+    API,
+    NS,
+    TSIG_SECRET,
+    Operator,
+    condition,
+    declared_namespace,
+    server_manifest,
+    start_operator,
+    tsig_secret,
+    zone_manifest,
+)
 
 
 def served_zones(server: FakeApiServer, name: str = "edge") -> list[str]:
@@ -62,12 +35,12 @@ def served_zones(server: FakeApiServer, name: str = "edge") -> list[str]:
 
 @pytest.fixture
 def api() -> FakeApiServer:
-    return FakeApiServer()
+    return declared_namespace()
 
 
 @pytest.fixture
-def operator(api: FakeApiServer) -> Iterator[Operator]:
-    yield start_operator(api)
+def operator(api: FakeApiServer) -> Operator:
+    return start_operator(api)
 
 
 def zone(api: FakeApiServer, name: str = "example-com") -> dict[str, Any] | None:
@@ -77,8 +50,8 @@ def zone(api: FakeApiServer, name: str = "example-com") -> dict[str, Any] | None
 def test_a_server_gets_its_children_owned_and_a_status(
     api: FakeApiServer, operator: Operator
 ) -> None:
-    owner = api.apply(server_manifest())
-    api.apply(zone_manifest())
+    owner = api.get(API, "SecondaryServer", NS, "edge")
+    assert owner is not None
     operator.reconcile_server("edge")
 
     owned = sorted(
@@ -114,8 +87,6 @@ def test_a_server_gets_its_children_owned_and_a_status(
 def test_ready_replicas_make_the_server_ready_and_the_zone_await_serials(
     api: FakeApiServer, operator: Operator
 ) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     operator.reconcile_server("edge")
     run_statefulset(api, NS, "edge")
     operator.pods_changed("edge")
@@ -135,8 +106,6 @@ def test_ready_replicas_make_the_server_ready_and_the_zone_await_serials(
 def test_a_zone_with_a_missing_secret_is_left_out_until_the_secret_appears(
     api: FakeApiServer, operator: Operator
 ) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     keyed = zone_manifest(
         "signed",
         "signed.example",
@@ -167,8 +136,6 @@ def test_a_zone_with_a_missing_secret_is_left_out_until_the_secret_appears(
 def test_a_changed_zone_reaches_the_configuration_and_the_network_policy(
     api: FakeApiServer, operator: Operator
 ) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     operator.reconcile_server("edge")
     before = api.get("v1", "ConfigMap", NS, "edge-config")
     assert before is not None
@@ -192,8 +159,6 @@ def test_a_changed_zone_reaches_the_configuration_and_the_network_policy(
 
 
 def test_a_deleted_zone_leaves_the_configuration(api: FakeApiServer, operator: Operator) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     api.apply(zone_manifest("other", "other.example"))
     operator.reconcile_server("edge")
     assert served_zones(api) == ["example.com.", "other.example."]
@@ -208,8 +173,6 @@ def test_a_deleted_zone_leaves_the_configuration(api: FakeApiServer, operator: O
 def test_nothing_is_written_when_nothing_changed_also_after_a_restart(
     api: FakeApiServer, operator: Operator
 ) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     operator.reconcile_server("edge")
     run_statefulset(api, NS, "edge")
     operator.pods_changed("edge")
@@ -233,8 +196,6 @@ def test_nothing_is_written_when_nothing_changed_also_after_a_restart(
 
 
 def test_status_is_written_only_when_it_changes(api: FakeApiServer, operator: Operator) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     operator.reconcile_server("edge")
     status_writes = [path for _, path in api.writes if path.endswith("/status")]
     # One status write per object: the server's, the zone's.
@@ -255,8 +216,6 @@ def test_status_is_written_only_when_it_changes(api: FakeApiServer, operator: Op
 
 
 def test_an_invalid_stored_zone_stalls_alone(api: FakeApiServer, operator: Operator) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     # Stored before the schema existed: the API server never checked it.
     api.apply(zone_manifest("old", "bad..name"))
     operator.reconcile_server("edge")
@@ -270,7 +229,6 @@ def test_an_invalid_stored_zone_stalls_alone(api: FakeApiServer, operator: Opera
 
 
 def test_a_zone_naming_an_unknown_server_says_so(api: FakeApiServer, operator: Operator) -> None:
-    api.apply(server_manifest())
     api.apply(zone_manifest(servers=["edge", "nosuch"]))
     operator.zone_changed("example-com")
     missing = condition(zone(api), "ConfigValid")
@@ -281,8 +239,6 @@ def test_a_zone_naming_an_unknown_server_says_so(api: FakeApiServer, operator: O
 def test_a_deleted_server_is_left_to_garbage_collection(
     api: FakeApiServer, operator: Operator
 ) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     operator.reconcile_server("edge")
     api.delete(API, "SecondaryServer", NS, "edge")
     writes = len(api.writes)
@@ -310,8 +266,6 @@ def test_an_invalid_server_is_stalled_and_nothing_is_applied(
 def test_a_zone_the_planner_left_out_reaches_no_policy_probe_or_relay_route(
     api: FakeApiServer, operator: Operator
 ) -> None:
-    api.apply(server_manifest())
-    api.apply(zone_manifest())
     # Valid for the API server, left out by the planner: its key's Secret is missing.
     api.apply(
         zone_manifest(

@@ -51,12 +51,7 @@ def parse_zone_states(document: Mapping[str, Any]) -> dict[dns.name.Name, ZoneSt
                 name = dns.name.from_text(zone["name"])
             except dns.exception.DNSException:
                 continue
-            serial = zone.get("serial")
-            states[name] = ZoneState(
-                serial=serial if isinstance(serial, int) and not isinstance(serial, bool) else None,
-                expires=_time(zone.get("expires")),
-                refresh=_time(zone.get("refresh")),
-            )
+            states[name] = ZoneState.read(zone, _time)
     return states
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Any
 
 import dns.exception
 import dns.name
@@ -211,6 +212,20 @@ class ZoneState:
     expires: float | None = None
     refresh: float | None = None
 
+    @classmethod
+    def read(cls, entry: Mapping[str, Any], time: Callable[[object], float | None]) -> ZoneState:
+        """One zone's entry of a JSON document (ours, or BIND's statistics), times read by `time`.
+
+        A value of the wrong type is unknown (None), never an error: the document
+        comes from another process, maybe of another version.
+        """
+        serial = entry.get("serial")
+        return cls(
+            serial=serial if isinstance(serial, int) and not isinstance(serial, bool) else None,
+            expires=time(entry.get("expires")),
+            refresh=time(entry.get("refresh")),
+        )
+
 
 @dataclass(frozen=True)
 class ZonesDocument:
@@ -249,16 +264,11 @@ class ZonesDocument:
                 name = dns.name.from_text(zone)
             except dns.exception.DNSException:
                 continue
-            serial = state.get("serial")
-            states[name] = ZoneState(
-                serial=serial if isinstance(serial, int) and not isinstance(serial, bool) else None,
-                expires=_time(state.get("expires")),
-                refresh=_time(state.get("refresh")),
-            )
+            states[name] = ZoneState.read(state, _unix_time)
         return cls(config_hash if isinstance(config_hash, str) else None, states)
 
 
-def _time(value: object) -> float | None:
+def _unix_time(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) and value > 0 else None

@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from secondary_dns import metrics
@@ -25,8 +25,9 @@ from secondary_dns.api.soa import ProbeResult, ProbeTarget
 from secondary_dns.dns.agent_client import fetch_zones
 from secondary_dns.dns.notify import send_notify
 from secondary_dns.dns.probe import DEFAULT_ATTEMPTS, ProbeRequest, probe_all
-from secondary_dns.dns.relay import NotifyRelay, RelayRoute
-from secondary_dns.handlers.reconcile import MonitoredZone, Reconciler
+from secondary_dns.dns.relay import NotifyRelay
+from secondary_dns.handlers.targets import MonitoredZone, relay_routes
+from secondary_dns.handlers.zone_status import ZoneStatusWriter
 from secondary_dns.status import serial as serials
 
 log = logging.getLogger(__name__)
@@ -38,26 +39,11 @@ FAST_WINDOW = 30.0
 ENGINE_REFRESH_SECONDS = 5.0
 
 
-def relay_routes(zones: Sequence[MonitoredZone]) -> dict[Any, RelayRoute]:
-    return {
-        zone.name: RelayRoute(
-            zone=zone.name,
-            allowed_sources=zone.notify_sources,
-            allowed_keys=zone.primary_keys,
-            targets=tuple(
-                (ProbeTarget(target.address, target.port), key)
-                for target, key in zone.replicas
-                if target.address
-            ),
-        )
-        for zone in zones
-    }
-
-
 class SerialMonitor:
     def __init__(
         self,
-        reconciler: Reconciler,
+        targets: Callable[[], list[MonitoredZone]],
+        zone_status: ZoneStatusWriter,
         relay: NotifyRelay | None,
         *,
         steady_interval: float = STEADY_INTERVAL,
@@ -69,7 +55,9 @@ class SerialMonitor:
         repair_grace: float = serials.DEFAULT_REPAIR_GRACE,
         repair: bool = True,
     ) -> None:
-        self.reconciler = reconciler
+        # What to probe (handlers/targets.py), read from the published server states.
+        self.targets = targets
+        self.zone_status = zone_status
         self.relay = relay
         self.steady_interval = steady_interval
         self.fast_interval = fast_interval
@@ -119,7 +107,7 @@ class SerialMonitor:
             self._wake.clear()
 
     async def round(self) -> None:
-        zones = await asyncio.to_thread(self.reconciler.monitored_zones)
+        zones = await asyncio.to_thread(self.targets)
         if self.relay is not None:
             self.relay.set_routes(relay_routes(zones))
         requests: list[ProbeRequest] = []
@@ -145,7 +133,7 @@ class SerialMonitor:
         results = iter(probed)
         now = time.time()
         repairs: list[tuple[MonitoredZone, serials.ReplicaTarget, Any]] = []
-        live = set()
+        live: set[ObjectRef] = set()
         for zone in zones:
             live.add(zone.ref)
             self._names[zone.ref] = zone.name
@@ -168,23 +156,27 @@ class SerialMonitor:
                 and state.expires is not None
             }
             evaluation = await asyncio.to_thread(
-                self._write, zone, primary_results, replica_results, now, engine_expiry
+                self.record, zone, primary_results, replica_results, now, engine_expiry
             )
             if evaluation is None:
                 continue
             metrics.record_serial_evaluation(zone.ref.namespace, zone.name, evaluation, now)
             keys = {target.pod: key for target, key in zone.replicas}
             repairs.extend((zone, target, keys[target.pod]) for target in evaluation.repairs)
-        for ref in set(self.histories) - live:
-            del self.histories[ref]
-            self.reconciler.zone_status.forget_serial(ref)
-            name = self._names.pop(ref, None)
-            if name is not None:
-                metrics.forget_zone(ref.namespace, name)
+        self.forget_unmonitored(live)
         if repairs and self.repair:
             await asyncio.gather(*(self._repair(*repair) for repair in repairs))
 
-    def _write(
+    def forget_unmonitored(self, live: set[ObjectRef]) -> None:
+        """Zones served nowhere any more: their clocks, metrics and serial half go."""
+        for ref in set(self.histories) - live:
+            del self.histories[ref]
+            self.zone_status.forget_serial(ref)
+            name = self._names.pop(ref, None)
+            if name is not None:
+                metrics.forget_zone(ref.namespace, name)
+
+    def record(
         self,
         zone: MonitoredZone,
         primary_results: list[ProbeResult],
@@ -192,6 +184,7 @@ class SerialMonitor:
         now: float,
         engine_expiry: Mapping[str, float] | None = None,
     ) -> serials.SerialEvaluation | None:
+        """Evaluate one round of one zone's probes and write its status if it changed."""
         known = self.histories.get(zone.ref)
 
         def evaluate(current: Mapping[str, Any]) -> serials.SerialEvaluation:
@@ -211,7 +204,7 @@ class SerialMonitor:
                 engine_expiry=engine_expiry,
             )
 
-        evaluation = self.reconciler.zone_status.write_serial(zone.ref, evaluate)
+        evaluation = self.zone_status.write_serial(zone.ref, evaluate)
         if evaluation is not None:
             self.histories[zone.ref] = evaluation.history
         return evaluation

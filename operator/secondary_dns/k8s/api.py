@@ -118,6 +118,8 @@ class KubernetesTransport:
             raise ApiException(
                 status=response.status, reason=response.reason, body=raw.decode(errors="replace")
             )
+        if method != "GET":
+            metrics.API_WRITES.labels(method=method).inc()
         return json.loads(raw) if raw else None
 
 
@@ -131,25 +133,9 @@ class Cluster:
 
     # ---- raw calls -------------------------------------------------------
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: Sequence[tuple[str, str]] = (),
-        content_type: str = "application/json",
-    ) -> Any:
-        result = self.transport.request(
-            method, path, body=body, query=query, content_type=content_type
-        )
-        if method != "GET":
-            metrics.API_WRITES.labels(method=method).inc()
-        return result
-
     def get(self, path: str) -> dict[str, Any] | None:
         try:
-            result = self._call("GET", path)
+            result = self.transport.request("GET", path)
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -158,7 +144,7 @@ class Cluster:
 
     def list_items(self, path: str, label_selector: str | None = None) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
-        result = self._call("GET", path, query=query)
+        result = self.transport.request("GET", path, query=query)
         return list(result.get("items", [])) if result else []
 
     # ---- children --------------------------------------------------------
@@ -172,7 +158,7 @@ class Cluster:
             if self._applied.get(key) == digest:
                 return False
         path = _object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        self._call(
+        self.transport.request(
             "PATCH",
             path,
             # JSON is YAML; sent as text so the client does not re-encode it.
@@ -192,7 +178,7 @@ class Cluster:
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
-            self._call("DELETE", _object_path(api_version, kind, namespace, name))
+            self.transport.request("DELETE", _object_path(api_version, kind, namespace, name))
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -261,7 +247,7 @@ class Cluster:
                 "status": body,
             }
             try:
-                self._call(
+                self.transport.request(
                     "PATCH",
                     self._custom_path(plural, namespace, name) + "/status",
                     body=patch,
