@@ -386,6 +386,128 @@ def _primary_summary(primaries: Sequence[ProbeResult]) -> str:
     return "; ".join(parts)
 
 
+def _remember_primary(history: ZoneHistory, primary: _PrimaryView, now: float) -> ZoneHistory:
+    """The primary's part of the memory after this round."""
+    if not primary.reachable:
+        since = history.primary_unreachable_since
+        return replace(history, primary_unreachable_since=since if since is not None else now)
+    changed = primary.serial != history.primary_serial
+    return replace(
+        history,
+        primary_serial=primary.serial,
+        primary_seen_at=now,
+        primary_serial_changed_at=(
+            now
+            if changed or history.primary_serial_changed_at is None
+            else history.primary_serial_changed_at
+        ),
+        primary_unreachable_since=None,
+        primary_soa=primary.soa,
+    )
+
+
+def _replica_round(
+    target: ReplicaTarget,
+    result: ProbeResult | None,
+    before: ReplicaHistory,
+    primary: _PrimaryView,
+    now: float,
+    engine_expires: float | None,
+) -> tuple[ReplicaHistory, ReplicaVerdict, dict[str, Any]]:
+    """One replica after this round: its memory, its verdict, its `replicas[]` entry."""
+    entry: dict[str, Any] = {"pod": target.pod, "server": target.server}
+    if target.failure_domain:
+        entry["failureDomain"] = target.failure_domain
+    if target.address:
+        entry["address"] = target.address
+    if result is None or result.answer is None:
+        # No answer tells nothing about its copy: keep what is known, so that
+        # the clocks (behind, expiry) keep running across a restart or outage.
+        error = "no address yet" if result is None else result.error
+        kept = replace(before, repaired_at=None) if before.behind_since is None else before
+        entry["inSync"] = False
+        return kept, ReplicaVerdict(target, None, False, False, 0.0, error), entry
+
+    serial = result.answer.serial
+    changed = before.serial is None or before.serial != serial
+    serial_changed_at = (
+        now if changed or before.serial_changed_at is None else before.serial_changed_at
+    )
+    in_sync = primary.serial is not None and serial == primary.serial
+    behind = primary.serial is not None and _older(serial, primary.serial)
+    behind_since = (
+        (before.behind_since if before.behind_since is not None else now) if behind else None
+    )
+    refreshed_at = before.refreshed_at
+    if engine_expires is not None:
+        # named sets expire to "last successful refresh + SOA expire" of the
+        # copy it serves, so this is the refresh itself, also one the probes
+        # cannot see (a replica cut off from a primary that does not change).
+        refreshed_at = min(now, engine_expires - result.answer.expire)
+        if before.serial is not None and before.serial != serial:
+            refreshed_at = now  # a new serial is a refresh, whatever an older timer said
+    elif (in_sync and primary.reachable) or changed:
+        refreshed_at = now
+    remembered = ReplicaHistory(
+        serial=serial,
+        serial_changed_at=serial_changed_at,
+        behind_since=behind_since,
+        in_sync_at=now if in_sync and primary.reachable else before.in_sync_at,
+        refreshed_at=refreshed_at,
+        soa=result.answer,
+        repaired_at=before.repaired_at if behind else None,
+    )
+    entry["serial"] = serial
+    entry["inSync"] = in_sync
+    entry["lastChange"] = timestamp_text(serial_changed_at)
+    seconds_behind = now - behind_since if behind_since is not None else 0.0
+    return (
+        remembered,
+        ReplicaVerdict(target, serial, in_sync, behind, seconds_behind, None),
+        entry,
+    )
+
+
+def _repair_due(
+    verdict: ReplicaVerdict,
+    remembered: ReplicaHistory,
+    primary: _PrimaryView,
+    now: float,
+    grace: float,
+    interval: float,
+) -> bool:
+    """Behind an answering primary for the grace, and not NOTIFYed within the interval."""
+    behind_since, repaired_at = remembered.behind_since, remembered.repaired_at
+    return (
+        verdict.behind
+        and primary.reachable
+        and behind_since is not None
+        and now - behind_since >= grace
+        and (repaired_at is None or now - repaired_at >= interval)
+        and bool(verdict.target.address)
+    )
+
+
+def _serial_fields(
+    primary_serial: int | None, verdicts: Sequence[ReplicaVerdict], entries: list[dict[str, Any]]
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if primary_serial is not None:
+        fields["primarySerial"] = primary_serial
+    served_serial = oldest([v.serial for v in verdicts if v.serial is not None])
+    if served_serial is not None:
+        # The oldest serial (RFC 1982) any answering replica serves: every replica
+        # that answers serves this serial or a newer one.
+        fields["servedSerial"] = served_serial
+    in_sync = sum(1 for v in verdicts if v.in_sync)
+    return fields | {
+        "replicasInSync": in_sync,
+        "replicasTotal": len(verdicts),
+        "synced": f"{in_sync}/{len(verdicts)}",
+        "replicas": entries,
+    }
+
+
 def evaluate(
     *,
     generation: int,
@@ -410,141 +532,35 @@ def evaluate(
     """
     now_text = timestamp_text(now)
     primary = _primary_view(primaries, history)
-    primary_serial = primary.serial
-
-    # ---- the primary's memory
-    if primary.reachable:
-        changed = primary_serial != history.primary_serial
-        new_primary = replace(
-            history,
-            primary_serial=primary_serial,
-            primary_seen_at=now,
-            primary_serial_changed_at=(
-                now
-                if changed or history.primary_serial_changed_at is None
-                else history.primary_serial_changed_at
-            ),
-            primary_unreachable_since=None,
-            primary_soa=primary.soa,
-        )
-    else:
-        new_primary = replace(
-            history,
-            primary_unreachable_since=(
-                history.primary_unreachable_since
-                if history.primary_unreachable_since is not None
-                else now
-            ),
-        )
-
-    # ---- every replica
+    expiries = engine_expiry or {}
     verdicts: list[ReplicaVerdict] = []
     new_replicas: dict[str, ReplicaHistory] = {}
     repairs: list[ReplicaTarget] = []
     entries: list[dict[str, Any]] = []
     for target, result in sorted(replicas, key=lambda pair: pair[0].pod):
         before = history.replicas.get(target.pod, ReplicaHistory())
-        entry: dict[str, Any] = {"pod": target.pod, "server": target.server}
-        if target.failure_domain:
-            entry["failureDomain"] = target.failure_domain
-        if target.address:
-            entry["address"] = target.address
-        if result is None or result.answer is None:
-            # No answer tells nothing about its copy: keep what is known, so that
-            # the clocks (behind, expiry) keep running across a restart or outage.
-            error = "no address yet" if result is None else result.error
-            kept = replace(before, repaired_at=None) if before.behind_since is None else before
-            new_replicas[target.pod] = kept
-            entry["inSync"] = False
-            verdicts.append(ReplicaVerdict(target, None, False, False, 0.0, error))
-            entries.append(entry)
-            continue
-
-        serial = result.answer.serial
-        changed = before.serial is None or before.serial != serial
-        serial_changed_at = (
-            now if changed or before.serial_changed_at is None else (before.serial_changed_at)
+        remembered, verdict, entry = _replica_round(
+            target, result, before, primary, now, expiries.get(target.pod)
         )
-        in_sync = primary_serial is not None and serial == primary_serial
-        behind = primary_serial is not None and _older(serial, primary_serial)
-        behind_since = (
-            (before.behind_since if before.behind_since is not None else now) if behind else None
-        )
-        in_sync_at = now if in_sync and primary.reachable else before.in_sync_at
-        refreshed_at = before.refreshed_at
-        engine_expires = (engine_expiry or {}).get(target.pod)
-        if engine_expires is not None:
-            # named sets expire to "last successful refresh + SOA expire" of the
-            # copy it serves, so this is the refresh itself, also one the probes
-            # cannot see (a replica cut off from a primary that does not change).
-            refreshed_at = min(now, engine_expires - result.answer.expire)
-            if before.serial is not None and before.serial != serial:
-                refreshed_at = now  # a new serial is a refresh, whatever an older timer said
-        elif (in_sync and primary.reachable) or changed:
-            refreshed_at = now
-        repaired_at = before.repaired_at if behind else None
-        if (
-            behind
-            and primary.reachable
-            and behind_since is not None
-            and now - behind_since >= repair_grace
-            and (repaired_at is None or now - repaired_at >= repair_interval)
-            and target.address
-        ):
+        if _repair_due(verdict, remembered, primary, now, repair_grace, repair_interval):
             repairs.append(target)
-            repaired_at = now
-        new_replicas[target.pod] = ReplicaHistory(
-            serial=serial,
-            serial_changed_at=serial_changed_at,
-            behind_since=behind_since,
-            in_sync_at=in_sync_at,
-            refreshed_at=refreshed_at,
-            soa=result.answer,
-            repaired_at=repaired_at,
-        )
-        entry["serial"] = serial
-        entry["inSync"] = in_sync
-        entry["lastChange"] = timestamp_text(serial_changed_at)
-        seconds_behind = now - behind_since if behind_since is not None else 0.0
-        verdicts.append(ReplicaVerdict(target, serial, in_sync, behind, seconds_behind, None))
+            remembered = replace(remembered, repaired_at=now)
+        new_replicas[target.pod] = remembered
+        verdicts.append(verdict)
         entries.append(entry)
+    new_history = replace(_remember_primary(history, primary, now), replicas=new_replicas)
 
-    new_history = replace(new_primary, replicas=new_replicas)
-
-    # ---- regression (RFC 2182 §7): compare with what the replicas hold
+    # RFC 2182 §7: a primary regressed when it is not at least what the replicas
+    # hold; before any replica told a serial, what the primary itself had.
     replica_serials = [h.serial for h in new_replicas.values() if h.serial is not None]
-    if replica_serials:
-        reference = newest(replica_serials)
-    else:
-        # No replica has told us a serial yet: the primary's own previous serial is
-        # the only thing it can have gone backwards from.
-        reference = history.primary_serial
+    reference = newest(replica_serials) if replica_serials else history.primary_serial
     regressed = (
         primary.reachable
-        and primary_serial is not None
+        and primary.serial is not None
         and reference is not None
-        and not _at_least(primary_serial, reference)
+        and not _at_least(primary.serial, reference)
     )
-
-    in_sync_count = sum(1 for v in verdicts if v.in_sync)
-    total = len(verdicts)
-    served = [v.serial for v in verdicts if v.serial is not None]
-
-    status: dict[str, Any] = {}
-    if primary_serial is not None:
-        status["primarySerial"] = primary_serial
-    served_serial = oldest(served)
-    if served_serial is not None:
-        # The oldest serial (RFC 1982) any answering replica serves: every replica
-        # that answers serves this serial or a newer one.
-        status["servedSerial"] = served_serial
-    status |= {
-        "replicasInSync": in_sync_count,
-        "replicasTotal": total,
-        "synced": f"{in_sync_count}/{total}",
-        "replicas": entries,
-    }
-
+    status = _serial_fields(primary.serial, verdicts, entries)
     unreachable_reason = _unreachable_reason(primaries)
     verdicts_now = [
         _synced(primaries, primary, verdicts, unreachable_reason, regressed),
@@ -571,7 +587,7 @@ def evaluate(
         status=status,
         history=new_history,
         repairs=repairs,
-        primary_serial=primary_serial,
+        primary_serial=primary.serial,
         primary_reachable=primary.reachable,
         primaries_disagree=primary.disagree,
         regressed=regressed,
