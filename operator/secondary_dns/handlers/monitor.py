@@ -28,7 +28,15 @@ from secondary_dns.dns.probe import DEFAULT_ATTEMPTS, ProbeRequest, probe_all
 from secondary_dns.dns.relay import NotifyRelay
 from secondary_dns.handlers.targets import MonitoredZone, relay_routes
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
-from secondary_dns.status import serial as serials
+from secondary_dns.status.serial import (
+    DEFAULT_REPAIR_GRACE,
+    DEFAULT_STALE_GRACE,
+    ReplicaTarget,
+    SerialEvaluation,
+    ZoneHistory,
+    evaluate,
+    history_from_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +59,8 @@ class SerialMonitor:
         fast_window: float = FAST_WINDOW,
         timeout: float = 2.0,
         concurrency: int = 64,
-        stale_grace: float = serials.DEFAULT_STALE_GRACE,
-        repair_grace: float = serials.DEFAULT_REPAIR_GRACE,
+        stale_grace: float = DEFAULT_STALE_GRACE,
+        repair_grace: float = DEFAULT_REPAIR_GRACE,
         repair: bool = True,
     ) -> None:
         # What to probe (handlers/targets.py), read from the published server states.
@@ -67,7 +75,7 @@ class SerialMonitor:
         self.stale_grace = stale_grace
         self.repair_grace = repair_grace
         self.repair = repair
-        self.histories: dict[ObjectRef, serials.ZoneHistory] = {}
+        self.histories: dict[ObjectRef, ZoneHistory] = {}
         self._names: dict[ObjectRef, Any] = {}
         self._fast_until = 0.0
         self._wake: asyncio.Event | None = None
@@ -132,13 +140,13 @@ class SerialMonitor:
         )
         results = iter(probed)
         now = time.time()
-        repairs: list[tuple[MonitoredZone, serials.ReplicaTarget, Any]] = []
+        repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
         live: set[ObjectRef] = set()
         for zone in zones:
             live.add(zone.ref)
             self._names[zone.ref] = zone.name
             primary_results = [next(results) for _ in zone.primaries]
-            replica_results: list[tuple[serials.ReplicaTarget, ProbeResult | None]] = [
+            replica_results: list[tuple[ReplicaTarget, ProbeResult | None]] = [
                 (target, next(results) if target.address else None) for target, _ in zone.replicas
             ]
             for result in primary_results:
@@ -180,19 +188,19 @@ class SerialMonitor:
         self,
         zone: MonitoredZone,
         primary_results: list[ProbeResult],
-        replica_results: list[tuple[serials.ReplicaTarget, ProbeResult | None]],
+        replica_results: list[tuple[ReplicaTarget, ProbeResult | None]],
         now: float,
         engine_expiry: Mapping[str, float] | None = None,
-    ) -> serials.SerialEvaluation | None:
+    ) -> SerialEvaluation | None:
         """Evaluate one round of one zone's probes and write its status if it changed."""
         known = self.histories.get(zone.ref)
 
-        def evaluate(current: Mapping[str, Any]) -> serials.SerialEvaluation:
+        def evaluate_stored(current: Mapping[str, Any]) -> SerialEvaluation:
             previous = dict(current.get("status") or {})
             # First sight of this zone in this process: rebuild the clocks from the
             # stored status, so a restart does not rewrite it for nothing.
-            history = known if known is not None else serials.history_from_status(previous)
-            return serials.evaluate(
+            history = known if known is not None else history_from_status(previous)
+            return evaluate(
                 generation=int(current["metadata"].get("generation", 0)),
                 primaries=primary_results,
                 replicas=replica_results,
@@ -204,7 +212,7 @@ class SerialMonitor:
                 engine_expiry=engine_expiry,
             )
 
-        evaluation = self.zone_status.write_serial(zone.ref, evaluate)
+        evaluation = self.zone_status.write_serial(zone.ref, evaluate_stored)
         if evaluation is not None:
             self.histories[zone.ref] = evaluation.history
         return evaluation
@@ -231,7 +239,7 @@ class SerialMonitor:
             del self._engines[gone]
         return {address: document for address, (_, document) in self._engines.items()}
 
-    async def _repair(self, zone: MonitoredZone, target: serials.ReplicaTarget, key: Any) -> None:
+    async def _repair(self, zone: MonitoredZone, target: ReplicaTarget, key: Any) -> None:
         # The primary is ahead and this replica has not caught up: tell it now
         # instead of waiting for its refresh timer (RFC 1996 §3).
         if not target.address:
