@@ -24,9 +24,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Builds (or reuses from ~/.cache/secondary-dns) etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl and kwok.
+# kube-controller-manager, kube-scheduler, kubectl and kwok; then Flux's
+# source-controller and kustomize-controller with their CRDs, and the kstatus
+# checker (hack/local-flux, docs/local-cluster.md).
 binaries: venv
 	PYTHON=$(PY) hack/local-cluster build >/dev/null
+	PYTHON=$(PY) hack/local-flux build >/dev/null
 
 # The project's image (Dockerfile), built here without a registry and cached by
 # content: an unchanged tree builds nothing (hack/image.py).
