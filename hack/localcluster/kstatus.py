@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ def ensure_binary(root: Path | None = None) -> Path:
     target = binary_path(root)
     if target.exists():
         return target
-    print(f"[local-flux] building kstatus -> {target}", flush=True)
+    print(f"[local-flux] building kstatus -> {target}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="sdns-kstatus-build-") as tmp:
         out = Path(tmp) / "kstatus"
         # -mod=readonly: the committed go.sum is the whole truth; the build never edits it.
