@@ -320,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser(
         "kstatus", help="print the kstatus of objects: hack/local-flux kstatus zones -A"
     )
-    check.add_argument("get_args", nargs="+", metavar="KUBECTL-GET-ARGS")
+    # REMAINDER: kubectl's own flags (-A, -n NS, -l SELECTOR) pass through.
+    check.add_argument("get_args", nargs=argparse.REMAINDER, metavar="KUBECTL-GET-ARGS")
     args = parser.parse_args(argv)
     flux = Flux(LocalCluster(args.name))
     if args.command == "build":
@@ -336,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(flux.status())
         return 0 if all(flux.running_components().values()) else 1
     elif args.command == "kstatus":
+        if not args.get_args:
+            parser.error("kstatus needs what to get: hack/local-flux kstatus zones -A")
         for result in kstatus.of_objects(flux.cluster, *args.get_args):
             print(result)
     return 0
