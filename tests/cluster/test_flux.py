@@ -256,8 +256,11 @@ def test_a_kustomization_applies_follows_commits_and_prunes(
 
 
 @pytest.mark.parametrize(
-    ("progress_deadline", "status"),
-    [(None, kstatus.IN_PROGRESS), (1, kstatus.FAILED)],
+    ("progress_deadline", "status", "verdict"),
+    [
+        (None, kstatus.IN_PROGRESS, "timeout waiting for"),
+        (1, kstatus.FAILED, "failed early due to stalled resources"),
+    ],
     ids=["in-progress-until-timeout", "failed-fails-fast"],
 )
 def test_wait_reports_what_is_unhealthy(
@@ -266,6 +269,7 @@ def test_wait_reports_what_is_unhealthy(
     flux_objects: str,
     progress_deadline: int | None,
     status: str,
+    verdict: str,
 ) -> None:
     """`wait: true` fails on an object kstatus does not call Current, and names it.
 
@@ -298,7 +302,10 @@ def test_wait_reports_what_is_unhealthy(
     ready = wait_for("the Kustomization to fail its health check", failed, timeout=120)
     print(f"\napplied to Kustomization failed ({status}): {time.monotonic() - started:.1f}s")
     assert ready["reason"] == "HealthCheckFailed"
-    assert f"Deployment/{namespace}/stuck status: '{status}'" in ready["message"]
+    # The object and its kstatus, not the object's own message: that stays on the object.
+    assert ready["message"].endswith(
+        f"{verdict}: [Deployment/{namespace}/stuck status: '{status}']"
+    )
 
 
 # ---- the kstatus checker ---------------------------------------------------------------
