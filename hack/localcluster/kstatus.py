@@ -49,7 +49,8 @@ def ensure_binary(root: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory(prefix="sdns-kstatus-build-") as tmp:
         out = Path(tmp) / "kstatus"
         # -mod=readonly: the committed go.sum is the whole truth; the build never edits it.
-        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly")
+        # -buildvcs=false: the binary is keyed by its source, not by the checkout's commit.
+        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
         subprocess.run(
             ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "."],
             cwd=SOURCE_DIR,
