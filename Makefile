@@ -24,9 +24,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Builds (or reuses from ~/.cache/secondary-dns) etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl and kwok; then Flux's
-# source-controller and kustomize-controller with their CRDs, and the kstatus
-# checker (hack/local-flux, docs/local-cluster.md).
+# kube-controller-manager, kube-scheduler, kubectl, kube-proxy, kwok, helm and
+# kubeconform; then Flux's source-controller and kustomize-controller with their
+# CRDs, and the kstatus checker (hack/local-flux, docs/local-cluster.md).
 binaries: venv
 	PYTHON=$(PY) hack/local-cluster build >/dev/null
 	PYTHON=$(PY) hack/local-flux build >/dev/null

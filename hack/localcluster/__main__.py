@@ -23,7 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="cluster name; also its network namespace (default: %(default)s, env SDNS_CLUSTER)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("build", help="build or reuse the cached control-plane binaries")
+    sub.add_parser(
+        "build", help="build or reuse the cached binaries (control plane, kube-proxy, helm, ...)"
+    )
     sub.add_parser("up", help="start the cluster (harmless when it is running)")
     sub.add_parser("down", help="stop every process and delete the namespace (harmless twice)")
     sub.add_parser("status", help="say what is running")

@@ -1,29 +1,43 @@
-"""Build pinned control-plane binaries from the Go module proxy into a cache.
+"""Build pinned Go tools from the Go module proxy into a cache.
 
-The cache lives outside the repository and is keyed by version, so a warm run
-builds nothing and a version bump never mixes binaries.
+The control plane (etcd, the Kubernetes commands, kwok) and the tools the tests
+use with it (kube-proxy for Services, helm, kubeconform). The cache lives
+outside the repository and is keyed by version, so a warm run builds nothing
+and a version bump never mixes binaries; each binary is installed atomically,
+so an interrupted build never leaves one that looks cached.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 KUBERNETES_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
 KWOK_VERSION = "0.8.0"
+HELM_VERSION = "3.22.0"
+KUBECONFORM_VERSION = "0.8.0"
 
+# All from k8s.io/kubernetes at KUBERNETES_VERSION, in one throwaway module
+# (they share its module and build caches). kube-proxy programs the cluster
+# namespace's Services.
 KUBERNETES_COMMANDS = (
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
+    "kube-proxy",
 )
 
 
@@ -39,19 +53,18 @@ class Binaries:
     kube_controller_manager: Path
     kube_scheduler: Path
     kubectl: Path
+    kube_proxy: Path
     kwok: Path
     kwok_stages: Path
+    helm: Path
+    kubeconform: Path
 
     def all(self) -> list[Path]:
-        return [
-            self.etcd,
-            self.kube_apiserver,
-            self.kube_controller_manager,
-            self.kube_scheduler,
-            self.kubectl,
-            self.kwok,
-            self.kwok_stages,
-        ]
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def path_dirs(self) -> list[str]:
+        """The directories of the commands, for PATH (kubectl's first)."""
+        return list(dict.fromkeys(str(p.parent) for p in [self.kubectl, *self.all()]))
 
 
 def binaries(root: Path | None = None) -> Binaries:
@@ -63,8 +76,11 @@ def binaries(root: Path | None = None) -> Binaries:
         kube_controller_manager=kube / "kube-controller-manager",
         kube_scheduler=kube / "kube-scheduler",
         kubectl=kube / "kubectl",
+        kube_proxy=kube / "kube-proxy",
         kwok=root / f"kwok-v{KWOK_VERSION}" / "kwok",
         kwok_stages=root / f"kwok-v{KWOK_VERSION}" / "stages.yaml",
+        helm=root / f"helm-v{HELM_VERSION}" / "helm",
+        kubeconform=root / f"kubeconform-v{KUBECONFORM_VERSION}" / "kubeconform",
     )
 
 
@@ -72,11 +88,38 @@ def _log(message: str) -> None:
     print(f"[local-cluster build] {message}", file=sys.stderr, flush=True)
 
 
-def _go(args: list[str], cwd: Path) -> None:
-    env = dict(os.environ)
-    env.setdefault("GOFLAGS", "-mod=mod")
-    env["CGO_ENABLED"] = "0"
+@contextmanager
+def _building(name: str, version: str, target: Path) -> Iterator[None]:
+    """Log the start and the duration of one component's (cold) build."""
+    _log(f"building {name} v{version} (cold: minutes)")
+    started = time.monotonic()
+    yield
+    seconds = time.monotonic() - started
+    _log(f"built {name} v{version} in {seconds // 60:.0f}m{seconds % 60:02.0f}s -> {target}")
+
+
+def _go(args: list[str], cwd: Path, **extra: str) -> None:
+    env = dict(os.environ, CGO_ENABLED="0", **extra)
+    if args[0] == "build":
+        # In a throwaway module without go.sum: resolve what it needs.
+        env["GOFLAGS"] = f"{env.get('GOFLAGS', '')} -mod=mod".strip()
     subprocess.run(["go", *args], cwd=cwd, env=env, check=True)
+
+
+def _download(module: str, workdir: Path) -> dict[str, Any]:
+    """`go mod download -json module@version`: where its go.mod and source landed."""
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", module],
+        cwd=workdir,
+        env=dict(os.environ, GOFLAGS="-mod=mod"),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    info: dict[str, Any] = json.loads(out)
+    if info.get("Error") or not info.get("GoMod") or not info.get("Dir"):
+        raise RuntimeError(f"go mod download {module}: {info.get('Error') or out}")
+    return info
 
 
 def staging_replacements(kubernetes_go_mod: str, version: str) -> dict[str, str]:
@@ -95,20 +138,17 @@ def staging_replacements(kubernetes_go_mod: str, version: str) -> dict[str, str]
     return {module: published for module in sorted(set(modules))}
 
 
-def _kubernetes_go_mod(version: str, workdir: Path) -> str:
-    env = dict(os.environ, GOFLAGS="-mod=mod")
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@v{version}"],
-        cwd=workdir,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    match = re.search(r'"GoMod":\s*"([^"]+)"', out)
+def helm_kubernetes_version(helm_go_mod: str) -> tuple[str, str]:
+    """(major, minor) of the Kubernetes version helm's release builds assume.
+
+    Without it `helm template` and `helm lint` assume Kubernetes 1.20
+    (pkg/chartutil/capabilities.go); helm's Makefile derives it from the
+    client-go it requires (v0.37.x -> 1.37), and so does this.
+    """
+    match = re.search(r"^\s*k8s\.io/client-go\s+v0\.(\d+)\.\d+", helm_go_mod, re.MULTILINE)
     if not match:
-        raise RuntimeError(f"go mod download gave no go.mod for kubernetes v{version}")
-    return Path(match.group(1)).read_text()
+        raise RuntimeError("helm's go.mod requires no k8s.io/client-go")
+    return "1", match.group(1)
 
 
 def _install(built: Path, target: Path) -> None:
@@ -119,21 +159,28 @@ def _install(built: Path, target: Path) -> None:
     tmp.replace(target)  # atomic: a half-written binary never looks cached
 
 
+def _go_install(name: str, package: str, version: str, target: Path, ldflags: str) -> None:
+    """`go install package@version` into a scratch GOBIN, then into the cache."""
+    with _building(name, version, target), tempfile.TemporaryDirectory(prefix="sdns-go-") as tmp:
+        work = Path(tmp)
+        _go(
+            ["install", "-trimpath", "-ldflags", ldflags, f"{package}@v{version}"],
+            work,
+            GOBIN=str(work / "bin"),
+        )
+        _install(work / "bin" / name, target)
+
+
 def build_kubernetes(bins: Binaries) -> None:
-    wanted = {
-        "kube-apiserver": bins.kube_apiserver,
-        "kube-controller-manager": bins.kube_controller_manager,
-        "kube-scheduler": bins.kube_scheduler,
-        "kubectl": bins.kubectl,
-    }
+    wanted = {name: getattr(bins, name.replace("-", "_")) for name in KUBERNETES_COMMANDS}
     missing = {name: path for name, path in wanted.items() if not path.exists()}
     if not missing:
         return
     with tempfile.TemporaryDirectory(prefix="sdns-k8s-build-") as tmp:
         work = Path(tmp)
         (work / "go.mod").write_text("module localbuild\n\ngo 1.26\n")
-        upstream = _kubernetes_go_mod(KUBERNETES_VERSION, work)
-        replacements = staging_replacements(upstream, KUBERNETES_VERSION)
+        upstream = Path(_download(f"k8s.io/kubernetes@v{KUBERNETES_VERSION}", work)["GoMod"])
+        replacements = staging_replacements(upstream.read_text(), KUBERNETES_VERSION)
         lines = [
             "module localbuild",
             "",
@@ -161,21 +208,22 @@ def build_kubernetes(bins: Binaries) -> None:
             ]
         ldflags = " ".join(["-s", "-w", *stamp])
         for name, target in missing.items():
-            _log(f"building {name} v{KUBERNETES_VERSION} (cold: several minutes)")
-            out = work / name
-            _go(
-                ["build", "-ldflags", ldflags, "-o", str(out), f"k8s.io/kubernetes/cmd/{name}"],
-                work,
-            )
-            _install(out, target)
-            _log(f"built {name} -> {target}")
+            with _building(name, KUBERNETES_VERSION, target):
+                out = work / name
+                _go(
+                    ["build", "-ldflags", ldflags, "-o", str(out), f"k8s.io/kubernetes/cmd/{name}"],
+                    work,
+                )
+                _install(out, target)
 
 
 def build_etcd(bins: Binaries) -> None:
     if bins.etcd.exists():
         return
-    _log(f"building etcd v{ETCD_VERSION}")
-    with tempfile.TemporaryDirectory(prefix="sdns-etcd-build-") as tmp:
+    with (
+        _building("etcd", ETCD_VERSION, bins.etcd),
+        tempfile.TemporaryDirectory(prefix="sdns-etcd-build-") as tmp,
+    ):
         work = Path(tmp)
         # etcd's own modules carry replace directives, so `go install pkg@v`
         # refuses them; a throwaway module that requires the server works.
@@ -185,7 +233,6 @@ def build_etcd(bins: Binaries) -> None:
         out = work / "etcd"
         _go(["build", "-ldflags", "-s -w", "-o", str(out), "go.etcd.io/etcd/server/v3"], work)
         _install(out, bins.etcd)
-    _log(f"built etcd -> {bins.etcd}")
 
 
 # A bare `kwok` (unlike kwokctl) simulates nothing until it is given stages.
@@ -200,26 +247,11 @@ KWOK_STAGE_FILES = (
 )
 
 
-def _module_dir(module: str, workdir: Path) -> Path:
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", module],
-        cwd=workdir,
-        env=dict(os.environ, GOFLAGS="-mod=mod"),
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    match = re.search(r'"Dir":\s*"([^"]+)"', out)
-    if not match:
-        raise RuntimeError(f"go mod download gave no directory for {module}")
-    return Path(match.group(1))
-
-
 def write_kwok_stages(bins: Binaries) -> None:
     if bins.kwok_stages.exists():
         return
     with tempfile.TemporaryDirectory(prefix="sdns-kwok-stages-") as tmp:
-        source = _module_dir(f"sigs.k8s.io/kwok@v{KWOK_VERSION}", Path(tmp))
+        source = Path(_download(f"sigs.k8s.io/kwok@v{KWOK_VERSION}", Path(tmp))["Dir"])
     documents = [(source / name).read_text().strip() for name in KWOK_STAGE_FILES]
     bins.kwok_stages.parent.mkdir(parents=True, exist_ok=True)
     tmp_file = bins.kwok_stages.with_suffix(".tmp")
@@ -229,30 +261,46 @@ def write_kwok_stages(bins: Binaries) -> None:
 
 def build_kwok(bins: Binaries) -> None:
     write_kwok_stages(bins)
-    if bins.kwok.exists():
+    if not bins.kwok.exists():
+        _go_install("kwok", "sigs.k8s.io/kwok/cmd/kwok", KWOK_VERSION, bins.kwok, "-s -w")
+
+
+def build_helm(bins: Binaries) -> None:
+    if bins.helm.exists():
         return
-    _log(f"building kwok v{KWOK_VERSION}")
-    with tempfile.TemporaryDirectory(prefix="sdns-kwok-build-") as tmp:
-        work = Path(tmp)
-        env_gobin = work / "bin"
-        env = dict(os.environ, GOBIN=str(env_gobin), CGO_ENABLED="0")
-        subprocess.run(
-            ["go", "install", "-ldflags", "-s -w", f"sigs.k8s.io/kwok/cmd/kwok@v{KWOK_VERSION}"],
-            cwd=work,
-            env=env,
-            check=True,
+    with tempfile.TemporaryDirectory(prefix="sdns-helm-mod-") as tmp:
+        go_mod = Path(_download(f"helm.sh/helm/v3@v{HELM_VERSION}", Path(tmp))["GoMod"])
+    major, minor = helm_kubernetes_version(go_mod.read_text())
+    # What helm's Makefile stamps into a release build (`make build VERSION=...`).
+    stamp = [f"-X helm.sh/helm/v3/internal/version.version=v{HELM_VERSION}"]
+    stamp += ["-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+    for package in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        stamp += [f"-X {package}.k8sVersionMajor={major}", f"-X {package}.k8sVersionMinor={minor}"]
+    _go_install(
+        "helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, bins.helm, " ".join(["-s -w", *stamp])
+    )
+
+
+def build_kubeconform(bins: Binaries) -> None:
+    if not bins.kubeconform.exists():
+        _go_install(
+            "kubeconform",
+            "github.com/yannh/kubeconform/cmd/kubeconform",
+            KUBECONFORM_VERSION,
+            bins.kubeconform,
+            f"-s -w -X main.version=v{KUBECONFORM_VERSION}",
         )
-        _install(env_gobin / "kwok", bins.kwok)
-    _log(f"built kwok -> {bins.kwok}")
 
 
 def ensure_binaries() -> Binaries:
     bins = binaries()
     if shutil.which("go") is None and not all(p.exists() for p in bins.all()):
-        raise RuntimeError("Go is needed to build the local control plane (install golang)")
+        raise RuntimeError("Go is needed to build the local cluster's tools (install golang)")
     build_etcd(bins)
     build_kwok(bins)
     build_kubernetes(bins)
+    build_helm(bins)
+    build_kubeconform(bins)
     return bins
 
 

@@ -37,11 +37,27 @@ def test_staging_modules_are_derived_from_upstream_go_mod() -> None:
     }
 
 
-def test_cache_is_keyed_by_version(tmp_path: object) -> None:
-    bins = build.binaries()
-    assert f"kubernetes-v{build.KUBERNETES_VERSION}" in str(bins.kube_apiserver)
+def test_cache_is_keyed_by_version(tmp_path: Path) -> None:
+    bins = build.binaries(tmp_path)
+    kubernetes = tmp_path / f"kubernetes-v{build.KUBERNETES_VERSION}"
+    assert bins.kube_apiserver == kubernetes / "kube-apiserver"
+    # kube-proxy from the same k8s.io/kubernetes as the control plane, beside it.
+    assert bins.kube_proxy.parent == bins.kube_apiserver.parent
     assert f"etcd-v{build.ETCD_VERSION}" in str(bins.etcd)
     assert f"kwok-v{build.KWOK_VERSION}" in str(bins.kwok)
+    assert bins.helm == tmp_path / f"helm-v{build.HELM_VERSION}/helm"
+    assert bins.kubeconform == tmp_path / f"kubeconform-v{build.KUBECONFORM_VERSION}/kubeconform"
+    assert len(set(bins.all())) == 10
+    # kubectl's directory first on PATH, each directory once.
+    dirs = bins.path_dirs()
+    assert dirs[0] == str(bins.kubectl.parent) and len(dirs) == len(set(dirs)) == 5
+
+
+def test_helm_is_stamped_with_the_kubernetes_version_of_its_client_go() -> None:
+    go_mod = "module helm.sh/helm/v3\n\nrequire (\n\tk8s.io/client-go v0.37.2\n)\n"
+    assert build.helm_kubernetes_version(go_mod) == ("1", "37")
+    with pytest.raises(RuntimeError, match="client-go"):
+        build.helm_kubernetes_version("module x\n")
 
 
 def test_six_nodes_two_per_failure_zone_with_distinct_pod_cidrs() -> None:
