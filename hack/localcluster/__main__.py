@@ -60,9 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig))
-        env["PATH"] = f"{cluster.bin_dir}:{env.get('PATH', '')}"
-        os.execvpe("ip", ["ip", "netns", "exec", cluster.netns, *command], env)
+        os.execvpe("ip", ["ip", "netns", "exec", cluster.netns, *command], cluster.environment())
     return 0
 
 

@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,33 +18,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster import build, netns, podrunner
+from localcluster import build, netns
+from localcluster.constants import (
+    API_PORT,
+    CONTROL_PLANE_ADDRESS,
+    ETCD_PEER_PORT,
+    ETCD_PORT,
+    FAILURE_ZONES,
+    KUBERNETES_SERVICE_ADDRESS,
+    KWOK_SERVER_ADDRESS,
+    NODES_PER_ZONE,
+    RUNNER_POD_LABEL,
+    SERVICE_CIDR,
+)
+from localcluster.podstate import describe_pods, remove_all_pods
+from localcluster.processes import pid_alive, terminate
+from localcluster.waiting import wait_for
 
-API_PORT = 6443
-ETCD_PORT = 2379
-# The apiserver advertises an address that only exists on the namespace's
-# loopback; without one it looks for a default route, and there is none.
-CONTROL_PLANE_ADDRESS = "10.250.0.1"
-SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.0/16"
-FAILURE_ZONES = ("zone-a", "zone-b", "zone-c")
-NODES_PER_ZONE = 2
-
-COMPONENTS = (
+# The control plane proper: what must be up before the pod runner can be
+# (re)started without touching it.
+CONTROL_PLANE = (
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
-    "pod-runner",
 )
-# The control plane proper: what must be up before the pod runner can be (re)started.
-CONTROL_PLANE = COMPONENTS[:-1]
+COMPONENTS = (*CONTROL_PLANE, "pod-runner")
 # kwok leaves the status of pods with this label alone; the pod runner
 # (podrunner.py) runs them and writes their status, as a kubelet would. The
 # flag is deprecated upstream in favour of Stage selectors but does exactly
 # this in v0.8.0 (pkg/kwok/controllers/pod_controller.go, `need`).
-KWOK_DISREGARD_FLAG = "--disregard-status-with-label-selector=secondarydns.io/server"
+KWOK_DISREGARD_FLAG = f"--disregard-status-with-label-selector={RUNNER_POD_LABEL}"
 HACK_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = HACK_DIR.parent
 
@@ -104,34 +108,6 @@ def _log(message: str) -> None:
     print(f"[local-cluster] {message}", file=sys.stderr, flush=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is not running.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _reap(pids: set[int]) -> None:
-    """Collect exit statuses of our own children so they do not linger as zombies."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-
-
-def pid_alive(pid: int) -> bool:
-    return _pid_alive(pid)
-
-
 @dataclass
 class LocalCluster:
     """One local cluster; its name picks its network namespace and state directory."""
@@ -158,9 +134,11 @@ class LocalCluster:
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
-    @property
-    def bin_dir(self) -> Path:
-        return build.binaries().kubectl.parent
+    def environment(self) -> dict[str, str]:
+        """This process's environment with KUBECONFIG set and the cached tools first on PATH."""
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
+        env["PATH"] = os.pathsep.join([*build.binaries().path_dirs(), env.get("PATH", "")])
+        return env
 
     # ---- processes -------------------------------------------------------
 
@@ -172,7 +150,7 @@ class LocalCluster:
             pid = int(self._pid_file(component).read_text())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def _start(
         self,
@@ -208,12 +186,10 @@ class LocalCluster:
         check: bool = True,
         timeout: float | None = 60,
     ) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
-        env["PATH"] = f"{self.bin_dir}:{env.get('PATH', '')}"
         return subprocess.run(
             ["ip", "netns", "exec", self.netns, *argv],
             input=input,
-            env=env,
+            env=self.environment(),
             check=check,
             capture_output=True,
             text=True,
@@ -250,7 +226,7 @@ class LocalCluster:
                 "DNS:kubernetes.default.svc",
                 "IP:127.0.0.1",
                 f"IP:{CONTROL_PLANE_ADDRESS}",
-                "IP:10.96.0.1",
+                f"IP:{KUBERNETES_SERVICE_ADDRESS}",
             ]
         )
         (self.pki / "apiserver.ext").write_text(
@@ -322,7 +298,7 @@ class LocalCluster:
     def healthy(self) -> bool:
         return all(self.running_components().values()) and self.api_ready()
 
-    def _control_plane_healthy(self) -> bool:
+    def control_plane_healthy(self) -> bool:
         running = self.running_components()
         return all(running[c] for c in CONTROL_PLANE) and self.api_ready()
 
@@ -332,18 +308,19 @@ class LocalCluster:
             f"--kubeconfig={self.kubeconfig}",
             f"--config={bins.kwok_stages}",
             "--manage-all-nodes=true",
-            "--server-address=127.0.0.1:10247",
+            f"--server-address={KWOK_SERVER_ADDRESS}",
             "--node-lease-duration-seconds=40",
             KWOK_DISREGARD_FLAG,
         ]
 
-    def _kwok_disregards_runner_pods(self) -> bool:
+    def _kwok_current(self, bins: build.Binaries) -> bool:
+        """True when kwok runs with the arguments this version starts it with."""
         pid = self.component_pid("kwok")
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] if pid else []
         except OSError:
             return False
-        return KWOK_DISREGARD_FLAG.encode() in argv
+        return [a.decode() for a in argv] == self._kwok_argv(bins)
 
     def _start_pod_runner(self) -> None:
         # Its children run `python -m secondary_dns.cli` from this checkout.
@@ -356,7 +333,19 @@ class LocalCluster:
         # would then be invisible to everyone else, `down` included.
         self._start(
             "pod-runner",
-            [sys.executable, "-m", "localcluster.podrunner", "--cluster", self.name],
+            [
+                sys.executable,
+                "-m",
+                "localcluster.podrunner",
+                "--cluster",
+                self.name,
+                "--state-dir",
+                str(self.state_dir),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--logs",
+                str(self.logs),
+            ],
             env=dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1"),
             enters_itself=True,
         )
@@ -364,37 +353,41 @@ class LocalCluster:
     def _repair(self) -> bool:
         """Bring a running control plane up to date without restarting it; False if it is not.
 
-        A cluster started before the pod runner existed keeps its etcd and
-        API server: only kwok is restarted (for the flag) and the pod runner added.
+        A cluster started before the pod runner existed keeps its etcd and API
+        server: only kwok is restarted (when its arguments changed) and the pod
+        runner added.
         """
-        if not self._control_plane_healthy():
+        if not self.control_plane_healthy():
             return False
-        if not self._kwok_disregards_runner_pods():
-            _log("restarting kwok so that it leaves the pod runner's pods alone")
+        bins = build.ensure_binaries()
+        if not self._kwok_current(bins):
+            _log("restarting kwok with its current arguments")
             pid = self.component_pid("kwok")
             if pid:
-                self._stop({pid})
-            self._start("kwok", self._kwok_argv(build.ensure_binaries()))
+                terminate({pid})
+            self._start("kwok", self._kwok_argv(bins))
         if self.component_pid("pod-runner") is None:
             self._start_pod_runner()
         return True
 
-    def _wait_until(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _wait(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
+        """Until `ready()`; fails at once when a component the cluster started has exited."""
+
+        def check() -> bool:
             if ready():
-                return
+                return True
             for component, pid in self.running_components().items():
                 if self._pid_file(component).exists() and pid is None:
                     raise RuntimeError(
                         f"{component} exited while waiting for {what}; "
                         f"see {self.logs / component}.log"
                     )
-            time.sleep(0.5)
-        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+            return False
+
+        wait_for(what, check, timeout)
 
     def up(self) -> None:
-        if self.healthy() and self._kwok_disregards_runner_pods():
+        if self.healthy() and self._kwok_current(build.binaries()):
             _log(f"cluster {self.name!r} is already running; kubeconfig {self.kubeconfig}")
             return
         if self._repair():
@@ -404,8 +397,8 @@ class LocalCluster:
             # Only the cluster's own processes: the namespace may already hold
             # the caller (a test session enters it first) and its children.
             _log("cleaning up a partial cluster first")
-            self._stop({pid for pid in self.running_components().values() if pid})
-            podrunner.remove_all_pods(self.name, self.state_dir)
+            terminate({pid for pid in self.running_components().values() if pid})
+            remove_all_pods(self.name, self.state_dir)
             shutil.rmtree(self.state_dir, ignore_errors=True)
         bins = build.ensure_binaries()
         started = time.monotonic()
@@ -423,9 +416,9 @@ class LocalCluster:
                 f"--data-dir={self.state_dir / 'etcd'}",
                 f"--listen-client-urls=http://127.0.0.1:{ETCD_PORT}",
                 f"--advertise-client-urls=http://127.0.0.1:{ETCD_PORT}",
-                "--listen-peer-urls=http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-                "--initial-cluster=local=http://127.0.0.1:2380",
+                f"--listen-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PEER_PORT}",
+                f"--initial-cluster=local=http://127.0.0.1:{ETCD_PEER_PORT}",
                 # A throwaway cluster on tmpfs: durability buys nothing here.
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
@@ -453,7 +446,7 @@ class LocalCluster:
                 "--v=0",
             ],
         )
-        self._wait_until("the API server", self.api_ready, timeout=180)
+        self._wait("the API server", self.api_ready, timeout=180)
         kubeconfig = str(self.kubeconfig)
         self._start(
             "kube-controller-manager",
@@ -497,8 +490,8 @@ class LocalCluster:
             "items": [node_manifest(n) for n in nodes()],
         }
         self.kubectl("apply", "-f", "-", input=json.dumps(manifests))
-        self._wait_until("6 Ready nodes", self._nodes_ready, timeout=120)
-        self._wait_until("the default service account", self._default_service_account, 120)
+        self._wait("6 Ready nodes", self._nodes_ready, timeout=120)
+        self._wait("the default service account", self._default_service_account, 120)
         self._start_pod_runner()
         _log(
             f"cluster {self.name!r} is up in {time.monotonic() - started:.0f}s; "
@@ -528,33 +521,15 @@ class LocalCluster:
         own = {os.getpid(), os.getppid()}
         victims = set(netns.pids(self.netns)) - own
         victims |= {pid for pid in self.running_components().values() if pid is not None}
-        self._stop(victims)
+        terminate(victims)
         # The pods' processes live in namespaces of their own, not in the
         # cluster's: they are not among the victims above.
-        pods = podrunner.remove_all_pods(self.name, self.state_dir)
+        pods = remove_all_pods(self.name, self.state_dir)
         netns.delete(self.netns)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)
         if victims or pods:
             _log(f"cluster {self.name!r} stopped ({len(victims)} processes, {pods} pods)")
-
-    def _stop(self, victims: set[int]) -> None:
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(_pid_alive(pid) for pid in victims):
-            _reap(victims)
-            time.sleep(0.2)
-        for pid in victims:
-            if _pid_alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        _reap(victims)
 
     def status(self) -> str:
         present = netns.exists(self.netns)
@@ -566,7 +541,7 @@ class LocalCluster:
             api = "ready" if self.api_ready() else "not ready"
             lines.append(f"  {'API server':<24} {api}")
             lines.append(f"  {'kubeconfig':<24} {self.kubeconfig}")
-        pods = podrunner.describe_pods(self.state_dir)
+        pods = describe_pods(self.state_dir)
         lines.append(f"  pods run by the pod runner: {len(pods)}")
         lines += [f"    {line}" for line in pods]
         return "\n".join(lines)

@@ -36,9 +36,9 @@ from localcluster.scenario import (
     replica_addresses,
     run_operator,
     start_primary,
-    wait_for,
     wait_synced,
 )
+from localcluster.waiting import wait_for
 
 NAMESPACE = "dns"
 ORIGIN = dns.name.from_text("example.com.")

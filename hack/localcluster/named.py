@@ -17,18 +17,15 @@ import base64
 import contextlib
 import ipaddress
 import itertools
-import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
 
 import dns.exception
 import dns.flags
@@ -49,8 +46,8 @@ import dns.xfr
 import dns.zone
 
 from localcluster import netns
-
-T = TypeVar("T")
+from localcluster.processes import stop_process_group
+from localcluster.waiting import wait_for
 
 # 127.0.0.1 stays free for the control and statistics channels that rendered
 # configs put there; named processes get 127.0.1.x, 127.0.2.x, ...
@@ -58,6 +55,8 @@ _ADDRESSES = itertools.count(1)
 
 START_TIMEOUT = 20.0
 DEFAULT_DEADLINE = 30.0
+# named answers within milliseconds; poll it faster than the API server.
+POLL_SECONDS = 0.2
 
 
 def next_loopback_address() -> str:
@@ -72,20 +71,6 @@ def free_port(address: str = "127.0.0.1") -> int:
         sock.bind((address, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def wait_until(
-    probe: Callable[[], T | None], deadline: float = DEFAULT_DEADLINE, what: str = "condition"
-) -> T:
-    """Poll `probe` until it returns something other than None (generous deadlines only)."""
-    end = time.monotonic() + deadline
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {deadline:.0f}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @dataclass(frozen=True)
@@ -136,18 +121,28 @@ def _origin(zone: dns.zone.Zone) -> dns.name.Name:
     return zone.origin
 
 
-def stop_process_group(process: subprocess.Popen[bytes], grace: float = 10) -> None:
-    """SIGTERM the process group a child leads, SIGKILL it after `grace` seconds."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+def soa_serial(
+    zone: str | dns.name.Name,
+    address: str,
+    port: int = 53,
+    *,
+    timeout: float = 2.0,
+    tcp: bool = False,
+) -> int | None:
+    """The SOA serial `address` answers authoritatively for `zone`, or None (no answer too)."""
+    request = dns.message.make_query(zone, dns.rdatatype.SOA)
+    request.flags &= ~dns.flags.RD
+    send = dns.query.tcp if tcp else dns.query.udp
     try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        response = send(request, address, port=port, timeout=timeout)
+    except (dns.exception.DNSException, OSError):
+        return None
+    if response.rcode() != dns.rcode.NOERROR or not response.flags & dns.flags.AA:
+        return None
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)
+    return None
 
 
 def make_zone(
@@ -248,7 +243,9 @@ class NamedProcess:
 
     def wait_for_log(self, pattern: str, deadline: float = DEFAULT_DEADLINE) -> re.Match[str]:
         regex = re.compile(pattern)
-        return wait_until(lambda: regex.search(self.log()), deadline, f"{self} to log {pattern!r}")
+        return wait_for(
+            f"{self} to log {pattern!r}", lambda: regex.search(self.log()), deadline, POLL_SECONDS
+        )
 
     def _assert_alive(self) -> None:
         if self._process is not None and self._process.poll() is not None:
@@ -267,37 +264,29 @@ class NamedProcess:
         return dns.query.udp(request, self.address, port=self.port, timeout=timeout)
 
     def wait_until_answering(self, deadline: float = START_TIMEOUT) -> None:
-        def probe() -> bool | None:
+        def answers() -> bool:
             self._assert_alive()
             try:
                 self.query(".", "SOA", timeout=0.5)
             except (dns.exception.Timeout, OSError):
-                return None
+                return False
             return True
 
-        wait_until(probe, deadline, f"{self} to answer queries")
+        wait_for(f"{self} to answer queries", answers, deadline, POLL_SECONDS)
 
     def serial(self, zone: str | dns.name.Name) -> int | None:
         """The SOA serial this server answers authoritatively, or None."""
-        try:
-            response = self.query(zone, "SOA")
-        except (dns.exception.Timeout, OSError):
-            return None
-        if response.rcode() != dns.rcode.NOERROR or not response.flags & dns.flags.AA:
-            return None
-        for rrset in response.answer:
-            if rrset.rdtype == dns.rdatatype.SOA:
-                return int(rrset[0].serial)
-        return None
+        return soa_serial(zone, self.address, self.port)
 
     def wait_for_serial(
         self, zone: str | dns.name.Name, serial: int, deadline: float = DEFAULT_DEADLINE
     ) -> int:
-        def probe() -> int | None:
+        def serves() -> bool:
             self._assert_alive()
-            return serial if self.serial(zone) == serial else None
+            return self.serial(zone) == serial
 
-        return wait_until(probe, deadline, f"{self} to serve {zone} serial {serial}")
+        wait_for(f"{self} to serve {zone} serial {serial}", serves, deadline, POLL_SECONDS)
+        return serial
 
     def rndc(self, *args: str) -> str:
         if self.rndc_conf is None:

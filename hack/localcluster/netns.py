@@ -102,3 +102,11 @@ def enter(name: str) -> None:
             raise OSError(err, f"setns into {name}: {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def holds(name: str, pid: int) -> bool:
+    """True when process `pid` lives in network namespace `name`."""
+    try:
+        return _inode(f"/proc/{pid}/ns/net") == _inode(NETNS_DIR / name)
+    except OSError:
+        return False

@@ -26,10 +26,10 @@ really answer DNS, so this process runs them the way a kubelet would:
   stops the containers (SIGTERM, SIGKILL after the grace period), removes the
   network, and deletes the Pod object with grace period 0, as a kubelet does.
 
-State lives under `<cluster state>/pods/<pod uid>/` (`pod.json`, one
-`<container>.json` per container, the volumes), so a restarted pod runner
+State lives under `<cluster state>/pods/<pod uid>/` (podstate.py: `pod.json`,
+one `<container>.json` per container, the volumes), so a restarted pod runner
 adopts the pods that are still running; `hack/local-cluster down` removes
-every pod namespace whatever the pod runner's state (`remove_all_pods`).
+every pod namespace whatever the pod runner's state (`podstate.remove_all_pods`).
 """
 
 from __future__ import annotations
@@ -54,21 +54,34 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import kubernetes
 
 from localcluster import netns
-
-if TYPE_CHECKING:
-    from localcluster.cluster import LocalCluster
+from localcluster.constants import (
+    API_PORT,
+    API_URL_FOR_PODS,
+    CONTROL_PLANE_ADDRESS,
+    POD_GATEWAY,
+    RUNNER_POD_LABEL,
+)
+from localcluster.podstate import (
+    CONTAINERS_DIR,
+    ContainerRecord,
+    PodRecord,
+    container_records,
+    host_veth_name,
+    pod_netns_name,
+    pod_records,
+    pods_dir,
+    teardown_pod_network,
+    write_json,
+)
+from localcluster.processes import pid_alive
 
 log = logging.getLogger("pod-runner")
 
-POD_LABEL = "secondarydns.io/server"
-# The pods' default gateway (Calico's choice): link-local, so it can never
-# clash with a pod, Service or primary address. It is a local address of the
-# cluster namespace, which is what makes the host side of every veth answer
-# the pods' ARP requests for it.
-GATEWAY = "169.254.1.1"
 POD_INTERFACE = "eth0"
 # Where a pod finds its API credentials (the service-account mount path); the
 # pod runner puts a kubeconfig there instead of a token.
@@ -90,26 +103,12 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN_SECONDS = 24 * 3600
 
 
-# ---- names and pure decisions ------------------------------------------------
-
-
-def pod_netns_prefix(cluster: str) -> str:
-    return f"{cluster}-pod-"
-
-
-def pod_netns_name(cluster: str, uid: str) -> str:
-    """Short, derived from the UID: a recreated pod (new UID) never meets its predecessor."""
-    return pod_netns_prefix(cluster) + uid.replace("-", "")[:8]
-
-
-def host_veth_name(uid: str) -> str:
-    # Interface names are at most 15 characters (IFNAMSIZ - 1).
-    return "sp" + uid.replace("-", "")[:8]
+# ---- pure decisions ----------------------------------------------------------
 
 
 def is_runner_pod(pod: Mapping[str, Any]) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    return POD_LABEL in labels
+    return RUNNER_POD_LABEL in labels
 
 
 def allocate_pod_ip(pod_cidr: str, in_use: Iterable[str]) -> str:
@@ -403,7 +402,7 @@ def _link_exists(namespace: str, link: str) -> bool:
 
 def prepare_cluster_network(cluster_ns: str) -> None:
     """Once per cluster namespace: the pods' gateway address and forwarding between pods."""
-    netns.add_address(cluster_ns, GATEWAY)
+    netns.add_address(cluster_ns, POD_GATEWAY)
     # Pod to pod goes through the cluster namespace; it has no route out, so
     # forwarding cannot take a packet anywhere else.
     _sysctl(cluster_ns, "net.ipv4.ip_forward=1")
@@ -435,123 +434,9 @@ def setup_pod_network(cluster_ns: str, pod_ns: str, veth: str, pod_ip: str) -> N
     _ip("-n", cluster_ns, "link", "set", veth, "up")
     _ip("-n", pod_ns, "link", "set", POD_INTERFACE, "up")
     _ip("-n", pod_ns, "addr", "replace", f"{pod_ip}/32", "dev", POD_INTERFACE)
-    _ip("-n", pod_ns, "route", "replace", GATEWAY, "dev", POD_INTERFACE, "scope", "link")
-    _ip("-n", pod_ns, "route", "replace", "default", "via", GATEWAY, "dev", POD_INTERFACE)
+    _ip("-n", pod_ns, "route", "replace", POD_GATEWAY, "dev", POD_INTERFACE, "scope", "link")
+    _ip("-n", pod_ns, "route", "replace", "default", "via", POD_GATEWAY, "dev", POD_INTERFACE)
     _ip("-n", cluster_ns, "route", "replace", f"{pod_ip}/32", "dev", veth)
-
-
-def teardown_pod_network(pod_ns: str) -> None:
-    """Kill what is left in the pod's namespace, then delete it (its veth and route go too)."""
-    _kill_all(netns.pids(pod_ns), signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while netns.pids(pod_ns) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    netns.delete(pod_ns)
-
-
-def _kill_all(pids: Iterable[int], signum: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-
-# ---- state on disk -------------------------------------------------------------
-
-
-def pods_dir(state_dir: Path) -> Path:
-    return state_dir / "pods"
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _in_namespace(pid: int, pod_ns: str) -> bool:
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns.NETNS_DIR / pod_ns).st_ino
-    except OSError:
-        return False
-
-
-def remove_all_pods(cluster: str, state_dir: Path) -> int:
-    """Every pod namespace of `cluster`: processes killed, namespace deleted; returns how many.
-
-    Found by name as well as by state, so a lost state directory leaks nothing.
-    """
-    names = {
-        path.name
-        for path in netns.NETNS_DIR.glob(pod_netns_prefix(cluster) + "*")
-        if len(path.name) == len(pod_netns_prefix(cluster)) + 8
-    }
-    for pod_file in pods_dir(state_dir).glob("*/pod.json"):
-        record = _read_json(pod_file)
-        if record and record.get("netns"):
-            names.add(str(record["netns"]))
-    # Waited for by pid, not by namespace: an exiting process leaves its
-    # namespaces before it is gone (unmounting a pod's private mounts takes a
-    # while), and `down` promises that nothing it started still runs.
-    victims: set[int] = set()
-
-    def signal_all(signum: signal.Signals) -> None:
-        for name in sorted(names):
-            victims.update(netns.pids(name))
-        _kill_all([pid for pid in victims if _pid_alive(pid)], signum)
-
-    def wait_gone() -> None:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and (
-            any(_pid_alive(pid) for pid in victims) or any(netns.pids(name) for name in names)
-        ):
-            time.sleep(0.1)
-
-    signal_all(signal.SIGTERM)
-    wait_gone()
-    # Whatever ignored SIGTERM is killed: deleting a namespace's name does not
-    # end the processes in it, it only makes them impossible to find.
-    signal_all(signal.SIGKILL)
-    wait_gone()
-    for name in sorted(names):
-        teardown_pod_network(name)
-    shutil.rmtree(pods_dir(state_dir), ignore_errors=True)
-    return len(names)
-
-
-def describe_pods(state_dir: Path) -> list[str]:
-    """One line per pod the runner runs, for `hack/local-cluster status`."""
-    lines = []
-    for pod_file in sorted(pods_dir(state_dir).glob("*/pod.json")):
-        record = _read_json(pod_file)
-        if not record:
-            continue
-        containers = []
-        for container_file in sorted(pod_file.parent.glob("containers/*.json")):
-            state = _read_json(container_file) or {}
-            pid = state.get("pid")
-            alive = isinstance(pid, int) and _pid_alive(pid)
-            containers.append(f"{container_file.stem}={'pid ' + str(pid) if alive else 'down'}")
-        lines.append(
-            f"{record.get('namespace')}/{record.get('name')} {record.get('ip')} "
-            f"netns {record.get('netns')} node {record.get('node')} [{', '.join(containers)}]"
-        )
-    return lines
 
 
 # ---- processes -------------------------------------------------------------------
@@ -580,18 +465,11 @@ class Container:
             self.last_exit_code = self.process.returncode
             self.process = None
             return False
-        return self.pid is not None and _pid_alive(self.pid)
+        return self.pid is not None and pid_alive(self.pid)
 
     def save(self) -> None:
-        _write_json(
-            self.state_file,
-            {
-                "pid": self.pid,
-                "startedAt": self.started_at,
-                "restarts": self.restarts,
-                "lastExitCode": self.last_exit_code,
-            },
-        )
+        record = ContainerRecord(self.pid, self.started_at, self.restarts, self.last_exit_code)
+        record.save(self.state_file)
 
     def signal(self, signum: signal.Signals) -> None:
         if self.pid is None:
@@ -605,32 +483,14 @@ class Container:
 
 
 @dataclass
-class Sandbox:
-    """A pod the runner runs: its network, directories and containers."""
+class Sandbox(PodRecord):
+    """A pod the runner runs: its record, directory, containers and what it last did."""
 
-    uid: str
-    namespace: str
-    name: str
-    node: str
-    ip: str
-    netns: str
-    veth: str
-    directory: Path
+    directory: Path = Path()
     containers: dict[str, Container] = field(default_factory=dict)
     network_ready: bool = False
     terminating_since: float | None = None
     last_status: dict[str, Any] | None = None
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "uid": self.uid,
-            "namespace": self.namespace,
-            "name": self.name,
-            "node": self.node,
-            "ip": self.ip,
-            "netns": self.netns,
-            "veth": self.veth,
-        }
 
 
 # ---- the runner ------------------------------------------------------------------
@@ -653,13 +513,11 @@ class PodWatch:
             return dict(self.pods)
 
     def _run(self) -> None:
-        import kubernetes
-
         backoff = 0.5
         while not self.stop.is_set():
             try:
                 response = self.core.list_pod_for_all_namespaces(
-                    label_selector=POD_LABEL,
+                    label_selector=RUNNER_POD_LABEL,
                     _preload_content=False,
                     _request_timeout=REQUEST_TIMEOUT_SECONDS,
                 )
@@ -673,7 +531,7 @@ class PodWatch:
                 watch = watch_module.Watch()
                 for event in watch.stream(
                     self.core.list_pod_for_all_namespaces,
-                    label_selector=POD_LABEL,
+                    label_selector=RUNNER_POD_LABEL,
                     resource_version=version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=WATCH_TIMEOUT_SECONDS,
@@ -700,19 +558,25 @@ class PodWatch:
 
 
 class PodRunner:
-    def __init__(self, cluster: LocalCluster, python: str = sys.executable) -> None:
-        import kubernetes
+    """The pods of one cluster, given where its state, kubeconfig and logs are."""
 
-        from localcluster.cluster import API_PORT, CONTROL_PLANE_ADDRESS
-
+    def __init__(
+        self,
+        cluster: str,
+        state_dir: Path,
+        kubeconfig: Path,
+        logs: Path,
+        python: str = sys.executable,
+    ) -> None:
+        # The cluster's name is its network namespace's.
         self.cluster = cluster
+        self.state_dir = state_dir
+        self.kubeconfig = kubeconfig
+        self.logs = logs
         self.python = python
-        self.api_url = f"https://{CONTROL_PLANE_ADDRESS}:{API_PORT}"
-        self.api_address = CONTROL_PLANE_ADDRESS
-        self.api_port = API_PORT
         config = kubernetes.client.Configuration()
         loader: Any = kubernetes.config
-        loader.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=config)
+        loader.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
         self.core: Any = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
         self.stop = threading.Event()
         self.changed = threading.Event()
@@ -726,12 +590,12 @@ class PodRunner:
     # -- lifecycle
 
     def run(self) -> None:
-        netns.require_inside(self.cluster.netns)
-        prepare_cluster_network(self.cluster.netns)
+        netns.require_inside(self.cluster)
+        prepare_cluster_network(self.cluster)
         self._write_pod_kubeconfig()
         self._adopt()
         self.watch.thread.start()
-        log.info("pod runner for %s: running pods labelled %s", self.cluster.name, POD_LABEL)
+        log.info("pod runner for %s: running pods labelled %s", self.cluster, RUNNER_POD_LABEL)
         while not self.stop.is_set():
             self.changed.wait(LOOP_SECONDS)
             self.changed.clear()
@@ -760,7 +624,7 @@ class PodRunner:
 
     @property
     def pod_kubeconfig_dir(self) -> Path:
-        return self.cluster.state_dir / "pod-credentials"
+        return self.state_dir / "pod-credentials"
 
     def _write_pod_kubeconfig(self) -> None:
         """The cluster's kubeconfig, pointed at the API server's address on the cluster's lo.
@@ -768,12 +632,12 @@ class PodRunner:
         A pod cannot reach 127.0.0.1 of the cluster namespace (its loopback is
         its own); 10.250.0.1 is on the server certificate.
         """
-        config = json.loads(self.cluster.kubeconfig.read_text())
+        config = json.loads(self.kubeconfig.read_text())
         for entry in config["clusters"]:
-            entry["cluster"]["server"] = self.api_url
+            entry["cluster"]["server"] = API_URL_FOR_PODS
         self.pod_kubeconfig_dir.mkdir(parents=True, exist_ok=True)
         target = self.pod_kubeconfig_dir / "kubeconfig"
-        _write_json(target, config)
+        write_json(target, config)
         target.chmod(0o600)
 
     def _pod_kubeconfig(self, pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -843,31 +707,15 @@ class PodRunner:
 
     def _adopt(self) -> None:
         """Take over the pods a previous runner started: same network, same processes."""
-        for pod_file in pods_dir(self.cluster.state_dir).glob("*/pod.json"):
-            record = _read_json(pod_file)
-            if not record:
-                continue
-            sandbox = Sandbox(
-                uid=str(record["uid"]),
-                namespace=str(record["namespace"]),
-                name=str(record["name"]),
-                node=str(record["node"]),
-                ip=str(record["ip"]),
-                netns=str(record["netns"]),
-                veth=str(record["veth"]),
-                directory=pod_file.parent,
-            )
-            for state_file in (pod_file.parent / "containers").glob("*.json"):
-                state = _read_json(state_file) or {}
-                container = Container(state_file.stem, state_file)
-                pid = state.get("pid")
-                if isinstance(pid, int) and _pid_alive(pid) and _in_namespace(pid, sandbox.netns):
-                    container.pid = pid
-                    container.started_at = state.get("startedAt")
+        for directory, record in pod_records(self.state_dir):
+            sandbox = Sandbox(**vars(record), directory=directory)
+            for name, state_file, state in container_records(directory):
+                container = Container(name, state_file, restarts=state.restarts)
+                container.last_exit_code = state.last_exit_code
+                if state.running() and state.pid and netns.holds(sandbox.netns, state.pid):
+                    container.pid = state.pid
+                    container.started_at = state.started_at
                     container.started_monotonic = time.monotonic()
-                container.restarts = int(state.get("restarts") or 0)
-                code = state.get("lastExitCode")
-                container.last_exit_code = code if isinstance(code, int) else None
                 sandbox.containers[container.name] = container
             self.sandboxes[sandbox.uid] = sandbox
             running = sum(1 for c in sandbox.containers.values() if c.pid is not None)
@@ -893,7 +741,7 @@ class PodRunner:
         if sandbox is None:
             sandbox = self._create(pod, node)
         if not sandbox.network_ready:
-            setup_pod_network(self.cluster.netns, sandbox.netns, sandbox.veth, sandbox.ip)
+            setup_pod_network(self.cluster, sandbox.netns, sandbox.veth, sandbox.ip)
             sandbox.network_ready = True
         views = [self._run_container(sandbox, pod, spec) for spec in pod["spec"]["containers"]]
         desired = pod_status(pod, sandbox.ip, self._host_ip(node), views, _now())
@@ -919,19 +767,19 @@ class PodRunner:
         metadata = pod["metadata"]
         uid = str(metadata["uid"])
         ip = self._pod_ip(pod, node)
-        directory = pods_dir(self.cluster.state_dir) / uid
-        (directory / "containers").mkdir(parents=True, exist_ok=True)
+        directory = pods_dir(self.state_dir) / uid
+        (directory / CONTAINERS_DIR).mkdir(parents=True, exist_ok=True)
         sandbox = Sandbox(
             uid=uid,
             namespace=str(metadata["namespace"]),
             name=str(metadata["name"]),
             node=node,
             ip=ip,
-            netns=pod_netns_name(self.cluster.name, uid),
+            netns=pod_netns_name(self.cluster, uid),
             veth=host_veth_name(uid),
             directory=directory,
         )
-        _write_json(directory / "pod.json", sandbox.record())
+        sandbox.save(directory)
         self.sandboxes[uid] = sandbox
         log.info("pod %s/%s on %s: address %s", sandbox.namespace, sandbox.name, node, ip)
         return sandbox
@@ -942,7 +790,7 @@ class PodRunner:
         name = str(spec["name"])
         container = sandbox.containers.get(name)
         if container is None:
-            container = Container(name, sandbox.directory / "containers" / f"{name}.json")
+            container = Container(name, sandbox.directory / CONTAINERS_DIR / f"{name}.json")
             sandbox.containers[name] = container
         now = time.monotonic()
         if not container.alive():
@@ -1013,11 +861,9 @@ class PodRunner:
         # One token per pod (the directory is the pod's, by UID), shared by its
         # containers and their restarts, as kubelet's projected volume is.
         if not kubeconfig_file.exists():
-            from kubernetes.client.exceptions import ApiException
-
             try:
                 kubeconfig = self._pod_kubeconfig(pod)
-            except (ApiException, KeyError, ValueError) as error:
+            except (kubernetes.client.exceptions.ApiException, KeyError, ValueError) as error:
                 # The ServiceAccount may not exist yet: retried like a failed start.
                 container.error = "CreateContainerConfigError"
                 container.next_start = time.monotonic() + BACKOFF_INITIAL_SECONDS
@@ -1028,7 +874,7 @@ class PodRunner:
                     error,
                 )
                 return
-            _write_json(kubeconfig_file, kubeconfig)
+            write_json(kubeconfig_file, kubeconfig)
             kubeconfig_file.chmod(0o600)
         mounts, skipped = unhidden_mounts(
             pod_mounts(volume_mounts(spec)),
@@ -1047,15 +893,15 @@ class PodRunner:
             "HOME": "/tmp",
             "HOSTNAME": sandbox.name,
             # What kubelet injects for the `kubernetes` Service.
-            "KUBERNETES_SERVICE_HOST": self.api_address,
-            "KUBERNETES_SERVICE_PORT": str(self.api_port),
+            "KUBERNETES_SERVICE_HOST": CONTROL_PLANE_ADDRESS,
+            "KUBERNETES_SERVICE_PORT": str(API_PORT),
             "KUBECONFIG": KUBECONFIG_IN_POD,
         }
         for source, target in skipped:
             if target == "/tmp":
                 base["TMPDIR"] = base["HOME"] = str(sandbox.directory / source)
         env = container_env(spec, pod, sandbox.ip, base)
-        logs = self.cluster.logs / "pods"
+        logs = self.logs / "pods"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{sandbox.namespace}_{sandbox.name}_{container.name}.log"
         script = mount_script(sandbox.directory, mounts)
@@ -1110,8 +956,6 @@ class PodRunner:
             for container in alive:
                 container.signal(signal.SIGKILL)
             self._destroy(sandbox)
-        import kubernetes
-
         try:
             self.core.delete_namespaced_pod(
                 metadata["name"],
@@ -1136,20 +980,21 @@ class PodRunner:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from localcluster.cluster import LocalCluster
-
     parser = argparse.ArgumentParser(
         prog="python -m localcluster.podrunner",
         description="Run the DNS pods of a local cluster (started by `hack/local-cluster up`).",
     )
-    parser.add_argument("--cluster", default=os.environ.get("SDNS_CLUSTER", "sdns"))
+    parser.add_argument("--cluster", required=True, help="the cluster (and its namespace) name")
+    parser.add_argument("--state-dir", required=True, type=Path, help="the cluster's state")
+    parser.add_argument("--kubeconfig", required=True, type=Path, help="the admin kubeconfig")
+    parser.add_argument("--logs", required=True, type=Path, help="where the pods' logs go")
     args = parser.parse_args(argv)
     # Before any thread exists: threads and processes started later inherit it.
     netns.enter(args.cluster)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    runner = PodRunner(LocalCluster(args.cluster))
+    runner = PodRunner(args.cluster, args.state_dir, args.kubeconfig, args.logs)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         runner.stop.set()

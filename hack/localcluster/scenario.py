@@ -14,59 +14,35 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.flags
-import dns.message
 import dns.name
-import dns.query
-import dns.rdatatype
 import dns.zone
 
 from localcluster import netns
 from localcluster.cluster import LocalCluster
+from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS
 from localcluster.named import (
     PrimaryServer,
     TsigCredentials,
+    free_port,
     make_zone,
-    stop_process_group,
+    soa_serial,
     zone_serial,
 )
+from localcluster.processes import stop_process_group
+from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 API = "secondarydns.io/v1alpha1"
-# Addresses on the cluster namespace's lo, outside the pod (10.244/16), Service
-# (10.96/16) and control-plane (10.250.0.1) ranges.
-PRIMARY_ADDRESS = "10.250.0.10"
-RELAY_ADDRESS = "10.250.0.53"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 # ---- the operator ------------------------------------------------------------
@@ -113,8 +89,9 @@ def run_operator(
     """`secondary-dns operator` as a process in the cluster namespace, stopped at the end.
 
     The relay listens on RELAY_ADDRESS:53 and that address is what Zones and
-    SecondaryServers publish as their NOTIFY target: the local cluster has no
-    kube-proxy, so a Service address would lead nowhere (docs/notify-relay.md).
+    SecondaryServers publish as their NOTIFY target: the operator runs here as a
+    process beside the cluster, not as a pod behind a Service, so its address is
+    configured (docs/notify-relay.md).
     """
     port = free_port()
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONUNBUFFERED="1")
@@ -276,22 +253,6 @@ def wait_synced(cluster: LocalCluster, namespace: str, zone_object: str, timeout
 # ---- measuring ---------------------------------------------------------------
 
 
-def soa_serial(zone: dns.name.Name, address: str, timeout: float = 0.5) -> int | None:
-    """The SOA serial `address` serves for `zone` (authoritatively), or None."""
-    query = dns.message.make_query(zone, dns.rdatatype.SOA)
-    query.flags &= ~dns.flags.RD
-    try:
-        response = dns.query.udp(query, address, timeout=timeout)
-    except (dns.exception.DNSException, OSError):
-        return None
-    if not response.flags & dns.flags.AA:
-        return None
-    for rrset in response.answer:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return int(rrset[0].serial)
-    return None
-
-
 def replica_addresses(cluster: LocalCluster, namespace: str, server: str) -> dict[str, str]:
     pods = kubectl_json(
         cluster, "get", "pods", "-n", namespace, "-l", f"secondarydns.io/server={server}"
@@ -342,7 +303,7 @@ def bump_and_measure(
     deadline = start + timeout
     while (pending or status_seconds is None) and time.monotonic() < deadline:
         for pod, address in list(pending.items()):
-            if soa_serial(origin, address) == serial:
+            if soa_serial(origin, address, timeout=0.5) == serial:
                 per_replica[pod] = time.monotonic() - start
                 del pending[pod]
         if status_seconds is None:

@@ -12,9 +12,9 @@ from typing import Any
 
 from localcluster import scenario
 from localcluster.cluster import LocalCluster
-from localcluster.scenario import OperatorProcess, apply, condition, wait_for
+from localcluster.scenario import OperatorProcess, apply, condition
 
-__all__ = ["OperatorProcess", "apply", "condition", "get_json", "run_operator", "wait_for"]
+__all__ = ["OperatorProcess", "apply", "condition", "get_json", "run_operator"]
 
 
 def run_operator(

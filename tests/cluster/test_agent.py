@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,9 +21,10 @@ import pytest
 
 from localcluster.cluster import LocalCluster
 from localcluster.named import NamedFleet, NamedProcess, TsigCredentials, free_port, make_zone
+from localcluster.waiting import wait_for
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
-from tests.dataplane.agent_configs import (
+from tests.agent_configs import (
     SERVER,
     Bundle,
     PrimaryZone,
@@ -35,7 +32,7 @@ from tests.dataplane.agent_configs import (
     key_secret_manifest,
     render_bundle,
 )
-from tests.dataplane.agent_harness import REPO, EngineProcess
+from tests.cli_processes import EngineProcess, SecondaryDnsProcess
 
 POD = "edge-0"
 SHARDS = 2
@@ -62,45 +59,6 @@ def _pod_annotations(cluster: LocalCluster, namespace: str) -> dict[str, str]:
     result = cluster.kubectl("get", "pod", POD, "-n", namespace, "-o", "json")
     annotations: dict[str, str] = json.loads(result.stdout)["metadata"].get("annotations") or {}
     return annotations
-
-
-def _wait(what: str, check: Any, timeout: float = 60.0, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-
-
-class AgentProcess:
-    def __init__(self, argv: list[str], log_path: Path) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO / "operator"), env.get("PYTHONPATH", "")])
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "secondary_dns.cli", "agent", *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @pytest.fixture
@@ -141,8 +99,9 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
     _apply(cluster, configmap_manifests(first, namespace, SHARDS))
 
     engine = EngineProcess(layout, tmp_path / "engine.log")
-    agent = AgentProcess(
+    agent = SecondaryDnsProcess(
         [
+            "agent",
             "--namespace",
             namespace,
             "--server",
@@ -167,10 +126,11 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
         tmp_path / "agent.log",
     )
     named = NamedProcess("agent-pod", Path(layout.named_conf), tmp_path, address)
+    agent.start()
     engine.start()
     try:
-        _wait("example.test. served", lambda: named.serial("example.test.") == 1)
-        _wait(
+        wait_for("example.test. served", lambda: named.serial("example.test.") == 1)
+        wait_for(
             "the Pod to show the applied config",
             lambda: (
                 _pod_annotations(cluster, namespace).get(
@@ -189,9 +149,9 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
             started = time.monotonic()
             _apply(cluster, configmap_manifests(config, namespace, SHARDS))
             kubectl_seconds.append(time.monotonic() - started)
-            _wait(f"{zone} served", lambda z=zone, s=10 + run: named.serial(z) == s, every=0.01)
+            wait_for(f"{zone} served", lambda z=zone, s=10 + run: named.serial(z) == s, every=0.01)
             latencies.append(time.monotonic() - started)
-            _wait(
+            wait_for(
                 "the Pod annotations",
                 lambda c=config: (
                     (a := _pod_annotations(cluster, namespace)).get(
@@ -217,7 +177,7 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
         good = config
         bad = good.with_file("zones.conf", good.files["zones.conf"] + "zone {\n")
         _apply(cluster, configmap_manifests(bad, namespace, SHARDS))
-        error = _wait(
+        error = wait_for(
             "config-error on the Pod",
             lambda: _pod_annotations(cluster, namespace).get(
                 agent_contract.ANNOTATION_CONFIG_ERROR

@@ -24,9 +24,9 @@ import pytest
 
 from localcluster import netns
 from localcluster.cluster import LocalCluster
-from localcluster.named import PrimaryServer
+from localcluster.constants import RELAY_ADDRESS
+from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
-    RELAY_ADDRESS,
     OperatorProcess,
     apply,
     condition,
@@ -36,12 +36,11 @@ from localcluster.scenario import (
     replica_addresses,
     run_operator,
     server_manifest,
-    soa_serial,
     start_primary,
-    wait_for,
     zone_manifest,
     zone_status,
 )
+from localcluster.waiting import wait_for
 
 ORIGIN = dns.name.from_text("example.test.")
 SERVER = "edge"

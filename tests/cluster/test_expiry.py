@@ -28,9 +28,9 @@ from localcluster.scenario import (
     run_operator,
     server_manifest,
     start_primary,
-    wait_for,
     zone_manifest,
 )
+from localcluster.waiting import wait_for
 
 ORIGIN = dns.name.from_text("cutoff.test.")
 SERVER = "edge"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,19 +12,11 @@ from typing import Any
 import kubernetes
 import pytest
 
-from localcluster import netns, podrunner
-from localcluster.cluster import LocalCluster, pid_alive
-
-
-def _wait_for(what: str, check: Any, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+from localcluster import netns
+from localcluster.cluster import LocalCluster
+from localcluster.podstate import pod_netns_name
+from localcluster.processes import pid_alive
+from localcluster.waiting import wait_for
 
 
 def _statefulset(name: str, replicas: int) -> dict[str, Any]:
@@ -85,16 +76,18 @@ def test_scheduler_spreads_statefulset_across_failure_zones(
     cluster: LocalCluster, namespace: str
 ) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(_statefulset("web", 3)))
-    placed = _wait_for(
+    placed = wait_for(
         "3 running pods",
         lambda: (c := _running_pods_by_zone(cluster, namespace, "web")).total() == 3 and c,
+        timeout=90,
     )
     assert placed == {"zone-a": 1, "zone-b": 1, "zone-c": 1}
 
     cluster.kubectl("scale", "statefulset/web", "-n", namespace, "--replicas=6")
-    placed = _wait_for(
+    placed = wait_for(
         "6 running pods",
         lambda: (c := _running_pods_by_zone(cluster, namespace, "web")).total() == 6 and c,
+        timeout=90,
     )
     assert placed == {"zone-a": 2, "zone-b": 2, "zone-c": 2}
 
@@ -205,7 +198,7 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
             "spec": {"containers": [{"name": "c", "image": "none", "command": ["sleep", "600"]}]},
         }
         throwaway.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(pod))
-        uid = _wait_for(
+        uid = wait_for(
             "the pod to run",
             lambda: (
                 (p := json.loads(throwaway.kubectl("get", "pod", "runner", "-o", "json").stdout))
@@ -213,12 +206,15 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
                 .get("podIP")
                 and p["metadata"]["uid"]
             ),
+            timeout=90,
         )
-        pod_ns = podrunner.pod_netns_name(throwaway.name, uid)
+        pod_ns = pod_netns_name(throwaway.name, uid)
         # The container's own process, once it runs `sleep`: a short-lived helper
         # of its start (a bind mount) could exit and its pid go to someone else.
-        pod_pids = _wait_for(
-            "the pod's process", lambda: [p for p in netns.pids(pod_ns) if _runs(p, b"sleep")]
+        pod_pids = wait_for(
+            "the pod's process",
+            lambda: [p for p in netns.pids(pod_ns) if _runs(p, b"sleep")],
+            timeout=90,
         )
         pids += pod_pids
     finally:

@@ -14,13 +14,13 @@ import pytest
 
 from crdutil import install_crds
 from localcluster.cluster import LocalCluster
+from localcluster.waiting import wait_for
 from tests.cluster.operator_fixture import (
     OperatorProcess,
     apply,
     condition,
     get_json,
     run_operator,
-    wait_for,
 )
 
 API = "secondarydns.io/v1alpha1"

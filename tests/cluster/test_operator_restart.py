@@ -7,7 +7,8 @@ from pathlib import Path
 
 from crdutil import install_crds
 from localcluster.cluster import LocalCluster
-from tests.cluster.operator_fixture import apply, condition, get_json, run_operator, wait_for
+from localcluster.waiting import wait_for
+from tests.cluster.operator_fixture import apply, condition, get_json, run_operator
 from tests.cluster.test_operator import server, tsig_secret, zone
 
 KINDS = (

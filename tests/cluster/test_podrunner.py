@@ -23,21 +23,20 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.query
-import dns.rcode
-import dns.rdatatype
 import pytest
 
 from crdutil import install_crds
-from localcluster import netns, podrunner
+from localcluster import netns
 from localcluster.cluster import LocalCluster
-from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone, soa_serial
+from localcluster.podstate import host_veth_name, pod_netns_name, pods_dir
+from localcluster.waiting import wait_for
 from tests.cluster.operator_fixture import (
     OperatorProcess,
     apply,
     condition,
     get_json,
     run_operator,
-    wait_for,
 )
 
 API = "secondarydns.io/v1alpha1"
@@ -94,6 +93,11 @@ def _running(cluster: LocalCluster, namespace: str, count: int) -> list[dict[str
     return live if len(live) == count and len(pods) == count else None
 
 
+def _ready(cluster: LocalCluster, namespace: str, count: int) -> list[dict[str, Any]] | None:
+    pods = _running(cluster, namespace, count)
+    return pods if pods and all(_is_ready(p) for p in pods) else None
+
+
 def _readyz(ip: str) -> int:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -111,18 +115,7 @@ def _is_ready(pod: dict[str, Any]) -> bool:
 
 
 def _serial(ip: str) -> int | None:
-    query = dns.message.make_query(ZONE, "SOA")
-    query.flags &= ~dns.flags.RD
-    try:
-        response = dns.query.udp(query, ip, timeout=1)
-    except (dns.exception.Timeout, OSError):
-        return None
-    if response.rcode() != dns.rcode.NOERROR or not response.flags & dns.flags.AA:
-        return None
-    for rrset in response.answer:
-        if rrset.rdtype == dns.rdatatype.SOA:
-            return int(rrset[0].serial)
-    return None
+    return soa_serial(ZONE, ip, timeout=1)
 
 
 def _notify(ip: str, source: str) -> None:
@@ -186,7 +179,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
     assert len(set(ips.values())) == 3, ips
     for pod in pods:
         ip = pod["status"]["podIP"]
-        pod_ns = podrunner.pod_netns_name(cluster.name, pod["metadata"]["uid"])
+        pod_ns = pod_netns_name(cluster.name, pod["metadata"]["uid"])
         # Its own network namespace, with its IP on eth0, and its processes in it.
         assert netns.exists(pod_ns), pod_ns
         assert _eth0_addresses(pod_ns) == [ip]
@@ -196,9 +189,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
     # Each pod talks to the API as its service account (a bound token, as kubelet
     # gives it), so the agent's Role is what it may do: its keys Secret, not others.
     pod = pods[0]
-    kubeconfig = (
-        podrunner.pods_dir(cluster.state_dir) / pod["metadata"]["uid"] / "credentials/kubeconfig"
-    )
+    kubeconfig = pods_dir(cluster.state_dir) / pod["metadata"]["uid"] / "credentials/kubeconfig"
     (user,) = json.loads(kubeconfig.read_text())["users"]
     assert set(user["user"]) == {"token"}, "the admin's client certificate reached a pod"
 
@@ -249,7 +240,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
         # Deleting a pod stops its processes and removes its namespace; the
         # StatefulSet's replacement serves again.
         victim = next(p for p in ready_pods if p["metadata"]["name"] == f"{SERVER}-1")
-        victim_ns = podrunner.pod_netns_name(cluster.name, victim["metadata"]["uid"])
+        victim_ns = pod_netns_name(cluster.name, victim["metadata"]["uid"])
         victim_pids = set(_container_pids(victim).values())
         deleted = time.monotonic()
         cluster.kubectl("delete", "pod", "-n", namespace, f"{SERVER}-1", "--wait=false")
@@ -261,7 +252,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
             ),
             timeout=45,
         )
-        veth = podrunner.host_veth_name(victim["metadata"]["uid"])
+        veth = host_veth_name(victim["metadata"]["uid"])
         links = subprocess.run(
             ["ip", "-n", cluster.netns, "link", "show", "dev", veth], capture_output=True
         )
@@ -279,7 +270,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
 
         back = wait_for("the replacement to serve", replacement, timeout=90)
         print(f"pod deleted -> replacement Ready and serving: {time.monotonic() - deleted:.1f}s")
-        new_ns = podrunner.pod_netns_name(cluster.name, back["metadata"]["uid"])
+        new_ns = pod_netns_name(cluster.name, back["metadata"]["uid"])
         assert netns.exists(new_ns) and _eth0_addresses(new_ns) == [back["status"]["podIP"]]
 
 
@@ -292,11 +283,7 @@ def test_restarted_pod_runner_adopts_running_pods(
         {"apiVersion": API, "kind": "SecondaryServer", "metadata": {"name": SERVER},
          "spec": {"replicas": 3}},
     )  # fmt: skip
-    wait_for(
-        "3 Ready pods",
-        lambda: (ps := _running(cluster, namespace, 3)) and all(_is_ready(p) for p in ps),
-        timeout=120,
-    )
+    wait_for("3 Ready pods", lambda: _ready(cluster, namespace, 3), timeout=120)
     before = {p["metadata"]["uid"]: _container_pids(p) for p in _pods(cluster, namespace)}
     runner = cluster.component_pid("pod-runner")
     assert runner is not None

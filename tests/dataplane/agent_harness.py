@@ -9,9 +9,6 @@ when the test fails.
 from __future__ import annotations
 
 import ipaddress
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,82 +18,22 @@ from types import TracebackType
 
 import dns.name
 
-from localcluster.named import (
-    NamedProcess,
-    TsigCredentials,
-    free_port,
-    stop_process_group,
-    wait_until,
-)
+from localcluster.named import NamedProcess, TsigCredentials, free_port
+from localcluster.waiting import wait_for
 from secondary_dns.agent.endpoints import AgentHTTPServer
 from secondary_dns.agent.files import NamedControl
 from secondary_dns.agent.probe import EngineProbe
 from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
 from secondary_dns.api.agent_contract import PodLayout
-from tests.dataplane.agent_configs import (
+from tests.agent_configs import (
     Bundle,
     PrimaryZone,
     key_secret_of,
     render_bundle,
     shards_of,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class EngineProcess:
-    """`secondary-dns engine` in a process group of its own."""
-
-    def __init__(self, layout: PodLayout, log_path: Path) -> None:
-        self.layout = layout
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO / "operator"), env.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep)
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "secondary_dns.cli",
-                    "engine",
-                    "--run-dir",
-                    str(self.layout.run_dir),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
-            )
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def named_pid(self) -> int | None:
-        """The PID named wrote to its pid-file (the rendered config puts it in run_dir)."""
-        try:
-            return int((Path(self.layout.run_dir) / "named.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None:
-            stop_process_group(process)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+from tests.cli_processes import EngineProcess
 
 
 class AgentPod:
@@ -179,22 +116,22 @@ class AgentPod:
     def annotation(self, key: str) -> str | None:
         return self.reporter.annotations.get(key)
 
-    def wait_for_annotation(self, key: str, value: str, deadline: float = 30.0) -> str:
-        return wait_until(
-            lambda: value if self.annotation(key) == value else None,
+    def wait_for_annotation(self, key: str, value: str, deadline: float = 30.0) -> None:
+        wait_for(
+            f"annotation {key}={value}",
+            lambda: self.annotation(key) == value,
             deadline,
-            f"annotation {key}={value} (now {self.annotation(key)!r})",
+            every=0.2,
         )
 
     def wait_until_serving(self, zone: str, serial: int, deadline: float = 30.0) -> float:
         """Seconds until named answers authoritatively for `zone` with `serial` (polls fast)."""
         start = time.monotonic()
         name = dns.name.from_text(zone)
-        while self.named.serial(name) != serial:
-            if time.monotonic() - start > deadline:
-                raise TimeoutError(
-                    f"{zone} serial {serial} not served after {deadline}s; "
-                    f"engine log:\n{self.engine.log()[-4000:]}"
-                )
-            time.sleep(0.02)
+        wait_for(
+            f"{zone} serial {serial} served",
+            lambda: self.named.serial(name) == serial,
+            deadline,
+            0.02,
+        )
         return time.monotonic() - start

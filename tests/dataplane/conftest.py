@@ -5,10 +5,17 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
+from tests.dataplane.rendered import (
+    ZONE,
+    ExampleSecondary,
+    RenderedSecondary,
+    start_example_secondary,
+)
 
 HERE = Path(__file__).parent
 
@@ -42,4 +49,21 @@ def transfer_key() -> TsigCredentials:
 @pytest.fixture
 def primary(fleet: NamedFleet, transfer_key: TsigCredentials) -> PrimaryServer:
     """A primary serving example.test (serial 1), transfers only with `transfer_key`."""
-    return fleet.start_primary([make_zone("example.test.", serial=1)], transfer_key)
+    return fleet.start_primary([make_zone(ZONE, serial=1)], transfer_key)
+
+
+@pytest.fixture
+def example_secondary(
+    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+) -> ExampleSecondary:
+    """Starts the secondary most tests need: example.test. from `primary` with `transfer_key`.
+
+    Rendered by `secondary-dns render` from manifests (see rendered.py); keyword
+    arguments shape the Zone or the server (`start_example_secondary`). It
+    returns once the secondary serves serial 1.
+    """
+
+    def start(**options: Any) -> RenderedSecondary:
+        return start_example_secondary(fleet, tmp_path / "edge", [primary], transfer_key, **options)
+
+    return start

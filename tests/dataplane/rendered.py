@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,15 @@ from localcluster.named import (
     PrimaryServer,
     TsigCredentials,
     free_port,
+    zone_serial,
 )
 from secondary_dns.api import API_VERSION
 from secondary_dns.cli import build_parser, run_render
 
 NAMESPACE = "dns"
 SERVER = "edge"
+# The zone most data-plane tests transfer (the `primary` fixture serves it).
+ZONE = "example.test."
 
 
 def server_manifest(
@@ -147,3 +151,34 @@ def start_rendered_secondary(
         label=f"secondary-{address}",
     )
     return RenderedSecondary(config_dir, stdout, stderr, process)
+
+
+# The `example_secondary` fixture (conftest.py): keyword arguments as below.
+ExampleSecondary = Callable[..., RenderedSecondary]
+
+
+def start_example_secondary(
+    fleet: NamedFleet,
+    config_dir: Path,
+    primaries: Sequence[PrimaryServer],
+    key: TsigCredentials,
+    *,
+    server: dict[str, Any] | None = None,
+    extra: Sequence[dict[str, Any]] = (),
+    **zone_options: Any,
+) -> RenderedSecondary:
+    """A rendered secondary of example.test. from `primaries`, transfers signed with `key`.
+
+    The key is a Secret, as a user would create it; `zone_options` go to the
+    Zone (`zone_manifest`), `extra` manifests (more Secrets) along. Returns once
+    the secondary serves the primaries' serial.
+    """
+    manifests = [
+        server or server_manifest(),
+        zone_manifest("example", ZONE, [primary_entry(p) for p in primaries], **zone_options),
+        secret_manifest(key),
+        *extra,
+    ]
+    secondary = start_rendered_secondary(fleet, config_dir, manifests)
+    secondary.process.wait_for_serial(ZONE, zone_serial(primaries[0].zone(ZONE)))
+    return secondary

@@ -10,14 +10,10 @@ from typing import Any
 
 import pytest
 
-from localcluster.named import (
-    NamedFleet,
-    TsigCredentials,
-    make_zone,
-    wait_until,
-)
+from localcluster.named import NamedFleet, TsigCredentials, make_zone
+from localcluster.waiting import wait_for
 from secondary_dns.api import agent_contract
-from tests.dataplane.agent_configs import PrimaryZone
+from tests.agent_configs import PrimaryZone
 from tests.dataplane.agent_harness import AgentPod
 
 A = agent_contract.ANNOTATION_APPLIED_CONFIG_HASH
@@ -98,7 +94,7 @@ def test_rejected_config_keeps_the_last_good_one_serving(
     # named-checkconf refuses it: one statement has an unknown zone type.
     bad = good.with_file("zones.conf", zones_conf.replace("type secondary", "type tertiary", 1))
     pod.publish(bad)
-    error = wait_until(lambda: pod.annotation(ERROR) or None, 30, "the config error to be reported")
+    error = wait_for("the config error to be reported", lambda: pod.annotation(ERROR), 30)
     assert error.startswith(f"{bad.config_hash}: named-checkconf: ")
     assert "tertiary" in error and "\n" not in error
     assert pod.annotation(A) == good.config_hash
@@ -142,7 +138,7 @@ def test_ready_only_when_every_zone_has_loaded(
     primary.notify(pod.named, "late.test.")
     pod.wait_until_serving("late.test.", 9)
     pod.wait_for_annotation(LOADED, "2/2")
-    wait_until(lambda: True if pod.get("/readyz")[0] == 200 else None, 10, "/readyz to be 200")
+    wait_for("/readyz to be 200", lambda: pod.get("/readyz")[0] == 200, 10)
     assert "secondarydns_agent_ready 1.0" in pod.get("/metrics")[1]
 
 
@@ -167,10 +163,10 @@ def test_a_new_retransfer_request_makes_every_zone_it_names_transfer_in_full(
     # The serial did not move, so only the request can cause this transfer.
     requested = pod.bundle(zones("ticket-1"))
     pod.publish(requested)
-    wait_until(
-        lambda: primary.outgoing_transfers("example.test.") == [("AXFR", 5), ("AXFR", 5)] or None,
-        30,
+    wait_for(
         "a second full transfer of example.test.",
+        lambda: primary.outgoing_transfers("example.test.") == [("AXFR", 5), ("AXFR", 5)],
+        30,
     )
     pod.wait_for_annotation(A, requested.config_hash)
     assert primary.outgoing_transfers("other.test.") == [("AXFR", 6)]
@@ -205,7 +201,7 @@ def test_zones_endpoint_shows_named_s_own_expire_timer(
         found: dict[str, Any] = json.loads(body)["zones"]
         return found if found.get("example.test.", {}).get("expires") else None
 
-    shown = wait_until(zones, 30, "the expire time of example.test. on /zones")
+    shown = wait_for("the expire time of example.test. on /zones", zones, 30)
     # named: expire = last successful refresh (the transfer just now) + SOA expire.
     assert abs(shown["example.test."]["expires"] - (transferred + 7200)) < 5
     assert shown["example.test."]["serial"] == 9

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localcluster.named import (
-    NamedFleet,
-    PrimaryServer,
-    TsigCredentials,
-    make_zone,
-)
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
 from tests.dataplane.rendered import (
+    ZONE,
+    ExampleSecondary,
     primary_entry,
     secret_manifest,
     server_manifest,
+    start_example_secondary,
     start_rendered_secondary,
     zone_manifest,
 )
-
-ZONE = "example.test."
 
 
 def test_first_primary_down_zone_transfers_from_the_second(
@@ -27,17 +23,7 @@ def test_first_primary_down_zone_transfers_from_the_second(
     first = fleet.start_primary([make_zone(ZONE, serial=7)], transfer_key)
     second = fleet.start_primary([make_zone(ZONE, serial=7)], transfer_key)
     first.stop()
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(),
-            zone_manifest("example", ZONE, [primary_entry(first), primary_entry(second)]),
-            secret_manifest(transfer_key),
-        ],
-    )
-    named = secondary.process
-    named.wait_for_serial(ZONE, 7)
+    named = start_example_secondary(fleet, tmp_path / "edge", [first, second], transfer_key).process
     assert second.outgoing_transfers(ZONE) == [("AXFR", 7)]
 
     # Later changes keep coming from the second primary while the first is away.
@@ -48,19 +34,9 @@ def test_first_primary_down_zone_transfers_from_the_second(
 
 
 def test_more_records_than_max_records_is_refused_and_old_copy_served(
-    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+    primary: PrimaryServer, example_secondary: ExampleSecondary
 ) -> None:
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(max_records=50),
-            zone_manifest("example", ZONE, [primary_entry(primary)]),
-            secret_manifest(transfer_key),
-        ],
-    )
-    named = secondary.process
-    named.wait_for_serial(ZONE, 1)
+    named = example_secondary(server=server_manifest(max_records=50)).process
 
     # A primary that suddenly serves 200 records (a mistake or an attack).
     serial = primary.serve_zone(make_zone(ZONE, serial=2, hosts=200))
@@ -110,19 +86,9 @@ def test_zone_with_wrong_key_fails_while_other_zones_stay_in_sync(
 
 
 def test_restart_while_primary_is_down_serves_the_copy_on_disk(
-    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+    primary: PrimaryServer, example_secondary: ExampleSecondary
 ) -> None:
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(),
-            zone_manifest("example", ZONE, [primary_entry(primary)]),
-            secret_manifest(transfer_key),
-        ],
-    )
-    named = secondary.process
-    named.wait_for_serial(ZONE, 1)
+    named = example_secondary().process
     serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
     primary.notify(named, ZONE)
     named.wait_for_serial(ZONE, serial)
@@ -138,26 +104,12 @@ def test_restart_while_primary_is_down_serves_the_copy_on_disk(
 
 
 def test_small_max_refresh_picks_up_a_change_without_notify(
-    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+    primary: PrimaryServer, example_secondary: ExampleSecondary
 ) -> None:
     # The zone's SOA says refresh 3600; the Zone's ceiling makes it 2 seconds.
     assert primary.zone(ZONE).get_soa().refresh == 3600
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(),
-            zone_manifest(
-                "example",
-                ZONE,
-                [primary_entry(primary)],
-                timers={"maxRefreshSeconds": 2, "maxRetrySeconds": 2},
-            ),
-            secret_manifest(transfer_key),
-        ],
-    )
+    secondary = example_secondary(timers={"maxRefreshSeconds": 2, "maxRetrySeconds": 2})
     named = secondary.process
-    named.wait_for_serial(ZONE, 1)
     serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
     # No NOTIFY: only the refresh timer can bring the change.
     named.wait_for_serial(ZONE, serial, deadline=30)

@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import dns.rcode
 import dns.xfr
 import pytest
 
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, axfr, send_notify
-from tests.dataplane.rendered import (
-    primary_entry,
-    secret_manifest,
-    server_manifest,
-    start_rendered_secondary,
-    zone_manifest,
-)
-
-ZONE = "example.test."
+from tests.dataplane.rendered import ZONE, ExampleSecondary, secret_manifest
 
 
 def test_initial_axfr_with_tsig_then_notify_brings_ixfr(
-    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+    primary: PrimaryServer, example_secondary: ExampleSecondary
 ) -> None:
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(),
-            zone_manifest("example", ZONE, [primary_entry(primary)]),
-            secret_manifest(transfer_key),
-        ],
-    )
+    secondary = example_secondary()
     assert "left out" not in secondary.stderr
     named = secondary.process
-    named.wait_for_serial(ZONE, 1)
     # The first copy came by AXFR, signed with the Secret's key (the primary
     # refuses unsigned transfers, see the harness test).
     assert primary.outgoing_transfers(ZONE) == [("AXFR", 1)]
@@ -53,26 +35,12 @@ def test_initial_axfr_with_tsig_then_notify_brings_ixfr(
 
 
 def test_notify_from_unlisted_address_without_key_is_ignored(
-    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+    fleet: NamedFleet, primary: PrimaryServer, example_secondary: ExampleSecondary
 ) -> None:
     notifier = fleet.address()  # listed in notify.allowFrom
     stranger = fleet.address()  # listed nowhere
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(),
-            zone_manifest(
-                "example",
-                ZONE,
-                [primary_entry(primary)],
-                notify_allow_from=[f"{notifier}/32"],
-            ),
-            secret_manifest(transfer_key),
-        ],
-    )
+    secondary = example_secondary(notify_allow_from=[f"{notifier}/32"])
     named = secondary.process
-    named.wait_for_serial(ZONE, 1)
     serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
 
     response = send_notify(named, ZONE, source=stranger)
@@ -95,35 +63,22 @@ def test_notify_from_unlisted_address_without_key_is_ignored(
 
 
 def test_transfers_from_the_secondary_follow_the_zone_acl(
-    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+    fleet: NamedFleet, primary: PrimaryServer, example_secondary: ExampleSecondary
 ) -> None:
     downstream_key = TsigCredentials.generate("downstream.example.")
     site_key = TsigCredentials.generate("site.example.")
     site_client = fleet.address()
     other_client = fleet.address()
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(),
-            zone_manifest(
-                "example",
-                ZONE,
-                [primary_entry(primary)],
-                allow_transfer=[
-                    # Address AND key: both must match.
-                    {"cidr": f"{site_client}/32", "tsigKeySecretRef": {"name": "site"}},
-                    # Key alone: from anywhere.
-                    {"tsigKeySecretRef": {"name": "downstream"}},
-                ],
-            ),
-            secret_manifest(transfer_key),
-            secret_manifest(downstream_key, "downstream"),
-            secret_manifest(site_key, "site"),
+    secondary = example_secondary(
+        allow_transfer=[
+            # Address AND key: both must match.
+            {"cidr": f"{site_client}/32", "tsigKeySecretRef": {"name": "site"}},
+            # Key alone: from anywhere.
+            {"tsigKeySecretRef": {"name": "downstream"}},
         ],
+        extra=[secret_manifest(downstream_key, "downstream"), secret_manifest(site_key, "site")],
     )
     named = secondary.process
-    named.wait_for_serial(ZONE, 1)
     serial = primary.set_record(ZONE, "www", "A", "192.0.2.80")
     primary.notify(named, ZONE)
     named.wait_for_serial(ZONE, serial)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from pathlib import Path
 
 import dns.name
 
@@ -13,31 +12,16 @@ from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials
 from secondary_dns.api import TsigKey
 from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.dns.probe import ProbeRequest, probe_all, probe_soa
-from tests.dataplane.rendered import (
-    primary_entry,
-    secret_manifest,
-    server_manifest,
-    start_rendered_secondary,
-    zone_manifest,
-)
+from tests.dataplane.rendered import ZONE as ZONE_TEXT
+from tests.dataplane.rendered import ExampleSecondary
 
-ZONE = dns.name.from_text("example.test.")
+ZONE = dns.name.from_text(ZONE_TEXT)
 
 
 def test_probe_reads_serials_of_a_primary_and_a_rendered_secondary(
-    fleet: NamedFleet, primary: PrimaryServer, transfer_key: TsigCredentials, tmp_path: Path
+    primary: PrimaryServer, example_secondary: ExampleSecondary
 ) -> None:
-    secondary = start_rendered_secondary(
-        fleet,
-        tmp_path / "edge",
-        [
-            server_manifest(),
-            zone_manifest("example", ZONE.to_text(), [primary_entry(primary)]),
-            secret_manifest(transfer_key),
-        ],
-    )
-    named = secondary.process
-    named.wait_for_serial(ZONE, 1)
+    named = example_secondary().process
 
     result = asyncio.run(probe_soa(ZONE, ProbeTarget(primary.address)))
     assert result.error is None and result.answer is not None

@@ -30,27 +30,15 @@ import dns.tsig
 import pytest
 from prometheus_client import REGISTRY
 
-from localcluster.named import (
-    NamedFleet,
-    NamedProcess,
-    PrimaryServer,
-    TsigCredentials,
-    make_zone,
-    wait_until,
-)
+from localcluster.named import NamedFleet, NamedProcess, PrimaryServer, TsigCredentials, make_zone
+from localcluster.waiting import wait_for
 from secondary_dns.api import TsigKey
 from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.dns.relay import NotifyRelay, RelayRoute
-from tests.dataplane.rendered import (
-    RenderedSecondary,
-    primary_entry,
-    secret_manifest,
-    server_manifest,
-    start_rendered_secondary,
-    zone_manifest,
-)
+from tests.dataplane.rendered import ZONE as ZONE_TEXT
+from tests.dataplane.rendered import RenderedSecondary, start_example_secondary
 
-ZONE = dns.name.from_text("example.test.")
+ZONE = dns.name.from_text(ZONE_TEXT)
 DAY = 86400
 T = TypeVar("T")
 
@@ -141,16 +129,10 @@ def setup(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> I
         )
         fleet.processes.append(primary)
         primary.start()
-        manifests = [
-            server_manifest(),
-            zone_manifest("example", ZONE.to_text(), [primary_entry(primary)]),
-            secret_manifest(transfer_key),
-        ]
         secondaries = [
-            start_rendered_secondary(fleet, tmp_path / f"edge-{i}", manifests) for i in range(3)
+            start_example_secondary(fleet, tmp_path / f"edge-{i}", [primary], transfer_key)
+            for i in range(3)
         ]
-        for secondary in secondaries:
-            secondary.process.wait_for_serial(ZONE, 1)
         result = Setup(relay, relay_address, primary, as_key(transfer_key), secondaries)
         # From another thread than the relay's loop, as the operator does.
         relay.set_routes({ZONE: result.route()})
@@ -201,7 +183,7 @@ def test_serial_bump_reaches_every_secondary_through_the_relay(setup: Setup) -> 
     # got a NOTIFY signed with its relay key (the refresh timer is a day).
     assert setup.relay.accepted >= 2  # the start-up NOTIFY and this one
     assert setup.relay.rejected == {}
-    wait_until(lambda: True if setup.relay.relayed >= 3 else None, 10, "3 fan-outs")
+    wait_for("3 fan-outs", lambda: setup.relay.relayed >= 3, 10)
     assert counter("secondarydns_notify_relayed_total") - relayed_before >= 3
     for text in logs_since(setup.named, marks):
         assert "received notify for zone 'example.test': TSIG 'secondary-dns-relay'" in text, text
@@ -224,10 +206,10 @@ def test_notify_from_unlisted_addresses_is_dropped_and_nothing_refreshes(
     rejected_before = counter("secondarydns_notify_rejected_total", reason="unknown_source")
     marks = log_marks(setup.named)
     serial = setup.primary.set_record(ZONE, "www", "A", "192.0.2.81")
-    wait_until(
-        lambda: True if setup.relay.rejected["unknown_source"] >= 1 else None,
-        10,
+    wait_for(
         "the primary's NOTIFY to be dropped",
+        lambda: setup.relay.rejected["unknown_source"] >= 1,
+        10,
     )
     stranger = fleet.address()
     assert notify_relay(setup, stranger) is None  # dropped: no answer at all
@@ -269,7 +251,7 @@ def test_notify_with_a_wrong_key_is_dropped_even_from_the_primary(
     response = notify_relay(setup, fleet.address(), key=setup.primary_key)
     assert response is not None and response.had_tsig
     assert response.rcode() == dns.rcode.NOERROR
-    wait_until(lambda: True if setup.relay.relayed >= relayed_before + 3 else None, 10, "fan-out")
+    wait_for("fan-out", lambda: setup.relay.relayed >= relayed_before + 3, 10)
     for text in logs_since(setup.named, marks):
         assert "received notify for zone 'example.test': TSIG 'secondary-dns-relay'" in text
 
@@ -295,11 +277,11 @@ def test_malformed_packets_are_counted_and_the_relay_keeps_working(setup: Setup)
         tcp.sendall((300).to_bytes(2, "big") + b"\x01" * 20)
 
     # Random bytes may by chance parse as a (non-NOTIFY) message; either way dropped.
-    def dropped() -> bool | None:
+    def dropped() -> bool:
         count = setup.relay.rejected["malformed"] + setup.relay.rejected["not_notify"]
-        return True if count >= 2 * len(garbage) else None
+        return count >= 2 * len(garbage)
 
-    wait_until(dropped, 10, "every malformed packet to be counted")
+    wait_for("every malformed packet to be counted", dropped, 10)
     assert counter("secondarydns_notify_rejected_total", reason="malformed") > malformed_before
 
     # Still working, over UDP (the primary's NOTIFY) and TCP.

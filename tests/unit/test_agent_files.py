@@ -20,7 +20,7 @@ from secondary_dns.agent.files import (
     ensure_rndc_key,
 )
 from secondary_dns.api.agent_contract import PodLayout
-from tests.dataplane.agent_configs import (
+from tests.agent_configs import (
     Bundle,
     PrimaryZone,
     key_secret_of,

@@ -17,7 +17,7 @@ from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
-from tests.dataplane.agent_configs import (
+from tests.agent_configs import (
     Bundle,
     PrimaryZone,
     key_secret_of,

@@ -1,7 +1,8 @@
-"""Pure parts of the local control plane: version pinning, the node layout, the pod runner."""
+"""Pure parts of the local cluster: version pinning, the node layout, the pod runner."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from ipaddress import ip_network
 from pathlib import Path
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from localcluster import build, podrunner
-from localcluster.cluster import POD_CIDR, node_manifest, nodes
+from localcluster import build, podrunner, podstate
+from localcluster.cluster import node_manifest, nodes
+from localcluster.constants import POD_CIDR
+from localcluster.waiting import poll, wait_for
 
 UPSTREAM_GO_MOD = """module k8s.io/kubernetes
 
@@ -60,6 +63,17 @@ def test_helm_is_stamped_with_the_kubernetes_version_of_its_client_go() -> None:
         build.helm_kubernetes_version("module x\n")
 
 
+def test_wait_for_returns_the_first_true_value_or_names_what_it_waited_for() -> None:
+    counter = itertools.count()
+    assert wait_for("the third call", lambda: next(counter) >= 2 and "done", 5, every=0) == "done"
+    with pytest.raises(TimeoutError, match=r"waiting for nothing; last: 0"):
+        wait_for("nothing", lambda: 0, timeout=0, every=0)
+    # poll: the last false value at the deadline, after at least one call.
+    calls = itertools.count()
+    assert poll(lambda: next(calls) > 5, timeout=0) is False
+    assert next(calls) == 1
+
+
 def test_six_nodes_two_per_failure_zone_with_distinct_pod_cidrs() -> None:
     layout = nodes()
     assert Counter(n.zone for n in layout) == {"zone-a": 2, "zone-b": 2, "zone-c": 2}
@@ -78,9 +92,30 @@ UID = "4d945fbe-2f44-4423-852f-e991a886b66a"
 
 
 def test_pod_names_are_short_and_derived_from_the_uid() -> None:
-    assert podrunner.pod_netns_name("sdns-test", UID) == "sdns-test-pod-4d945fbe"
-    veth = podrunner.host_veth_name(UID)
+    assert podstate.pod_netns_name("sdns-test", UID) == "sdns-test-pod-4d945fbe"
+    veth = podstate.host_veth_name(UID)
     assert veth == "sp4d945fbe" and len(veth) <= 15  # IFNAMSIZ - 1
+
+
+def test_pod_state_survives_a_restart_of_the_runner(tmp_path: Path) -> None:
+    directory = podstate.pods_dir(tmp_path) / UID
+    (directory / podstate.CONTAINERS_DIR).mkdir(parents=True)
+    record = podstate.PodRecord(
+        UID, "dns", "edge-0", "kwok-zone-a-1", "10.244.1.254", "c-pod-4d945fbe", "sp4d945fbe"
+    )
+    record.save(directory)
+    engine = podstate.ContainerRecord(pid=None, started_at=None, restarts=3, last_exit_code=1)
+    engine.save(directory / podstate.CONTAINERS_DIR / "engine.json")
+    (podstate.pods_dir(tmp_path) / "broken").mkdir()
+    (podstate.pods_dir(tmp_path) / "broken" / podstate.POD_FILE).write_text("{")
+
+    assert list(podstate.pod_records(tmp_path)) == [(directory, record)]
+    assert list(podstate.container_records(directory)) == [
+        ("engine", directory / podstate.CONTAINERS_DIR / "engine.json", engine)
+    ]
+    assert podstate.describe_pods(tmp_path) == [
+        "dns/edge-0 10.244.1.254 netns c-pod-4d945fbe node kwok-zone-a-1 [engine=down]"
+    ]
 
 
 def test_pod_ips_come_from_the_top_of_the_node_cidr_and_skip_used_ones() -> None:
@@ -214,7 +249,7 @@ def test_pod_status_is_ready_only_when_every_container_is() -> None:
 
 
 def test_a_volume_that_would_hide_the_checkout_or_interpreter_is_not_mounted() -> None:
-    from localcluster.podrunner import unhidden_mounts
+    unhidden_mounts = podrunner.unhidden_mounts
 
     mounts = [
         ("volumes/run", "/run/secondary-dns"),

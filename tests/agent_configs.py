@@ -1,5 +1,7 @@
 """Real rendered configurations for agent tests, shaped as the operator ships them.
 
+Shared by the unit, dataplane and cluster tiers (so it lives in none of them).
+
 The renderer turns Zone manifests into named.conf and zones.conf for the pod
 layout (`render.children.engine_paths(layout)` under a temporary directory); these
 helpers wrap the result as config ConfigMaps (optionally split into parts and

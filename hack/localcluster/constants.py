@@ -1,0 +1,47 @@
+"""The local cluster's fixed addresses, ranges, ports and labels, in one place.
+
+Every address here exists only inside the cluster's network namespace (or a
+pod's namespace joined to it): the host never sees any of them.
+"""
+
+from __future__ import annotations
+
+# ---- the control plane ------------------------------------------------------
+
+API_PORT = 6443
+ETCD_PORT = 2379
+ETCD_PEER_PORT = 2380
+# The apiserver advertises an address that only exists on the namespace's
+# loopback; without one it looks for a default route, and there is none. Pods
+# reach the API here too: their 127.0.0.1 is their own.
+CONTROL_PLANE_ADDRESS = "10.250.0.1"
+API_URL_FOR_PODS = f"https://{CONTROL_PLANE_ADDRESS}:{API_PORT}"
+KWOK_SERVER_ADDRESS = "127.0.0.1:10247"
+
+# ---- ranges -----------------------------------------------------------------
+
+SERVICE_CIDR = "10.96.0.0/16"
+# The `kubernetes` Service: the first address of the range (on the API
+# server's certificate).
+KUBERNETES_SERVICE_ADDRESS = "10.96.0.1"
+POD_CIDR = "10.244.0.0/16"
+FAILURE_ZONES = ("zone-a", "zone-b", "zone-c")
+NODES_PER_ZONE = 2
+
+# ---- pods and Services ------------------------------------------------------
+
+# The pods the pod runner runs for real (the label `build_statefulset` puts on
+# every DNS pod); kwok is told to leave their status alone.
+RUNNER_POD_LABEL = "secondarydns.io/server"
+# The pods' default gateway (Calico's choice): link-local, so it can never
+# clash with a pod, Service or primary address. It is a local address of the
+# cluster namespace, which is what makes the host side of every veth answer
+# the pods' ARP requests for it.
+POD_GATEWAY = "169.254.1.1"
+
+# ---- the scenario (demo, end-to-end tests, benchmark) ---------------------
+
+# Addresses on the cluster namespace's lo, outside the pod, Service and
+# control-plane addresses.
+PRIMARY_ADDRESS = "10.250.0.10"
+RELAY_ADDRESS = "10.250.0.53"
