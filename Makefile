@@ -10,8 +10,8 @@ PYTEST_ARGS ?=
 setup: system-packages venv binaries image
 
 # Debian packages the tests and the local cluster use (BIND 9, iproute2 for
-# network namespaces, openssl for the local cluster's certificates, podman,
-# buildah, runc and mmdebstrap for the image).
+# network namespaces, openssl for the local cluster's certificates, nftables
+# for its kube-proxy, podman, buildah, runc and mmdebstrap for the image).
 system-packages:
 	@bash hack/install-system-packages
 

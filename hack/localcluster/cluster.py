@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localcluster import build, netns
+from localcluster import build, kubeproxy, netns
 from localcluster.constants import (
     API_PORT,
     CONTROL_PLANE_ADDRESS,
@@ -27,6 +27,7 @@ from localcluster.constants import (
     FAILURE_ZONES,
     KUBERNETES_SERVICE_ADDRESS,
     KWOK_SERVER_ADDRESS,
+    NODE_ADDRESS,
     NODES_PER_ZONE,
     RUNNER_POD_LABEL,
     SERVICE_CIDR,
@@ -35,7 +36,7 @@ from localcluster.podstate import describe_pods, remove_all_pods
 from localcluster.processes import pid_alive, terminate
 from localcluster.waiting import wait_for
 
-# The control plane proper: what must be up before the pod runner can be
+# The control plane proper: what must be up before the node components can be
 # (re)started without touching it.
 CONTROL_PLANE = (
     "etcd",
@@ -44,13 +45,16 @@ CONTROL_PLANE = (
     "kube-scheduler",
     "kwok",
 )
-COMPONENTS = (*CONTROL_PLANE, "pod-runner")
+# What a node's kubelet, CNI plugin and kube-proxy do for the pods.
+NODE_COMPONENTS = ("kube-proxy", "pod-runner")
+COMPONENTS = CONTROL_PLANE + NODE_COMPONENTS
 # kwok leaves the status of pods with this label alone; the pod runner
 # (podrunner.py) runs them and writes their status, as a kubelet would. The
 # flag is deprecated upstream in favour of Stage selectors but does exactly
 # this in v0.8.0 (pkg/kwok/controllers/pod_controller.go, `need`).
 KWOK_DISREGARD_FLAG = f"--disregard-status-with-label-selector={RUNNER_POD_LABEL}"
 HACK_DIR = Path(__file__).resolve().parents[1]
+CERTIFICATE_DAYS = "3650"
 REPO_DIR = HACK_DIR.parent
 
 
@@ -212,10 +216,9 @@ class LocalCluster:
 
     def _write_pki(self) -> None:
         self.pki.mkdir(parents=True, exist_ok=True)
-        days = "3650"
         self._openssl("genrsa", "-out", "ca.key", "2048")
         self._openssl(
-            "req", "-x509", "-new", "-key", "ca.key", "-days", days,
+            "req", "-x509", "-new", "-key", "ca.key", "-days", CERTIFICATE_DAYS,
             "-subj", "/CN=secondary-dns-local-ca", "-out", "ca.crt",
         )  # fmt: skip
         sans = ",".join(
@@ -232,23 +235,29 @@ class LocalCluster:
         (self.pki / "apiserver.ext").write_text(
             f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"
         )
-        (self.pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-        for name, subject, ext in (
-            ("apiserver", "/CN=kube-apiserver", "apiserver.ext"),
-            # system:masters: the test and demo clusters' one administrator.
-            ("admin", "/O=system:masters/CN=secondary-dns-admin", "client.ext"),
-        ):
-            self._openssl("genrsa", "-out", f"{name}.key", "2048")
-            self._openssl("req", "-new", "-key", f"{name}.key", "-subj", subject,
-                          "-out", f"{name}.csr")  # fmt: skip
-            self._openssl(
-                "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", days, "-extfile", ext, "-out", f"{name}.crt",
-            )  # fmt: skip
+        self._issue("apiserver", "/CN=kube-apiserver", "apiserver.ext")
+        # system:masters: the test and demo clusters' one administrator.
+        self._issue("admin", "/O=system:masters/CN=secondary-dns-admin")
         self._openssl("genrsa", "-out", "sa.key", "2048")
         self._openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
 
-    def _write_kubeconfig(self) -> None:
+    def _issue(self, name: str, subject: str, ext: str = "client.ext") -> None:
+        """`name`.crt and .key signed by the cluster's CA, unless they exist (client by default)."""
+        if (self.pki / f"{name}.crt").exists():
+            return
+        (self.pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+        self._openssl("genrsa", "-out", f"{name}.key", "2048")
+        self._openssl("req", "-new", "-key", f"{name}.key", "-subj", subject,
+                      "-out", f"{name}.csr")  # fmt: skip
+        self._openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", CERTIFICATE_DAYS, "-extfile", ext,
+            "-out", f"{name}.crt",
+        )  # fmt: skip
+
+    def _write_kubeconfig(self, path: Path, user: str, certificate: str) -> None:
+        """A kubeconfig for the API server on the namespace's loopback, as `user`."""
+
         def b64(name: str) -> str:
             return base64.b64encode((self.pki / name).read_bytes()).decode()
 
@@ -266,20 +275,28 @@ class LocalCluster:
             ],
             "users": [
                 {
-                    "name": "admin",
+                    "name": user,
                     "user": {
-                        "client-certificate-data": b64("admin.crt"),
-                        "client-key-data": b64("admin.key"),
+                        "client-certificate-data": b64(f"{certificate}.crt"),
+                        "client-key-data": b64(f"{certificate}.key"),
                     },
                 }
             ],
-            "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": "admin"}}],
+            "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": user}}],
             "current-context": self.name,
         }
-        tmp = self.kubeconfig.with_suffix(".tmp")
+        tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(config, indent=2))
         tmp.chmod(0o600)
-        tmp.replace(self.kubeconfig)
+        tmp.replace(path)
+
+    def _kube_proxy_kubeconfig(self) -> Path:
+        """kube-proxy's own identity (what kubeadm gives it), made once per cluster."""
+        path = self.state_dir / "kube-proxy.kubeconfig"
+        if not path.exists():
+            self._issue("kube-proxy", f"/CN={kubeproxy.USER}")
+            self._write_kubeconfig(path, kubeproxy.USER, "kube-proxy")
+        return path
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -310,6 +327,10 @@ class LocalCluster:
             "--manage-all-nodes=true",
             f"--server-address={KWOK_SERVER_ADDRESS}",
             "--node-lease-duration-seconds=40",
+            # Every node's InternalIP (and so every kwok pod's hostIP): all
+            # nodes are this one namespace. kube-proxy waits 30 s for its
+            # node's address before it gives up on it.
+            f"--node-ip={NODE_ADDRESS}",
             KWOK_DISREGARD_FLAG,
         ]
 
@@ -350,12 +371,27 @@ class LocalCluster:
             enters_itself=True,
         )
 
+    def _start_kube_proxy(self, bins: build.Binaries) -> None:
+        kubeproxy.prepare_service_route(self.netns)
+        node = nodes()[0].name
+        self._start(
+            "kube-proxy", kubeproxy.argv(bins.kube_proxy, self._kube_proxy_kubeconfig(), node)
+        )
+        self._wait("kube-proxy's rules", lambda: kubeproxy.programmed(self.netns), timeout=60)
+
+    def _start_node_components(self, bins: build.Binaries) -> None:
+        """Start kube-proxy and the pod runner where they are not running."""
+        if self.component_pid("kube-proxy") is None:
+            self._start_kube_proxy(bins)
+        if self.component_pid("pod-runner") is None:
+            self._start_pod_runner()
+
     def _repair(self) -> bool:
         """Bring a running control plane up to date without restarting it; False if it is not.
 
-        A cluster started before the pod runner existed keeps its etcd and API
-        server: only kwok is restarted (when its arguments changed) and the pod
-        runner added.
+        A cluster started before the pod runner or kube-proxy existed keeps its
+        etcd and API server: only kwok is restarted (when its arguments
+        changed) and the missing node components are started.
         """
         if not self.control_plane_healthy():
             return False
@@ -366,8 +402,7 @@ class LocalCluster:
             if pid:
                 terminate({pid})
             self._start("kwok", self._kwok_argv(bins))
-        if self.component_pid("pod-runner") is None:
-            self._start_pod_runner()
+        self._start_node_components(bins)
         return True
 
     def _wait(self, what: str, ready: Callable[[], bool], timeout: float) -> None:
@@ -406,7 +441,7 @@ class LocalCluster:
         netns.create(self.netns)
         netns.add_address(self.netns, CONTROL_PLANE_ADDRESS)
         self._write_pki()
-        self._write_kubeconfig()
+        self._write_kubeconfig(self.kubeconfig, "admin", "admin")
         pki = self.pki
         self._start(
             "etcd",
@@ -492,7 +527,7 @@ class LocalCluster:
         self.kubectl("apply", "-f", "-", input=json.dumps(manifests))
         self._wait("6 Ready nodes", self._nodes_ready, timeout=120)
         self._wait("the default service account", self._default_service_account, 120)
-        self._start_pod_runner()
+        self._start_node_components(bins)
         _log(
             f"cluster {self.name!r} is up in {time.monotonic() - started:.0f}s; "
             f"kubeconfig {self.kubeconfig}"
@@ -525,6 +560,8 @@ class LocalCluster:
         # The pods' processes live in namespaces of their own, not in the
         # cluster's: they are not among the victims above.
         pods = remove_all_pods(self.name, self.state_dir)
+        # kube-proxy's nftables tables, the Service route and the pods' veths
+        # and routes belong to the namespace: they go with it.
         netns.delete(self.netns)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir, ignore_errors=True)

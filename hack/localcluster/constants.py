@@ -16,6 +16,9 @@ ETCD_PEER_PORT = 2380
 # reach the API here too: their 127.0.0.1 is their own.
 CONTROL_PLANE_ADDRESS = "10.250.0.1"
 API_URL_FOR_PODS = f"https://{CONTROL_PLANE_ADDRESS}:{API_PORT}"
+# Every kwok node's InternalIP: the nodes all are this one namespace, and this
+# is its address (the pods' hostIP; where kube-proxy serves NodePorts).
+NODE_ADDRESS = CONTROL_PLANE_ADDRESS
 KWOK_SERVER_ADDRESS = "127.0.0.1:10247"
 
 # ---- ranges -----------------------------------------------------------------
@@ -38,6 +41,14 @@ RUNNER_POD_LABEL = "secondarydns.io/server"
 # cluster namespace, which is what makes the host side of every veth answer
 # the pods' ARP requests for it.
 POD_GATEWAY = "169.254.1.1"
+# An empty bridge in the cluster namespace carrying the route to SERVICE_CIDR:
+# a connect() to a ClusterIP needs a route before kube-proxy's DNAT (in the
+# output hook) sends the packet to a pod. A node has its default route for
+# that; this namespace has no route out, and nothing sent to the bridge leaves
+# it (it has no ports).
+SERVICE_ROUTE_DEVICE = "services"
+KUBE_PROXY_HEALTHZ_ADDRESS = "127.0.0.1:10256"
+KUBE_PROXY_METRICS_ADDRESS = "127.0.0.1:10249"
 
 # ---- the scenario (demo, end-to-end tests, benchmark) ---------------------
 

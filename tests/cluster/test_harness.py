@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from localcluster import netns
+from localcluster import kubeproxy, netns
 from localcluster.cluster import LocalCluster
 from localcluster.podstate import pod_netns_name
 from localcluster.processes import pid_alive
@@ -188,8 +188,10 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
     try:
         throwaway.up()
         pids = [pid for pid in throwaway.running_components().values() if pid]
-        assert len(pids) == 6  # the control plane and the pod runner
+        assert len(pids) == 7  # the control plane, kube-proxy and the pod runner
         assert netns.pids(throwaway.netns)
+        # kube-proxy's rules live in the namespace (and go with it).
+        assert kubeproxy.programmed(throwaway.netns)
         # A pod the pod runner runs for real: its own namespace and process.
         pod = {
             "apiVersion": "v1",

@@ -1,12 +1,15 @@
-"""The pod runner: SecondaryServer pods really serve DNS at their own pod IPs.
+"""The pod runner: SecondaryServer pods really serve DNS at their own pod IPs and Services.
 
-A real operator builds the StatefulSet; the pod runner (hack/localcluster/podrunner.py)
-runs each pod's agent and engine in a network namespace of its own; a real BIND
-primary on a 10.x address of the cluster namespace serves the zone with a TSIG key.
+A real operator builds the StatefulSet and Services; the pod runner
+(hack/localcluster/podrunner.py) runs each pod's agent and engine in a network
+namespace of its own; kube-proxy routes the Services' ClusterIPs to them; a real
+BIND primary on a 10.x address of the cluster namespace serves the zone with a
+TSIG key.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -26,8 +29,9 @@ import dns.query
 import pytest
 
 from crdutil import install_crds
-from localcluster import netns
+from localcluster import kubeproxy, netns
 from localcluster.cluster import LocalCluster
+from localcluster.constants import SERVICE_CIDR, SERVICE_ROUTE_DEVICE
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone, soa_serial
 from localcluster.podstate import host_veth_name, pod_netns_name, pods_dir
 from localcluster.waiting import wait_for
@@ -235,7 +239,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
         print(f"\nSecondaryServer applied -> 3 pods serving serial {SERIAL}: "
               f"{serving - created:.1f}s (primary started after the pods)")  # fmt: skip
         assert all(_readyz(p["status"]["podIP"]) == 200 for p in ready_pods)
-        _assert_host_namespace_clean()
+        _assert_host_namespace_clean(cluster)
 
         # Deleting a pod stops its processes and removes its namespace; the
         # StatefulSet's replacement serves again.
@@ -297,8 +301,79 @@ def test_restarted_pod_runner_adopts_running_pods(
     assert all(_is_ready(p) for p in _pods(cluster, namespace))
 
 
-def _assert_host_namespace_clean() -> None:
-    """Pod IPs, routes and veths exist only in namespaces the local cluster created."""
+def _client_service(cluster: LocalCluster, namespace: str) -> dict[str, Any] | None:
+    """The SecondaryServer's Service with a ClusterIP (not the headless one), once it has one."""
+    services = get_json(cluster, "services", "-n", namespace) or {}
+    for service in services.get("items") or []:
+        spec = service.get("spec") or {}
+        selects = (spec.get("selector") or {}).get("secondarydns.io/server") == SERVER
+        if selects and spec.get("clusterIP") not in (None, "None"):
+            return dict(service)
+    return None
+
+
+def _dig_soa_serial(pod_ns: str, address: str, transport: str) -> int | None:
+    """`dig` run inside a pod's network namespace, as a process of that pod would."""
+    result = subprocess.run(
+        ["ip", "netns", "exec", pod_ns, "dig", "+short", "+norecurse", "+time=2", "+tries=1",
+         transport, f"@{address}", ZONE, "SOA"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    fields = result.stdout.split()
+    return int(fields[2]) if result.returncode == 0 and len(fields) == 7 else None
+
+
+@pytest.fixture
+def primary(cluster: LocalCluster, primary_address: str, tmp_path: Path) -> Iterator[PrimaryServer]:
+    """A running primary of ZONE at SERIAL, on `primary_address`."""
+    key = TsigCredentials.generate("transfer-key")
+    with NamedFleet(tmp_path, cluster.netns) as fleet:
+        yield fleet.start_primary([make_zone(ZONE, serial=SERIAL)], key, address=primary_address)
+
+
+def test_the_server_s_service_answers_at_its_cluster_ip_over_udp_and_tcp(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess, primary: PrimaryServer
+) -> None:
+    applied = time.monotonic()
+    apply(cluster, namespace, *_manifests(primary.key, primary.address, namespace))
+    pods = wait_for("3 Ready pods", lambda: _ready(cluster, namespace, 3), timeout=120)
+    service = wait_for("the server's Service", lambda: _client_service(cluster, namespace))
+    address = service["spec"]["clusterIP"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(SERVICE_CIDR)
+    pod_ips = {p["status"]["podIP"] for p in pods}
+    assert address not in pod_ips
+
+    # From the cluster namespace (this process; where the operator probes from).
+    # kube-proxy programs the Service once its EndpointSlice lists Ready pods.
+    for tcp in (False, True):
+        wait_for(
+            f"the zone's SOA at {address}:53 over {'TCP' if tcp else 'UDP'}",
+            lambda tcp=tcp: soa_serial(ZONE, address, timeout=1, tcp=tcp) == SERIAL,
+            timeout=30,
+        )
+    print(f"\nSecondaryServer applied -> its Service answers at {address} over UDP and TCP: "
+          f"{time.monotonic() - applied:.1f}s")  # fmt: skip
+    # Every answer, not the first one: several connections, several endpoints.
+    for tcp in (False, True) * 5:
+        assert soa_serial(ZONE, address, timeout=2, tcp=tcp) == SERIAL
+
+    # From inside a pod: its default route leads to the cluster namespace, where
+    # the ClusterIP is translated to one of the pods (itself too: hairpin).
+    pod_ns = pod_netns_name(cluster.name, pods[0]["metadata"]["uid"])
+    for transport in ("+notcp", "+tcp") * 5:
+        assert _dig_soa_serial(pod_ns, address, transport) == SERIAL, transport
+
+    # Nothing of it reached the host: no rules, addresses, routes or devices.
+    _assert_host_namespace_clean(cluster)
+
+
+def _assert_host_namespace_clean(cluster: LocalCluster) -> None:
+    """Pod and Service addresses, routes, veths and kube-proxy's rules exist only in namespaces
+    the local cluster created."""
+    # kube-proxy runs in the cluster's namespace and its rules are there.
+    proxy = cluster.component_pid("kube-proxy")
+    assert proxy is not None and netns.holds(cluster.netns, proxy)
+    assert kubeproxy.programmed(cluster.netns)
     # The test process entered the cluster's namespace; the process that started
     # it did not (unless it ran inside `hack/local-cluster exec`: then skip this).
     host_ns = f"/proc/{os.getppid()}/ns/net"
@@ -307,11 +382,17 @@ def _assert_host_namespace_clean() -> None:
 
     def in_host(*argv: str) -> str:
         return subprocess.run(
-            ["nsenter", f"--net={host_ns}", "ip", *argv],
+            ["nsenter", f"--net={host_ns}", *argv],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
 
-    assert "10.244." not in in_host("-4", "-o", "addr") + in_host("-4", "route")
-    assert not re.search(r": sp[0-9a-f]{8}[@:]", in_host("-o", "link"))
+    addresses = in_host("ip", "-4", "-o", "addr") + in_host("ip", "-4", "route")
+    for cluster_range in ("10.244.", "10.96.", "10.250."):
+        assert cluster_range not in addresses
+    links = in_host("ip", "-o", "link")
+    assert not re.search(r": sp[0-9a-f]{8}[@:]", links)
+    assert f": {SERVICE_ROUTE_DEVICE}:" not in links
+    tables = in_host("nft", "list", "tables")
+    assert not any(f"table {family} {name}" in tables for family, name in kubeproxy.TABLES)

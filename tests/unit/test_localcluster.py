@@ -1,4 +1,4 @@
-"""Pure parts of the local cluster: version pinning, the node layout, the pod runner."""
+"""Pure parts of the local cluster: version pinning, the node layout, kube-proxy, the pod runner."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from localcluster import build, podrunner, podstate
+from localcluster import build, kubeproxy, podrunner, podstate
 from localcluster.cluster import node_manifest, nodes
-from localcluster.constants import POD_CIDR
+from localcluster.constants import POD_CIDR, SERVICE_CIDR
 from localcluster.waiting import poll, wait_for
 
 UPSTREAM_GO_MOD = """module k8s.io/kubernetes
@@ -61,6 +61,19 @@ def test_helm_is_stamped_with_the_kubernetes_version_of_its_client_go() -> None:
     assert build.helm_kubernetes_version(go_mod) == ("1", "37")
     with pytest.raises(RuntimeError, match="client-go"):
         build.helm_kubernetes_version("module x\n")
+
+
+def test_kube_proxy_serves_the_cluster_namespace_only() -> None:
+    argv = kubeproxy.argv(Path("/bin/kube-proxy"), Path("/k"), "kwok-zone-a-1")
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in argv[1:])
+    assert flags["proxy-mode"] == "nftables"
+    assert flags["cluster-cidr"] == POD_CIDR
+    assert flags["hostname-override"] == "kwok-zone-a-1"
+    assert flags["healthz-bind-address"].startswith("127.0.0.1:")
+    assert flags["metrics-bind-address"].startswith("127.0.0.1:")
+    # Machine-wide conntrack settings stay as they are.
+    assert flags["conntrack-max-per-core"] == "0"
+    assert ip_network(SERVICE_CIDR).prefixlen == 16
 
 
 def test_wait_for_returns_the_first_true_value_or_names_what_it_waited_for() -> None:
