@@ -8,7 +8,9 @@ really answer DNS, so this process runs them the way a kubelet would:
 - network: each pod gets a network namespace of its own, joined to the
   cluster's namespace by a veth pair, with the pod IP (/32, from its node's
   `spec.podCIDR`) on `eth0` and a default route through a link-local next hop
-  (the Calico layout). The cluster namespace has a /32 route to each pod IP.
+  (the Calico layout). The cluster namespace has a /32 route to each pod IP,
+  and masquerades a pod's Service traffic that comes back to the pod itself
+  (hairpin: the one kube-proxy does so only for its own node's pods).
   Nothing of this exists outside namespaces the local cluster created: the
   cluster namespace has no route out, and no pod address or route is ever
   added to the host's namespace;
@@ -83,6 +85,8 @@ from localcluster.processes import pid_alive
 log = logging.getLogger("pod-runner")
 
 POD_INTERFACE = "eth0"
+# The pod runner's own nftables table in the cluster namespace (hairpin NAT).
+NFT_TABLE = "pod-runner"
 # Where a pod finds its API credentials (the service-account mount path); the
 # pod runner puts a kubeconfig there instead of a token.
 CREDENTIALS_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -400,12 +404,47 @@ def _link_exists(namespace: str, link: str) -> bool:
     return _ip("-n", namespace, "link", "show", "dev", link, check=False).returncode == 0
 
 
+def _nft(namespace: str, script: str, check: bool = True) -> None:
+    result = subprocess.run(
+        ["ip", "netns", "exec", namespace, "nft", "-f", "-"],
+        input=script,
+        capture_output=True,
+        text=True,
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"nft in {namespace}: {result.stderr.strip()}\n{script}")
+
+
+def hairpin_rules() -> str:
+    """nft script (idempotent): masquerade a pod's Service traffic that lands back on itself.
+
+    A pod that reaches a Service which picks that same pod needs its source
+    rewritten, or it answers itself directly and drops the answer. kube-proxy
+    does this only for the endpoints of its own node, and the one kube-proxy
+    here stands in for every node; so this CNI stand-in does it for every pod
+    (`hairpin` holds `pod IP . pod IP`), as kube-proxy does for its own.
+    """
+    return "\n".join(
+        [
+            f"add table ip {NFT_TABLE}",
+            f"add set ip {NFT_TABLE} hairpin {{ type ipv4_addr . ipv4_addr; }}",
+            f"add chain ip {NFT_TABLE} postrouting "
+            "{ type nat hook postrouting priority srcnat; policy accept; }",
+            f"flush chain ip {NFT_TABLE} postrouting",
+            f"add rule ip {NFT_TABLE} postrouting ct status dnat "
+            "ip saddr . ip daddr @hairpin masquerade",
+            "",
+        ]
+    )
+
+
 def prepare_cluster_network(cluster_ns: str) -> None:
-    """Once per cluster namespace: the pods' gateway address and forwarding between pods."""
+    """Once per cluster namespace: the pods' gateway address, forwarding and hairpin NAT."""
     netns.add_address(cluster_ns, POD_GATEWAY)
     # Pod to pod goes through the cluster namespace; it has no route out, so
     # forwarding cannot take a packet anywhere else.
     _sysctl(cluster_ns, "net.ipv4.ip_forward=1")
+    _nft(cluster_ns, hairpin_rules())
 
 
 def setup_pod_network(cluster_ns: str, pod_ns: str, veth: str, pod_ip: str) -> None:
@@ -437,6 +476,13 @@ def setup_pod_network(cluster_ns: str, pod_ns: str, veth: str, pod_ip: str) -> N
     _ip("-n", pod_ns, "route", "replace", POD_GATEWAY, "dev", POD_INTERFACE, "scope", "link")
     _ip("-n", pod_ns, "route", "replace", "default", "via", POD_GATEWAY, "dev", POD_INTERFACE)
     _ip("-n", cluster_ns, "route", "replace", f"{pod_ip}/32", "dev", veth)
+    _nft(cluster_ns, f"add element ip {NFT_TABLE} hairpin {{ {pod_ip} . {pod_ip} }}\n")
+
+
+def forget_pod_address(cluster_ns: str, pod_ip: str) -> None:
+    """The cluster namespace's own state about a pod that goes: its hairpin element."""
+    element = f"delete element ip {NFT_TABLE} hairpin {{ {pod_ip} . {pod_ip} }}\n"
+    _nft(cluster_ns, element, check=False)  # absent already: nothing to do
 
 
 # ---- processes -------------------------------------------------------------------
@@ -974,6 +1020,7 @@ class PodRunner:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     container.process.wait(5)
         teardown_pod_network(sandbox.netns)
+        forget_pod_address(self.cluster, sandbox.ip)
         shutil.rmtree(sandbox.directory, ignore_errors=True)
         self.sandboxes.pop(sandbox.uid, None)
         log.info("pod %s/%s: stopped and removed", sandbox.namespace, sandbox.name)

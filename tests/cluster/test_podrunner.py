@@ -29,7 +29,7 @@ import dns.query
 import pytest
 
 from crdutil import install_crds
-from localcluster import kubeproxy, netns
+from localcluster import kubeproxy, netns, podrunner
 from localcluster.cluster import LocalCluster
 from localcluster.constants import SERVICE_CIDR, SERVICE_ROUTE_DEVICE
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone, soa_serial
@@ -301,15 +301,35 @@ def test_restarted_pod_runner_adopts_running_pods(
     assert all(_is_ready(p) for p in _pods(cluster, namespace))
 
 
-def _client_service(cluster: LocalCluster, namespace: str) -> dict[str, Any] | None:
-    """The SecondaryServer's Service with a ClusterIP (not the headless one), once it has one."""
+def _cluster_ip(cluster: LocalCluster, namespace: str, selector: dict[str, str]) -> str | None:
+    """The ClusterIP of the Service whose selector includes `selector` (not a headless one)."""
     services = get_json(cluster, "services", "-n", namespace) or {}
     for service in services.get("items") or []:
         spec = service.get("spec") or {}
-        selects = (spec.get("selector") or {}).get("secondarydns.io/server") == SERVER
+        selects = selector.items() <= (spec.get("selector") or {}).items()
         if selects and spec.get("clusterIP") not in (None, "None"):
-            return dict(service)
+            return str(spec["clusterIP"])
     return None
+
+
+def _single_pod_service(pod: str) -> dict[str, Any]:
+    """A Service in front of one pod only: from that pod, every query to it is hairpin."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{pod}-only"},
+        "spec": {
+            "selector": {"statefulset.kubernetes.io/pod-name": pod},
+            "ports": [
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def _answers(address: str, tcp: bool) -> bool:
+    return soa_serial(ZONE, address, timeout=1, tcp=tcp) == SERIAL
 
 
 def _dig_soa_serial(pod_ns: str, address: str, transport: str) -> int | None:
@@ -337,31 +357,43 @@ def test_the_server_s_service_answers_at_its_cluster_ip_over_udp_and_tcp(
     applied = time.monotonic()
     apply(cluster, namespace, *_manifests(primary.key, primary.address, namespace))
     pods = wait_for("3 Ready pods", lambda: _ready(cluster, namespace, 3), timeout=120)
-    service = wait_for("the server's Service", lambda: _client_service(cluster, namespace))
-    address = service["spec"]["clusterIP"]
+    # The client Service the operator made (selector: the server's pods).
+    address = wait_for(
+        "the server's Service",
+        lambda: _cluster_ip(cluster, namespace, {"secondarydns.io/server": SERVER}),
+    )
     assert ipaddress.ip_address(address) in ipaddress.ip_network(SERVICE_CIDR)
-    pod_ips = {p["status"]["podIP"] for p in pods}
-    assert address not in pod_ips
+    assert address not in {p["status"]["podIP"] for p in pods}
 
     # From the cluster namespace (this process; where the operator probes from).
     # kube-proxy programs the Service once its EndpointSlice lists Ready pods.
     for tcp in (False, True):
-        wait_for(
-            f"the zone's SOA at {address}:53 over {'TCP' if tcp else 'UDP'}",
-            lambda tcp=tcp: soa_serial(ZONE, address, timeout=1, tcp=tcp) == SERIAL,
-            timeout=30,
-        )
+        wait_for(f"{address} over {'TCP' if tcp else 'UDP'}", lambda t=tcp: _answers(address, t))
     print(f"\nSecondaryServer applied -> its Service answers at {address} over UDP and TCP: "
           f"{time.monotonic() - applied:.1f}s")  # fmt: skip
     # Every answer, not the first one: several connections, several endpoints.
     for tcp in (False, True) * 5:
         assert soa_serial(ZONE, address, timeout=2, tcp=tcp) == SERIAL
 
-    # From inside a pod: its default route leads to the cluster namespace, where
-    # the ClusterIP is translated to one of the pods (itself too: hairpin).
-    pod_ns = pod_netns_name(cluster.name, pods[0]["metadata"]["uid"])
-    for transport in ("+notcp", "+tcp") * 5:
-        assert _dig_soa_serial(pod_ns, address, transport) == SERIAL, transport
+    # From inside each pod: its default route leads to the cluster namespace,
+    # where the ClusterIP is translated to one of the pods, itself included.
+    names = [p["metadata"]["name"] for p in pods]
+    apply(cluster, namespace, *(_single_pod_service(name) for name in names))
+    for pod in pods:
+        name, pod_ns = pod["metadata"]["name"], pod_netns_name(cluster.name, pod["metadata"]["uid"])
+        for transport in ("+notcp", "+tcp") * 3:
+            assert _dig_soa_serial(pod_ns, address, transport) == SERIAL, (name, transport)
+        # Through a Service of its own, always to itself (hairpin), whatever
+        # node it runs on: the one kube-proxy here is the node kwok-zone-a-1's.
+        only = wait_for(
+            f"{name}'s own Service",
+            lambda n=name: _cluster_ip(
+                cluster, namespace, {"statefulset.kubernetes.io/pod-name": n}
+            ),
+        )
+        wait_for(f"{only} from the cluster namespace", lambda a=only: _answers(a, False))
+        for transport in ("+notcp", "+tcp") * 3:
+            assert _dig_soa_serial(pod_ns, only, transport) == SERIAL, (name, transport)
 
     # Nothing of it reached the host: no rules, addresses, routes or devices.
     _assert_host_namespace_clean(cluster)
@@ -396,3 +428,4 @@ def _assert_host_namespace_clean(cluster: LocalCluster) -> None:
     assert f": {SERVICE_ROUTE_DEVICE}:" not in links
     tables = in_host("nft", "list", "tables")
     assert not any(f"table {family} {name}" in tables for family, name in kubeproxy.TABLES)
+    assert f"table ip {podrunner.NFT_TABLE}" not in tables
