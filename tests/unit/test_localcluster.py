@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 from collections import Counter
 from ipaddress import ip_network
@@ -74,6 +75,26 @@ def test_kube_proxy_serves_the_cluster_namespace_only() -> None:
     # Machine-wide conntrack settings stay as they are.
     assert flags["conntrack-max-per-core"] == "0"
     assert ip_network(SERVICE_CIDR).prefixlen == 16
+
+
+def _imported_modules(module: str) -> set[str]:
+    """Every module `localcluster.<module>` imports, at the top or inside a function."""
+    tree = ast.parse(Path(build.__file__).with_name(f"{module}.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_the_cluster_and_the_pod_runner_do_not_import_each_other() -> None:
+    # cluster.py starts the pod runner as a process and reads its state through
+    # podstate.py; what both need is in constants.py.
+    assert "localcluster.podrunner" not in _imported_modules("cluster")
+    assert not {"localcluster.cluster", "localcluster.scenario"} & _imported_modules("podrunner")
+    assert "localcluster.cluster" not in _imported_modules("podstate")
 
 
 def test_wait_for_returns_the_first_true_value_or_names_what_it_waited_for() -> None:
