@@ -42,7 +42,8 @@ def pids(name: str) -> list[int]:
     out = subprocess.run(
         ["ip", "netns", "pids", name], check=True, capture_output=True, text=True
     ).stdout
-    return [int(pid) for pid in out.split()]
+    # Run from inside the namespace, the `ip` that lists them is one of them.
+    return [int(pid) for pid in out.split() if Path(f"/proc/{pid}").exists()]
 
 
 def add_address(name: str, address: str) -> None:
