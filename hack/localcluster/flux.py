@@ -27,6 +27,7 @@ from pathlib import Path
 
 from localcluster import build, gitserver, kstatus, netns
 from localcluster.cluster import LocalCluster
+from localcluster.processes import terminate
 
 # v1.10.x need Go 1.27 (their go.mod says `go 1.27.0`), which this machine's
 # Go 1.26 refuses without a newer toolchain: v1.9.x it is. source-controller
@@ -113,7 +114,7 @@ def build_controller(controller: Controller, root: Path | None = None) -> bool:
     with tempfile.TemporaryDirectory(prefix=f"sdns-{controller.name}-build-") as tmp:
         work = Path(tmp)
         (work / "go.mod").write_text("module localbuild\n\ngo 1.26\n")
-        source = build._module_dir(f"{controller.module}@v{controller.version}", work)
+        source = Path(build._download(f"{controller.module}@v{controller.version}", work)["Dir"])
         bases = sorted((source / "config" / "crd" / "bases").glob("*.yaml"))
         if not bases:
             raise RuntimeError(f"{controller.module}@v{controller.version} has no CRDs")
@@ -268,7 +269,7 @@ class Flux:
     def down(self) -> None:
         """Stop the controllers and the git server by PID; the CRDs and objects stay."""
         pids = {pid for pid in self.running_components().values() if pid is not None}
-        self.cluster._stop(pids)
+        terminate(pids)
         for component in COMPONENTS:
             self.cluster._pid_file(component).unlink(missing_ok=True)
         for address in (gitserver.ADDRESS, SOURCE_CONTROLLER_ADDRESS, KUSTOMIZE_CONTROLLER_ADDRESS):

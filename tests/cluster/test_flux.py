@@ -22,9 +22,10 @@ import pytest
 
 from localcluster import flux as local_flux
 from localcluster import gitserver, kstatus, netns
-from localcluster.cluster import LocalCluster, pid_alive
+from localcluster.cluster import LocalCluster
 from localcluster.gitserver import ManifestRepository
-from localcluster.scenario import wait_for
+from localcluster.processes import pid_alive
+from localcluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

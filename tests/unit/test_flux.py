@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from localcluster import flux, gitserver, kstatus
-from localcluster.cluster import CONTROL_PLANE_ADDRESS, POD_CIDR, SERVICE_CIDR, LocalCluster
-from localcluster.scenario import PRIMARY_ADDRESS, RELAY_ADDRESS
+from localcluster.cluster import LocalCluster
+from localcluster.constants import (
+    CONTROL_PLANE_ADDRESS,
+    POD_CIDR,
+    PRIMARY_ADDRESS,
+    RELAY_ADDRESS,
+    SERVICE_CIDR,
+)
 
 
 def test_controllers_are_cached_by_name_and_version(tmp_path: Path) -> None:
