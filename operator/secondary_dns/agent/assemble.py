@@ -86,7 +86,8 @@ _PART = re.compile(
 def _parse_resource_version(value: str) -> int | None:
     # resourceVersion is opaque by contract, but every API server in use (etcd
     # revisions) makes it an integer; without one, no generation is preferred.
-    return int(value) if value.isdigit() else None
+    # isascii: str.isdigit() also holds for "²", which int() refuses.
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def select_generation(shards: Iterable[ConfigShard]) -> list[ConfigShard] | Pending:

@@ -67,7 +67,8 @@ def shard_from_configmap(obj: Mapping[str, Any]) -> ConfigShard:
     return ConfigShard(
         name=_name(obj),
         config_hash=annotations.get(agent_contract.ANNOTATION_CONFIG_HASH) or None,
-        shards=int(shards_text) if shards_text.isdigit() else None,
+        # isascii: str.isdigit() also holds for "²", which int() refuses.
+        shards=int(shards_text) if shards_text.isascii() and shards_text.isdigit() else None,
         keys_hash=annotations.get(agent_contract.ANNOTATION_KEYS_HASH) or None,
         data={str(key): str(value) for key, value in data.items()},
         resource_version=str((obj.get("metadata") or {}).get("resourceVersion", "")),
@@ -80,7 +81,7 @@ def secret_from_object(obj: Mapping[str, Any]) -> KeySecret:
     if isinstance(encoded, str):
         try:
             key_file = base64.b64decode(encoded, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # not base64, not ASCII, not UTF-8
             key_file = None
     return KeySecret(
         name=_name(obj),
