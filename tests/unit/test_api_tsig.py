@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from secondary_dns.api import SecretKeyRef, SpecError, TsigKey, TsigSecretError, parse_tsig_secret
 
-KEY = os.urandom(32)
+# Long enough for every algorithm (hmac-sha512 needs 64 octets).
+KEY = os.urandom(64)
 KEY_TEXT = base64.b64encode(KEY).decode()
 
 
@@ -149,7 +150,7 @@ def test_data_that_is_not_base64_is_reported() -> None:
         parse_tsig_secret(obj, SecretKeyRef("tsig-primary"))
 
 
-@given(st.binary(min_size=1, max_size=128))
+@given(st.binary(min_size=32, max_size=128))
 def test_secret_never_shows_in_repr_or_messages(secret: bytes) -> None:
     text = base64.b64encode(secret).decode()
     key = parse_tsig_secret(secret_object({"secret": text}), SecretKeyRef("tsig-primary"))
@@ -180,3 +181,33 @@ def test_error_pickles() -> None:
     error = TsigSecretError("dns/tsig", "secret", "is missing")
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.field, copy.data_key, copy.message) == (error.field, "secret", "is missing")
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "octets"),
+    [
+        ("hmac-sha1", 20),
+        ("hmac-sha224", 28),
+        ("hmac-sha256", 32),
+        ("hmac-sha384", 48),
+        ("hmac-sha512", 64),
+    ],
+)
+def test_a_secret_shorter_than_the_algorithms_output_is_refused(
+    algorithm: str, octets: int
+) -> None:
+    """RFC 2104 §3: a key shorter than the hash output (L) weakens the MAC."""
+    short = base64.b64encode(os.urandom(octets - 1)).decode()
+    obj = secret_object({"secret": short, "algorithm": algorithm})
+    with pytest.raises(TsigSecretError) as caught:
+        parse_tsig_secret(obj, SecretKeyRef("tsig-primary"))
+    assert caught.value.field == 'Secret dns/tsig-primary key "secret"'
+    assert f"{octets - 1} octets" in caught.value.message
+    assert f"at least {octets}" in caught.value.message and algorithm in caught.value.message
+    assert f"tsig-keygen -a {algorithm}" in caught.value.message
+    assert short not in str(caught.value)
+    enough = base64.b64encode(os.urandom(octets)).decode()
+    key = parse_tsig_secret(
+        secret_object({"secret": enough, "algorithm": algorithm}), SecretKeyRef("x")
+    )
+    assert len(key.secret) == octets

@@ -36,6 +36,21 @@ ALGORITHMS: Mapping[str, dns.name.Name] = {
     "hmac-sha1": dns.tsig.HMAC_SHA1,
 }
 REFUSED_ALGORITHMS = frozenset({"hmac-md5", "hmac-md5.sig-alg.reg.int"})
+# The output length of each algorithm's hash in octets: the shortest secret
+# accepted. RFC 2104 §3: a key shorter than the output "is strongly discouraged
+# as it would decrease the security strength of the function"; tsig-keygen makes
+# keys of exactly this length.
+MIN_SECRET_OCTETS: Mapping[str, int] = {
+    "hmac-sha256": 32,
+    "hmac-sha384": 48,
+    "hmac-sha512": 64,
+    "hmac-sha224": 28,
+    "hmac-sha1": 20,
+}
+# The most clock skew a signed message may show, whatever fudge its sender sets
+# (RFC 8945 §5.2.3 compares with the sender's fudge, up to 65535 s; 300 s is the
+# value RFC 8945 recommends).
+MAX_FUDGE_SECONDS = 300
 _ALGORITHM_LIKE = re.compile(r"[A-Za-z0-9.-]{1,64}")
 
 
@@ -97,6 +112,7 @@ def parse_tsig_secret(secret_obj: Mapping[str, Any], ref: SecretKeyRef) -> TsigK
 
     algorithm_text = _read_value(secret_obj, where, algorithm_key, sensitive=False)
     algorithm = _parse_algorithm(algorithm_text or DEFAULT_ALGORITHM, where, algorithm_key)
+    _check_secret_length(secret, algorithm, where, secret_key)
 
     # One Secret holding several keys would otherwise give them all one name, and
     # named.conf cannot hold two keys of the same name.
@@ -167,6 +183,22 @@ def _decode_secret(text: str, where: str, data_key: str) -> bytes:
             where, data_key, "is empty; generate a key with `tsig-keygen -a hmac-sha256 NAME`"
         )
     return secret
+
+
+def _check_secret_length(
+    secret: bytes, algorithm: dns.name.Name, where: str, data_key: str
+) -> None:
+    text = str(algorithm.to_text(omit_final_dot=True))
+    needed = MIN_SECRET_OCTETS[text]
+    if len(secret) < needed:
+        raise TsigSecretError(
+            where,
+            data_key,
+            f"is {len(secret)} octets, shorter than the {needed}-octet output of {text}: a "
+            f"{text} secret must have at least {needed} octets (RFC 2104 §3); "
+            f"generate one with `tsig-keygen -a {text} NAME` and configure it on the "
+            "primary too",
+        )
 
 
 def _parse_algorithm(text: str, where: str, data_key: str) -> dns.name.Name:
