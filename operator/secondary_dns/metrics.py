@@ -43,7 +43,7 @@ NOTIFY_RELAYED = Counter(
 NOTIFY_REJECTED = Counter(
     "secondarydns_notify_rejected_total",
     "Messages the NOTIFY relay dropped, by reason (malformed, not_notify, unknown_zone, "
-    "unknown_source, bad_tsig).",
+    "unknown_source, bad_tsig, replayed).",
     ["reason"],
 )
 NOTIFY_FANOUT_ERRORS = Counter(

@@ -8,16 +8,13 @@ serial within seconds got there by the relay's NOTIFY and nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 import socket
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import dns.exception
 import dns.flags
@@ -32,45 +29,17 @@ from prometheus_client import REGISTRY
 
 from localcluster.named import NamedFleet, NamedProcess, PrimaryServer, TsigCredentials, make_zone
 from localcluster.waiting import wait_for
-from secondary_dns.api import TsigKey
+from secondary_dns.api import ObjectRef, TsigKey
 from secondary_dns.api.soa import ProbeTarget
-from secondary_dns.dns.relay import NotifyRelay, RelayRoute
+from secondary_dns.dns.relay import NotifyRelay, RelayRoute, RelayThread
+from secondary_dns.handlers.targets import MonitoredZone, relay_routes
+from secondary_dns.status.serial import ReplicaTarget
 from tests.dataplane.rendered import ZONE as ZONE_TEXT
 from tests.dataplane.rendered import RenderedSecondary, start_example_secondary
 
 ZONE = dns.name.from_text(ZONE_TEXT)
+ZONE_REF = ObjectRef("dns", "example")
 DAY = 86400
-T = TypeVar("T")
-
-
-class RelayThread:
-    """A NotifyRelay on an event loop of its own, as in the operator (kopf's loop)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.relay: NotifyRelay | None = None
-
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
-
-    def start(self, host: str) -> NotifyRelay:
-        self.thread.start()
-
-        async def make() -> NotifyRelay:
-            relay = NotifyRelay(fanout_timeout=0.5, fanout_attempts=2)
-            await relay.start(host, 0)
-            return relay
-
-        self.relay = self.call(make())
-        return self.relay
-
-    def stop(self) -> None:
-        if self.relay is not None:
-            self.call(self.relay.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @dataclass
@@ -88,6 +57,7 @@ class Setup:
     def route(self, *, allow_primary: bool = True) -> RelayRoute:
         sources = [ipaddress.ip_network(f"{self.primary.address}/32")] if allow_primary else []
         return RelayRoute(
+            ref=ZONE_REF,
             zone=ZONE,
             allowed_sources=tuple(sources),
             allowed_keys=(self.primary_key,),
@@ -108,8 +78,10 @@ def counter(name: str, **labels: str) -> float:
 @pytest.fixture
 def setup(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> Iterator[Setup]:
     relay_address = fleet.address()
-    relay_thread = RelayThread()
-    relay = relay_thread.start(relay_address)
+    # In a thread with an event loop of its own, as the operator runs it.
+    relay_thread = RelayThread(NotifyRelay(fanout_timeout=0.5, fanout_attempts=2))
+    relay_thread.start(relay_address, 0)
+    relay = relay_thread.relay
     try:
         primary = PrimaryServer(
             tmp_path / "primary",
@@ -121,11 +93,7 @@ def setup(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> I
         )
         # The primary notifies at start-up: route the zone (to no replica yet) first.
         relay.set_routes(
-            {
-                ZONE: RelayRoute(
-                    ZONE, (ipaddress.ip_network(f"{primary.address}/32"),), (), targets=()
-                )
-            }
+            [RelayRoute(ZONE_REF, ZONE, (ipaddress.ip_network(f"{primary.address}/32"),), (), ())]
         )
         fleet.processes.append(primary)
         primary.start()
@@ -135,7 +103,7 @@ def setup(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> I
         ]
         result = Setup(relay, relay_address, primary, as_key(transfer_key), secondaries)
         # From another thread than the relay's loop, as the operator does.
-        relay.set_routes({ZONE: result.route()})
+        relay.set_routes([result.route()])
         relay_thread.call(relay.wait_idle())
         yield result
     finally:
@@ -201,7 +169,7 @@ def test_notify_from_unlisted_addresses_is_dropped_and_nothing_refreshes(
 ) -> None:
     # The route no longer lists the primary: its own NOTIFYs now come from an
     # unlisted address.
-    setup.relay.set_routes({ZONE: setup.route(allow_primary=False)})
+    setup.relay.set_routes([setup.route(allow_primary=False)])
     accepted_before, relayed_before = setup.relay.accepted, setup.relay.relayed
     rejected_before = counter("secondarydns_notify_rejected_total", reason="unknown_source")
     marks = log_marks(setup.named)
@@ -224,7 +192,7 @@ def test_notify_from_unlisted_addresses_is_dropped_and_nothing_refreshes(
         assert "notify" not in text and "Transfer started" not in text, text
 
     # Listed again (routes change while running): the next NOTIFY goes through.
-    setup.relay.set_routes({ZONE: setup.route()})
+    setup.relay.set_routes([setup.route()])
     response = notify_relay(setup, setup.primary.address)
     assert response is not None and response.rcode() == dns.rcode.NOERROR
     for named in setup.named:
@@ -295,3 +263,85 @@ def test_malformed_packets_are_counted_and_the_relay_keeps_working(setup: Setup)
         request, setup.relay_address, port=port, timeout=2, source=setup.primary.address
     )
     assert response.rcode() == dns.rcode.NOERROR and response.id == request.id
+
+
+def test_one_zone_name_for_two_tenants_reaches_only_each_tenants_secondaries(
+    fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    """example.test in two namespaces with different primaries (issue 13, item 4).
+
+    Each tenant's secondaries are rendered by the project from that tenant's
+    Zone; the relay's routes come from the same code the operator runs
+    (`handlers.targets.relay_routes`). A serial bump at one tenant's primary must
+    reach that tenant's secondaries and not one NOTIFY the other's.
+    """
+    relay_address = fleet.address()
+    relay_thread = RelayThread(NotifyRelay(fanout_timeout=0.5, fanout_attempts=2))
+    relay_thread.start(relay_address, 0)
+    relay = relay_thread.relay
+    try:
+        primaries = {
+            tenant: PrimaryServer(
+                tmp_path / f"primary-{tenant}",
+                [make_zone(ZONE, serial=serial, refresh=DAY, retry=DAY, expire=7 * DAY)],
+                transfer_key,
+                address=fleet.address(),
+                also_notify=[(relay_address, relay.bound_port)],
+            )
+            for tenant, serial in (("tenant-a", 1), ("tenant-b", 100))
+        }
+
+        def zones(replicas: dict[str, list[RenderedSecondary]]) -> list[MonitoredZone]:
+            return [
+                MonitoredZone(
+                    ref=ObjectRef(tenant, "example"),
+                    name=ZONE,
+                    primaries=(ProbeTarget(primary.address, primary.port),),
+                    primary_keys=(),
+                    notify_sources=(ipaddress.ip_network(f"{primary.address}/32"),),
+                    replicas=tuple(
+                        (
+                            ReplicaTarget(f"edge-{index}", tenant, None, s.process.address),
+                            as_key(s.relay_key()),
+                        )
+                        for index, s in enumerate(replicas.get(tenant, []))
+                    ),
+                )
+                for tenant, primary in primaries.items()
+            ]
+
+        relay.set_routes(relay_routes(zones({})))
+        for primary in primaries.values():
+            fleet.processes.append(primary)
+            primary.start()
+        # Each tenant's Zone and secondaries, rendered by the project; each
+        # returns once it serves its primary's serial (1 and 100).
+        secondaries = {
+            tenant: [
+                start_example_secondary(
+                    fleet, tmp_path / f"{tenant}-edge-{i}", [primary], transfer_key
+                )
+                for i in range(2)
+            ]
+            for tenant, primary in primaries.items()
+        }
+        relay.set_routes(relay_routes(zones(secondaries)))
+        relay_thread.call(relay.wait_idle())
+
+        for tenant, other in (("tenant-a", "tenant-b"), ("tenant-b", "tenant-a")):
+            mine = [s.process for s in secondaries[tenant]]
+            theirs = [s.process for s in secondaries[other]]
+            their_serial = theirs[0].serial(ZONE)
+            marks = log_marks(theirs)
+            serial = primaries[tenant].set_record(ZONE, "www", "A", "192.0.2.90")
+            for named in mine:
+                named.wait_for_serial(ZONE, serial, deadline=15)
+            relay_thread.call(relay.wait_idle())
+            time.sleep(1)
+            print(f"{tenant}: serial {serial} reached its 2 secondaries; {other} heard nothing")
+            for named, text in zip(theirs, logs_since(theirs, marks), strict=True):
+                assert named.serial(ZONE) == their_serial
+                assert "notify" not in text, text
+        assert relay.rejected == {}
+    finally:
+        relay_thread.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -11,14 +12,16 @@ import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import dns.tsig
 import dns.tsigkeyring
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from secondary_dns import metrics
-from secondary_dns.api import TsigKey
+from secondary_dns.api import ObjectRef, TsigKey
 from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
 from secondary_dns.dns.notify import make_notify
 from secondary_dns.dns.relay import (
@@ -31,6 +34,8 @@ from secondary_dns.dns.relay import (
     Rejected,
     RelayRoute,
     decide_notify,
+    later_serial,
+    route_table,
 )
 from secondary_dns.status.serial import ReplicaTarget, ZoneHistory, evaluate
 
@@ -47,6 +52,7 @@ def key(name: str) -> TsigKey:
 PRIMARY_KEY = key("primary-key.")
 RELAY_KEY = key("secondary-dns-relay.")
 ROUTE = RelayRoute(
+    ref=ObjectRef("dns", "example-test"),
     zone=ZONE,
     allowed_sources=(
         ipaddress.ip_network(f"{PRIMARY_ADDRESS}/32"),
@@ -55,7 +61,7 @@ ROUTE = RelayRoute(
     allowed_keys=(PRIMARY_KEY,),
     targets=((ProbeTarget("10.0.0.10"), RELAY_KEY),),
 )
-ROUTES = {ZONE: ROUTE}
+ROUTES = route_table([ROUTE])
 
 
 def notify_wire(
@@ -82,7 +88,7 @@ def test_notify_from_a_primary_address_is_answered_as_rfc_1996_says() -> None:
     request, wire = notify_wire(serial=7)
     decision = decide_notify(wire, PRIMARY_ADDRESS, ROUTES)
     assert isinstance(decision, Accepted)
-    assert decision.serial == 7 and decision.key_name is None and decision.route is ROUTE
+    assert decision.serial == 7 and decision.key_name is None and decision.routes == (ROUTE,)
     response = dns.message.from_wire(decision.response)
     # §4.7: same id, QR, opcode NOTIFY, AA, the question copied.
     assert response.id == request.id
@@ -167,7 +173,9 @@ def test_queries_updates_responses_and_other_types_are_not_notify() -> None:
 
 def test_malformed_messages_are_dropped() -> None:
     _, wire = notify_wire(serial=7)
-    for garbage in (b"", b"\x00" * 5, wire[:-3], wire + b"\x00", b"\xff" * 40):
+    # A NOTIFY request's header (opcode 4, one question) with a question that is no name.
+    bad_question = b"\x00\x00\x20\x00\x00\x01" + b"\x00" * 6 + b"\xff" * 28
+    for garbage in (b"", b"\x00" * 5, wire[:-3], wire + b"\x00", bad_question):
         decision = decide_notify(garbage, PRIMARY_ADDRESS, ROUTES)
         assert isinstance(decision, Rejected) and decision.reason == MALFORMED, garbage
 
@@ -199,6 +207,149 @@ def test_mutated_notifies_never_raise(noise: bytes, position: int) -> None:
         survivor = dns.message.from_wire(mutated, keyring=keyring)
         assert survivor.flags == original.flags
         assert survivor.question == original.question and survivor.answer == original.answer
+
+
+# ---------------------------------------------------------------- cheap rejections (issue 13)
+
+
+class ParseCounter:
+    """Counts dnspython's full parses of a message (question-only parses are not full)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = 0
+        original = dns.message.from_wire
+
+        def counting(wire: bytes, *args: Any, **kwargs: Any) -> dns.message.Message:
+            if not kwargs.get("question_only"):
+                self.full += 1
+            return original(wire, *args, **kwargs)
+
+        monkeypatch.setattr(dns.message, "from_wire", counting)
+
+
+def test_an_oversized_message_is_dropped_before_any_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    parses = ParseCounter(monkeypatch)
+    message = make_notify(ZONE, soa_serial=1)
+    message.additional.append(
+        dns.rrset.from_text(ZONE, 0, "IN", "TXT", *[f'"{n:03d}{"x" * 247}"' for n in range(240)])
+    )
+    wire = message.to_wire()
+    assert len(wire) > 60_000
+    decision = decide_notify(wire, STRANGER, ROUTES)
+    assert isinstance(decision, Rejected) and decision.reason == MALFORMED
+    assert "octets" in decision.detail and parses.full == 0
+
+
+def test_an_unsigned_notify_from_a_stranger_is_dropped_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parses = ParseCounter(monkeypatch)
+    _, wire = notify_wire(serial=5)
+    decision = decide_notify(wire, STRANGER, ROUTES)
+    assert isinstance(decision, Rejected) and decision.reason == UNKNOWN_SOURCE
+    assert parses.full == 0
+    # From a primary it is parsed once, to read its serial and to answer it.
+    assert isinstance(decide_notify(wire, PRIMARY_ADDRESS, ROUTES), Accepted)
+    assert parses.full == 1
+
+
+def test_more_records_than_a_notify_has_is_not_a_notify() -> None:
+    stuffed = make_notify(ZONE, soa_serial=1)
+    stuffed.answer.append(make_notify(ZONE, soa_serial=2).answer[0])
+    authority = make_notify(ZONE)
+    authority.authority.append(dns.rrset.from_text(ZONE, 0, "IN", "NS", "ns1.example.test."))
+    additional = make_notify(ZONE)
+    for index in range(3):
+        additional.additional.append(
+            dns.rrset.from_text(f"a{index}.example.test.", 0, "IN", "A", "192.0.2.1")
+        )
+    for message in (stuffed, authority, additional):
+        decision = decide_notify(message.to_wire(), PRIMARY_ADDRESS, ROUTES)
+        assert isinstance(decision, Rejected) and decision.reason == NOT_NOTIFY, decision
+        assert "a NOTIFY has at most" in decision.detail
+    # What primaries send passes: the SOA hint, EDNS, and a TSIG.
+    usual = make_notify(ZONE, soa_serial=3)
+    usual.use_edns(0, payload=1232)
+    usual.use_tsig(PRIMARY_KEY.to_dnspython())
+    assert isinstance(decide_notify(usual.to_wire(), STRANGER, ROUTES), Accepted)
+
+
+def test_the_fudge_a_sender_claims_is_capped() -> None:
+    """RFC 8945 §5.2.3 with the sender's fudge would accept a 17-hour-old message (fudge 65535)."""
+    message = make_notify(ZONE, soa_serial=4)
+    message.use_tsig(PRIMARY_KEY.to_dnspython(), fudge=65535)
+    wire = message.to_wire()
+    signed_at = dns.message.from_wire(wire, keyring=False).tsig[0].time_signed
+    assert isinstance(decide_notify(wire, STRANGER, ROUTES, now=signed_at + 299), Accepted)
+    late = decide_notify(wire, STRANGER, ROUTES, now=signed_at + 17 * 3600)
+    assert isinstance(late, Rejected) and late.reason == BAD_TSIG and "BADTIME" in late.detail
+    early = decide_notify(wire, STRANGER, ROUTES, now=signed_at - 301)
+    assert isinstance(early, Rejected) and early.reason == BAD_TSIG
+    # A sender's smaller fudge is the one that counts.
+    message = make_notify(ZONE, soa_serial=4)
+    message.use_tsig(PRIMARY_KEY.to_dnspython(), fudge=10)
+    wire = message.to_wire()
+    signed_at = dns.message.from_wire(wire, keyring=False).tsig[0].time_signed
+    assert isinstance(decide_notify(wire, STRANGER, ROUTES, now=signed_at + 60), Rejected)
+
+
+def tenant_route(namespace: str, source: str, keys: tuple[TsigKey, ...] = ()) -> RelayRoute:
+    return RelayRoute(
+        ref=ObjectRef(namespace, "example-test"),
+        zone=ZONE,
+        allowed_sources=(ipaddress.ip_network(f"{source}/32"),),
+        allowed_keys=keys,
+        targets=((ProbeTarget(f"10.0.{len(namespace)}.1"), RELAY_KEY),),
+    )
+
+
+def test_one_zone_name_of_two_tenants_is_decided_per_zone_object() -> None:
+    key_a, key_b = key("transfer-key."), key("transfer-key.")  # one name, two secrets
+    tenant_a = tenant_route("tenant-a", "192.0.2.10", (key_a,))
+    tenant_b = tenant_route("tenant-b", "192.0.2.20", (key_b,))
+    shared = tenant_route("tenant-c", "192.0.2.10")  # also a secondary of A's primary
+    routes = route_table([tenant_a, tenant_b, shared])
+    _, wire = notify_wire()
+    decision = decide_notify(wire, "192.0.2.10", routes)
+    assert isinstance(decision, Accepted) and decision.routes == (tenant_a, shared)
+    decision = decide_notify(wire, "192.0.2.20", routes)
+    assert isinstance(decision, Accepted) and decision.routes == (tenant_b,)
+    # Signed with B's secret: B's Zone only, also from A's primary's address.
+    _, signed = notify_wire(signer=key_b)
+    decision = decide_notify(signed, "192.0.2.10", routes)
+    assert isinstance(decision, Accepted) and decision.routes == (tenant_b,)
+    assert decision.key_name == key_b.name
+    # A third secret of that name is nobody's.
+    _, forged = notify_wire(signer=key("transfer-key."))
+    decision = decide_notify(forged, "192.0.2.10", routes)
+    assert isinstance(decision, Rejected) and decision.reason == BAD_TSIG
+
+
+def test_route_table_keeps_one_route_per_zone_object() -> None:
+    first = tenant_route("tenant-a", "192.0.2.10")
+    again = tenant_route("tenant-a", "192.0.2.11")
+    other = tenant_route("tenant-b", "192.0.2.20")
+    table = route_table([first, other, again])
+    assert table == {ZONE: (again, other)}
+    assert dns.name.from_text("EXAMPLE.test.") in table
+
+
+@pytest.mark.parametrize(
+    ("pending", "new", "kept"),
+    [
+        (100, 200, 200),
+        (200, 150, 200),
+        (4294967290, 5, 5),  # 5 is after 4294967290 (RFC 1982 §3.2: across the wrap)
+        (5, 4294967290, 5),
+        (0, 2**31, 0),  # not comparable: the first one stays
+        (None, 7, None),  # a NOTIFY without a hint asks for a check whatever the serial
+        (7, None, None),
+    ],
+)
+def test_coalesced_notifies_keep_the_later_serial(
+    pending: int | None, new: int | None, kept: int | None
+) -> None:
+    assert later_serial(pending, new) == kept
 
 
 def test_make_notify_is_an_rfc_1996_notify_with_the_serial_hint() -> None:

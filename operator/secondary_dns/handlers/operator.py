@@ -21,7 +21,7 @@ import kopf
 
 from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLURAL
 from secondary_dns.api.agent_contract import LABEL_SERVER
-from secondary_dns.dns.relay import NotifyRelay
+from secondary_dns.dns.relay import NotifyRelay, RelayThread
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.handlers.events import post_kopf_event
 from secondary_dns.handlers.monitor import SerialMonitor
@@ -63,7 +63,11 @@ def _listen_address(value: str) -> tuple[str, int]:
 
 @kopf.on.startup()
 async def start_dns(memo: kopf.Memo, **_: Any) -> None:
-    """The NOTIFY relay and the serial monitor, in kopf's own event loop."""
+    """The serial monitor in kopf's event loop; the NOTIFY relay in a thread of its own.
+
+    The relay parses whatever anyone sends it: in its own event loop, a flood of
+    it never delays a reconcile or a status write (docs/notify-relay.md).
+    """
     operator = controller(memo)
     monitor = SerialMonitor(
         operator.monitored_zones,
@@ -74,15 +78,16 @@ async def start_dns(memo: kopf.Memo, **_: Any) -> None:
         repair=os.environ.get("SDNS_REPAIR", "on") != "off",
     )
     operator.on_change = monitor.poke
-    relay: NotifyRelay | None = None
+    relay: RelayThread | None = None
     listen = os.environ.get("SDNS_RELAY_LISTEN", "0.0.0.0:5353")
     if listen != "off":
         # A NOTIFY means a new serial is on its way: probe fast for a while.
-        relay = NotifyRelay(on_notify=lambda zone: monitor.poke())
+        # poke() is thread-safe: the relay calls it from its own thread.
+        relay = RelayThread(NotifyRelay(on_notify=lambda route: monitor.poke()))
         host, port = _listen_address(listen)
-        await relay.start(host, port)
-        log.info("NOTIFY relay listening on %s:%d", host, relay.bound_port)
-        monitor.relay = relay
+        await asyncio.to_thread(relay.start, host, port)
+        log.info("NOTIFY relay listening on %s:%d", host, relay.relay.bound_port)
+        monitor.relay = relay.relay
     memo["relay"] = relay
     memo["tasks"] = [asyncio.create_task(monitor.run(), name="serial-monitor")]
 
@@ -94,8 +99,8 @@ async def stop_dns(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     relay = memo.get("relay")
-    if isinstance(relay, NotifyRelay):
-        await relay.stop()
+    if isinstance(relay, RelayThread):
+        await asyncio.to_thread(relay.stop)
 
 
 @kopf.on.event(GROUP, VERSION, SECONDARY_SERVER_PLURAL)

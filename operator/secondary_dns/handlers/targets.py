@@ -71,9 +71,11 @@ def _replicas(
     )
 
 
-def relay_routes(zones: Iterable[MonitoredZone]) -> dict[dns.name.Name, RelayRoute]:
-    return {
-        zone.name: RelayRoute(
+def relay_routes(zones: Iterable[MonitoredZone]) -> list[RelayRoute]:
+    """One route per Zone object: two tenants serving one zone name never share one."""
+    return [
+        RelayRoute(
+            ref=zone.ref,
             zone=zone.name,
             allowed_sources=zone.notify_sources,
             allowed_keys=zone.primary_keys,
@@ -84,4 +86,4 @@ def relay_routes(zones: Iterable[MonitoredZone]) -> dict[dns.name.Name, RelayRou
             ),
         )
         for zone in zones
-    }
+    ]
