@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,14 +116,18 @@ class Operator:
         return {zone.name.to_text(): zone for zone in self.controller.monitored_zones()}
 
 
-def start_operator(api: FakeApiServer) -> Operator:
+def start_operator(api: FakeApiServer, refused_primary_networks: tuple[str, ...] = ()) -> Operator:
     events: list[tuple[str, str, str, str]] = []
 
     def post_event(obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         events.append((str(obj["kind"]), obj["metadata"]["name"], event_type, reason))
 
     controller = Controller(
-        Cluster(api), post_event, now=lambda: NOW, notify_address=NOTIFY_ADDRESS
+        Cluster(api),
+        post_event,
+        now=lambda: NOW,
+        notify_address=NOTIFY_ADDRESS,
+        refused_primary_networks=tuple(ipaddress.ip_network(n) for n in refused_primary_networks),
     )
     monitor = SerialMonitor(controller.monitored_zones, controller.zone_status, None)
     return Operator(controller, monitor, events)

@@ -98,6 +98,7 @@ _LABEL_WORDS = "every label of spec.zone must have 1 to 63 characters"
 _CHARACTER_WORDS = "labels of spec.zone may only contain letters, digits"
 _NOT_IP = "must be an IPv4 or IPv6 address"
 _NOT_UNICAST = "must be a unicast address"
+_NOT_A_PRIMARY = "must be the global unicast address of a primary"
 _NOT_CIDR = "must be a network in CIDR notation"
 
 CASES: tuple[InvalidManifest, ...] = (
@@ -183,13 +184,45 @@ CASES: tuple[InvalidManifest, ...] = (
         "primary-address-unspecified",
         _zone(_primary(address="0.0.0.0")),
         "spec.primaries[0].address",
-        _NOT_UNICAST,
+        _NOT_A_PRIMARY,
     ),
     InvalidManifest(
         "primary-address-multicast",
         _zone(_primary(address="ff02::1")),
         "spec.primaries[0].address",
-        _NOT_UNICAST,
+        _NOT_A_PRIMARY,
+    ),
+    InvalidManifest(
+        "primary-address-broadcast",
+        _zone(_primary(address="255.255.255.255")),
+        "spec.primaries[0].address",
+        _NOT_A_PRIMARY,
+    ),
+    # A replica's loopback is the replica itself; link-local reaches the node's
+    # neighbours and 169.254.169.254, a cloud's metadata service (issue 13, item 9).
+    InvalidManifest(
+        "primary-address-loopback",
+        _zone(_primary(address="127.0.0.1", port=1)),
+        "spec.primaries[0].address",
+        _NOT_A_PRIMARY,
+    ),
+    InvalidManifest(
+        "primary-address-loopback-ipv6",
+        _zone(_set(primaries=[{"address": "192.0.2.1"}, {"address": "::1"}])),
+        "spec.primaries[1].address",
+        _NOT_A_PRIMARY,
+    ),
+    InvalidManifest(
+        "primary-address-link-local-metadata",
+        _zone(_primary(address="169.254.169.254", port=80)),
+        "spec.primaries[0].address",
+        _NOT_A_PRIMARY,
+    ),
+    InvalidManifest(
+        "primary-address-link-local-ipv6",
+        _zone(_primary(address="fe80::1")),
+        "spec.primaries[0].address",
+        _NOT_A_PRIMARY,
     ),
     InvalidManifest(
         "primary-address-missing",
@@ -541,8 +574,10 @@ VALID_CASES: tuple[ValidManifest, ...] = (
             )
         ),
     ),
-    ValidManifest("primary-loopback", _zone(_primary(address="127.0.0.1", port=1))),
-    ValidManifest("primary-link-local-ipv6", _zone(_primary(address="fe80::1"))),
+    # Private and unique-local addresses are fine: hidden primaries often have them.
+    ValidManifest("primary-private", _zone(_primary(address="10.1.2.3"))),
+    ValidManifest("primary-unique-local-ipv6", _zone(_primary(address="fd00::53"))),
+    ValidManifest("primary-shared-address-space", _zone(_primary(address="100.64.0.53"))),
     ValidManifest(
         "selector-everything-and-expressions",
         _zone(

@@ -2,7 +2,7 @@
 
 Every process runs in the foreground (`named -g`, all logging to its log file) in
 a process group of its own, inside the session's private network namespace, on
-an address of its own from 127.0.0.0/8 (private to the test run there). A
+an address of its own from 198.18.0.0/15 (private to the test run there). A
 `NamedFleet` owns the processes of one test and stops all of them when the test
 ends, also when it fails.
 
@@ -49,8 +49,11 @@ from localcluster import netns
 from localcluster.processes import stop_process_group
 from localcluster.waiting import wait_for
 
-# 127.0.0.1 stays free for the control and statistics channels that rendered
-# configs put there; named processes get 127.0.1.x, 127.0.2.x, ...
+# named processes get 198.18.0.x, 198.18.1.x, ... on the namespace's loopback
+# interface: RFC 2544's range for test networks, which nothing routes. Not
+# 127.0.0.0/8: the API refuses a primary there (from a replica it is the replica
+# itself), and the tests render primaries through the API's rules. 127.0.0.1
+# stays for the control and statistics channels rendered configs put there.
 _ADDRESSES = itertools.count(1)
 
 START_TIMEOUT = 20.0
@@ -59,10 +62,10 @@ DEFAULT_DEADLINE = 30.0
 POLL_SECONDS = 0.2
 
 
-def next_loopback_address() -> str:
-    """A fresh 127.0.x.y; use `NamedFleet.address()` for one that named can listen on."""
+def next_test_address() -> str:
+    """A fresh 198.18.x.y; use `NamedFleet.address()` for one that named can listen on."""
     n = next(_ADDRESSES)
-    return f"127.0.{1 + n // 250}.{1 + n % 250}"
+    return f"198.18.{n // 250}.{1 + n % 250}"
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -541,13 +544,13 @@ class NamedFleet:
         self.processes: list[NamedProcess] = []
 
     def address(self) -> str:
-        """A fresh loopback address, configured on the namespace's `lo`.
+        """A fresh test address (198.18.0.0/15), configured on the namespace's `lo`.
 
         named listens only on addresses it finds on an interface (it scans them),
-        not on the whole 127.0.0.0/8 route, so each one is added explicitly.
+        not on a route, so each one is added explicitly.
         """
         netns.require_inside(self.netns_name)
-        address = next_loopback_address()
+        address = next_test_address()
         netns.add_address(self.netns_name, address)
         return address
 

@@ -29,7 +29,7 @@ import dns.zone
 
 from localcluster import netns
 from localcluster.cluster import LocalCluster
-from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS
+from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS, SERVICE_CIDR
 from localcluster.named import (
     PrimaryServer,
     TsigCredentials,
@@ -99,6 +99,9 @@ def run_operator(
         [str(REPO / "operator"), *filter(None, [env.get("PYTHONPATH")])]
     )
     env["SDNS_PROBE_SECONDS"] = str(probe_seconds)
+    # As a platform team sets it: no Zone may point the replicas at the cluster's
+    # own Services (docs/operator.md, --refused-primary-networks).
+    env["SDNS_REFUSED_PRIMARY_NETWORKS"] = SERVICE_CIDR
     if relay:
         netns.require_inside(cluster.netns)
         netns.add_address(cluster.netns, RELAY_ADDRESS)

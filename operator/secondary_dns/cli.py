@@ -29,6 +29,7 @@ from secondary_dns.api import (
     conditions,
     parse_secondary_server,
 )
+from secondary_dns.api.fields import REFUSED_PRIMARY_NETWORKS_ENV, parse_cidr_list
 from secondary_dns.render import EnginePaths, RenderError, RenderRequest, renderer_for
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
 from secondary_dns.render.inputs import select_zones, tsig_keys
@@ -107,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("SDNS_RESYNC_SECONDS", "60")),
         help="level-triggered resync interval per SecondaryServer",
     )
+    operator.add_argument(
+        "--refused-primary-networks",
+        type=_cidr_list,
+        default=os.environ.get(REFUSED_PRIMARY_NETWORKS_ENV, ""),
+        metavar="CIDR[,CIDR...]",
+        help="networks no Zone's primary may be in, e.g. the cluster's Service range "
+        "10.96.0.0/12 (such a Zone gets ConfigValid=False, PrimaryNotAllowed); default: none "
+        f"(also ${REFUSED_PRIMARY_NETWORKS_ENV})",
+    )
     operator.add_argument("--verbose", "-v", action="store_true")
     agent_command.add_commands(commands)
     return parser
@@ -127,9 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _cidr_list(text: str) -> str:
+    try:
+        parse_cidr_list(text, "--refused-primary-networks")
+    except SpecError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def run_operator(args: argparse.Namespace) -> int:
     # The resync interval is read when the handlers module registers its timer.
     os.environ["SDNS_RESYNC_SECONDS"] = str(args.resync_seconds)
+    os.environ[REFUSED_PRIMARY_NETWORKS_ENV] = args.refused_primary_networks
     from secondary_dns.handlers.run import run
 
     return run(

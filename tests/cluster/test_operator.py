@@ -395,3 +395,33 @@ def test_object_stored_with_invalid_spec_stalls_without_crashing(
         lambda: 'zone "good.example"' in config_text(cluster, namespace, "strict"),
     )
     assert operator.alive()
+
+
+def test_a_zone_pointing_at_the_clusters_own_services_is_left_out(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """The operator runs with --refused-primary-networks 10.96.0.0/16 (scenario.run_operator):
+    10.96.0.1:443 is the cluster's kubernetes Service (issue 13, item 9)."""
+    kube_api = zone("kube-api", "kube.example", ["guard"])
+    kube_api["spec"]["primaries"] = [{"address": "10.96.0.1", "port": 443}]
+    open_zone = zone("open", "open.example", ["guard"])
+    open_zone["spec"]["allowTransfer"] = [{"cidr": "::/0"}]
+    apply(cluster, namespace, server("guard", replicas=1), kube_api, open_zone)
+
+    def zone_condition(name: str, type_: str) -> dict[str, Any] | None:
+        return condition(get_json(cluster, "zone", "-n", namespace, name), type_)
+
+    refused = wait_for(
+        "PrimaryNotAllowed",
+        lambda: (c := zone_condition("kube-api", "ConfigValid")) and c["status"] == "False" and c,
+    )
+    assert refused["reason"] == "PrimaryNotAllowed"
+    assert "spec.primaries[0].address 10.96.0.1 is inside 10.96.0.0/16" in refused["message"]
+    assert "kube.example" not in config_text(cluster, namespace, "guard")
+    # A zone open to every address is served, with a warning.
+    warning = wait_for("TransferOpen", lambda: (c := zone_condition("open", "TransferOpen")) and c)
+    assert (warning["status"], warning["reason"]) == ("True", "OpenToAnyAddress")
+    assert wait_for(
+        "the open zone valid",
+        lambda: (c := zone_condition("open", "ConfigValid")) and c["status"] == "True",
+    )

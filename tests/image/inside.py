@@ -31,8 +31,10 @@ DATA_DIR = Path("/var/lib/secondary-dns")
 CONFIG_DIR = RUN_DIR / "config"
 PORT = 5353
 SERIAL = 2026120301
-# A SecondaryServer and a Zone whose primary is an unused loopback port: named
-# serves the zone from the copy in its data directory, as after a restart.
+# A SecondaryServer and a Zone whose primary cannot be reached (TEST-NET-1; the
+# container has no network but its loopback, and the API refuses a primary on
+# loopback): named serves the zone from the copy in its data directory, as after
+# a restart.
 MANIFESTS = """
 apiVersion: secondarydns.io/v1alpha1
 kind: SecondaryServer
@@ -44,7 +46,7 @@ kind: Zone
 metadata: {name: example-test, namespace: default}
 spec:
   zone: example.test
-  primaries: [{address: 127.0.0.2, port: 5300}]
+  primaries: [{address: 192.0.2.1}]
   servers: [image-check]
 """
 ZONE = f"""$TTL 300

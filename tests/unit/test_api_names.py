@@ -89,9 +89,17 @@ def test_arbitrary_text_is_accepted_only_as_a_dns_name(text: str) -> None:
 
 
 def unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """What a primary may be: Go's netip IsGlobalUnicast (the CRD's rule), not IPv4-mapped."""
     mapped = isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None
     broadcast = address == ipaddress.IPv4Address("255.255.255.255")
-    return not (address.is_unspecified or address.is_multicast or broadcast or mapped)
+    return not (
+        address.is_unspecified
+        or address.is_multicast
+        or address.is_loopback
+        or address.is_link_local
+        or broadcast
+        or mapped
+    )
 
 
 @given(st.ip_addresses())
@@ -103,22 +111,26 @@ def test_unicast_addresses_round_trip(
         assert parse_zone(zone_with(address=text)).primaries[0].address == address
 
 
-NOT_UNICAST = st.one_of(
+NOT_A_PRIMARY = st.one_of(
     st.ip_addresses(network="224.0.0.0/4"),
     st.ip_addresses(network="ff00::/8"),
     st.ip_addresses(network="::ffff:0:0/96"),
+    st.ip_addresses(network="127.0.0.0/8"),
+    st.ip_addresses(network="169.254.0.0/16"),
+    st.ip_addresses(network="fe80::/10"),
     st.sampled_from(
         [
             ipaddress.IPv4Address("0.0.0.0"),
             ipaddress.IPv6Address("::"),
             ipaddress.IPv4Address("255.255.255.255"),
+            ipaddress.IPv6Address("::1"),
         ]
     ),
 )
 
 
-@given(NOT_UNICAST)
-def test_non_unicast_addresses_are_rejected(
+@given(NOT_A_PRIMARY)
+def test_addresses_that_cannot_be_a_primary_are_rejected(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address,
 ) -> None:
     assert not unicast(address)

@@ -285,3 +285,30 @@ def test_a_zone_the_planner_left_out_reaches_no_policy_probe_or_relay_route(
     assert sorted(monitored) == ["example.com."]
     assert [str(p) for p in monitored["example.com."].primaries] == ["192.0.2.1:53"]
     assert [str(n) for n in monitored["example.com."].notify_sources] == ["192.0.2.1/32"]
+
+
+def test_a_zone_whose_primary_is_in_the_refused_networks_is_left_out(api: FakeApiServer) -> None:
+    """--refused-primary-networks (the cluster's Service range): that Zone only (issue 13)."""
+    operator = start_operator(api, refused_primary_networks=("10.96.0.0/12",))
+    api.apply(
+        zone_manifest("kube-api", "kube.example", primaries=[{"address": "10.96.0.1", "port": 443}])
+    )
+    operator.reconcile_server("edge")
+    found = condition(zone(api, "kube-api"), "ConfigValid")
+    assert (found["status"], found["reason"]) == ("False", "PrimaryNotAllowed")
+    assert "spec.primaries[0].address 10.96.0.1 is inside 10.96.0.0/12" in found["message"]
+    assert condition(zone(api), "ConfigValid")["status"] == "True"
+    # Neither probed nor relayed.
+    assert sorted(operator.monitored_zones()) == ["example.com."]
+
+
+def test_a_zone_open_to_any_address_gets_transfer_open(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    operator.reconcile_server("edge")
+    assert condition(zone(api), "TransferOpen")["status"] == "False"
+    api.apply(zone_manifest(allowTransfer=[{"cidr": "0.0.0.0/0"}]))
+    operator.zone_changed("example-com")
+    found = condition(zone(api), "TransferOpen")
+    assert (found["status"], found["reason"]) == ("True", "OpenToAnyAddress")
+    assert condition(zone(api), "ConfigValid")["status"] == "True"

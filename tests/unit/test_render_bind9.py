@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 
 import dns.name
@@ -248,3 +249,45 @@ def test_a_malformed_retransfer_file_is_an_error_not_an_exception() -> None:
     assert "JSON object" in str(parse_retransfer_file("[]"))
     assert "non-empty string" in str(parse_retransfer_file('{"a.test.": 7}'))
     assert "zone" in str(parse_retransfer_file('{"a..test.": "x"}'))
+
+
+def test_primaries_in_the_refused_networks_are_left_out_naming_the_field() -> None:
+    """The cluster's own Service range, set by the operator (issue 13, item 9)."""
+    request = dataclasses.replace(
+        minimal_request(),
+        zones=[
+            (ObjectRef(NS, "outside"), zone("example.com.", primary("192.0.2.1"))),
+            (
+                ObjectRef(NS, "inside"),
+                zone("internal.example.", primary("192.0.2.1"), primary("10.96.0.10")),
+            ),
+            (ObjectRef(NS, "inside-v6"), zone("v6.example.", primary("fd00:10:96::a"))),
+        ],
+        refused_primary_networks=(
+            ipaddress.ip_network("10.96.0.0/12"),
+            ipaddress.ip_network("fd00:10:96::/112"),
+        ),
+    )
+    rendered = render_bind9(request)
+    assert [z.ref.name for z in rendered.plan.zones] == ["outside"]
+    inside = rendered.rejected[ObjectRef(NS, "inside")]
+    assert inside.reason == conditions.PRIMARY_NOT_ALLOWED
+    assert inside.message.startswith("spec.primaries[1].address 10.96.0.10 is inside 10.96.0.0/12")
+    assert rendered.rejected[ObjectRef(NS, "inside-v6")].reason == conditions.PRIMARY_NOT_ALLOWED
+    assert "10.96.0.10" not in rendered.files[ZONES_CONF]
+    # Without the setting (the default), nothing is refused for its range.
+    plain = render_bind9(dataclasses.replace(request, refused_primary_networks=()))
+    assert len(plain.plan.zones) == 3
+
+
+def test_loopback_and_link_local_primaries_past_admission_are_left_out() -> None:
+    """Stored before the CRD refused them: the planner refuses them as the models do."""
+    hostile = [
+        (ObjectRef(NS, "loopback"), zone("a.example.", primary("127.0.0.1"))),
+        (ObjectRef(NS, "metadata"), zone("b.example.", primary("169.254.169.254", 80))),
+        (ObjectRef(NS, "link-local"), zone("c.example.", primary("fe80::1"))),
+    ]
+    rendered = render_bind9(dataclasses.replace(minimal_request(), zones=hostile))
+    assert rendered.plan.zones == ()
+    assert {r.reason for r in rendered.rejected.values()} == {conditions.INVALID_SPEC}
+    assert "global unicast" in rendered.rejected[ObjectRef(NS, "metadata")].message

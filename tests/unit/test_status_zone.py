@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from secondary_dns.api import ObjectRef, SpecError, conditions
+from secondary_dns.api import ObjectRef, SpecError, conditions, parse_zone
 from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN
 from secondary_dns.render import render_bind9
 from secondary_dns.render.engine import ZoneRejection
@@ -18,6 +18,7 @@ from secondary_dns.status.zone import (
     ReadyInputs,
     ServerVerdict,
     ZoneConfig,
+    open_transfer_entries,
     ready,
     verdict_for,
     zone_status,
@@ -301,3 +302,42 @@ def test_verdict_reads_the_zones_request_from_the_rendered_configuration() -> No
     assert verdict_for(ref, "edge", rendered, (), 3).retransfer_request == "ticket-9"
     assert verdict_for(ref, "edge", render_bind9(request), (), 3).retransfer_request is None
     assert not verdict_for(ObjectRef("dns", "other"), "edge", rendered, (), 3).served
+
+
+# ---------------------------------------------------------------- TransferOpen (issue 13, item 9)
+
+
+def test_a_zone_open_to_any_address_for_transfer_says_so_without_failing() -> None:
+    spec = parse_zone(
+        {
+            "apiVersion": "secondarydns.io/v1alpha1",
+            "kind": "Zone",
+            "metadata": {"name": "example-com", "namespace": "dns"},
+            "spec": {
+                "zone": "example.com",
+                "primaries": [{"address": "192.0.2.1"}],
+                "servers": ["edge"],
+                "allowTransfer": [
+                    {"cidr": "198.51.100.0/24"},
+                    {"cidr": "0.0.0.0/0", "tsigKeySecretRef": {"name": "partner"}},
+                    {"cidr": "::/0"},
+                ],
+            },
+        }
+    )
+    assert open_transfer_entries(spec) == ("spec.allowTransfer[2] (::/0)",)
+    status = zone_status({}, _config(open_transfer=open_transfer_entries(spec)), _serial(), NOW)
+    found = _cond(status, conditions.TRANSFER_OPEN)
+    assert (found["status"], found["reason"]) == (TRUE, conditions.OPEN_TO_ANY_ADDRESS)
+    assert "spec.allowTransfer[2] (::/0)" in found["message"]
+    assert "tsigKeySecretRef" in found["message"]
+    # A warning, not a failure: the zone is Ready and its configuration valid.
+    assert _cond(status, conditions.READY)["status"] == TRUE
+    assert _cond(status, conditions.CONFIG_VALID)["status"] == TRUE
+
+    restricted = zone_status({}, _config(open_transfer=()), _serial(), NOW)
+    found = _cond(restricted, conditions.TRANSFER_OPEN)
+    assert (found["status"], found["reason"]) == (FALSE, conditions.TRANSFER_RESTRICTED)
+    # Unknown while the spec cannot be read: no verdict on it.
+    unread = zone_status({}, _config(), None, NOW)
+    assert all(c["type"] != conditions.TRANSFER_OPEN for c in unread["conditions"])

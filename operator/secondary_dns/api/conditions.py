@@ -19,6 +19,8 @@ EXPIRING = "Expiring"
 SERIAL_REGRESSED = "SerialRegressed"
 PRIMARY_UNREACHABLE = "PrimaryUnreachable"
 SPREAD = "Spread"
+# A warning, never a failure: allowTransfer lets any address transfer the zone.
+TRANSFER_OPEN = "TransferOpen"
 
 CONDITION_TYPES = (
     READY,
@@ -31,6 +33,7 @@ CONDITION_TYPES = (
     SERIAL_REGRESSED,
     PRIMARY_UNREACHABLE,
     SPREAD,
+    TRANSFER_OPEN,
 )
 
 # Statuses (metav1.ConditionStatus)
@@ -46,6 +49,8 @@ INVALID_TSIG_KEY = "InvalidTsigKey"
 SERVER_NOT_FOUND = "ServerNotFound"
 NO_SERVERS_SELECTED = "NoServersSelected"
 ZONE_CONFLICT = "ZoneConflict"
+# A primary inside a range the operator refuses (--refused-primary-networks).
+PRIMARY_NOT_ALLOWED = "PrimaryNotAllowed"
 RENDERED = "Rendered"
 CONFIG_REJECTED = "ConfigRejected"
 # Reasons: rollout and serving
@@ -71,5 +76,8 @@ PRIMARY_REACHABLE = "PrimaryReachable"
 PRIMARY_TIMEOUT = "PrimaryTimeout"
 PRIMARY_REFUSED = "PrimaryRefused"
 RETRANSFER_REQUESTED = "RetransferRequested"
+# Reasons: TransferOpen
+OPEN_TO_ANY_ADDRESS = "OpenToAnyAddress"
+TRANSFER_RESTRICTED = "TransferRestricted"
 # Configured everywhere; serial status not known yet.
 AWAITING_SERIALS = "AwaitingSerials"

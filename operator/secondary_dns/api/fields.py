@@ -299,10 +299,57 @@ def _check_address_length(value: str, field: str) -> None:
 
 def parse_ip_address(value: object, field: str) -> IPAddress:
     """One unicast IPv4 or IPv6 address in the form Kubernetes' CEL isIP() accepts."""
+    address = _ip_address(value, field)
+    # Go's netip IsGlobalUnicast, which the CRD rule uses: private ranges are fine,
+    # unspecified, multicast and broadcast addresses cannot be a transfer peer.
+    broadcast = ipaddress.IPv4Address("255.255.255.255")
+    if address.is_unspecified or address.is_multicast or address == broadcast:
+        raise SpecError(
+            field,
+            f'"{value}" is not a unicast address (unspecified, multicast or broadcast); '
+            f"write the address of one server, {_ADDRESS_EXAMPLE}",
+        )
+    return address
+
+
+def parse_primary_address(value: object, field: str) -> IPAddress:
+    """A primary's address: what CEL's ip(self).isGlobalUnicast() accepts.
+
+    Private and unique-local addresses are global unicast too (hidden primaries
+    have them); loopback and link-local are not: from a replica they reach the
+    replica itself, its node or its neighbours (169.254.169.254 is many clouds'
+    metadata service), so a Zone could make the replicas and the operator's
+    probes knock on them.
+    """
+    address = _ip_address(value, field)
+    kinds = (
+        (address.is_loopback, "a loopback address"),
+        (address.is_link_local, "a link-local address"),
+        (address.is_unspecified, "the unspecified address"),
+        (address.is_multicast, "a multicast address"),
+        (address == ipaddress.IPv4Address("255.255.255.255"), "the broadcast address"),
+    )
+    for matches, kind in kinds:
+        if matches:
+            raise SpecError(
+                field,
+                f'"{value}" is {kind}; it must be the global unicast address of a primary, '
+                "not loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, fe80::/10), "
+                "unspecified, multicast or broadcast: from a replica those reach the replica "
+                f"itself, its node or its neighbours, {_ADDRESS_EXAMPLE}",
+            )
+    return address
+
+
+_ADDRESS_EXAMPLE = "e.g. 192.0.2.53 or 2001:db8::53"
+
+
+def _ip_address(value: object, field: str) -> IPAddress:
+    """An IPv4 or IPv6 address written as CEL isIP() accepts it, of any kind."""
     if not isinstance(value, str):
         raise SpecError(field, f"must be an IP address as a string, not {json_type(value)}")
     _check_address_length(value, field)
-    example = "e.g. 192.0.2.53 or 2001:db8::53"
+    example = _ADDRESS_EXAMPLE
     # Python accepts scoped IPv6 ("fe80::1%eth0") and IPv4-mapped IPv6; the API
     # server's isIP() refuses both, and a scope means nothing outside one host.
     if "%" in value:
@@ -318,15 +365,6 @@ def parse_ip_address(value: object, field: str) -> IPAddress:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         raise SpecError(
             field, f'"{value}" is an IPv4-mapped IPv6 address; write {address.ipv4_mapped}'
-        )
-    # Go's netip IsGlobalUnicast, which the CRD rule uses: private ranges are fine,
-    # unspecified, multicast and broadcast addresses cannot be a transfer peer.
-    broadcast = ipaddress.IPv4Address("255.255.255.255")
-    if address.is_unspecified or address.is_multicast or address == broadcast:
-        raise SpecError(
-            field,
-            f'"{value}" is not a unicast address (unspecified, multicast or broadcast); '
-            f"write the address of one server, {example}",
         )
     return address
 
@@ -366,3 +404,13 @@ def check_quantity(value: object, field: str) -> str:
     if QUANTITY.fullmatch(text) is None:
         raise SpecError(field, f'"{text}" is not a quantity; write e.g. 500m, 2, 128Mi or 1Gi')
     return text
+
+
+# The operator setting --refused-primary-networks travels in this variable.
+REFUSED_PRIMARY_NETWORKS_ENV = "SDNS_REFUSED_PRIMARY_NETWORKS"
+
+
+def parse_cidr_list(text: str, field: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated CIDRs (an operator setting); a SpecError names the bad item."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    return tuple(parse_cidr(item, f"{field}[{index}]") for index, item in enumerate(items))

@@ -21,7 +21,7 @@ from secondary_dns.api.fields import (
     child,
     parse_cidr,
     parse_dns_name,
-    parse_ip_address,
+    parse_primary_address,
     read_integer,
     read_list,
     read_object,
@@ -161,7 +161,7 @@ def _parse_primaries(spec: Mapping[str, Any]) -> tuple[Primary, ...]:
         primary = read_object(item, path, ("address", "port", "tsigKeySecretRef"))
         if "address" not in primary:
             raise SpecError(child(path, "address"), "is required: the primary's IP address")
-        address = parse_ip_address(primary["address"], child(path, "address"))
+        address = parse_primary_address(primary["address"], child(path, "address"))
         port = read_integer(
             primary,
             "port",

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from secondary_dns import metrics
-from secondary_dns.api import ObjectRef, SpecError
+from secondary_dns.api import IPNetwork, ObjectRef, SpecError
 from secondary_dns.handlers.events import EventPoster
 from secondary_dns.handlers.server_status import ServerStatusWriter
 from secondary_dns.handlers.servers import ServerReconciler
@@ -81,13 +81,16 @@ class Controller:
         *,
         now: Callable[[], str] = utc_now,
         notify_address: str | None = None,
+        refused_primary_networks: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.cluster = cluster
         self.states = ServerStates()
         self.zone_status = ZoneStatusWriter(cluster, post_event, now)
         self.zones = ZoneObserver(cluster, self.states, self.zone_status, notify_address)
         self.server_status = ServerStatusWriter(cluster, post_event, now, notify_address)
-        self.servers = ServerReconciler(cluster, post_event, self.server_status, self._changed)
+        self.servers = ServerReconciler(
+            cluster, post_event, self.server_status, self._changed, refused_primary_networks
+        )
         self.spec_changes = SpecChanges()
         # Called when what is served changed (the serial monitor probes fast then).
         self.on_change: Callable[[], None] = lambda: None

@@ -21,6 +21,7 @@ import kopf
 
 from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLURAL
 from secondary_dns.api.agent_contract import LABEL_SERVER
+from secondary_dns.api.fields import REFUSED_PRIMARY_NETWORKS_ENV, parse_cidr_list
 from secondary_dns.dns.relay import NotifyRelay, RelayThread
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.handlers.events import post_kopf_event
@@ -52,7 +53,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     cluster = Cluster(KubernetesTransport(new_api_client(os.environ.get("KUBECONFIG") or None)))
     memo["controller"] = Controller(
-        cluster, post_kopf_event, notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None
+        cluster,
+        post_kopf_event,
+        notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None,
+        # --refused-primary-networks (cli.py checked it): e.g. the Service range.
+        refused_primary_networks=parse_cidr_list(
+            os.environ.get(REFUSED_PRIMARY_NETWORKS_ENV, ""), REFUSED_PRIMARY_NETWORKS_ENV
+        ),
     )
 
 

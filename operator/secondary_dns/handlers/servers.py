@@ -19,6 +19,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from secondary_dns.api import (
+    IPNetwork,
     ObjectRef,
     SecondaryServerSpec,
     SecretKeyRef,
@@ -46,8 +47,11 @@ class ServerReconciler:
         post_event: EventPoster,
         status: ServerStatusWriter,
         on_change: Callable[[], None],
+        refused_primary_networks: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.cluster = cluster
+        # An operator setting: ranges no Zone's primary may be in (RenderRequest).
+        self.refused_primary_networks = refused_primary_networks
         self.post_event = post_event
         self.status = status
         # Called when what a server serves changed (the serial monitor looks now).
@@ -131,6 +135,7 @@ class ServerReconciler:
                 relay_key_name=relay_key.name,
                 paths=children.POD_PATHS,
                 created=served.created,
+                refused_primary_networks=self.refused_primary_networks,
             )
         )
 

@@ -15,7 +15,7 @@ from secondary_dns.api import ObjectRef, SpecError, ZoneSpec, parse_zone
 from secondary_dns.handlers.state import ServerStates
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
 from secondary_dns.k8s.api import Cluster
-from secondary_dns.status.zone import ZoneConfig, verdict_for
+from secondary_dns.status.zone import ZoneConfig, open_transfer_entries, verdict_for
 
 
 class ZoneObserver:
@@ -78,6 +78,7 @@ class ZoneObserver:
             verdicts=tuple(verdicts),
             notify_address=self.notify_address,
             retransfer_request=spec.retransfer_request,
+            open_transfer=open_transfer_entries(spec),
         )
 
 

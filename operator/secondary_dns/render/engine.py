@@ -81,6 +81,11 @@ class RenderRequest:
     # metadata.creationTimestamp per Zone (RFC 3339, sorts as text): when two
     # Zone objects claim one zone name, the older one keeps it.
     created: Mapping[ObjectRef, str] = field(default_factory=dict)
+    # Ranges no primary may be in, an operator setting (--refused-primary-networks):
+    # the cluster's own Service range, which the CRD cannot know. A Zone pointing
+    # there would have the replicas and the operator's probes knock on the
+    # cluster's services (and echo their errors in its status).
+    refused_primary_networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -279,7 +284,15 @@ def _plan_zone(
         if not spec.primaries:
             raise UnsafeValueError("spec.primaries is empty: a secondary needs a primary")
         for index, primary in enumerate(spec.primaries):
-            tokens.unicast_address(primary.address, f"spec.primaries[{index}].address")
+            field_path = f"spec.primaries[{index}].address"
+            tokens.unicast_address(primary.address, field_path)
+            if primary.address.is_loopback or primary.address.is_link_local:
+                # Refused by the CRD and the models; a Zone stored before they were is
+                # refused here alike.
+                raise UnsafeValueError(
+                    f"{field_path} {primary.address} must be the global unicast address of a "
+                    "primary, not loopback or link-local"
+                )
             tokens.port(primary.port, f"spec.primaries[{index}].port")
         for index, entry in enumerate(spec.allow_transfer):
             if entry.cidr is None and entry.tsig_key_secret_ref is None:
@@ -305,6 +318,17 @@ def _plan_zone(
                 f"spec.timers.min{what}Seconds ({low}) is above max{what}Seconds ({high})",
             )
 
+    for index, primary in enumerate(spec.primaries):
+        for refused in request.refused_primary_networks:
+            if primary.address in refused:
+                raise _Rejected(
+                    conditions.PRIMARY_NOT_ALLOWED,
+                    f"spec.primaries[{index}].address {primary.address} is inside "
+                    f"{refused.compressed}, a range this operator refuses primaries in "
+                    "(--refused-primary-networks: the cluster's own addresses); give the "
+                    "primary's address outside the cluster, or ask the operator's "
+                    "administrators to allow that range",
+                )
     primaries = tuple(
         _plan_primary(request, ref, primary, index, keys)
         for index, primary in enumerate(spec.primaries)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from secondary_dns.api import ObjectRef, SpecError, conditions
+from secondary_dns.api import ObjectRef, SpecError, ZoneSpec, conditions
 from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN
 from secondary_dns.render.engine import RenderedConfig, ZoneRejection
 from secondary_dns.status.conditions import Condition, set_conditions
@@ -83,6 +83,9 @@ class ZoneConfig:
     notify_address: str | None = None
     # spec.retransferRequest of the Zone as read now.
     retransfer_request: str | None = None
+    # allowTransfer entries open to any address (open_transfer_entries); None when
+    # the spec could not be read.
+    open_transfer: tuple[str, ...] | None = None
 
     @property
     def servers(self) -> str:
@@ -305,6 +308,46 @@ def completed_retransfer(config: ZoneConfig) -> str | None:
     return request
 
 
+# ---------------------------------------------------------------- TransferOpen
+
+
+def open_transfer_entries(spec: ZoneSpec) -> tuple[str, ...]:
+    """The allowTransfer entries that let any address transfer the zone: a /0 with no key."""
+    return tuple(
+        f"spec.allowTransfer[{index}] ({entry.cidr.compressed})"
+        for index, entry in enumerate(spec.allow_transfer)
+        if entry.cidr is not None
+        and entry.cidr.prefixlen == 0
+        and entry.tsig_key_secret_ref is None
+    )
+
+
+def transfer_open(config: ZoneConfig) -> Condition | None:
+    """A warning, never a failure: a public secondary may serve transfers to everyone.
+
+    Zone data is often not meant for everyone (internal names, the whole of a
+    zone at once), and a full transfer costs the replicas far more than a query.
+    """
+    if config.open_transfer is None:
+        return None
+    if config.open_transfer:
+        return Condition(
+            conditions.TRANSFER_OPEN,
+            TRUE,
+            conditions.OPEN_TO_ANY_ADDRESS,
+            f"{', '.join(config.open_transfer)} lets any address that reaches the replicas "
+            "transfer the whole zone (AXFR/IXFR); if that is not meant, add a "
+            "tsigKeySecretRef to the entry or narrow its cidr",
+        )
+    return Condition(
+        conditions.TRANSFER_OPEN,
+        FALSE,
+        conditions.TRANSFER_RESTRICTED,
+        "no entry of spec.allowTransfer admits every address without a key (an empty "
+        "allowTransfer admits nobody)",
+    )
+
+
 # ---------------------------------------------------------------- the whole status
 
 
@@ -329,11 +372,12 @@ def zone_status(
     if request is not None:
         status["retransferRequest"] = request
     config_valid, stalled = config_verdicts(config)
+    verdicts = [config_valid, ready(ReadyInputs(config, serial)), stalled]
+    open_condition = transfer_open(config)
+    if open_condition is not None:
+        verdicts.append(open_condition)
     status["conditions"] = set_conditions(
-        base.get("conditions") or [],
-        (config_valid, ready(ReadyInputs(config, serial)), stalled),
-        config.generation,
-        now,
+        base.get("conditions") or [], verdicts, config.generation, now
     )
     status["observedGeneration"] = config.generation
     return status
