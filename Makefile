@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 setup: system-packages venv binaries image
 
-# Debian packages the tests and the local cluster use (BIND 9, iproute2 for
+# Debian packages the tests and the local cluster use (BIND 9, Knot DNS, iproute2 for
 # network namespaces, openssl for the local cluster's certificates, nftables
 # for its kube-proxy, podman, buildah, runc and mmdebstrap for the image).
 system-packages:

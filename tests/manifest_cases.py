@@ -425,10 +425,10 @@ CASES: tuple[InvalidManifest, ...] = (
         "replicas-quoted", _server(_set(replicas="3")), "spec.replicas", "must be of type integer"
     ),
     InvalidManifest(
-        "engine-knot-not-yet",
-        _server(_set(engine={"type": "knot"})),
+        "engine-unknown",
+        _server(_set(engine={"type": "nsd"})),
         "spec.engine.type",
-        'Unsupported value: "knot"',
+        'Unsupported value: "nsd"',
     ),
     InvalidManifest(
         "engine-image-blank",
@@ -632,6 +632,15 @@ VALID_CASES: tuple[ValidManifest, ...] = (
         ),
     ),
     ValidManifest("server-name-48", {**valid_secondary_server(), "metadata": {"name": "s" * 48}}),
+    ValidManifest(
+        "server-knot-with-limits",
+        _server(
+            _set(
+                engine={"type": "knot"},
+                limits={"maxRecords": 4294967295, "transferTimeoutSeconds": 2419200},
+            )
+        ),
+    ),
     ValidManifest(
         "server-everything",
         _server(

@@ -26,6 +26,7 @@ from secondary_dns.api import (
     ObjectRef,
     SpecError,
     TsigKey,
+    agent_contract,
     conditions,
     parse_secondary_server,
 )
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Read SecondaryServer, Zone and Secret manifests (multi-document YAML) and "
             "write the configuration the server's pods would run into DIR, with every "
-            "path inside DIR, so that `named -g -c DIR/named.conf` serves it. Zones that "
+            "path inside DIR, so that `named -g -c DIR/named.conf` (BIND 9) or `knotd -c "
+            "DIR/knot.conf` (Knot DNS) serves it. Zones that "
             "cannot be served are listed on stderr with the reason."
         ),
     )
@@ -343,9 +345,8 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         renderer = renderer_for(server.engine.type)
         rendered = renderer.render(request)
         relay_key = _generated_key(DEFAULT_RELAY_KEY_NAME)
-        rndc_key = _generated_key(paths.rndc_key_name)
         key_file = renderer.render_key_file([*rendered.tsig_keys, relay_key])
-        rndc_key_file = renderer.render_key_file([rndc_key])
+        rndc_key_file = renderer.render_key_file([_generated_key(paths.rndc_key_name)])
     except RenderError as error:
         print(f"secondary-dns render: SecondaryServer {server_ref}: {error}", file=err)
         return EXIT_NOTHING_RENDERED
@@ -356,17 +357,19 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _write(output / name, text)
     # Secrets: readable by the owner only, as the agent writes them in the pod.
     _write(output / "tsig-keys.conf", key_file, 0o600)
-    _write(output / "rndc.key", rndc_key_file, 0o600)
-    _write(
-        output / "rndc.conf",
-        rndc_key_file
-        + "options {\n"
-        + f'\tdefault-key "{paths.rndc_key_name.to_text(omit_final_dot=True)}";\n'
-        + "\tdefault-server 127.0.0.1;\n"
-        + f"\tdefault-port {int(args.control_port)};\n"
-        + "};\n",
-        0o600,
-    )
+    if rendered.engine == agent_contract.ENGINE_BIND9:
+        # named's control channel needs a key; knotd's is a UNIX socket in run/.
+        _write(output / "rndc.key", rndc_key_file, 0o600)
+        _write(
+            output / "rndc.conf",
+            rndc_key_file
+            + "options {\n"
+            + f'\tdefault-key "{paths.rndc_key_name.to_text(omit_final_dot=True)}";\n'
+            + "\tdefault-server 127.0.0.1;\n"
+            + f"\tdefault-port {int(args.control_port)};\n"
+            + "};\n",
+            0o600,
+        )
 
     print(
         f"SecondaryServer {server_ref} ({renderer.engine}): config {rendered.config_hash}", file=out
@@ -381,7 +384,18 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         rejected[ref] = f"{rejection.reason}: {rejection.message}"
     for ref in sorted(rejected):
         print(f"secondary-dns render: left out Zone {ref}: {rejected[ref]}", file=err)
-    print(f"wrote {output}; run: named -g -c {output / 'named.conf'}", file=out)
+    for zone in rendered.plan.zones:
+        for limitation in rendered.limitations(zone.ref):
+            print(
+                f"secondary-dns render: Zone {zone.ref} ({rendered.engine}): {limitation}", file=err
+            )
+    main_file = output / rendered.main_file
+    if rendered.engine == agent_contract.ENGINE_KNOT:
+        socket = run_dir / agent_contract.KNOT_CONTROL_SOCKET
+        run = f"knotd -c {main_file} (control: knotc -s {socket} zone-status)"
+    else:
+        run = f"named -g -c {main_file} (control: rndc -c {output / 'rndc.conf'} status)"
+    print(f"wrote {output}; run: {run}", file=out)
     if args.strict and rejected:
         return EXIT_ZONES_REJECTED
     return EXIT_OK

@@ -192,6 +192,16 @@ def named_checkconf(conf: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([binary, str(conf)], capture_output=True, text=True, check=False)
 
 
+def knotc_conf_check(conf: Path) -> subprocess.CompletedProcess[str]:
+    """`knotc conf-check`: Knot's own checker, as named-checkconf is BIND's."""
+    binary = shutil.which("knotc")
+    if binary is None:
+        pytest.skip("knotc is not installed (Debian: apt-get install knot)")
+    return subprocess.run(
+        [binary, "-c", str(conf), "conf-check"], capture_output=True, text=True, check=False
+    )
+
+
 def relocate(text: str, root: Path) -> str:
     """Move every quoted absolute path under `root`: checks a pod config without chroot.
 

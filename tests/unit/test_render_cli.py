@@ -12,16 +12,17 @@ import pytest
 import yaml
 
 from secondary_dns.cli import main
+from tests.unit.render_cases import knotc_conf_check
 
 API = "secondarydns.io/v1alpha1"
 SECRET = "c2VjcmV0LWJ5dGVzLWZvci10aGUtdW5pdC10ZXN0cy0wMDA="
 
 
-def server(name: str = "edge", labels: dict[str, str] | None = None) -> dict[str, Any]:
+def server(name: str = "edge", labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": "dns"}
     if labels:
         metadata["labels"] = labels
-    return {"apiVersion": API, "kind": "SecondaryServer", "metadata": metadata, "spec": {}}
+    return {"apiVersion": API, "kind": "SecondaryServer", "metadata": metadata, "spec": spec}
 
 
 def zone(name: str, zone_name: str, **spec: Any) -> dict[str, Any]:
@@ -91,6 +92,39 @@ def test_renders_a_self_contained_directory(
     if checkconf is None:
         pytest.skip("named-checkconf is not installed (Debian: apt-get install bind9-utils)")
     result = subprocess.run([checkconf, str(out / "named.conf")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_renders_a_self_contained_knot_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write(
+        tmp_path,
+        server(engine={"type": "knot"}, limits={"maxRecords": 1000}),
+        zone("by-name", "example.com"),
+        SECRET_OBJ,
+    )
+    out = tmp_path / "out"
+    assert (
+        main(["render", "--output", str(out), "--listen", "127.0.0.53:5353", str(manifests)]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "(knot)" in captured.out and f"knotd -c {out}/knot.conf" in captured.out
+    # What Knot does instead of a record count is said, not hidden.
+    assert "Zone dns/by-name (knot): spec.limits.maxRecords is 1000" in captured.err
+    for name in ("knot.conf", "zones.conf", "tsig-keys.conf"):
+        assert (out / name).is_file()
+    # knotd's control channel is a socket in run/, no rndc key.
+    assert not (out / "rndc.key").exists()
+    assert stat.S_IMODE((out / "tsig-keys.conf").stat().st_mode) == 0o600
+    knot_conf = (out / "knot.conf").read_text()
+    assert "listen: [ 127.0.0.53@5353 ]" in knot_conf
+    for line in knot_conf.splitlines():
+        if '"/' in line:
+            assert f'"{out}/' in line, line
+    assert SECRET in (out / "tsig-keys.conf").read_text()
+    assert SECRET not in knot_conf + (out / "zones.conf").read_text()
+    result = knotc_conf_check(out / "knot.conf")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

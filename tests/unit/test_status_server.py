@@ -82,3 +82,14 @@ def test_invalid_server_spec_stalls_with_the_field() -> None:
     stalled = _cond(status, "Stalled")
     assert stalled["status"] == "True" and "spec.replicas" in stalled["message"]
     assert status["readyReplicas"] == 3  # the last observation of the fleet is kept
+
+
+def test_what_the_engine_cannot_express_is_in_config_valid() -> None:
+    note = "spec.limits.maxRecords is 10, but Knot DNS limits a zone by its size"
+    status = s.server_status(
+        _observation(engine="knot", limitations=(note,)), {}, "2026-01-01T00:00:00Z"
+    )
+    config_valid = _cond(status, "ConfigValid")
+    assert (config_valid["status"], config_valid["reason"]) == ("True", "EngineLimitations")
+    assert config_valid["message"].endswith(f"; knot: {note}")
+    assert _cond(status, "Ready")["status"] == "True"

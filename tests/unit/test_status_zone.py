@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from secondary_dns.api import ObjectRef, SpecError, conditions, parse_zone
+from secondary_dns.api import Limits, ObjectRef, SpecError, conditions, parse_zone
 from secondary_dns.api.conditions import FALSE, TRUE, UNKNOWN
-from secondary_dns.render import render_bind9
+from secondary_dns.render import render_bind9, render_knot
 from secondary_dns.render.engine import ZoneRejection
 from secondary_dns.status.conditions import Condition, set_conditions
 from secondary_dns.status.serial import SerialStatus
@@ -341,3 +341,24 @@ def test_a_zone_open_to_any_address_for_transfer_says_so_without_failing() -> No
     # Unknown while the spec cannot be read: no verdict on it.
     unread = zone_status({}, _config(), None, NOW)
     assert all(c["type"] != conditions.TRANSFER_OPEN for c in unread["conditions"])
+
+
+def test_what_an_engine_cannot_express_is_in_config_valid_and_the_zone_is_served() -> None:
+    request = minimal_request()
+    limited = dataclasses.replace(
+        request, server=dataclasses.replace(request.server, limits=Limits(max_records=10))
+    )
+    ref = request.zones[0][0]
+    bind = verdict_for(ref, "bind-a", render_bind9(limited), [], 3)
+    knot = verdict_for(ref, "knot-a", render_knot(limited), [], 3)
+    assert (bind.engine, bind.limitations) == ("bind9", ())
+    assert knot.engine == "knot" and "maxRecords is 10" in knot.limitations[0]
+    status = zone_status({}, _config(verdicts=(bind, knot)), _serial(), NOW)
+    config_valid = _cond(status, conditions.CONFIG_VALID)
+    assert config_valid["status"] == TRUE
+    assert config_valid["reason"] == conditions.ENGINE_LIMITATIONS
+    assert config_valid["message"].startswith("rendered for bind-a, knot-a; ")
+    assert "SecondaryServer knot-a (knot): spec.limits.maxRecords is 10" in config_valid["message"]
+    # Served exactly as asked elsewhere: no limitation, the usual reason.
+    status = zone_status({}, _config(verdicts=(bind,)), _serial(), NOW)
+    assert _cond(status, conditions.CONFIG_VALID)["reason"] == conditions.RENDERED

@@ -69,6 +69,17 @@ ZONES_FILE = "zones.json"
 # replica applies a configuration with a new request.
 RETRANSFER_FILE = "retransfer.json"
 
+# ---- engines ----------------------------------------------------------------------
+
+# spec.engine.type values, and the file of the configuration each engine is
+# started with (the renderer writes it, the agent checks it, `engine` runs it).
+ENGINE_BIND9 = "bind9"
+ENGINE_KNOT = "knot"
+ENGINE_CONFIG_FILES = {ENGINE_BIND9: "named.conf", ENGINE_KNOT: "knot.conf"}
+# knotd's control socket, in the run directory both containers share (knotc talks
+# to it; a UNIX socket needs no key, and nothing outside the pod can reach it).
+KNOT_CONTROL_SOCKET = "knot.sock"
+
 
 def keys_secret_name(server: str) -> str:
     return server + KEYS_SECRET_SUFFIX
@@ -132,7 +143,15 @@ class PodLayout:
 
     @property
     def named_conf(self) -> PurePosixPath:
-        return self.config_dir / "named.conf"
+        return self.engine_conf(ENGINE_BIND9)
+
+    def engine_conf(self, engine: str) -> PurePosixPath:
+        """The file `engine` is started with (named.conf, knot.conf)."""
+        return self.config_dir / ENGINE_CONFIG_FILES[engine]
+
+    @property
+    def knot_socket(self) -> PurePosixPath:
+        return self.run_dir / KNOT_CONTROL_SOCKET
 
 
 # ---- zones.json -------------------------------------------------------------------

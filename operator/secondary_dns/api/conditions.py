@@ -52,6 +52,8 @@ ZONE_CONFLICT = "ZoneConflict"
 # A primary inside a range the operator refuses (--refused-primary-networks).
 PRIMARY_NOT_ALLOWED = "PrimaryNotAllowed"
 RENDERED = "Rendered"
+# Served, but an engine cannot express a field exactly; the message says what it does.
+ENGINE_LIMITATIONS = "EngineLimitations"
 CONFIG_REJECTED = "ConfigRejected"
 # Reasons: rollout and serving
 PROGRESSING = "Progressing"

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from secondary_dns.api.agent_contract import ENGINE_BIND9, ENGINE_CONFIG_FILES
 from secondary_dns.api.common import check_root, check_server_name
 from secondary_dns.api.errors import SpecError
 from secondary_dns.api.fields import (
@@ -48,8 +49,8 @@ from secondary_dns.api.meta import SECONDARY_SERVER_KIND
 # RFC 2182 §5: at least three name servers, dispersed; one replica is allowed for
 # tests and small labs, and the Spread condition says what that costs.
 DEFAULT_REPLICAS = 3
-ENGINE_TYPES = ("bind9",)
-DEFAULT_ENGINE = "bind9"
+ENGINE_TYPES = tuple(ENGINE_CONFIG_FILES)
+DEFAULT_ENGINE = ENGINE_BIND9
 DEFAULT_TOPOLOGY_KEY = "topology.kubernetes.io/zone"
 WHEN_UNSATISFIABLE = ("DoNotSchedule", "ScheduleAnyway")
 SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")

@@ -74,6 +74,8 @@ class ServerStatusWriter:
                 rollout_complete=rollout_complete(statefulset, spec.replicas),
                 notify_address=self.notify_address,
                 apply_error=apply_error,
+                engine=rendered.engine,
+                limitations=rendered.server_limitations,
             ),
         )
         return pods

@@ -14,12 +14,14 @@ from secondary_dns.render.engine import (
     config_hash,
     plan_zones,
 )
+from secondary_dns.render.knot import KnotRenderer, render_knot
 from secondary_dns.render.selection import zone_selects_server, zones_for_server
 
 __all__ = [
     "Bind9Renderer",
     "EnginePaths",
     "EngineRenderer",
+    "KnotRenderer",
     "RenderError",
     "RenderRequest",
     "RenderedConfig",
@@ -29,12 +31,15 @@ __all__ = [
     "plan_zones",
     "render_bind9",
     "render_key_file",
+    "render_knot",
     "renderer_for",
     "zone_selects_server",
     "zones_for_server",
 ]
 
-_RENDERERS: dict[str, EngineRenderer] = {"bind9": Bind9Renderer()}
+_RENDERERS: dict[str, EngineRenderer] = {
+    renderer.engine: renderer for renderer in (Bind9Renderer(), KnotRenderer())
+}
 
 
 def renderer_for(engine: str) -> EngineRenderer:

@@ -38,11 +38,13 @@ from secondary_dns.render.engine import (
     config_hash,
     plan_zones,
     retransfer_file,
+    unique_keys,
+    zone_comment,
 )
 from secondary_dns.render.tokens import UnsafeValueError
 
-ENGINE = "bind9"
-NAMED_CONF = "named.conf"
+ENGINE = agent_contract.ENGINE_BIND9
+NAMED_CONF = agent_contract.ENGINE_CONFIG_FILES[ENGINE]
 ZONES_CONF = "zones.conf"
 
 # BIND's defaults (ARM): a ceiling below the default floor would be raised back
@@ -154,12 +156,7 @@ def _zone_statement(zone: PlannedZone, request: RenderRequest) -> list[str]:
         body.append(_statement("max-transfer-time-in", minutes))
         body.append(_statement("max-transfer-idle-in", minutes))
 
-    ref = zone.ref
-    try:
-        comment = f"# Zone {tokens.object_name(ref.namespace)}/{tokens.object_name(ref.name)}"
-    except UnsafeValueError:
-        comment = "# Zone object with an unprintable name"
-    return [comment, *_block(f"zone {tokens.quoted_name(zone.zone, 'zone')}", body)]
+    return [zone_comment(zone.ref), *_block(f"zone {tokens.quoted_name(zone.zone, 'zone')}", body)]
 
 
 def _listen(paths: EnginePaths) -> list[str]:
@@ -247,22 +244,9 @@ def render_named_conf(paths: EnginePaths) -> str:
 
 
 def render_key_file(keys: Iterable[TsigKey]) -> str:
-    """`key` statements for TSIG keys (RFC 8945): one per name, sorted.
-
-    The same name twice with the same material is written once; with different
-    material the file would make named refuse the whole config, so that raises.
-    """
-    by_name: dict[dns.name.Name, TsigKey] = {}
-    for key in keys:
-        known = by_name.get(key.name)
-        if known is not None and known != key:
-            raise RenderError(f"TSIG key {key.name} is defined twice with different secrets")
-        by_name[key.name] = key
+    """`key` statements for TSIG keys (RFC 8945): one per name, sorted."""
     lines: list[str] = []
-    for name in sorted(by_name):
-        key = by_name[name]
-        if not key.secret:
-            raise RenderError(f"TSIG key {key.name} has an empty secret")
+    for key in unique_keys(keys):
         secret = base64.b64encode(key.secret).decode("ascii")
         lines += _block(
             f"key {tokens.quoted_name(key.name, 'TSIG key name')}",

@@ -284,7 +284,7 @@ def engine_hash(rendered: RenderedConfig) -> str:
     adding or changing a Zone never rolls the pods; a change of the global
     options (an operator upgrade) does.
     """
-    global_files = {n: t for n, t in rendered.files.items() if n == "named.conf"}
+    global_files = {n: t for n, t in rendered.files.items() if n == rendered.main_file}
     return text_hash(rendered.engine + json.dumps(global_files, sort_keys=True))
 
 

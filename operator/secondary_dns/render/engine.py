@@ -169,10 +169,26 @@ class RenderedConfig:
     files: Mapping[str, str]
     config_hash: str
     plan: ZonePlan
+    # What the engine cannot express exactly and does instead, in words for the
+    # Zone's ConfigValid message: for the whole server (spec.limits), and per
+    # served zone (its own fields). Empty for BIND 9, which expresses every field.
+    server_limitations: tuple[str, ...] = ()
+    zone_limitations: Mapping[ObjectRef, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> Mapping[ObjectRef, ZoneRejection]:
         return self.plan.rejected
+
+    @property
+    def main_file(self) -> str:
+        """The file the engine is started with; a change of it needs a restart."""
+        return agent_contract.ENGINE_CONFIG_FILES[self.engine]
+
+    def limitations(self, ref: ObjectRef) -> tuple[str, ...]:
+        """What this server does differently from what a served Zone asks (none: exactly)."""
+        if self.plan.zone(ref) is None:
+            return ()
+        return (*self.server_limitations, *self.zone_limitations.get(ref, ()))
 
     @property
     def tsig_keys(self) -> tuple[TsigKey, ...]:
@@ -202,6 +218,32 @@ def config_hash(files: Mapping[str, str]) -> str:
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
     return digest.hexdigest()
+
+
+def unique_keys(keys: Iterable[TsigKey]) -> list[TsigKey]:
+    """TSIG keys for a key file (RFC 8945): one per name, sorted by name.
+
+    The same name twice with the same material is written once; with different
+    material the file would make the engine refuse the whole configuration, so
+    that raises, as does an empty secret.
+    """
+    by_name: dict[dns.name.Name, TsigKey] = {}
+    for key in keys:
+        known = by_name.get(key.name)
+        if known is not None and known != key:
+            raise RenderError(f"TSIG key {key.name} is defined twice with different secrets")
+        if not key.secret:
+            raise RenderError(f"TSIG key {key.name} has an empty secret")
+        by_name[key.name] = key
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def zone_comment(ref: ObjectRef) -> str:
+    """`# Zone namespace/name` above a zone's configuration (both engines use `#`)."""
+    try:
+        return f"# Zone {tokens.object_name(ref.namespace)}/{tokens.object_name(ref.name)}"
+    except UnsafeValueError:
+        return "# Zone object with an unprintable name"
 
 
 def retransfer_file(plan: ZonePlan) -> str | None:

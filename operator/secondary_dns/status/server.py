@@ -69,6 +69,10 @@ class ServerObservation:
     notify_address: str | None = None
     spec_error: SpecError | None = None
     apply_error: str | None = None
+    # spec.engine.type, and what that engine does instead of a field it cannot
+    # express exactly (RenderedConfig.server_limitations).
+    engine: str = ""
+    limitations: tuple[str, ...] = ()
 
 
 def spread_condition(replicas: int, failure_domains: Mapping[str, int]) -> Condition:
@@ -151,8 +155,13 @@ def server_status(
         config_valid = Condition(
             conditions.CONFIG_VALID,
             TRUE,
-            conditions.RENDERED,
-            f"configuration {config} serves {observed.zones} zone(s)",
+            conditions.ENGINE_LIMITATIONS if observed.limitations else conditions.RENDERED,
+            "; ".join(
+                [
+                    f"configuration {config} serves {observed.zones} zone(s)",
+                    *(f"{observed.engine}: {note}" for note in observed.limitations),
+                ]
+            ),
         )
     progress = (
         f"{ready_count}/{observed.replicas} replicas ready, "

@@ -39,6 +39,10 @@ class ServerVerdict:
     pod_errors: tuple[str, ...] = ()
     # The zone's spec.retransferRequest in this server's rendered configuration.
     retransfer_request: str | None = None
+    # spec.engine.type of the server, and what that engine does differently from
+    # what the Zone (or the server's limits) ask, in words (RenderedConfig.limitations).
+    engine: str = ""
+    limitations: tuple[str, ...] = ()
 
 
 def verdict_for(
@@ -65,6 +69,8 @@ def verdict_for(
         replicas_current=len(current),
         pod_errors=errors,
         retransfer_request=planned.retransfer_request if planned is not None else None,
+        engine=rendered.engine,
+        limitations=rendered.limitations(zone_ref),
     )
 
 
@@ -271,9 +277,22 @@ def config_verdicts(config: ZoneConfig) -> tuple[Condition, Condition]:
     """ConfigValid and Stalled: Stalled only for a spec the operator cannot act on."""
     failure = first_failure(CONFIG_RULES, ReadyInputs(config, None))
     if failure is None:
+        limited = [v for v in config.verdicts if v.limitations]
         return (
             Condition(
-                conditions.CONFIG_VALID, TRUE, conditions.RENDERED, f"rendered for {config.servers}"
+                conditions.CONFIG_VALID,
+                TRUE,
+                conditions.ENGINE_LIMITATIONS if limited else conditions.RENDERED,
+                "; ".join(
+                    [
+                        f"rendered for {config.servers}",
+                        *(
+                            f"SecondaryServer {v.server} ({v.engine}): {note}"
+                            for v in limited
+                            for note in v.limitations
+                        ),
+                    ]
+                ),
             ),
             Condition(
                 conditions.STALLED, FALSE, conditions.RENDERED, "the operator can act on this Zone"
