@@ -2,8 +2,9 @@
 
 Shared by the unit, dataplane and cluster tiers (so it lives in none of them).
 
-The renderer turns Zone manifests into named.conf and zones.conf for the pod
-layout (`render.children.engine_paths(layout)` under a temporary directory); these
+The renderer of the engine (BIND 9 or Knot DNS) turns Zone manifests into its
+main file (named.conf, knot.conf) and zones.conf for the pod layout
+(`render.children.engine_paths(layout)` under a temporary directory); these
 helpers wrap the result as config ConfigMaps (optionally split into parts and
 shards) and the key Secret, with the annotations of api/agent_contract.py.
 """
@@ -30,7 +31,7 @@ from secondary_dns.api import (
     parse_zone,
 )
 from secondary_dns.api.agent_contract import PodLayout
-from secondary_dns.render import RenderRequest, config_hash, render_bind9, render_key_file
+from secondary_dns.render import RenderRequest, config_hash, renderer_for
 from secondary_dns.render.children import engine_paths
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, TsigKeyLookup
 from secondary_dns.render.tokens import IPAddress
@@ -78,13 +79,14 @@ def render_bundle(
     port: int = 53,
     control_port: int = 953,
     statistics_port: int = 8053,
+    engine: str = agent_contract.ENGINE_BIND9,
 ) -> Bundle:
     server = parse_secondary_server(
         {
             "apiVersion": API_VERSION,
             "kind": "SecondaryServer",
             "metadata": {"name": SERVER, "namespace": NAMESPACE},
-            "spec": {"replicas": 3, "engine": {"type": "bind9"}},
+            "spec": {"replicas": 3, "engine": {"type": engine}},
         }
     )
     parsed = []
@@ -120,7 +122,8 @@ def render_bundle(
         control_port=control_port,
         statistics_port=statistics_port,
     )
-    rendered = render_bind9(
+    renderer = renderer_for(engine)
+    rendered = renderer.render(
         RenderRequest(
             server=server,
             zones=parsed,
@@ -130,7 +133,7 @@ def render_bundle(
         )
     )
     assert not rendered.rejected, rendered.rejected
-    key_file = render_key_file([*rendered.tsig_keys, RELAY_KEY])
+    key_file = renderer.render_key_file([*rendered.tsig_keys, RELAY_KEY])
     return Bundle(
         files=dict(rendered.files),
         config_hash=rendered.config_hash,

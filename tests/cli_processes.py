@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from localcluster.processes import stop_process_group
+from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,15 +60,19 @@ class SecondaryDnsProcess:
 
 
 class EngineProcess(SecondaryDnsProcess):
-    """`secondary-dns engine`: waits for the agent's first config, then becomes named."""
+    """`secondary-dns engine`: waits for the agent's first config, then becomes the engine."""
 
-    def __init__(self, layout: PodLayout, log_path: Path) -> None:
-        super().__init__(["engine", "--run-dir", str(layout.run_dir)], log_path)
+    def __init__(
+        self, layout: PodLayout, log_path: Path, engine: str = agent_contract.ENGINE_BIND9
+    ) -> None:
+        super().__init__(["engine", "--engine", engine, "--run-dir", str(layout.run_dir)], log_path)
         self.layout = layout
+        self.engine = engine
 
-    def named_pid(self) -> int | None:
-        """The PID named wrote to its pid-file (the rendered config puts it in run_dir)."""
+    def engine_pid(self) -> int | None:
+        """The PID the engine wrote to its pid file (the rendered config puts it in run_dir)."""
+        pid_file = "knot.pid" if self.engine == agent_contract.ENGINE_KNOT else "named.pid"
         try:
-            return int((Path(self.layout.run_dir) / "named.pid").read_text().strip())
+            return int((Path(self.layout.run_dir) / pid_file).read_text().strip())
         except (OSError, ValueError):
             return None

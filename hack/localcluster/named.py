@@ -215,6 +215,10 @@ class NamedProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def argv(self) -> list[str]:
+        """The engine in the foreground on `conf` (KnotProcess runs knotd instead)."""
+        return ["named", "-g", "-c", str(self.conf)]
+
     def start(self, wait: bool = True) -> None:
         if self.running:
             raise RuntimeError(f"{self} is already running")
@@ -223,7 +227,7 @@ class NamedProcess:
             log.write(f"---- start {time.strftime('%H:%M:%S')} ----\n".encode())
             log.flush()
             self._process = subprocess.Popen(
-                ["named", "-g", "-c", str(self.conf)],
+                self.argv(),
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -602,9 +606,10 @@ class NamedFleet:
         port: int = 53,
         rndc_conf: Path | None = None,
         label: str | None = None,
+        process_class: type[NamedProcess] | None = None,
     ) -> NamedProcess:
-        """Start named from an existing config (hand-written or rendered) at `conf`."""
-        secondary = NamedProcess(
+        """Start named (or `process_class`'s engine) from an existing config at `conf`."""
+        secondary = (process_class or NamedProcess)(
             label or f"secondary-{address}",
             conf,
             conf.parent,

@@ -1,7 +1,7 @@
-"""One DNS pod on loopback: `secondary-dns engine` (which becomes named) and the agent.
+"""One DNS pod on loopback: `secondary-dns engine` (which becomes named or knotd) and the agent.
 
 The agent runs in the test process (a thread) with a configuration source the
-test sets directly; the engine runs as the real command, so the named PID the
+test sets directly; the engine runs as the real command, so the engine's PID the
 test sees is the one the container would have. Everything stops on exit, also
 when the test fails.
 """
@@ -20,11 +20,14 @@ import dns.name
 
 from localcluster.named import NamedProcess, TsigCredentials, free_port
 from localcluster.waiting import wait_for
+from secondary_dns.agent.control import EngineControl
 from secondary_dns.agent.endpoints import AgentHTTPServer
-from secondary_dns.agent.files import NamedControl
+from secondary_dns.agent.knot import KnotControl, KnotProbe
+from secondary_dns.agent.named import NamedControl, NamedProbe
 from secondary_dns.agent.probe import EngineProbe
 from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
+from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
 from tests.agent_configs import (
     Bundle,
@@ -39,22 +42,31 @@ from tests.cli_processes import EngineProcess
 class AgentPod:
     """Engine + agent sharing a run directory, serving on `address`."""
 
-    def __init__(self, workdir: Path, address: str, key: TsigCredentials) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        address: str,
+        key: TsigCredentials,
+        engine: str = agent_contract.ENGINE_BIND9,
+    ) -> None:
         self.workdir = workdir
         self.address = address
         self.key = key
+        self.engine_type = engine
         self.layout = PodLayout(PurePosixPath(workdir / "run"), PurePosixPath(workdir / "data"))
         self.control_port = free_port()
         self.statistics_port = free_port()
         self.source = StaticConfigSource()
         self.reporter = MemoryPodReporter()
+        control: EngineControl
+        probe: EngineProbe
+        if engine == agent_contract.ENGINE_KNOT:
+            control, probe = KnotControl(self.layout), KnotProbe(self.layout, dns_address=address)
+        else:
+            control = NamedControl(self.layout, control_port=self.control_port)
+            probe = NamedProbe(dns_address=address, statistics_port=self.statistics_port)
         self.agent = Agent(
-            self.layout,
-            self.source,
-            self.reporter,
-            NamedControl(self.layout, control_port=self.control_port),
-            EngineProbe(dns_address=address, statistics_port=self.statistics_port),
-            poll_interval=0.2,
+            self.layout, self.source, self.reporter, control, probe, poll_interval=0.2
         )
         self.http = AgentHTTPServer(
             "127.0.0.1:0",
@@ -63,9 +75,11 @@ class AgentPod:
             self.agent.metrics.registry,
             self.agent.zones_document,
         )
-        self.engine = EngineProcess(self.layout, workdir / "engine.log")
+        self.engine = EngineProcess(self.layout, workdir / "engine.log", engine)
         # For queries only: the process is the engine's, not this object's.
-        self.named = NamedProcess("agent-pod", Path(self.layout.named_conf), workdir, address)
+        self.dns = NamedProcess(
+            "agent-pod", Path(self.layout.engine_conf(engine)), workdir, address
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.agent.run, args=(self._stop,), daemon=True)
 
@@ -78,6 +92,7 @@ class AgentPod:
             listen=ipaddress.ip_address(self.address),
             control_port=self.control_port,
             statistics_port=self.statistics_port,
+            engine=self.engine_type,
         )
 
     def publish(self, bundle: Bundle, shards: int = 1, part_bytes: int | None = None) -> None:
@@ -125,12 +140,12 @@ class AgentPod:
         )
 
     def wait_until_serving(self, zone: str, serial: int, deadline: float = 30.0) -> float:
-        """Seconds until named answers authoritatively for `zone` with `serial` (polls fast)."""
+        """Seconds until the engine serves `zone` authoritatively at `serial` (polls fast)."""
         start = time.monotonic()
         name = dns.name.from_text(zone)
         wait_for(
             f"{zone} serial {serial} served",
-            lambda: self.named.serial(name) == serial,
+            lambda: self.dns.serial(name) == serial,
             deadline,
             0.02,
         )

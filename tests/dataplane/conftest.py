@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
+from tests.dataplane.engines import ENGINES, Engine
 from tests.dataplane.rendered import (
     ZONE,
     ExampleSecondary,
@@ -32,6 +33,22 @@ def named_binary() -> str:
     if path is None:
         pytest.skip("named is not installed (Debian: apt-get install bind9 bind9-utils)")
     return path
+
+
+@pytest.fixture(scope="session")
+def knotd_binary() -> str:
+    path = shutil.which("knotd")
+    if path is None:
+        pytest.skip("knotd is not installed (Debian: apt-get install knot knot-dnsutils)")
+    return path
+
+
+@pytest.fixture(params=sorted(ENGINES))
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Each scenario once with named (BIND 9) and once with knotd (Knot DNS) as the secondary."""
+    found = ENGINES[request.param]
+    request.getfixturevalue("knotd_binary" if found.name == "knot" else "named_binary")
+    return found
 
 
 @pytest.fixture
@@ -59,8 +76,8 @@ def example_secondary(
     """Starts the secondary most tests need: example.test. from `primary` with `transfer_key`.
 
     Rendered by `secondary-dns render` from manifests (see rendered.py); keyword
-    arguments shape the Zone or the server (`start_example_secondary`). It
-    returns once the secondary serves serial 1.
+    arguments shape the Zone or the server, `engine=` picks its engine
+    (`start_example_secondary`). It returns once the secondary serves serial 1.
     """
 
     def start(**options: Any) -> RenderedSecondary:

@@ -1,8 +1,9 @@
 """Secondaries started from configuration the project renders from manifests.
 
 The tests write SecondaryServer, Zone and Secret manifests as a user would,
-run `secondary-dns render` on them (in process), and start named from the
-directory it writes: the same path from manifest to packets as in a pod.
+run `secondary-dns render` on them (in process), and start the server's engine
+(named or knotd, its `spec.engine.type`) from the directory it writes: the same
+path from manifest to packets as in a pod.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import dns.name
 import yaml
 
+from localcluster.knot import KnotProcess
 from localcluster.named import (
     NamedFleet,
     NamedProcess,
@@ -26,7 +28,7 @@ from localcluster.named import (
     free_port,
     zone_serial,
 )
-from secondary_dns.api import API_VERSION
+from secondary_dns.api import API_VERSION, agent_contract
 from secondary_dns.cli import build_parser, run_render
 
 NAMESPACE = "dns"
@@ -36,14 +38,18 @@ ZONE = "example.test."
 
 
 def server_manifest(
-    name: str = SERVER, *, max_records: int | None = None, transfer_timeout: int | None = None
+    name: str = SERVER,
+    *,
+    engine: str = agent_contract.ENGINE_BIND9,
+    max_records: int | None = None,
+    transfer_timeout: int | None = None,
 ) -> dict[str, Any]:
     limits: dict[str, int] = {}
     if max_records is not None:
         limits["maxRecords"] = max_records
     if transfer_timeout is not None:
         limits["transferTimeoutSeconds"] = transfer_timeout
-    spec: dict[str, Any] = {"replicas": 3, "engine": {"type": "bind9"}}
+    spec: dict[str, Any] = {"replicas": 3, "engine": {"type": engine}}
     if limits:
         spec["limits"] = limits
     return {
@@ -104,13 +110,19 @@ class RenderedSecondary:
         """The NOTIFY relay key `secondary-dns render` generated into the key file."""
         text = (self.config_dir / "tsig-keys.conf").read_text()
         match = re.search(
-            r'key "secondary-dns-relay" \{\s*algorithm ([a-z0-9-]+);\s*secret "([^"]+)";', text
+            # BIND's `key "name" { algorithm A; secret "S"; };`, Knot's `- id: name` items.
+            r'key "secondary-dns-relay" \{\s*algorithm ([a-z0-9-]+);\s*secret "([^"]+)";'
+            r"|- id: secondary-dns-relay\n\s+algorithm: ([a-z0-9-]+)\n\s+secret: (\S+)\n",
+            text,
         )
         assert match, text
+        algorithm, secret = (
+            (match.group(1), match.group(2)) if match.group(1) else match.group(3, 4)
+        )
         return TsigCredentials(
             dns.name.from_text("secondary-dns-relay."),
-            dns.name.from_text(match.group(1)),
-            base64.b64decode(match.group(2)),
+            dns.name.from_text(algorithm),
+            base64.b64decode(secret),
         )
 
 
@@ -139,16 +151,26 @@ def render(config_dir: Path, manifests: list[dict[str, Any]], address: str) -> t
     return out.getvalue(), err.getvalue()
 
 
+def engine_of(manifests: list[dict[str, Any]]) -> str:
+    """spec.engine.type of the (one) SecondaryServer among the manifests."""
+    (server,) = (m for m in manifests if m.get("kind") == "SecondaryServer")
+    engine: str = server.get("spec", {}).get("engine", {}).get("type", "bind9")
+    return engine
+
+
 def start_rendered_secondary(
     fleet: NamedFleet, config_dir: Path, manifests: list[dict[str, Any]]
 ) -> RenderedSecondary:
     address = fleet.address()
     stdout, stderr = render(config_dir, manifests, address)
+    engine = engine_of(manifests)
+    knot = engine == agent_contract.ENGINE_KNOT
     process = fleet.start_secondary(
-        config_dir / "named.conf",
+        config_dir / agent_contract.ENGINE_CONFIG_FILES[engine],
         address,
-        rndc_conf=config_dir / "rndc.conf",
-        label=f"secondary-{address}",
+        rndc_conf=None if knot else config_dir / "rndc.conf",
+        label=f"{'knotd' if knot else 'named'}-{address}",
+        process_class=KnotProcess if knot else NamedProcess,
     )
     return RenderedSecondary(config_dir, stdout, stderr, process)
 
@@ -164,17 +186,19 @@ def start_example_secondary(
     key: TsigCredentials,
     *,
     server: dict[str, Any] | None = None,
+    engine: str = agent_contract.ENGINE_BIND9,
     extra: Sequence[dict[str, Any]] = (),
     **zone_options: Any,
 ) -> RenderedSecondary:
     """A rendered secondary of example.test. from `primaries`, transfers signed with `key`.
 
     The key is a Secret, as a user would create it; `zone_options` go to the
-    Zone (`zone_manifest`), `extra` manifests (more Secrets) along. Returns once
-    the secondary serves the primaries' serial.
+    Zone (`zone_manifest`), `extra` manifests (more Secrets) along; the server
+    runs `engine` unless `server` is given. Returns once the secondary serves
+    the primaries' serial.
     """
     manifests = [
-        server or server_manifest(),
+        server or server_manifest(engine=engine),
         zone_manifest("example", ZONE, [primary_entry(p) for p in primaries], **zone_options),
         secret_manifest(key),
         *extra,

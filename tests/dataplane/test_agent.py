@@ -1,4 +1,8 @@
-"""The pod agent with a real named: reload without restart, last good config, readiness."""
+"""The pod agent with a real engine: reload without restart, last good config, readiness.
+
+Every test runs once with named and once with knotd (the `engine` fixture), the
+same agent loop driving each through its own tools.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from localcluster.waiting import wait_for
 from secondary_dns.api import agent_contract
 from tests.agent_configs import PrimaryZone
 from tests.dataplane.agent_harness import AgentPod
+from tests.dataplane.engines import Engine
 
 A = agent_contract.ANNOTATION_APPLIED_CONFIG_HASH
 ERROR = agent_contract.ANNOTATION_CONFIG_ERROR
@@ -22,26 +27,28 @@ LOADED = agent_contract.ANNOTATION_ZONES_LOADED
 
 
 @pytest.fixture
-def pod(fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path) -> Iterator[AgentPod]:
-    with AgentPod(tmp_path / "pod", fleet.address(), transfer_key) as agent_pod:
+def pod(
+    fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path, engine: Engine
+) -> Iterator[AgentPod]:
+    with AgentPod(tmp_path / "pod", fleet.address(), transfer_key, engine.name) as agent_pod:
         yield agent_pod
 
 
-def test_added_zone_is_served_without_restarting_named(
-    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+def test_added_zone_is_served_without_restarting_the_engine(
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod, engine: Engine
 ) -> None:
     primary = fleet.start_primary(
         [make_zone("example.test.", serial=1), make_zone("added.test.", serial=7)], transfer_key
     )
     first = pod.bundle([PrimaryZone("example.test.", primary.address)])
-    # The engine waits for the agent's first checked config before named starts.
-    assert pod.engine.alive() and pod.engine.named_pid() is None
+    # The engine command waits for the agent's first checked config before it starts.
+    assert pod.engine.alive() and pod.engine.engine_pid() is None
     pod.publish(first)
     pod.wait_until_serving("example.test.", 1)
     pod.wait_for_annotation(A, first.config_hash)
-    named_pid = pod.engine.named_pid()
-    # `engine` exec'd named: the container's process is named itself.
-    assert named_pid == pod.engine.pid
+    engine_pid = wait_for("the engine's pid file", pod.engine.engine_pid, 10)
+    # `engine` exec'd the engine: the container's process is named or knotd itself.
+    assert engine_pid == pod.engine.pid
 
     second = pod.bundle(
         [PrimaryZone("example.test.", primary.address), PrimaryZone("added.test.", primary.address)]
@@ -53,12 +60,15 @@ def test_added_zone_is_served_without_restarting_named(
     latencies.append(time.monotonic() - started)
     pod.wait_for_annotation(A, second.config_hash)
     pod.wait_for_annotation(LOADED, "2/2")
-    print(f"\nconfig change -> new zone served (reconfig, AXFR): {latencies[0] * 1000:.0f} ms")
+    print(
+        f"\n{engine.name}: config change -> new zone served (reload, AXFR): "
+        f"{latencies[0] * 1000:.0f} ms"
+    )
 
-    assert pod.engine.alive() and pod.engine.named_pid() == named_pid
-    assert "reloading configuration succeeded" in pod.engine.log()
+    assert pod.engine.alive() and pod.engine.engine_pid() == engine_pid
+    assert engine.reloaded in pod.engine.log()
     # Zones already there were never dropped.
-    assert pod.named.serial("example.test.") == 1
+    assert pod.dns.serial("example.test.") == 1
     assert pod.annotation(ERROR) == ""
     status, metrics = pod.get("/metrics")
     assert status == 200
@@ -69,16 +79,16 @@ def test_added_zone_is_served_without_restarting_named(
     assert "secondarydns_agent_zones_loaded 2.0" in metrics
 
     # The same hash again (a resync, another ConfigMap event): no write, no reload.
-    reloads = pod.engine.log().count("reloading configuration succeeded")
+    reloads = pod.engine.log().count(engine.reloaded)
     patches = len(pod.reporter.patches)
     pod.publish(second, shards=2, part_bytes=200)
     time.sleep(1.0)
-    assert pod.engine.log().count("reloading configuration succeeded") == reloads
+    assert pod.engine.log().count(engine.reloaded) == reloads
     assert len(pod.reporter.patches) == patches
 
 
 def test_rejected_config_keeps_the_last_good_one_serving(
-    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod, engine: Engine
 ) -> None:
     primary = fleet.start_primary(
         [make_zone("example.test.", serial=3), make_zone("other.test.", serial=4)], transfer_key
@@ -91,17 +101,17 @@ def test_rejected_config_keeps_the_last_good_one_serving(
     zones_conf = pod.bundle(
         [PrimaryZone("example.test.", primary.address), PrimaryZone("other.test.", primary.address)]
     ).files["zones.conf"]
-    # named-checkconf refuses it: one statement has an unknown zone type.
-    bad = good.with_file("zones.conf", zones_conf.replace("type secondary", "type tertiary", 1))
+    # The engine's checker refuses it: one statement has an unknown word.
+    bad = good.with_file("zones.conf", engine.break_zones_conf(zones_conf))
     pod.publish(bad)
     error = wait_for("the config error to be reported", lambda: pod.annotation(ERROR), 30)
-    assert error.startswith(f"{bad.config_hash}: named-checkconf: ")
-    assert "tertiary" in error and "\n" not in error
+    assert error.startswith(f"{bad.config_hash}: {pod.agent.control.checker}: ")
+    assert engine.broken_word in error and "\n" not in error
     assert pod.annotation(A) == good.config_hash
-    assert pod.named.serial("example.test.") == 3
-    assert pod.named.serial("other.test.") is None
+    assert pod.dns.serial("example.test.") == 3
+    assert pod.dns.serial("other.test.") is None
     assert "secondarydns_agent_config_rejected 1.0" in pod.get("/metrics")[1]
-    assert pod.engine.log().count("reloading configuration succeeded") == 0
+    assert pod.engine.log().count(engine.reloaded) == 0
 
     # The operator fixes it: applied, error cleared.
     fixed = pod.bundle(
@@ -135,7 +145,7 @@ def test_ready_only_when_every_zone_has_loaded(
     primary.write_config()
     primary.rndc("reconfig")
     primary.wait_for_serial("late.test.", 9)
-    primary.notify(pod.named, "late.test.")
+    primary.notify(pod.dns, "late.test.")
     pod.wait_until_serving("late.test.", 9)
     pod.wait_for_annotation(LOADED, "2/2")
     wait_for("/readyz to be 200", lambda: pod.get("/readyz")[0] == 200, 10)
@@ -170,7 +180,7 @@ def test_a_new_retransfer_request_makes_every_zone_it_names_transfer_in_full(
     )
     pod.wait_for_annotation(A, requested.config_hash)
     assert primary.outgoing_transfers("other.test.") == [("AXFR", 6)]
-    assert pod.named.serial("example.test.") == 5
+    assert pod.dns.serial("example.test.") == 5
     assert 'secondarydns_agent_retransfers_total{result="requested"} 1.0' in pod.get("/metrics")[1]
 
     # Any other change of the configuration does not repeat it.
@@ -179,7 +189,7 @@ def test_a_new_retransfer_request_makes_every_zone_it_names_transfer_in_full(
     assert primary.outgoing_transfers("example.test.") == [("AXFR", 5), ("AXFR", 5)]
 
 
-def test_zones_endpoint_shows_named_s_own_expire_timer(
+def test_zones_endpoint_shows_the_engine_s_own_expire_timer(
     fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
 ) -> None:
     primary = fleet.start_primary([make_zone("example.test.", serial=9, expire=7200)], transfer_key)
@@ -202,10 +212,10 @@ def test_zones_endpoint_shows_named_s_own_expire_timer(
         return found if found.get("example.test.", {}).get("expires") else None
 
     shown = wait_for("the expire time of example.test. on /zones", zones, 30)
-    # named: expire = last successful refresh (the transfer just now) + SOA expire.
+    # Both engines: expire = last successful refresh (the transfer just now) + SOA expire.
     assert abs(shown["example.test."]["expires"] - (transferred + 7200)) < 5
     assert shown["example.test."]["serial"] == 9
-    # Never loaded: no serial, no expiry; named keeps retrying (refresh is its next try).
+    # Never loaded: no serial, no expiry; the engine keeps retrying (refresh: its next try).
     absent = shown["absent.test."]
     assert absent["serial"] is None and absent["expires"] is None
     metrics = pod.get("/metrics")[1]

@@ -18,7 +18,8 @@ from secondary_dns.agent.decide import (
     pod_annotations,
     retransfers_due,
 )
-from secondary_dns.agent.probe import ZoneState, parse_zone_states, parse_zone_statistics
+from secondary_dns.agent.named import parse_zone_states, parse_zone_statistics
+from secondary_dns.agent.probe import ZoneState
 from secondary_dns.api import agent_contract
 
 A = dns.name.from_text("a.test.")

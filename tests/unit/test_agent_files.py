@@ -1,4 +1,8 @@
-"""The config directory: checked before anything changes, swapped whole, rolled back."""
+"""The config directory: checked before anything changes, swapped whole, rolled back.
+
+Every test runs for both engines, with the engine's real checker (named-checkconf,
+knotc conf-check) and its reload replaced by a scripted answer.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,18 @@ import ipaddress
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import dns.name
 import pytest
 
 from secondary_dns.agent.assemble import DesiredConfig, assemble
-from secondary_dns.agent.files import (
-    ConfigDirectory,
-    NamedControl,
-    ReloadResult,
-    checkable_copy,
-    ensure_rndc_key,
-)
+from secondary_dns.agent.control import ReloadResult
+from secondary_dns.agent.files import ConfigDirectory, checkable_copy
+from secondary_dns.agent.knot import KnotControl
+from secondary_dns.agent.named import NamedControl, ensure_rndc_key
+from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
 from tests.agent_configs import (
     Bundle,
@@ -29,38 +32,75 @@ from tests.agent_configs import (
 )
 
 KEY = dns.name.from_text("transfer-key.example.")
+CHECKERS = {agent_contract.ENGINE_BIND9: "named-checkconf", agent_contract.ENGINE_KNOT: "knotc"}
+# One zone statement the checker refuses, in each engine's syntax.
+NONSENSE = {
+    agent_contract.ENGINE_BIND9: 'zone "c.test" { type nonsense; };\n',
+    agent_contract.ENGINE_KNOT: "  - domain: c.test\n    nonsense: on\n",
+}
 
 
-class RecordingControl(NamedControl):
-    """named-checkconf for real; rndc replaced by a scripted answer."""
+class Recording:
+    """Replaces an engine control's reload by a scripted answer, and counts the calls."""
 
-    def __init__(self, layout: PodLayout, answer: ReloadResult) -> None:
-        super().__init__(layout)
-        self.answer = answer
-        self.reconfigs = 0
+    answer = ReloadResult(True, False, "")
+    reloads = 0
 
-    def reconfig(self) -> ReloadResult:
-        self.reconfigs += 1
+    def reload(self) -> ReloadResult:
+        self.reloads += 1
         return self.answer
 
 
-@pytest.fixture
-def layout(tmp_path: Path) -> PodLayout:
-    if shutil.which("named-checkconf") is None:
-        pytest.skip("named-checkconf is not installed")
+class RecordingNamed(Recording, NamedControl):
+    pass
+
+
+class RecordingKnot(Recording, KnotControl):
+    pass
+
+
+@dataclass
+class Pod:
+    """A run directory, and the engine whose configuration goes into it."""
+
+    layout: PodLayout
+    engine: str
+
+    def control(self, answer: ReloadResult) -> RecordingNamed | RecordingKnot:
+        """The engine's checker for real; its reload replaced by `answer`."""
+        control = (
+            RecordingKnot(self.layout)
+            if self.engine == agent_contract.ENGINE_KNOT
+            else RecordingNamed(self.layout)
+        )
+        control.answer = answer
+        return control
+
+    def bundle(self, *zones: str) -> Bundle:
+        return render_bundle(
+            self.layout,
+            [PrimaryZone(zone, "192.0.2.1") for zone in zones],
+            KEY,
+            b"0123456789abcdef0123456789abcdef",
+            listen=ipaddress.ip_address("127.0.0.1"),
+            engine=self.engine,
+        )
+
+    @property
+    def main_file(self) -> str:
+        return agent_contract.ENGINE_CONFIG_FILES[self.engine]
+
+
+OK = ReloadResult(True, False, "")
+
+
+@pytest.fixture(params=sorted(CHECKERS))
+def pod(request: pytest.FixtureRequest, tmp_path: Path) -> Pod:
+    engine: str = request.param
+    if shutil.which(CHECKERS[engine]) is None:
+        pytest.skip(f"{CHECKERS[engine]} is not installed")
     layout = PodLayout(PurePosixPath(tmp_path / "run"), PurePosixPath(tmp_path / "data"))
-    ensure_rndc_key(layout)
-    return layout
-
-
-def bundle(layout: PodLayout, *zones: str) -> Bundle:
-    return render_bundle(
-        layout,
-        [PrimaryZone(zone, "192.0.2.1") for zone in zones],
-        KEY,
-        b"0123456789abcdef0123456789abcdef",
-        listen=ipaddress.ip_address("127.0.0.1"),
-    )
+    return Pod(layout, engine)
 
 
 def desired(config: Bundle) -> DesiredConfig:
@@ -73,7 +113,9 @@ def served_text(layout: PodLayout, name: str = "zones.conf") -> str:
     return (Path(layout.config_dir) / name).read_text()
 
 
-def test_rndc_key_is_created_once_and_private(layout: PodLayout) -> None:
+def test_rndc_key_is_created_once_and_private(tmp_path: Path) -> None:
+    layout = PodLayout(PurePosixPath(tmp_path / "run"), PurePosixPath(tmp_path / "data"))
+    assert ensure_rndc_key(layout)
     path = Path(layout.rndc_key_file)
     text = path.read_text()
     assert 'key "secondary-dns-rndc"' in text and "hmac-sha256" in text
@@ -90,87 +132,96 @@ def test_checkable_copy_moves_only_the_include_paths() -> None:
     )
 
 
-def test_first_config_is_written_without_rndc_and_marks_the_engine_ready(
-    layout: PodLayout,
-) -> None:
-    control = RecordingControl(layout, ReloadResult(True, False, ""))
+def test_first_config_is_written_without_a_reload_and_marks_the_engine_ready(pod: Pod) -> None:
+    layout = pod.layout
+    control = pod.control(OK)
+    control.prepare()
     directory = ConfigDirectory(layout)
-    config = bundle(layout, "a.test.")
+    config = pod.bundle("a.test.")
     outcome = directory.apply(desired(config), control)
-    assert outcome.applied and control.reconfigs == 0
+    assert outcome.applied and control.reloads == 0
     assert Path(layout.config_dir).is_symlink()
     assert served_text(layout) == config.files["zones.conf"]
-    assert served_text(layout, "named.conf") == config.files["named.conf"]
+    assert served_text(layout, pod.main_file) == config.files[pod.main_file]
     assert json.loads(Path(layout.marker).read_text())["configHash"] == config.config_hash
     assert Path(layout.tsig_key_file).read_text() == config.key_file
     applied = directory.applied()
     assert applied is not None and applied.zones == (dns.name.from_text("a.test."),)
 
 
-def test_second_config_swaps_and_reconfigures(layout: PodLayout) -> None:
-    control = RecordingControl(layout, ReloadResult(True, False, ""))
+def test_second_config_swaps_and_reloads(pod: Pod) -> None:
+    layout = pod.layout
+    control = pod.control(OK)
+    control.prepare()
     directory = ConfigDirectory(layout)
-    first, second = bundle(layout, "a.test."), bundle(layout, "a.test.", "b.test.")
+    first, second = pod.bundle("a.test."), pod.bundle("a.test.", "b.test.")
     directory.apply(desired(first), control)
     outcome = directory.apply(desired(second), control)
-    assert outcome.applied and not outcome.reload_pending and control.reconfigs == 1
-    assert 'zone "b.test"' in served_text(layout)
+    assert outcome.applied and not outcome.reload_pending and control.reloads == 1
+    assert "b.test" in served_text(layout)
     # The new and the previous version stay; nothing else piles up.
     assert sorted(p.name for p in Path(layout.versions_dir).iterdir()) == sorted(
         [first.config_hash, second.config_hash]
     )
 
 
-def test_rejected_by_named_checkconf_leaves_everything_as_it_was(layout: PodLayout) -> None:
-    control = RecordingControl(layout, ReloadResult(True, False, ""))
+def test_rejected_by_the_checker_leaves_everything_as_it_was(pod: Pod) -> None:
+    layout = pod.layout
+    control = pod.control(OK)
+    control.prepare()
     directory = ConfigDirectory(layout)
-    good = bundle(layout, "a.test.")
+    good = pod.bundle("a.test.")
     directory.apply(desired(good), control)
     before = {p: p.read_bytes() for p in Path(layout.run_dir).rglob("*") if p.is_file()}
     link = os.readlink(layout.config_dir)
 
-    bad = good.with_file(
-        "zones.conf", good.files["zones.conf"] + 'zone "c.test" { type nonsense; };\n'
-    )
+    bad = good.with_file("zones.conf", good.files["zones.conf"] + NONSENSE[pod.engine])
     outcome = directory.apply(desired(bad), control)
     assert not outcome.applied
-    assert "named-checkconf" in outcome.message and "zones.conf" in outcome.message
+    assert outcome.message.startswith(control.checker + ": ")
+    assert "zones.conf" in outcome.message and "nonsense" in outcome.message
     # The message names the real path, not the throw-away check directory.
     assert str(layout.config_dir) in outcome.message and ".check-" not in outcome.message
-    assert control.reconfigs == 0 and os.readlink(layout.config_dir) == link
+    assert control.reloads == 0 and os.readlink(layout.config_dir) == link
     after = {p: p.read_bytes() for p in Path(layout.run_dir).rglob("*") if p.is_file()}
     assert after == before
 
 
-def test_key_file_without_a_referenced_key_is_rejected(layout: PodLayout) -> None:
-    control = RecordingControl(layout, ReloadResult(True, False, ""))
-    config = bundle(layout, "a.test.")
+def test_key_file_without_a_referenced_key_is_rejected(pod: Pod) -> None:
+    control = pod.control(OK)
+    control.prepare()
+    config = pod.bundle("a.test.")
     broken = DesiredConfig(
         config.config_hash, "other", config.files, (dns.name.from_text("a.test."),), ""
     )
-    outcome = ConfigDirectory(layout).apply(broken, control)
+    outcome = ConfigDirectory(pod.layout).apply(broken, control)
     assert not outcome.applied and "transfer-key.example" in outcome.message
 
 
-def test_named_refusing_reconfig_rolls_the_disk_back(layout: PodLayout) -> None:
+def test_an_engine_refusing_the_reload_rolls_the_disk_back(pod: Pod) -> None:
+    layout = pod.layout
     directory = ConfigDirectory(layout)
-    first, second = bundle(layout, "a.test."), bundle(layout, "a.test.", "b.test.")
-    directory.apply(desired(first), RecordingControl(layout, ReloadResult(True, False, "")))
-    refusing = RecordingControl(
-        layout, ReloadResult(False, False, "rndc: 'reconfig' failed: failure")
-    )
+    first, second = pod.bundle("a.test."), pod.bundle("a.test.", "b.test.")
+    accepting = pod.control(OK)
+    accepting.prepare()
+    directory.apply(desired(first), accepting)
+    refusing = pod.control(ReloadResult(False, False, "refused: failure"))
     outcome = directory.apply(desired(second), refusing)
-    assert not outcome.applied and "'reconfig' failed" in outcome.message
+    assert not outcome.applied
+    assert outcome.message == f"{refusing.reload_command}: refused: failure"
     assert served_text(layout) == first.files["zones.conf"]
     applied = directory.applied()
     assert applied is not None and applied.config_hash == first.config_hash
 
 
-def test_unreachable_named_keeps_the_new_files_and_asks_for_a_retry(layout: PodLayout) -> None:
+def test_an_unreachable_engine_keeps_the_new_files_and_asks_for_a_retry(pod: Pod) -> None:
+    layout = pod.layout
     directory = ConfigDirectory(layout)
-    first, second = bundle(layout, "a.test."), bundle(layout, "a.test.", "b.test.")
-    directory.apply(desired(first), RecordingControl(layout, ReloadResult(True, False, "")))
-    down = RecordingControl(layout, ReloadResult(False, True, "connection refused"))
+    first, second = pod.bundle("a.test."), pod.bundle("a.test.", "b.test.")
+    accepting = pod.control(OK)
+    accepting.prepare()
+    directory.apply(desired(first), accepting)
+    down = pod.control(ReloadResult(False, True, "connection refused"))
     outcome = directory.apply(desired(second), down)
     assert outcome.applied and outcome.reload_pending
     assert served_text(layout) == second.files["zones.conf"]

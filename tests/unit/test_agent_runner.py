@@ -11,7 +11,8 @@ import dns.name
 import pytest
 from prometheus_client import generate_latest
 
-from secondary_dns.agent.files import NamedControl, ReloadResult
+from secondary_dns.agent.control import ReloadResult
+from secondary_dns.agent.named import NamedControl
 from secondary_dns.agent.probe import EngineProbe, ZoneState
 from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
@@ -33,7 +34,7 @@ class ScriptedControl(NamedControl):
         super().__init__(layout)
         self.reconfigs = 0
 
-    def reconfig(self) -> ReloadResult:
+    def reload(self) -> ReloadResult:
         self.reconfigs += 1
         return ReloadResult(True, False, "")
 

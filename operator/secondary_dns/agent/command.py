@@ -12,10 +12,12 @@ from pathlib import PurePosixPath
 from types import FrameType
 from typing import Any
 
+from secondary_dns.agent.control import EngineControl
 from secondary_dns.agent.endpoints import AgentHTTPServer, parse_listen
 from secondary_dns.agent.engine import run_engine
-from secondary_dns.agent.files import NamedControl
+from secondary_dns.agent.knot import KnotControl, KnotProbe
 from secondary_dns.agent.metrics import AgentMetrics
+from secondary_dns.agent.named import NamedControl, NamedProbe
 from secondary_dns.agent.probe import EngineProbe
 from secondary_dns.agent.runner import Agent
 from secondary_dns.api import agent_contract
@@ -33,6 +35,15 @@ def _port(value: str) -> int:
     return port
 
 
+def _engine_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=sorted(agent_contract.ENGINE_CONFIG_FILES),
+        default=os.environ.get("SDNS_ENGINE", agent_contract.ENGINE_BIND9),
+        help="the SecondaryServer's spec.engine.type (default: $SDNS_ENGINE, else bind9)",
+    )
+
+
 def add_commands(commands: Any) -> None:
     """Add `agent` and `engine` to the `secondary-dns` subparsers."""
     agent = commands.add_parser(
@@ -40,11 +51,13 @@ def add_commands(commands: Any) -> None:
         help="run beside the engine in a DNS pod: apply configuration, report readiness",
         description=(
             "Watch this server's config ConfigMaps and key Secret, check every new "
-            "configuration with named-checkconf, swap it in and run `rndc reconfig`, keep "
-            "the last good one when a new one fails, and report on the Pod's annotations. "
-            "Serves /healthz, /readyz and /metrics."
+            "configuration with the engine's own checker (named-checkconf, knotc "
+            "conf-check), swap it in and reload the engine without a restart (rndc "
+            "reconfig, knotc reload), keep the last good one when a new one fails, and "
+            "report on the Pod's annotations. Serves /healthz, /readyz, /zones and /metrics."
         ),
     )
+    _engine_argument(agent)
     agent.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"))
     agent.add_argument("--server", default=os.environ.get("SDNS_SERVER"), metavar="NAME")
     agent.add_argument("--pod", default=os.environ.get("POD_NAME"), metavar="POD")
@@ -61,26 +74,36 @@ def add_commands(commands: Any) -> None:
         help="kubeconfig file; default: the pod's service account",
     )
     agent.add_argument(
-        "--dns-address", default="127.0.0.1", help="where named answers the readiness query"
+        "--dns-address", default="127.0.0.1", help="where the engine answers the readiness query"
     )
     agent.add_argument("--dns-port", type=_port, default=53)
     agent.add_argument("--control-port", type=_port, default=953, help="named's rndc channel")
-    agent.add_argument("--statistics-port", type=_port, default=8053)
+    agent.add_argument(
+        "--statistics-port", type=_port, default=8053, help="named's statistics channel"
+    )
     agent.add_argument("--named-checkconf", default="named-checkconf", metavar="PATH")
     agent.add_argument("--rndc", default="rndc", metavar="PATH")
+    agent.add_argument("--knotc", default="knotc", metavar="PATH")
 
     engine = commands.add_parser(
         "engine",
-        help="wait for the agent's first checked configuration, then exec named",
+        help="wait for the agent's first checked configuration, then exec the engine",
         description=(
-            "Wait until the agent has written a configuration that named-checkconf "
-            "accepted, then replace this process by named in the foreground."
+            "Wait until the agent has written a configuration that the engine's checker "
+            "accepted, then replace this process by the engine (named -g, knotd) in the "
+            "foreground."
         ),
     )
+    _engine_argument(engine)
     engine.add_argument(
         "--run-dir", type=PurePosixPath, default=agent_contract.DEFAULT_RUN_DIR, metavar="DIR"
     )
-    engine.add_argument("--named", default="named", metavar="PATH")
+    engine.add_argument(
+        "--named", default=None, metavar="PATH", help="named's executable (engine bind9)"
+    )
+    engine.add_argument(
+        "--knotd", default=None, metavar="PATH", help="knotd's executable (engine knot)"
+    )
     engine.add_argument(
         "--wait-timeout",
         type=float,
@@ -124,23 +147,8 @@ def run_agent(args: argparse.Namespace) -> int:
     configuration = load_client_configuration(args.kubeconfig)
     source = KubernetesConfigSource(api_client(configuration), args.namespace, args.server)
     reporter = PodAnnotationReporter(api_client(configuration), args.namespace, args.pod)
-    agent = Agent(
-        layout,
-        source,
-        reporter,
-        NamedControl(
-            layout,
-            control_port=args.control_port,
-            named_checkconf=args.named_checkconf,
-            rndc=args.rndc,
-        ),
-        EngineProbe(
-            dns_address=args.dns_address,
-            dns_port=args.dns_port,
-            statistics_port=args.statistics_port,
-        ),
-        AgentMetrics(),
-    )
+    control, probe = engine_tools(args, layout)
+    agent = Agent(layout, source, reporter, control, probe, AgentMetrics(engine=args.engine))
     server = AgentHTTPServer(
         args.listen, agent.healthz, agent.readyz, agent.metrics.registry, agent.zones_document
     )
@@ -168,8 +176,33 @@ def run_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def engine_tools(args: argparse.Namespace, layout: PodLayout) -> tuple[EngineControl, EngineProbe]:
+    """The control and probe of the engine the pod runs (`--engine`)."""
+    if args.engine == agent_contract.ENGINE_KNOT:
+        return (
+            KnotControl(layout, knotc=args.knotc),
+            KnotProbe(
+                layout, dns_address=args.dns_address, dns_port=args.dns_port, knotc=args.knotc
+            ),
+        )
+    return (
+        NamedControl(
+            layout,
+            control_port=args.control_port,
+            named_checkconf=args.named_checkconf,
+            rndc=args.rndc,
+        ),
+        NamedProbe(
+            dns_address=args.dns_address,
+            dns_port=args.dns_port,
+            statistics_port=args.statistics_port,
+        ),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one of COMMANDS."""
     if args.command == "agent":
         return run_agent(args)
-    return run_engine(PodLayout(run_dir=args.run_dir), args.named, args.wait_timeout)
+    executable = args.knotd if args.engine == agent_contract.ENGINE_KNOT else args.named
+    return run_engine(PodLayout(run_dir=args.run_dir), args.engine, executable, args.wait_timeout)

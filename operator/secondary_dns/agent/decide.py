@@ -15,7 +15,7 @@ from secondary_dns.api import agent_contract
 
 @dataclass(frozen=True)
 class AppliedConfig:
-    """The configuration on disk (and, after a successful reconfig, in named)."""
+    """The configuration on disk (and, after a successful reload, in the engine)."""
 
     config_hash: str
     keys_hash: str
@@ -25,7 +25,7 @@ class AppliedConfig:
 
 @dataclass(frozen=True)
 class Rejection:
-    """A configuration named-checkconf or named refused; kept so it is not retried per event."""
+    """A configuration the engine or its checker refused; kept so it is not retried per event."""
 
     config_hash: str
     keys_hash: str
@@ -83,7 +83,7 @@ class Readiness:
 def check_readiness(
     answering: bool, missing: list[dns.name.Name], has_been_ready: bool
 ) -> Readiness:
-    """Ready: named answers, and every zone has loaded once, at least until the first Ready.
+    """Ready: the engine answers, and every zone has loaded once, at least until the first Ready.
 
     A fresh replica is not Ready until it holds every zone of its config. After
     that, a zone added later that does not load (say, its primary is down) is
@@ -92,7 +92,7 @@ def check_readiness(
     once, and the design promises that one bad zone never takes down the others.
     """
     if not answering:
-        return Readiness(False, "named does not answer queries")
+        return Readiness(False, "the engine does not answer queries")
     if missing and not has_been_ready:
         shown = ", ".join(zone.to_text() for zone in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""

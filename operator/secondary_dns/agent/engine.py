@@ -1,7 +1,8 @@
-"""`secondary-dns engine`: wait for the agent's first checked configuration, then become named.
+"""`secondary-dns engine`: wait for the agent's first checked configuration, then become the engine.
 
-named runs in the foreground as this process (exec, same PID), so the
-container lives exactly as long as named does and the kubelet restarts it.
+The engine (named or knotd) runs in the foreground as this process (exec, same
+PID), so the container lives exactly as long as the engine does and the
+kubelet restarts it.
 """
 
 from __future__ import annotations
@@ -13,24 +14,27 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from secondary_dns.agent.knot import knotd_argv
+from secondary_dns.agent.named import named_argv
+from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
 
 WAIT_LOG_EVERY_SECONDS = 10.0
 POLL_SECONDS = 0.2
 
-
-def named_argv(named: str, layout: PodLayout) -> list[str]:
-    # -g: foreground, everything to stderr (the container log); no -u: the pod
-    # already runs as a non-root user and named must not try to switch.
-    return [named, "-g", "-c", str(layout.named_conf)]
+# The engine's executable by default, and its command line for the pod's layout.
+EXECUTABLES = {agent_contract.ENGINE_BIND9: "named", agent_contract.ENGINE_KNOT: "knotd"}
+ARGV = {agent_contract.ENGINE_BIND9: named_argv, agent_contract.ENGINE_KNOT: knotd_argv}
 
 
-def wait_for_config(layout: PodLayout, timeout: float | None, err: TextIO = sys.stderr) -> bool:
-    """True once the marker and the named.conf it vouches for exist."""
+def wait_for_config(
+    layout: PodLayout, engine: str, timeout: float | None, err: TextIO = sys.stderr
+) -> bool:
+    """True once the marker and the main configuration file it vouches for exist."""
     start = time.monotonic()
     last_log = start
-    marker, named_conf = Path(layout.marker), Path(layout.named_conf)
-    while not (marker.exists() and named_conf.exists()):
+    marker, conf = Path(layout.marker), Path(layout.engine_conf(engine))
+    while not (marker.exists() and conf.exists()):
         now = time.monotonic()
         if timeout is not None and now - start > timeout:
             return False
@@ -47,16 +51,21 @@ def wait_for_config(layout: PodLayout, timeout: float | None, err: TextIO = sys.
 
 
 def run_engine(
-    layout: PodLayout, named: str, timeout: float | None = None, err: TextIO = sys.stderr
+    layout: PodLayout,
+    engine: str,
+    executable: str | None = None,
+    timeout: float | None = None,
+    err: TextIO = sys.stderr,
 ) -> int:
-    executable = shutil.which(named)
-    if executable is None:
-        print(f"secondary-dns engine: {named} not found on PATH", file=err)
+    program = executable or EXECUTABLES[engine]
+    found = shutil.which(program)
+    if found is None:
+        print(f"secondary-dns engine: {program} not found on PATH", file=err)
         return 127
-    if not wait_for_config(layout, timeout, err):
+    if not wait_for_config(layout, engine, timeout, err):
         print("secondary-dns engine: no configuration arrived in time", file=err)
         return 1
-    argv = named_argv(executable, layout)
+    argv = ARGV[engine](found, layout)
     print(f"secondary-dns engine: exec {' '.join(argv)}", file=err, flush=True)
-    os.execv(executable, argv)
+    os.execv(found, argv)
     return 0  # not reached: execv replaces this process

@@ -1,19 +1,22 @@
-"""The configuration on disk: staged, checked with named-checkconf, swapped, reloaded.
+"""The configuration on disk: staged, checked with the engine's checker, swapped, reloaded.
 
 Layout under the run directory (an emptyDir both containers share):
 
-    config -> config.d/<config hash>   symbolic link; named reads config/named.conf
+    config -> config.d/<config hash>   symbolic link; the engine reads config/named.conf
+                                       (BIND 9) or config/knot.conf (Knot DNS)
     config.d/<config hash>/            one directory per applied configuration
-    keys/tsig-keys.conf, keys/rndc.key the key files (0600)
+    keys/tsig-keys.conf, keys/rndc.key the key files (0600; rndc.key for named only)
     applied.json                       the marker: what is on disk; the engine waits for it
 
-named.conf names its includes by absolute path under `config/` and the key
-file under `keys/`. To check the new text before anything changes, the agent
-writes it to a staging directory (the exact bytes that will be served) and a
-second, throw-away copy for named-checkconf in which only those include paths
-point into the check directory. Only when the check passes does the staging
-directory become `config.d/<hash>` and the link move, with one rename(2), so
-named never sees half of an old and half of a new configuration.
+The engine's main file names its includes by absolute path under `config/` and
+the key file under `keys/`. To check the new text before anything changes, the
+agent writes it to a staging directory (the exact bytes that will be served) and
+a second, throw-away copy for the checker (named-checkconf, knotc conf-check) in
+which only those include paths point into the check directory. Only when the
+check passes does the staging directory become `config.d/<hash>` and the link
+move, with one rename(2), so the engine never sees half of an old and half of a
+new configuration. Which engine it is, is the `EngineControl`'s business
+(control.py); nothing here depends on it.
 """
 
 from __future__ import annotations
@@ -22,28 +25,20 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import dns.name
-import dns.tsig
-
-from secondary_dns.agent.assemble import DesiredConfig, undefined_tsig_keys
+from secondary_dns.agent.assemble import DesiredConfig
+from secondary_dns.agent.control import EngineControl
 from secondary_dns.agent.decide import AppliedConfig
-from secondary_dns.api import TsigKey, agent_contract
+from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
-from secondary_dns.render import render_key_file
-from secondary_dns.render.engine import DEFAULT_RNDC_KEY_NAME
 
 log = logging.getLogger(__name__)
 
-CHECK_TIMEOUT_SECONDS = 120.0
-RNDC_TIMEOUT_SECONDS = 60.0
 # The applied directory and the one before it stay; older ones are removed.
 KEEP_VERSIONS = 2
 
@@ -64,26 +59,11 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
         raise
 
 
-def ensure_rndc_key(layout: PodLayout) -> bool:
-    """Create the rndc key (HMAC-SHA256, random) unless it exists; True when created.
-
-    named includes it in its `controls` statement and rndc signs with it, so
-    both containers share one key that never leaves the pod.
-    """
-    path = Path(layout.rndc_key_file)
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = TsigKey(DEFAULT_RNDC_KEY_NAME, dns.tsig.HMAC_SHA256, secrets.token_bytes(32))
-    write_atomically(path, render_key_file([key]), 0o600)
-    return True
-
-
 def checkable_copy(text: str, replacements: Mapping[str, str]) -> str:
     """`text` with each quoted path prefix `"old` replaced by `"new` (longest first).
 
     Only strings that start with one of the given absolute paths change, so
-    what named-checkconf reads differs from what named will read only in where
+    what the checker reads differs from what the engine will read only in where
     its includes are found.
     """
     for old in sorted(replacements, key=len, reverse=True):
@@ -92,85 +72,9 @@ def checkable_copy(text: str, replacements: Mapping[str, str]) -> str:
 
 
 @dataclass(frozen=True)
-class ReloadResult:
-    ok: bool
-    # True when named could not be reached at all (not started yet, restarting):
-    # the files on disk are what it will load, so nothing is rolled back.
-    unreachable: bool
-    message: str
-
-
-class NamedControl:
-    """named-checkconf and rndc, the engine's own tools."""
-
-    def __init__(
-        self,
-        layout: PodLayout,
-        *,
-        control_port: int = 953,
-        named_checkconf: str = "named-checkconf",
-        rndc: str = "rndc",
-    ) -> None:
-        self.layout = layout
-        self.control_port = control_port
-        self.named_checkconf = named_checkconf
-        self.rndc = rndc
-
-    def check(self, named_conf: Path) -> str | None:
-        """None when named-checkconf accepts the file; its message otherwise."""
-        try:
-            result = subprocess.run(
-                [self.named_checkconf, str(named_conf)],
-                capture_output=True,
-                text=True,
-                timeout=CHECK_TIMEOUT_SECONDS,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            return f"named-checkconf could not run: {error}"
-        if result.returncode == 0:
-            return None
-        return (result.stdout + result.stderr).strip() or f"exit status {result.returncode}"
-
-    def reconfig(self) -> ReloadResult:
-        """`rndc reconfig`: load the new configuration, zones keep serving."""
-        return self._rndc("reconfig")
-
-    def retransfer(self, zone: dns.name.Name) -> ReloadResult:
-        """`rndc retransfer ZONE`: a full transfer (AXFR) from the primaries now."""
-        return self._rndc("retransfer", zone.to_text())
-
-    def _rndc(self, command: str, *arguments: str) -> ReloadResult:
-        argv = [
-            self.rndc,
-            "-k",
-            str(self.layout.rndc_key_file),
-            "-s",
-            "127.0.0.1",
-            "-p",
-            str(self.control_port),
-            command,
-            *arguments,
-        ]
-        try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=RNDC_TIMEOUT_SECONDS
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            return ReloadResult(False, True, f"rndc could not run: {error}")
-        message = (result.stdout + result.stderr).strip()
-        if result.returncode == 0:
-            return ReloadResult(True, False, message)
-        # rndc prints "'<command>' failed: <reason>" when named received the
-        # command and refused it; anything else (connect failed, timed out,
-        # connection closed) means the command never got through.
-        refused = f"'{command}' failed" in message
-        return ReloadResult(False, not refused, message or f"exit status {result.returncode}")
-
-
-@dataclass(frozen=True)
 class ApplyOutcome:
     applied: bool
-    # Set when applied but named was not reachable: reconfig must be retried.
+    # Set when applied but the engine was not reachable: the reload must be retried.
     reload_pending: bool
     message: str
 
@@ -230,8 +134,8 @@ class ConfigDirectory:
         (stage / agent_contract.ZONES_FILE).write_text(zones_file)
         return stage
 
-    def check(self, desired: DesiredConfig, control: NamedControl) -> str | None:
-        """named-checkconf on the new files and key file, before anything live changes."""
+    def check(self, desired: DesiredConfig, control: EngineControl) -> str | None:
+        """The engine's checker on the new files and key file, before anything live changes."""
         check_dir = Path(tempfile.mkdtemp(prefix=".check-", dir=self.versions))
         try:
             replacements = {
@@ -242,7 +146,7 @@ class ConfigDirectory:
             os.chmod(check_dir / ".tsig-keys.conf", 0o600)
             for name, text in desired.files.items():
                 (check_dir / name).write_text(checkable_copy(text, replacements))
-            message = control.check(check_dir / "named.conf")
+            message = control.check(check_dir / agent_contract.ENGINE_CONFIG_FILES[control.engine])
         finally:
             shutil.rmtree(check_dir, ignore_errors=True)
         if message is None:
@@ -266,9 +170,9 @@ class ConfigDirectory:
                 continue
             shutil.rmtree(version, ignore_errors=True)
 
-    def apply(self, desired: DesiredConfig, control: NamedControl) -> ApplyOutcome:
+    def apply(self, desired: DesiredConfig, control: EngineControl) -> ApplyOutcome:
         self.prepare()
-        undefined = undefined_tsig_keys(desired.files, desired.key_file)
+        undefined = control.undefined_keys(desired.files, desired.key_file)
         if undefined:
             return ApplyOutcome(
                 False,
@@ -278,9 +182,9 @@ class ConfigDirectory:
             )
         error = self.check(desired, control)
         if error is not None:
-            return ApplyOutcome(False, False, f"named-checkconf: {error}")
+            return ApplyOutcome(False, False, f"{control.checker}: {error}")
 
-        named_started = self.marker.exists()
+        engine_started = self.marker.exists()
         version = self.versions / desired.config_hash
         if not version.exists():
             stage = self._stage(desired)
@@ -292,7 +196,7 @@ class ConfigDirectory:
         previous_applied = self.applied()
 
         # Keys first: the old config only references keys the operator still
-        # ships in a Secret that matches the new config, and named reads both
+        # ships in a Secret that matches the new config, and the engine reads both
         # only when told to (or when it restarts).
         write_atomically(self.key_file, desired.key_file, 0o600)
         self._point_link(os.path.relpath(version, self.run_dir))
@@ -300,12 +204,14 @@ class ConfigDirectory:
             desired.config_hash, desired.keys_hash, desired.zones, desired.retransfer
         )
 
-        if not named_started:
+        if not engine_started:
             self._write_marker(applied)
             self._prune({version.name})
-            return ApplyOutcome(True, False, "first configuration written; named starts on it")
+            return ApplyOutcome(
+                True, False, f"first configuration written; {control.engine} starts on it"
+            )
 
-        result = control.reconfig()
+        result = control.reload()
         if result.ok or result.unreachable:
             self._write_marker(applied)
             keep = {version.name}
@@ -313,16 +219,21 @@ class ConfigDirectory:
                 keep.add(Path(previous_link).name)
             self._prune(keep)
             if result.ok:
-                return ApplyOutcome(True, False, "reconfigured")
-            log.warning("named not reachable for reconfig (%s); will retry", result.message)
+                return ApplyOutcome(True, False, "reloaded")
+            log.warning(
+                "%s not reachable for %s (%s); will retry",
+                control.engine,
+                control.reload_command,
+                result.message,
+            )
             return ApplyOutcome(True, True, result.message)
 
-        # named refused what named-checkconf accepted (a zone file it cannot
-        # open, say): it keeps serving the old configuration, and so does the disk.
+        # The engine refused what its checker accepted (named: a zone file it
+        # cannot open, say): it keeps serving the old configuration, and so does the disk.
         if previous_keys is not None:
             write_atomically(self.key_file, previous_keys, 0o600)
         if previous_link is not None:
             self._point_link(previous_link)
         if previous_applied is not None:
             self._write_marker(previous_applied)
-        return ApplyOutcome(False, False, f"rndc reconfig: {result.message}")
+        return ApplyOutcome(False, False, f"{control.reload_command}: {result.message}")

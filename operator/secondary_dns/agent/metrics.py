@@ -12,12 +12,18 @@ RETRANSFER_RESULTS = ("requested", "refused")
 
 
 class AgentMetrics:
-    def __init__(self) -> None:
+    def __init__(self, engine: str = "bind9") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        Gauge(
+            "secondarydns_agent_engine_info",
+            "The DNS engine this agent drives (spec.engine.type): 1 for its name.",
+            ["engine"],
+            registry=self.registry,
+        ).labels(engine=engine).set(1)
         self.reloads = Counter(
             "secondarydns_agent_reloads",
             "Configuration applies by result: success (checked, swapped, reconfigured), "
-            "rejected (named-checkconf or named refused it), failed (could not be written).",
+            "rejected (the engine or its checker refused it), failed (could not be written).",
             ["result"],
             registry=self.registry,
         )
@@ -25,8 +31,8 @@ class AgentMetrics:
             self.reloads.labels(result=result)
         self.retransfers = Counter(
             "secondarydns_agent_retransfers",
-            "Full retransfers asked of named (rndc retransfer) because a Zone's "
-            "spec.retransferRequest changed, by result: requested, refused (by named).",
+            "Full retransfers asked of the engine (rndc retransfer, knotc zone-retransfer) "
+            "because a Zone's spec.retransferRequest changed, by result: requested, refused.",
             ["result"],
             registry=self.registry,
         )
@@ -34,7 +40,7 @@ class AgentMetrics:
             self.retransfers.labels(result=result)
         self.config_applied = Gauge(
             "secondarydns_agent_config_applied_info",
-            "The configuration named serves: 1 for its config hash.",
+            "The configuration the engine serves: 1 for its config hash.",
             ["config_hash"],
             registry=self.registry,
         )
@@ -50,7 +56,7 @@ class AgentMetrics:
         )
         self.zones_loaded = Gauge(
             "secondarydns_agent_zones_loaded",
-            "Zones of the applied configuration that named has loaded at least once.",
+            "Zones of the applied configuration that the engine has loaded at least once.",
             registry=self.registry,
         )
         self.last_reload = Gauge(
@@ -60,14 +66,15 @@ class AgentMetrics:
         )
         self.ready = Gauge(
             "secondarydns_agent_ready",
-            "1 when the replica reports Ready (named answers, zones loaded).",
+            "1 when the replica reports Ready (the engine answers, zones loaded).",
             registry=self.registry,
         )
         self.zone_expires = Gauge(
             "secondarydns_agent_zone_expires_timestamp_seconds",
-            "Unix time at which named stops answering for the zone unless a refresh from "
-            "a primary succeeds first (named's own expire timer; it moves forward at every "
-            "successful refresh). Alert when it comes within a fraction of SOA expire.",
+            "Unix time at which the engine stops answering for the zone unless a refresh "
+            "from a primary succeeds first (the engine's own expire timer; it moves forward "
+            "at every successful refresh). Alert when it comes within a fraction of SOA "
+            "expire.",
             ["zone"],
             registry=self.registry,
         )

@@ -1,4 +1,7 @@
-"""The agent's loop: configuration in, named reconfigured, readiness and Pod annotations out.
+"""The agent's loop: configuration in, engine reloaded, readiness and Pod annotations out.
+
+The same loop for every engine: what differs (checker, reload, retransfer, how
+zones are observed) is behind `EngineControl` and `EngineProbe`.
 
 One thread does the work; watches only wake it. Each pass is level-triggered:
 it looks at the whole current snapshot, so a missed or duplicated event
@@ -17,6 +20,7 @@ from typing import Protocol
 import dns.name
 
 from secondary_dns.agent.assemble import DesiredConfig, Invalid, Pending, assemble
+from secondary_dns.agent.control import EngineControl
 from secondary_dns.agent.decide import (
     Action,
     AppliedConfig,
@@ -29,7 +33,7 @@ from secondary_dns.agent.decide import (
     pod_annotations,
     retransfers_due,
 )
-from secondary_dns.agent.files import ConfigDirectory, NamedControl, ensure_rndc_key
+from secondary_dns.agent.files import ConfigDirectory
 from secondary_dns.agent.metrics import AgentMetrics
 from secondary_dns.agent.probe import EngineProbe, loaded_zones
 from secondary_dns.agent.source import ConfigSource
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL_SECONDS = 1.0
 # /healthz fails when the loop has not finished a pass for this long (a hung
-# named-checkconf or rndc is bounded by their own timeouts, well below this).
+# checker or control command is bounded by their own timeouts, well below this).
 STALL_SECONDS = 300.0
 # Once Ready, the flag survives agent restarts in the run directory (see check_readiness).
 READY_ONCE_FILE = "ready-once"
@@ -72,7 +76,7 @@ class Agent:
         layout: PodLayout,
         source: ConfigSource,
         reporter: PodReporter,
-        control: NamedControl,
+        control: EngineControl,
         probe: EngineProbe,
         metrics: AgentMetrics | None = None,
         *,
@@ -92,7 +96,7 @@ class Agent:
         self.applied: AppliedConfig | None = None
         self.rejection: Rejection | None = None
         self.reload_pending = False
-        # Zones whose new spec.retransferRequest named has not been told about yet.
+        # Zones whose new spec.retransferRequest the engine has not been told about yet.
         self.retransfers_pending: set[dns.name.Name] = set()
         self.readiness = Readiness(False, "starting")
         self.zones_loaded = 0
@@ -114,7 +118,7 @@ class Agent:
         return self.readiness.ready, self.readiness.reason
 
     def zones_document(self) -> bytes:
-        """GET /zones: what named says of each configured zone (see docs/agent.md)."""
+        """GET /zones: what the engine says of each configured zone (see docs/agent.md)."""
         applied = self.applied.config_hash if self.applied else None
         return ZonesDocument(applied, self.zone_states).encode()
 
@@ -122,8 +126,9 @@ class Agent:
 
     def start(self) -> None:
         self.directory.prepare()
-        if ensure_rndc_key(self.layout):
-            log.info("created rndc key %s", self.layout.rndc_key_file)
+        prepared = self.control.prepare()
+        if prepared:
+            log.info("%s", prepared)
         self.applied = self.directory.applied()
         if self.applied is not None:
             log.info("configuration on disk: %s", self.applied.config_hash)
@@ -172,12 +177,13 @@ class Agent:
             self._pending_reason = ""
             self._apply(result)
         if self.reload_pending:
-            outcome = self.control.reconfig()
+            outcome = self.control.reload()
+            engine = self.control.engine
             if outcome.ok:
-                log.info("named reconfigured (retried)")
+                log.info("%s reloaded (retried)", engine)
                 self.reload_pending = False
             elif not outcome.unreachable:
-                log.error("named refused the configuration on retry: %s", outcome.message)
+                log.error("%s refused the configuration on retry: %s", engine, outcome.message)
                 self.reload_pending = False
         self._retransfer()
 
@@ -188,7 +194,8 @@ class Agent:
             outcome = self.control.retransfer(zone)
             if outcome.unreachable:
                 log.warning(
-                    "named not reachable for retransfer of %s (%s); will retry",
+                    "%s not reachable for retransfer of %s (%s); will retry",
+                    self.control.engine,
                     zone,
                     outcome.message,
                 )
@@ -198,7 +205,12 @@ class Agent:
                 log.info("retransfer of %s requested (spec.retransferRequest changed)", zone)
                 self.metrics.retransfers.labels(result="requested").inc()
             else:
-                log.error("named refused the retransfer of %s: %s", zone, outcome.message)
+                log.error(
+                    "%s refused the retransfer of %s: %s",
+                    self.control.engine,
+                    zone,
+                    outcome.message,
+                )
                 self.metrics.retransfers.labels(result="refused").inc()
 
     def _apply(self, desired: DesiredConfig) -> None:
@@ -245,7 +257,7 @@ class Agent:
         states = self.probe.zone_states() if answering else None
         loaded = None if states is None else loaded_zones(states)
         missing = missing_zones(configured, loaded or set())
-        # Replaced whole (the HTTP thread reads it); unknown when named does not say.
+        # Replaced whole (the HTTP thread reads it); unknown when the engine does not say.
         self.zone_states = {z: states[z] for z in configured if z in states} if states else {}
         self.metrics.set_zone_expiry(
             {zone: state.expires for zone, state in self.zone_states.items() if state.expires}
@@ -255,7 +267,9 @@ class Agent:
         if self.applied is None:
             readiness = Readiness(False, "no configuration applied yet")
         elif answering and loaded is None:
-            readiness = Readiness(False, "named statistics channel does not answer")
+            readiness = Readiness(
+                False, f"{self.control.engine} does not say which zones it has loaded"
+            )
         else:
             readiness = check_readiness(answering, missing, has_been_ready)
         if readiness.ready and not has_been_ready:

@@ -355,7 +355,14 @@ def build_statefulset(
     engine_container: dict[str, Any] = {
         "name": "engine",
         "image": image,
-        "command": ["secondary-dns", "engine", "--run-dir", str(paths.run_dir)],
+        "command": [
+            "secondary-dns",
+            "engine",
+            "--engine",
+            spec.engine.type,
+            "--run-dir",
+            str(paths.run_dir),
+        ],
         "ports": [
             {"name": "dns-udp", "containerPort": DNS_PORT, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": DNS_PORT, "protocol": "TCP"},
@@ -372,6 +379,8 @@ def build_statefulset(
         "command": [
             "secondary-dns",
             "agent",
+            "--engine",
+            spec.engine.type,
             "--run-dir",
             str(paths.run_dir),
             "--data-dir",
@@ -381,7 +390,7 @@ def build_statefulset(
         ],
         "env": downward_env,
         "ports": [{"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
-        # Ready = named answers and every assigned zone has been loaded once, so
+        # Ready = the engine answers and every assigned zone has been loaded once, so
         # a fresh replica never gets queries for zones it does not have yet.
         "readinessProbe": {
             "httpGet": {"path": READYZ_PATH, "port": "agent"},

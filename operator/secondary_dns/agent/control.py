@@ -1,0 +1,85 @@
+"""The engine the agent drives, behind one interface: named (BIND 9) or knotd (Knot DNS).
+
+The agent's loop (runner.py) and the configuration directory (files.py) know
+nothing of either engine: they check a configuration with `check`, load it with
+`reload`, ask for a full transfer with `retransfer`, and learn what the engine
+serves from an `EngineProbe` (probe.py). named.py and knot.py implement both
+with each engine's own tools (named-checkconf and rndc; knotc).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import dns.name
+
+CHECK_TIMEOUT_SECONDS = 120.0
+CONTROL_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    # True when the engine could not be reached at all (not started yet,
+    # restarting): the files on disk are what it will load, so nothing is rolled back.
+    unreachable: bool
+    message: str
+
+
+class EngineControl(Protocol):
+    # spec.engine.type: the file the engine is started with follows from it
+    # (api.agent_contract.ENGINE_CONFIG_FILES).
+    engine: str
+    # How the checker and the reload are named in messages on the Pod.
+    checker: str
+    reload_command: str
+
+    def prepare(self) -> str | None:
+        """Make what the engine's configuration needs before its first start; what was done."""
+
+    def undefined_keys(self, files: Mapping[str, str], key_file: str) -> list[str]:
+        """Key names the configuration uses that neither it nor the key file defines."""
+
+    def check(self, conf: Path) -> str | None:
+        """None when the engine's own checker accepts `conf`; its message otherwise."""
+
+    def reload(self) -> ReloadResult:
+        """Load the configuration now on disk without a restart; zones keep serving."""
+
+    def retransfer(self, zone: dns.name.Name) -> ReloadResult:
+        """A full transfer (AXFR) of `zone` from its primaries now, whatever the serial."""
+
+
+def run_tool(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str] | str:
+    """Run one of the engine's tools; the error text when it could not run at all."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{argv[0]} could not run: {error}"
+
+
+def check_result(argv: Sequence[str]) -> str | None:
+    """A checker's verdict: None when it exits 0, its output otherwise."""
+    result = run_tool(argv, CHECK_TIMEOUT_SECONDS)
+    if isinstance(result, str):
+        return result
+    if result.returncode == 0:
+        return None
+    return (result.stdout + result.stderr).strip() or f"exit status {result.returncode}"
+
+
+def command_result(
+    argv: Sequence[str], timeout: float, received: Callable[[str], bool]
+) -> ReloadResult:
+    """A control command's outcome; `received(output)` tells a refusal from "not reached"."""
+    result = run_tool(argv, timeout)
+    if isinstance(result, str):
+        return ReloadResult(False, True, result)
+    message = (result.stdout + result.stderr).strip()
+    if result.returncode == 0:
+        return ReloadResult(True, False, message)
+    return ReloadResult(False, not received(message), message or f"exit status {result.returncode}")

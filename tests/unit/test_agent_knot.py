@@ -1,0 +1,85 @@
+"""knotd as the agent's engine: knotc's answers read as the agent needs them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path, PurePosixPath
+
+import dns.name
+import pytest
+
+from secondary_dns.agent.engine import ARGV, EXECUTABLES
+from secondary_dns.agent.knot import (
+    KnotControl,
+    KnotProbe,
+    parse_relative_time,
+    parse_zone_status,
+)
+from secondary_dns.api.agent_contract import PodLayout, ZoneState
+
+NOW = 1_800_000_000.0
+
+# What knotc 3.2.6 prints (captured from a real knotd serving a BIND primary's zone).
+STATUS = """\
+[absent.test.] role: slave | serial: - | refresh: +19s
+[example.test.] role: slave | serial: 5 | refresh: +59m58s | expiration: +6D23h59m58s
+[broken line without fields
+[odd.test.] role: slave | serial: 12x | refresh: pending | expiration: -3s
+"""
+
+
+def test_zone_status_gives_serials_and_knots_own_timers() -> None:
+    states = parse_zone_status(STATUS, NOW)
+    name = dns.name.from_text
+    assert states[name("example.test.")] == ZoneState(
+        serial=5, expires=NOW + 6 * 86400 + 23 * 3600 + 59 * 60 + 58, refresh=NOW + 59 * 60 + 58
+    )
+    # Configured, never loaded: no serial, no expiry; refresh is the next attempt.
+    assert states[name("absent.test.")] == ZoneState(serial=None, expires=None, refresh=NOW + 19)
+    # Unreadable values are unknown, never an error; an overdue event is in the past.
+    assert states[name("odd.test.")] == ZoneState(serial=None, expires=NOW - 3, refresh=None)
+    assert len(states) == 3
+    assert parse_zone_status("", NOW) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("+19s", 19),
+        ("+1h59m58s", 7198),
+        ("+1Y2M3D", 365 * 86400 + 60 * 86400 + 3 * 86400),
+        ("-1m", -60),
+        ("+0.250s", 0.25),
+    ],
+)
+def test_relative_times_in_knots_units(text: str, seconds: float) -> None:
+    assert parse_relative_time(text, NOW) == NOW + seconds
+
+
+@pytest.mark.parametrize("text", ["-", "", "pending", "not scheduled", "+", "+5x", "5s"])
+def test_anything_else_is_no_time(text: str) -> None:
+    assert parse_relative_time(text, NOW) is None
+
+
+def test_a_missing_socket_is_unreachable_not_refused(tmp_path: Path) -> None:
+    if shutil.which("knotc") is None:
+        pytest.skip("knotc is not installed")
+    layout = PodLayout(PurePosixPath(tmp_path / "run"), PurePosixPath(tmp_path / "data"))
+    control = KnotControl(layout)
+    outcome = control.reload()
+    assert not outcome.ok and outcome.unreachable
+    assert "failed to connect" in outcome.message
+    assert control.retransfer(dns.name.from_text("example.test.")).unreachable
+    # No knotd, no zones known: None (unknown), not "no zones".
+    assert KnotProbe(layout).zone_states() is None
+
+
+def test_the_engine_command_execs_knotd_on_the_pods_knot_conf() -> None:
+    layout = PodLayout()
+    assert EXECUTABLES["knot"] == "knotd"
+    assert ARGV["knot"]("/usr/sbin/knotd", layout) == [
+        "/usr/sbin/knotd",
+        "-c",
+        "/run/secondary-dns/config/knot.conf",
+    ]
+    assert ARGV["bind9"]("/usr/sbin/named", layout)[-1] == "/run/secondary-dns/config/named.conf"
