@@ -1,4 +1,4 @@
-# The project's one image: the operator, the pod agent and the DNS engine (BIND 9).
+# The project's one image: the operator, the pod agent and the DNS engines (BIND 9, Knot DNS).
 # Every container of the project runs it; the Pod's command picks the role
 # (`secondary-dns operator`, `secondary-dns agent`, `secondary-dns engine`).
 #
@@ -57,25 +57,43 @@ FROM debian:bookworm-slim
 ARG VERSION
 
 LABEL org.opencontainers.image.title="secondary-dns" \
-      org.opencontainers.image.description="secondary-dns-operator: the operator, the pod agent and BIND 9, for managed secondary authoritative DNS on Kubernetes" \
+      org.opencontainers.image.description="secondary-dns-operator: the operator, the pod agent, BIND 9 and Knot DNS, for managed secondary authoritative DNS on Kubernetes" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="https://github.com/secondary-dns-operator/secondary-dns-operator" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# named, named-checkconf and rndc (bind9-utils). The agent and the operator
-# speak DNS through dnspython, so no dig. Debian's postinst generates
-# /etc/bind/rndc.key: a secret that would be the same in every copy of the
-# image, and unused (the agent makes a key per pod in /run/secondary-dns/keys),
-# so it goes. The two directories are where the pod mounts its volumes
-# (build_statefulset). Mode 1777, like /tmp: runc gives a tmpfs mounted on a
-# directory that directory's mode (`--tmpfs` of podman and docker), and a
-# Kubernetes emptyDir is a 0777 directory, so both work for any runAsUser.
+# The engines: named, named-checkconf and rndc (bind9, bind9-utils), and knotd,
+# knotc (knot) with kdig (knot-dnsutils) for debugging a replica. The agent and
+# the operator speak DNS through dnspython, so no dig.
+#
+# Left out, in this same layer so they take no room (measured in docs/image.md):
+# - /etc/bind/rndc.key, which Debian's postinst generates: a secret that would be
+#   the same in every copy of the image, and unused (the agent makes a key per pod
+#   in /run/secondary-dns/keys; knotd's control channel is a socket, no key).
+# - iproute2 (with libxtables12 and libcap2-bin, which only it uses): bind9
+#   depends on it for its init scripts; nothing in a pod runs `ip` or `tc`.
+#   Purged, not deleted, so the package database says what is really there.
+# - ICU's libicui18n, libicuio, libicutest, libicutu: only libicuuc (and its
+#   data) is linked, by libxml2 for BIND's statistics channel; these four link
+#   only to each other.
+# - knot's tools for what a secondary here never does: keymgr (DNSSEC keys),
+#   kcatalogprint (catalog zones), kxdpgun (XDP load generator), knsupdate
+#   (dynamic updates); Python's pydoc_data (the text of `help()` topics).
+# The two directories are where the pod mounts its volumes (build_statefulset).
+# Mode 1777, like /tmp: runc gives a tmpfs mounted on a directory that
+# directory's mode (`--tmpfs` of podman and docker), and a Kubernetes emptyDir
+# is a 0777 directory, so both work for any runAsUser.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 bind9 bind9-utils \
+ && apt-get install -y --no-install-recommends python3 bind9 bind9-utils knot knot-dnsutils \
+ && dpkg --purge --force-depends iproute2 libxtables12 libcap2-bin \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/debconf/*-old \
  && rm -f /etc/bind/rndc.key \
+          /usr/lib/x86_64-linux-gnu/libicui18n.so.* /usr/lib/x86_64-linux-gnu/libicuio.so.* \
+          /usr/lib/x86_64-linux-gnu/libicutest.so.* /usr/lib/x86_64-linux-gnu/libicutu.so.* \
+          /usr/sbin/keymgr /usr/sbin/kcatalogprint /usr/sbin/kxdpgun /usr/bin/knsupdate \
+ && rm -rf /usr/lib/python3.11/pydoc_data \
  && groupadd --gid 65532 secondary-dns \
  && useradd --no-log-init --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
             --shell /usr/sbin/nologin secondary-dns \
@@ -84,7 +102,7 @@ RUN apt-get update \
 
 COPY --from=build /opt/secondary-dns /opt/secondary-dns
 
-# An explicit PATH: the venv first, then Debian's (named lives in /usr/sbin).
+# An explicit PATH: the venv first, then Debian's (named and knotd live in /usr/sbin).
 # The root filesystem is read-only in the pod, so Python writes no bytecode.
 ENV PATH=/opt/secondary-dns/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \

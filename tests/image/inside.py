@@ -74,9 +74,12 @@ def _write_error(path: Path) -> str | None:
     return None
 
 
-def _status_ids(field: str) -> list[int]:
-    """The real, effective, saved and filesystem ids from /proc/self/status."""
-    text = Path("/proc/self/status").read_text()
+def _status_ids(field: str, status: Path = Path("/proc/self/status")) -> list[int]:
+    """The real, effective, saved and filesystem ids from a process's status file."""
+    try:
+        text = status.read_text()
+    except OSError:
+        return []
     match = re.search(rf"^{field}:\s+(.*)$", text, re.MULTILINE)
     return [int(value) for value in match.group(1).split()] if match else []
 
@@ -100,15 +103,37 @@ def _import_everything() -> list[str]:
     return failures
 
 
-def _serve_a_zone() -> dict[str, Any]:
-    """Render a config, check it, start named -g, ask it for the SOA, stop it."""
+# How each engine is checked, run and asked, with the configuration `secondary-dns
+# render` wrote into `out` (named.conf or knot.conf and their includes).
+ENGINES: dict[str, dict[str, Any]] = {
+    "bind9": {
+        "main": "named.conf",
+        "check": lambda conf, out: ["named-checkconf", str(conf)],
+        "run": lambda conf, out: ["named", "-g", "-c", str(conf)],
+        "control": lambda conf, out: ["rndc", "-c", str(out / "rndc.conf"), "status"],
+    },
+    "knot": {
+        "main": "knot.conf",
+        "check": lambda conf, out: ["knotc", "-c", str(conf), "conf-check"],
+        "run": lambda conf, out: ["knotd", "-c", str(conf)],
+        "control": lambda conf, out: [
+            "knotc", "-s", str(out / "run" / "knot.sock"), "zone-status", "example.test."
+        ],
+    },
+}  # fmt: skip
+
+
+def _serve_a_zone(engine: str) -> dict[str, Any]:
+    """Render a config, check it, start the engine, ask it for the SOA, stop it."""
+    tools = ENGINES[engine]
+    out = CONFIG_DIR / engine
     report: dict[str, Any] = {}
     report["render"] = _run(
         [
             "secondary-dns",
             "render",
             "--output",
-            str(CONFIG_DIR),
+            str(out),
             "--listen",
             f"127.0.0.1:{PORT}",
             "--control-port",
@@ -117,23 +142,19 @@ def _serve_a_zone() -> dict[str, Any]:
             "9853",
             "-",
         ],
-        stdin=MANIFESTS,
+        stdin=MANIFESTS.replace("spec: {}", f"spec: {{engine: {{type: {engine}}}}}"),
     )
-    named_conf = CONFIG_DIR / "named.conf"
-    report["checkconf"] = _run(["named-checkconf", str(named_conf)])
-    zone_file = re.search(r'file "([^"]+)"', (CONFIG_DIR / "zones.conf").read_text())
-    assert zone_file is not None
-    Path(zone_file.group(1)).write_text(ZONE)
+    conf = out / tools["main"]
+    report["checkconf"] = _run(tools["check"](conf, out))
+    # Both engines keep the zone as <data dir>/<zone>.db, as a restarted replica finds it.
+    (out / "data" / "example.test.db").write_text(ZONE)
 
-    named = subprocess.Popen(
-        ["named", "-g", "-c", str(named_conf)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = subprocess.Popen(
+        tools["run"](conf, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     serial = None
     deadline = time.monotonic() + 20
-    while serial is None and time.monotonic() < deadline and named.poll() is None:
+    while serial is None and time.monotonic() < deadline and process.poll() is None:
         query = dns.message.make_query("example.test.", dns.rdatatype.SOA)
         try:
             answer = dns.query.udp(query, "127.0.0.1", port=PORT, timeout=1)
@@ -146,15 +167,17 @@ def _serve_a_zone() -> dict[str, Any]:
         if serial is None:
             time.sleep(0.2)
     report["soa_serial"] = serial
-    report["rndc_status"] = _run(["rndc", "-c", str(CONFIG_DIR / "rndc.conf"), "status"])
-    named.terminate()
+    # The running engine's real, effective, saved and filesystem uids.
+    report["engine_uids"] = _status_ids("Uid", Path(f"/proc/{process.pid}/status"))
+    report["control"] = _run(tools["control"](conf, out))
+    process.terminate()
     try:
-        output, _ = named.communicate(timeout=10)
+        output, _ = process.communicate(timeout=10)
     except subprocess.TimeoutExpired:
-        named.kill()
-        output, _ = named.communicate()
-    report["named_exit"] = named.returncode
-    report["named_log"] = output.splitlines()
+        process.kill()
+        output, _ = process.communicate()
+    report["exit"] = process.returncode
+    report["log"] = output.splitlines()
     return report
 
 
@@ -170,16 +193,21 @@ def main() -> None:
         "write_volumes": {
             str(d): _write_error(d / "image-probe") for d in (RUN_DIR, DATA_DIR, Path("/tmp"))
         },
-        "tools": {tool: shutil.which(tool) for tool in ("named", "named-checkconf", "rndc")},
+        "tools": {
+            tool: shutil.which(tool)
+            for tool in ("named", "named-checkconf", "rndc", "knotd", "knotc", "kdig")
+        },
         "named_v": _run(["named", "-V"]),
+        "knotd_v": _run(["knotd", "-V"]),
         "baked_rndc_key": Path("/etc/bind/rndc.key").exists(),
         "import_failures": _import_everything(),
         "python": sys.executable,
     }
-    try:
-        report.update(_serve_a_zone())
-    except Exception as error:  # noqa: BLE001 - reported, the test asserts on it
-        report["serve_error"] = repr(error)
+    for engine in ENGINES:
+        try:
+            report[engine] = _serve_a_zone(engine)
+        except Exception as error:  # noqa: BLE001 - reported, the test asserts on it
+            report[engine] = {"serve_error": repr(error)}
     print(json.dumps(report))
 
 

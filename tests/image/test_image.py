@@ -1,7 +1,8 @@
 """The built image, run with podman and runc the way a pod runs it.
 
 One container runs tests/image/inside.py and reports what it sees (ids, which
-paths can be written, the engine's tools, a real named serving a zone); one
+paths can be written, the engines' tools, a real named and a real knotd each
+serving a zone, checked first by its own checker); one
 more runs the ENTRYPOINT with `--version`. No network: the container has only
 its own loopback.
 """
@@ -97,19 +98,29 @@ def test_engine_tools_are_there(inside: dict[str, Any]) -> None:
     assert all(inside["tools"].values()), inside["tools"]
     assert inside["named_v"]["returncode"] == 0, inside["named_v"]
     assert inside["named_v"]["output"].startswith("BIND 9."), inside["named_v"]
+    assert inside["knotd_v"]["returncode"] == 0, inside["knotd_v"]
+    assert inside["knotd_v"]["output"].startswith("knotd (Knot DNS), version 3."), inside["knotd_v"]
     # Debian's postinst makes one; in an image it would be every copy's secret.
     assert inside["baked_rndc_key"] is False
 
 
-def test_named_serves_on_a_read_only_root(inside: dict[str, Any]) -> None:
-    """named -g with the rendered config writes only to the pod's volumes."""
-    assert "serve_error" not in inside, inside["serve_error"]
-    assert inside["render"]["returncode"] == 0, inside["render"]
-    assert inside["checkconf"]["returncode"] == 0, inside["checkconf"]
-    assert inside["soa_serial"] == 2026120301, "\n".join(inside["named_log"])
-    assert "server is up and running" in inside["rndc_status"]["output"], inside["rndc_status"]
-    log = "\n".join(inside["named_log"])
-    for trouble in ("read-only file system", "permission denied", "fatal"):
+# What each engine's control channel answers about a healthy engine serving the zone.
+CONTROL_ANSWERS = {"bind9": "server is up and running", "knot": "serial: 2026120301"}
+
+
+@pytest.mark.parametrize("engine", sorted(CONTROL_ANSWERS))
+def test_engine_serves_on_a_read_only_root(inside: dict[str, Any], engine: str) -> None:
+    """named -g and knotd with the rendered config write only to the pod's volumes."""
+    run = inside[engine]
+    assert "serve_error" not in run, run["serve_error"]
+    assert run["render"]["returncode"] == 0, run["render"]
+    # The engine's own checker, as the agent runs it, as the image's user.
+    assert run["checkconf"]["returncode"] == 0, run["checkconf"]
+    log = "\n".join(run["log"])
+    assert run["soa_serial"] == 2026120301, log
+    assert run["engine_uids"] == [RUN_AS_USER] * 4, run["engine_uids"]
+    assert CONTROL_ANSWERS[engine] in run["control"]["output"], run["control"]
+    for trouble in ("read-only file system", "permission denied", "fatal", "critical"):
         assert trouble not in log.lower(), log
 
 
