@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,19 +202,23 @@ def install_crds(cluster: LocalCluster) -> None:
     )
 
 
-def server_manifest(name: str, replicas: int = 3) -> dict[str, Any]:
+def server_manifest(name: str, replicas: int = 3, engine: str = "bind9") -> dict[str, Any]:
     return {
         "apiVersion": API,
         "kind": "SecondaryServer",
         "metadata": {"name": name},
-        "spec": {"replicas": replicas, "spread": {"minDomains": 3}},
+        "spec": {
+            "replicas": replicas,
+            "engine": {"type": engine},
+            "spread": {"minDomains": 3},
+        },
     }
 
 
 def zone_manifest(
     name: str,
     zone: str,
-    server: str,
+    server: str | Sequence[str],
     secret: str,
     *,
     timers: Mapping[str, int] | None = None,
@@ -222,7 +226,8 @@ def zone_manifest(
     spec: dict[str, Any] = {
         "zone": zone,
         "primaries": [{"address": PRIMARY_ADDRESS, "tsigKeySecretRef": {"name": secret}}],
-        "servers": [server],
+        # One SecondaryServer, or several (of different engines, say) at once.
+        "servers": [server] if isinstance(server, str) else list(server),
     }
     if timers:
         spec["timers"] = dict(timers)

@@ -76,17 +76,17 @@ ZONE_LAST_PROBE = Gauge(
 REPLICA_SERIAL = Gauge(
     "secondarydns_replica_serial",
     "The SOA serial a replica pod serves for the zone; absent while it does not answer.",
-    ["namespace", "zone", "server", "pod"],
+    ["namespace", "zone", "server", "pod", "engine"],
 )
 REPLICA_IN_SYNC = Gauge(
     "secondarydns_replica_in_sync",
     "1 when the replica pod serves the primary's serial, else 0.",
-    ["namespace", "zone", "server", "pod"],
+    ["namespace", "zone", "server", "pod", "engine"],
 )
 REPLICA_SECONDS_BEHIND = Gauge(
     "secondarydns_replica_seconds_behind",
     "How long the replica pod has been continuously behind the primary's serial (0 if not).",
-    ["namespace", "zone", "server", "pod"],
+    ["namespace", "zone", "server", "pod", "engine"],
 )
 
 
@@ -99,6 +99,8 @@ class _ReplicaTargetLike(Protocol):
     def server(self) -> str: ...
     @property
     def pod(self) -> str: ...
+    @property
+    def engine(self) -> str: ...
 
 
 class _ReplicaVerdictLike(Protocol):
@@ -129,7 +131,7 @@ class SerialEvaluationLike(Protocol):
 # Prometheus keeps a labelled series until it is removed: a pod gone by a scale-down
 # would report its last serial forever. Remember which replica series each zone set.
 _series_lock = threading.Lock()
-_replica_series: dict[tuple[str, str], set[tuple[str, str]]] = {}
+_replica_series: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
 
 
 def _zone_text(zone: dns.name.Name | str) -> str:
@@ -143,9 +145,9 @@ def _remove(gauge: Gauge, *labels: str) -> None:
         pass  # never set: nothing to remove
 
 
-def _remove_replica(namespace: str, zone: str, server: str, pod: str) -> None:
+def _remove_replica(namespace: str, zone: str, server: str, pod: str, engine: str) -> None:
     for gauge in (REPLICA_SERIAL, REPLICA_IN_SYNC, REPLICA_SECONDS_BEHIND):
-        _remove(gauge, namespace, zone, server, pod)
+        _remove(gauge, namespace, zone, server, pod, engine)
 
 
 def record_serial_evaluation(
@@ -169,11 +171,11 @@ def record_serial_evaluation(
         seen_at = evaluation.history.primary_seen_at
         if seen_at is not None:
             ZONE_LAST_PROBE.labels(namespace, zone_text).set(seen_at)
-        current: set[tuple[str, str]] = set()
+        current: set[tuple[str, str, str]] = set()
         for replica in evaluation.replicas:
-            server, pod = replica.target.server, replica.target.pod
-            current.add((server, pod))
-            labels = (namespace, zone_text, server, pod)
+            server, pod, engine = replica.target.server, replica.target.pod, replica.target.engine
+            current.add((server, pod, engine))
+            labels = (namespace, zone_text, server, pod, engine)
             if replica.serial is not None:
                 REPLICA_SERIAL.labels(*labels).set(replica.serial)
             else:
@@ -182,8 +184,8 @@ def record_serial_evaluation(
             REPLICA_IN_SYNC.labels(*labels).set(1 if replica.in_sync else 0)
             REPLICA_SECONDS_BEHIND.labels(*labels).set(replica.seconds_behind)
         key = (namespace, zone_text)
-        for server, pod in _replica_series.get(key, set()) - current:
-            _remove_replica(namespace, zone_text, server, pod)
+        for server, pod, engine in _replica_series.get(key, set()) - current:
+            _remove_replica(namespace, zone_text, server, pod, engine)
         _replica_series[key] = current
 
 
@@ -191,7 +193,7 @@ def forget_zone(namespace: str, zone: dns.name.Name | str) -> None:
     """Remove every serial series of a zone (deleted, or no longer served here)."""
     zone_text = _zone_text(zone)
     with _series_lock:
-        for server, pod in _replica_series.pop((namespace, zone_text), set()):
-            _remove_replica(namespace, zone_text, server, pod)
+        for server, pod, engine in _replica_series.pop((namespace, zone_text), set()):
+            _remove_replica(namespace, zone_text, server, pod, engine)
         _remove(ZONE_PRIMARY_SERIAL, namespace, zone_text)
         _remove(ZONE_LAST_PROBE, namespace, zone_text)

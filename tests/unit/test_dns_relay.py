@@ -366,7 +366,7 @@ def test_make_notify_is_an_rfc_1996_notify_with_the_serial_hint() -> None:
 
 
 def test_gauges_follow_the_evaluation_and_forget_removed_replicas() -> None:
-    edge = [ReplicaTarget(f"g-{i}", "gauges", None, f"10.1.0.{i}") for i in range(3)]
+    edge = [ReplicaTarget(f"g-{i}", "gauges", None, f"10.1.0.{i}", engine="knot") for i in range(3)]
     primary = ProbeResult(ProbeTarget("192.0.2.1"), SoaAnswer(9, 3600, 600, 86400, 60), None, 0)
 
     def replica(i: int, serial: int | None) -> tuple[ReplicaTarget, ProbeResult | None]:
@@ -378,7 +378,7 @@ def test_gauges_follow_the_evaluation_and_forget_removed_replicas() -> None:
     def sample(name: str, pod: str | None = None) -> float | None:
         labels = {"namespace": "ns", "zone": "gauges.test."}
         if pod is not None:
-            labels |= {"server": "gauges", "pod": pod}
+            labels |= {"server": "gauges", "pod": pod, "engine": "knot"}
         return REGISTRY.get_sample_value(name, labels)
 
     first = evaluate(

@@ -549,6 +549,7 @@ def test_generation_and_validation_of_conditions() -> None:
             conditions.PRIMARY_UNREACHABLE,
             conditions.EXPIRING,
             conditions.SERIAL_REGRESSED,
+            conditions.ENGINE_DIVERSE,
         ]
     )
 
@@ -676,3 +677,63 @@ def test_a_restarted_monitor_rebuilds_its_clocks_from_the_stored_status() -> Non
     )
     assert restarted.status == steady.status
     assert verdict(restarted, conditions.PRIMARY_UNREACHABLE)[0] == "True"
+
+
+# ---------------------------------------------------------------- engine diversity (RFC 2182 §3.1)
+
+MIXED = [
+    ReplicaTarget("bind-0", "bind", "zone-a", "10.0.0.20", engine="bind9"),
+    ReplicaTarget("bind-1", "bind", "zone-b", "10.0.0.21", engine="bind9"),
+    ReplicaTarget("knot-0", "knot", "zone-a", "10.0.0.30", engine="knot"),
+    ReplicaTarget("knot-1", "knot", "zone-c", "10.0.0.31", engine="knot"),
+]
+
+
+def mixed_run(served: Sequence[int | None]) -> SerialEvaluation:
+    pairs: list[tuple[ReplicaTarget, ProbeResult | None]] = []
+    for target, value in zip(MIXED, served, strict=True):
+        probe = target.probe_target
+        assert probe is not None
+        pairs.append((target, answered(probe, value) if value is not None else failed(probe)))
+    return evaluate(
+        generation=1,
+        primaries=[answered(PRIMARY, 5)],
+        replicas=pairs,
+        history=ZoneHistory(),
+        previous_status={},
+        now=T0,
+    )
+
+
+def test_replicas_of_two_engines_answering_make_the_zone_engine_diverse() -> None:
+    result = mixed_run([5, 5, 5, 5])
+    assert verdict(result, conditions.ENGINE_DIVERSE) == ("True", conditions.MULTIPLE_ENGINES)
+    message = condition(result, conditions.ENGINE_DIVERSE)["message"]
+    assert "answering: bind9 2/2, knot 2/2" in message and "RFC 2182 §3.1" in message
+    # Each replica's engine is in status.replicas.
+    engines = {r["pod"]: r["engine"] for r in result.status["replicas"]}
+    assert engines == {"bind-0": "bind9", "bind-1": "bind9", "knot-0": "knot", "knot-1": "knot"}
+    # Advice, not health: the zone is Ready and Synced either way.
+    assert healthy(result)
+
+
+def test_every_replica_of_one_engine_down_loses_diversity_but_not_service() -> None:
+    result = mixed_run([5, 5, None, None])
+    assert verdict(result, conditions.ENGINE_DIVERSE) == (
+        "False",
+        conditions.ENGINES_NOT_ANSWERING,
+    )
+    message = condition(result, conditions.ENGINE_DIVERSE)["message"]
+    assert "only bind9 replicas answer" in message and "knot 0/2" in message
+    # The zone is still served at the primary's serial by the other engine.
+    assert result.status["servedSerial"] == 5
+    assert [r["inSync"] for r in result.status["replicas"]] == [True, True, False, False]
+
+
+def test_one_engine_everywhere_is_said_with_the_fix() -> None:
+    result = run([answered(PRIMARY, 5)], [5, 5, 5])
+    assert verdict(result, conditions.ENGINE_DIVERSE) == ("False", conditions.SINGLE_ENGINE)
+    message = condition(result, conditions.ENGINE_DIVERSE)["message"]
+    assert "spec.engine.type" in message and "RFC 2182" in message
+    # Not part of Ready: a fleet of one engine is healthy.
+    assert healthy(result)

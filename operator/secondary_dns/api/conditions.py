@@ -21,6 +21,7 @@ PRIMARY_UNREACHABLE = "PrimaryUnreachable"
 SPREAD = "Spread"
 # A warning, never a failure: allowTransfer lets any address transfer the zone.
 TRANSFER_OPEN = "TransferOpen"
+ENGINE_DIVERSE = "EngineDiverse"
 
 CONDITION_TYPES = (
     READY,
@@ -34,6 +35,7 @@ CONDITION_TYPES = (
     PRIMARY_UNREACHABLE,
     SPREAD,
     TRANSFER_OPEN,
+    ENGINE_DIVERSE,
 )
 
 # Statuses (metav1.ConditionStatus)
@@ -81,5 +83,9 @@ RETRANSFER_REQUESTED = "RetransferRequested"
 # Reasons: TransferOpen
 OPEN_TO_ANY_ADDRESS = "OpenToAnyAddress"
 TRANSFER_RESTRICTED = "TransferRestricted"
+# Reasons: engine diversity of a zone's replicas (RFC 2182 §3.1)
+MULTIPLE_ENGINES = "MultipleEngines"
+SINGLE_ENGINE = "SingleEngine"
+ENGINES_NOT_ANSWERING = "EnginesNotAnswering"
 # Configured everywhere; serial status not known yet.
 AWAITING_SERIALS = "AwaitingSerials"

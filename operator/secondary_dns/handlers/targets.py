@@ -64,6 +64,7 @@ def _replicas(
                 server=server_ref.name,
                 failure_domain=by_name[name].failure_domain if name in by_name else None,
                 address=by_name[name].address if name in by_name else None,
+                engine=state.rendered.engine,
             ),
             state.relay_key,
         )

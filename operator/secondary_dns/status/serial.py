@@ -49,6 +49,7 @@ OWNED_CONDITIONS = (
     conditions.PRIMARY_UNREACHABLE,
     conditions.EXPIRING,
     conditions.SERIAL_REGRESSED,
+    conditions.ENGINE_DIVERSE,
 )
 # The status fields this module owns. A field it cannot fill (no serial known) is
 # left out of the evaluation's status, and `SerialStatus.apply` removes it from
@@ -128,6 +129,8 @@ class ReplicaTarget:
     failure_domain: str | None
     address: str | None
     port: int = 53
+    # spec.engine.type of its SecondaryServer (bind9, knot).
+    engine: str = ""
 
     @property
     def probe_target(self) -> ProbeTarget | None:
@@ -416,6 +419,8 @@ def _replica_round(
 ) -> tuple[ReplicaHistory, ReplicaVerdict, dict[str, Any]]:
     """One replica after this round: its memory, its verdict, its `replicas[]` entry."""
     entry: dict[str, Any] = {"pod": target.pod, "server": target.server}
+    if target.engine:
+        entry["engine"] = target.engine
     if target.failure_domain:
         entry["failureDomain"] = target.failure_domain
     if target.address:
@@ -567,6 +572,7 @@ def evaluate(
         _stale(primary, verdicts, new_replicas, stale_grace, now),
         _primary_unreachable(primaries, primary, history, new_replicas, now),
         _expiring(verdicts, new_history, expiry_warning_fraction, now),
+        engine_diverse(verdicts),
     ]
     previous_conditions = list(previous_status.get("conditions") or [])
     regression = _serial_regressed(primary, history, reference, regressed)
@@ -653,6 +659,58 @@ def _synced(
     else:
         reason = conditions.REPLICAS_BEHIND
     return Condition(conditions.SYNCED, FALSE, reason, message)
+
+
+# RFC 2182 §3.1 asks that a zone's secondaries be chosen so that no single likely
+# failure makes all of them unavailable. One engine on every replica is one bug away
+# from that (a crash or an authentication bypass on a crafted NOTIFY or transfer:
+# CVE-2018-5736 in BIND, CVE-2017-11104 in Knot DNS), whatever the failure domains.
+DIVERSITY_REASON = (
+    "RFC 2182 §3.1: no single likely failure should make every secondary of a zone "
+    "unavailable, and a bug of one engine (say, a crash on a crafted NOTIFY or transfer) "
+    "hits every replica that runs it"
+)
+
+
+def engine_diverse(verdicts: Sequence[ReplicaVerdict]) -> Condition:
+    """`EngineDiverse`: do the zone's replicas run, and answer with, more than one engine?
+
+    Advice, like a SecondaryServer's `Spread`: it never makes the zone unready.
+    A replica counts as answering when it answers for the zone with a serial.
+    """
+    engines: dict[str, tuple[int, int]] = {}
+    for verdict in verdicts:
+        engine = verdict.target.engine or "unknown"
+        total, up = engines.get(engine, (0, 0))
+        engines[engine] = (total + 1, up + (verdict.serial is not None))
+    counts = ", ".join(f"{e} {up}/{total}" for e, (total, up) in sorted(engines.items()))
+    answering = sorted(e for e, (_, up) in engines.items() if up)
+    if len(engines) < 2:
+        only = next(iter(engines), "one engine")
+        return Condition(
+            conditions.ENGINE_DIVERSE,
+            FALSE,
+            conditions.SINGLE_ENGINE,
+            f"every replica runs {only} (answering: {counts or 'none'}); {DIVERSITY_REASON}: "
+            "also serve the zone from a SecondaryServer of another spec.engine.type "
+            "(bind9, knot) to survive one",
+        )
+    if len(answering) < 2:
+        return Condition(
+            conditions.ENGINE_DIVERSE,
+            FALSE,
+            conditions.ENGINES_NOT_ANSWERING,
+            f"replicas of {len(engines)} engines are configured, but only "
+            f"{', '.join(answering) or 'no'} replicas answer for the zone now "
+            f"(answering: {counts}); {DIVERSITY_REASON}",
+        )
+    return Condition(
+        conditions.ENGINE_DIVERSE,
+        TRUE,
+        conditions.MULTIPLE_ENGINES,
+        f"replicas of {len(answering)} engines answer for the zone (answering: {counts}); "
+        f"{DIVERSITY_REASON}, and no single engine serves it alone",
+    )
 
 
 def _since(histories: Mapping[str, ReplicaHistory], verdict: ReplicaVerdict, now: float) -> str:

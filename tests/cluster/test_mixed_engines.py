@@ -1,0 +1,245 @@
+"""A Zone served by a BIND 9 and a Knot DNS SecondaryServer at once (issue 15).
+
+One real primary, the real operator, two SecondaryServers of two replicas each
+(`bind9` and `knot`) whose pods the pod runner runs with real named and knotd.
+Then every knotd is killed, again each time it comes back, as a crash bug
+triggered by traffic would do: the zone stays served, at the new serial, by the
+BIND replicas, the status says which engine still answers, and after the bug
+is gone the Knot replicas catch up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dns.name
+import pytest
+
+from localcluster import podrunner
+from localcluster.cluster import LocalCluster
+from localcluster.named import PrimaryServer
+from localcluster.scenario import (
+    OperatorProcess,
+    apply,
+    condition,
+    demo_zone,
+    ensure_namespace,
+    install_crds,
+    replica_addresses,
+    run_operator,
+    server_manifest,
+    soa_serial,
+    start_primary,
+    wait_for,
+    zone_manifest,
+)
+
+ORIGIN = dns.name.from_text("mixed.example.")
+ZONE_OBJECT = "mixed"
+SERVERS = {"bind": "bind9", "knot": "knot"}
+REPLICAS = 2
+
+
+@dataclass
+class Fleet:
+    cluster: LocalCluster
+    namespace: str
+    primary: PrimaryServer
+    operator: OperatorProcess
+
+    def zone(self) -> dict[str, Any]:
+        result = self.cluster.kubectl(
+            "get", "zone", "-n", self.namespace, ZONE_OBJECT, "-o", "json"
+        )
+        found: dict[str, Any] = json.loads(result.stdout)
+        return found
+
+    def addresses(self, server: str) -> dict[str, str]:
+        return replica_addresses(self.cluster, self.namespace, server)
+
+    def replicas_by_engine(self, zone: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for replica in (zone.get("status") or {}).get("replicas") or []:
+            grouped.setdefault(replica.get("engine", ""), []).append(replica)
+        return grouped
+
+
+def _all_synced(fleet: Fleet, serial: int) -> dict[str, Any] | None:
+    zone = fleet.zone()
+    status = zone.get("status") or {}
+    synced = condition(zone, "Synced")
+    if (
+        status.get("replicasInSync") == REPLICAS * len(SERVERS)
+        and status.get("servedSerial") == serial
+        and synced is not None
+        and synced["status"] == "True"
+    ):
+        return zone
+    return None
+
+
+@pytest.fixture(scope="module")
+def fleet(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    workdir = tmp_path_factory.mktemp("mixed")
+    namespace = f"mixed-{uuid.uuid4().hex[:5]}"
+    install_crds(cluster)
+    ensure_namespace(cluster, namespace)
+    primary = start_primary(
+        cluster, workdir / "primary", demo_zone(ORIGIN.to_text(), refresh=86400)
+    )
+    try:
+        with run_operator(cluster, workdir / "operator.log", probe_seconds=2) as operator:
+            apply(
+                cluster,
+                namespace,
+                primary.key.secret_manifest("transfer", namespace),
+                *(
+                    server_manifest(name, replicas=REPLICAS, engine=engine)
+                    for name, engine in SERVERS.items()
+                ),
+                zone_manifest(ZONE_OBJECT, ORIGIN.to_text(), list(SERVERS), "transfer"),
+            )
+            fleet = Fleet(cluster, namespace, primary, operator)
+            wait_for(
+                "the zone Synced on every replica of both engines",
+                lambda: _all_synced(fleet, primary.serial(ORIGIN) or 0),
+                timeout=240,
+            )
+            yield fleet
+            print(f"operator log: {workdir / 'operator.log'}")
+    finally:
+        primary.stop()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_status_lists_each_replicas_engine_and_says_the_zone_is_engine_diverse(
+    fleet: Fleet,
+) -> None:
+    serial = fleet.primary.set_record(ORIGIN, "www", "A", "192.0.2.80")
+    zone = wait_for("both engines at the new serial", lambda: _all_synced(fleet, serial), 60)
+    by_engine = fleet.replicas_by_engine(zone)
+    assert sorted(by_engine) == ["bind9", "knot"]
+    for engine, server in (("bind9", "bind"), ("knot", "knot")):
+        assert {r["pod"] for r in by_engine[engine]} == set(fleet.addresses(server))
+        assert all(r["server"] == server and r["inSync"] for r in by_engine[engine])
+    diverse = condition(zone, "EngineDiverse")
+    assert diverse is not None and diverse["status"] == "True", diverse
+    assert diverse["reason"] == "MultipleEngines"
+    assert "bind9 2/2, knot 2/2" in diverse["message"] and "RFC 2182" in diverse["message"]
+    ready = condition(zone, "Ready")
+    assert ready is not None and ready["status"] == "True", ready
+    # Both engines' replicas really answer the new serial at their pod IPs.
+    for server in SERVERS:
+        for address in fleet.addresses(server).values():
+            assert soa_serial(ORIGIN, address) == serial
+    # Metrics carry each replica's engine.
+    assert 'engine="knot"' in fleet.operator.metrics_text()
+
+
+class EngineKiller:
+    """SIGKILL the engine container of some pods, and again whenever it comes back.
+
+    What a crash on a crafted NOTIFY or transfer does to every replica of one
+    engine: the kubelet (here the pod runner) restarts the container, and the
+    next packet kills it again.
+    """
+
+    def __init__(self, cluster: LocalCluster, namespace: str, server: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.server = server
+        self.kills = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _engine_pids(self) -> list[int]:
+        pods = json.loads(
+            self.cluster.kubectl(
+                "get",
+                "pods",
+                "-n",
+                self.namespace,
+                "-l",
+                f"secondarydns.io/server={self.server}",
+                "-o",
+                "json",
+            ).stdout
+        )
+        pids = []
+        for pod in pods.get("items", []):
+            state = podrunner.pods_dir(self.cluster.state_dir) / pod["metadata"]["uid"]
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads((state / "containers" / "engine.json").read_text())
+                if isinstance(record.get("pid"), int):
+                    pids.append(record["pid"])
+        return pids
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._engine_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    self.kills += 1
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> EngineKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_every_knot_replica_killed_the_zone_stays_served_and_synced_on_bind(
+    fleet: Fleet,
+) -> None:
+    knot_addresses = fleet.addresses("knot")
+    bind_addresses = fleet.addresses("bind")
+    with EngineKiller(fleet.cluster, fleet.namespace, "knot") as killer:
+        wait_for(
+            "every knotd down",
+            lambda: all(soa_serial(ORIGIN, a) is None for a in knot_addresses.values()),
+            timeout=30,
+        )
+        serial = fleet.primary.set_record(ORIGIN, "www", "A", "192.0.2.81")
+
+        def served_by_bind_alone() -> dict[str, Any] | None:
+            zone = fleet.zone()
+            by_engine = fleet.replicas_by_engine(zone)
+            diverse = condition(zone, "EngineDiverse")
+            if (
+                all(r.get("inSync") and r.get("serial") == serial for r in by_engine["bind9"])
+                and not any(r.get("inSync") for r in by_engine["knot"])
+                and diverse is not None
+                and diverse["reason"] == "EnginesNotAnswering"
+            ):
+                return zone
+            return None
+
+        zone = wait_for("the BIND replicas Synced, the Knot ones down", served_by_bind_alone, 60)
+        # Served: every BIND replica answers the new serial, the whole outage long.
+        for address in bind_addresses.values():
+            assert soa_serial(ORIGIN, address) == serial
+        assert zone["status"]["servedSerial"] == serial
+        diverse = condition(zone, "EngineDiverse")
+        assert diverse is not None and diverse["status"] == "False"
+        assert "only bind9 replicas answer" in diverse["message"], diverse
+        assert "knot 0/2" in diverse["message"], diverse
+        assert killer.kills >= REPLICAS
+
+    # The bug is gone: the Knot replicas come back and catch up (the operator
+    # NOTIFYs a replica it sees behind), and the zone is diverse again.
+    zone = wait_for("both engines Synced again", lambda: _all_synced(fleet, serial), 120)
+    diverse = condition(zone, "EngineDiverse")
+    assert diverse is not None and diverse["reason"] == "MultipleEngines"
+    for address in knot_addresses.values():
+        assert soa_serial(ORIGIN, address) == serial
