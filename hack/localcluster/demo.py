@@ -5,7 +5,10 @@ failure zones, the pod runner that runs each DNS pod's real named and agent),
 installs the CRDs, starts a real BIND primary that NOTIFYs the operator's relay,
 starts the operator, applies the example SecondaryServer and a Zone, then bumps
 the zone's serial a few times and shows how long each change took to reach every
-replica and the Zone's status. Ctrl-C (or `make demo-down`) stops it.
+replica and the Zone's status. With `--mixed` the Zone is also served by the Knot
+DNS fleet of examples/secondaryserver-knot.yaml (three knotd pods beside the three
+named pods; the Zone's EngineDiverse condition). Ctrl-C (or `make demo-down`)
+stops it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from localcluster.waiting import wait_for
 NAMESPACE = "dns"
 ORIGIN = dns.name.from_text("example.com.")
 SERVER = "secondary-dns"
+KNOT_SERVER = "secondary-dns-knot"
 ZONE_OBJECT = "example-com"
 SECRET = "tsig-primary"
 
@@ -51,11 +55,9 @@ def say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def example_server() -> dict[str, Any]:
-    """examples/secondaryserver.yaml as a user would apply it, minus what needs a cloud."""
-    server: dict[str, Any] = yaml.safe_load(
-        (REPO / "examples" / "secondaryserver.yaml").read_text()
-    )
+def example_server(example: str = "secondaryserver.yaml") -> dict[str, Any]:
+    """An example SecondaryServer as a user would apply it, minus what needs a cloud."""
+    server: dict[str, Any] = yaml.safe_load((REPO / "examples" / example).read_text())
     # The local cluster has no volume provisioner and no load balancer: a claim
     # would stay Pending and the pods unscheduled.
     server["spec"].pop("storage", None)
@@ -63,7 +65,7 @@ def example_server() -> dict[str, Any]:
     return server
 
 
-def zone_object() -> dict[str, Any]:
+def zone_object(servers: Sequence[str]) -> dict[str, Any]:
     return {
         "apiVersion": "secondarydns.io/v1alpha1",
         "kind": "Zone",
@@ -73,7 +75,7 @@ def zone_object() -> dict[str, Any]:
             "primaries": [
                 {"address": "10.250.0.10", "tsigKeySecretRef": {"name": SECRET}},
             ],
-            "servers": [SERVER],
+            "servers": list(servers),
         },
     }
 
@@ -84,15 +86,21 @@ def show(cluster: LocalCluster, *args: str) -> None:
     print((result.stdout or result.stderr).rstrip(), flush=True)
 
 
-def show_placement(cluster: LocalCluster) -> None:
+def show_placement(cluster: LocalCluster, servers: Sequence[str]) -> None:
     nodes = kubectl_json(cluster, "get", "nodes")["items"]
     zone_of = {
         n["metadata"]["name"]: n["metadata"]["labels"]["topology.kubernetes.io/zone"] for n in nodes
     }
     pods = kubectl_json(
-        cluster, "get", "pods", "-n", NAMESPACE, "-l", f"secondarydns.io/server={SERVER}"
+        cluster,
+        "get",
+        "pods",
+        "-n",
+        NAMESPACE,
+        "-l",
+        f"secondarydns.io/server in ({','.join(servers)})",
     )
-    print(f"{'POD':<18} {'IP':<15} {'NODE':<16} {'FAILURE ZONE':<13} READY", flush=True)
+    print(f"{'POD':<22} {'IP':<15} {'NODE':<16} {'FAILURE ZONE':<13} READY", flush=True)
     for pod in sorted(pods["items"], key=lambda p: p["metadata"]["name"]):
         node = pod["spec"].get("nodeName", "")
         ready = any(
@@ -100,7 +108,7 @@ def show_placement(cluster: LocalCluster) -> None:
             for c in (pod.get("status") or {}).get("conditions") or []
         )
         print(
-            f"{pod['metadata']['name']:<18} {pod['status'].get('podIP', ''):<15} {node:<16} "
+            f"{pod['metadata']['name']:<22} {pod['status'].get('podIP', ''):<15} {node:<16} "
             f"{zone_of.get(node, ''):<13} {ready}",
             flush=True,
         )
@@ -121,35 +129,47 @@ def run(args: argparse.Namespace) -> int:
         say(f"starting the operator (log: {workdir / 'operator.log'})")
         with run_operator(cluster, workdir / "operator.log", probe_seconds=5) as operator:
             ensure_namespace(cluster, NAMESPACE)
-            say("applying examples/secondaryserver.yaml (3 replicas, 3 failure zones) and a Zone")
+            servers = [SERVER, KNOT_SERVER] if args.mixed else [SERVER]
+            fleets = [example_server()]
+            if args.mixed:
+                say(
+                    "applying examples/secondaryserver.yaml (BIND 9) and "
+                    "examples/secondaryserver-knot.yaml (Knot DNS), 3 replicas each over 3 "
+                    "failure zones, and a Zone served by both"
+                )
+                fleets.append(example_server("secondaryserver-knot.yaml"))
+            else:
+                say(
+                    "applying examples/secondaryserver.yaml (3 replicas, 3 failure zones) "
+                    "and a Zone"
+                )
             apply(
                 cluster,
                 NAMESPACE,
                 primary.key.secret_manifest(SECRET, NAMESPACE),
-                example_server(),
-                zone_object(),
+                *fleets,
+                zone_object(servers),
             )
             serial = primary.serial(ORIGIN)
             started = time.monotonic()
             wait_synced(cluster, NAMESPACE, ZONE_OBJECT, timeout=240)
             print(f"in sync at serial {serial} after {time.monotonic() - started:.1f}s", flush=True)
-            wait_for(
-                "every replica to be Ready",
-                lambda: (
-                    (
-                        kubectl_json(cluster, "get", "sdns", "-n", NAMESPACE, SERVER).get(
-                            "status", {}
-                        )
-                    ).get("readyReplicas")
-                    == 3
-                ),
-                timeout=60,
-            )
+            for server in servers:
+
+                def ready(server: str = server) -> bool:
+                    found = kubectl_json(cluster, "get", "sdns", "-n", NAMESPACE, server)
+                    return bool(found.get("status", {}).get("readyReplicas") == 3)
+
+                wait_for(f"every replica of {server} to be Ready", ready, timeout=60)
             say("where the replicas run (the real scheduler spread them)")
-            show_placement(cluster)
+            show_placement(cluster, servers)
             show(cluster, "get", "sdns,dz", "-n", NAMESPACE, "-o", "wide")
 
-            addresses = replica_addresses(cluster, NAMESPACE, SERVER)
+            addresses = {
+                pod: address
+                for server in servers
+                for pod, address in replica_addresses(cluster, NAMESPACE, server).items()
+            }
             say(f"bumping the serial {args.bumps} times at the primary")
             print(
                 f"{'BUMP':<5} {'SERIAL':<12} {'ALL REPLICAS':>13} {'ZONE STATUS':>12}  PER REPLICA"
@@ -191,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
                 f"  hack/local-cluster exec -- dig @{next(iter(addresses.values()))} "
                 f"{ORIGIN.to_text()} SOA +norec\n"
                 f"  hack/local-cluster exec -- curl -s {next(iter(addresses.values()))}:8081/zones"
-                f"   # named's own expire timer per zone\n"
+                f"   # the engine's own expire timer per zone\n"
                 f"  hack/local-cluster exec -- curl -s 127.0.0.1:{operator.metrics_port}/metrics "
                 f"| grep ^secondarydns_\n"
                 f"  logs: {cluster.logs} and {workdir}",
@@ -216,6 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cluster", default="sdns", help="local cluster name (default: sdns)")
     parser.add_argument("--bumps", type=int, default=5, help="serial bumps to time")
     parser.add_argument("--exit", action="store_true", help="stop after the bumps (no Ctrl-C)")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="serve the zone from a BIND 9 and a Knot DNS fleet at once (engine diversity)",
+    )
     parser.add_argument(
         "--keep-cluster", action="store_true", help="leave the cluster running at the end"
     )

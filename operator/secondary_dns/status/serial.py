@@ -665,10 +665,12 @@ def _synced(
 # failure makes all of them unavailable. One engine on every replica is one bug away
 # from that (a crash or an authentication bypass on a crafted NOTIFY or transfer:
 # CVE-2018-5736 in BIND, CVE-2017-11104 in Knot DNS), whatever the failure domains.
-DIVERSITY_REASON = (
-    "RFC 2182 §3.1: no single likely failure should make every secondary of a zone "
-    "unavailable, and a bug of one engine (say, a crash on a crafted NOTIFY or transfer) "
-    "hits every replica that runs it"
+RFC_2182_DIVERSITY = (
+    "RFC 2182 §3.1: no single likely failure should make every secondary of a zone unavailable"
+)
+ENGINE_BUG = (
+    "a bug of one engine (say, a crash on a crafted NOTIFY or transfer) hits every replica "
+    "that runs it"
 )
 
 
@@ -691,9 +693,9 @@ def engine_diverse(verdicts: Sequence[ReplicaVerdict]) -> Condition:
             conditions.ENGINE_DIVERSE,
             FALSE,
             conditions.SINGLE_ENGINE,
-            f"every replica runs {only} (answering: {counts or 'none'}); {DIVERSITY_REASON}: "
-            "also serve the zone from a SecondaryServer of another spec.engine.type "
-            "(bind9, knot) to survive one",
+            f"every replica runs {only} (answering: {counts or 'none'}), and {ENGINE_BUG} "
+            f"({RFC_2182_DIVERSITY}): serve the zone from a SecondaryServer of another "
+            "spec.engine.type (bind9, knot) as well",
         )
     if len(answering) < 2:
         return Condition(
@@ -701,15 +703,16 @@ def engine_diverse(verdicts: Sequence[ReplicaVerdict]) -> Condition:
             FALSE,
             conditions.ENGINES_NOT_ANSWERING,
             f"replicas of {len(engines)} engines are configured, but only "
-            f"{', '.join(answering) or 'no'} replicas answer for the zone now "
-            f"(answering: {counts}); {DIVERSITY_REASON}",
+            f"{', '.join(answering) or 'no'} replicas answer for the zone now (answering: "
+            f"{counts}): one bug of that engine would take the zone down "
+            f"({RFC_2182_DIVERSITY})",
         )
     return Condition(
         conditions.ENGINE_DIVERSE,
         TRUE,
         conditions.MULTIPLE_ENGINES,
-        f"replicas of {len(answering)} engines answer for the zone (answering: {counts}); "
-        f"{DIVERSITY_REASON}, and no single engine serves it alone",
+        f"replicas of {len(answering)} engines answer for the zone (answering: {counts}), "
+        f"so a bug of one engine cannot take every replica down ({RFC_2182_DIVERSITY})",
     )
 
 
