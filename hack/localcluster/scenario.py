@@ -27,7 +27,7 @@ from typing import Any
 import dns.name
 import dns.zone
 
-from localcluster import netns
+from localcluster import netns, podstate
 from localcluster.cluster import LocalCluster
 from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS, SERVICE_CIDR
 from localcluster.named import (
@@ -270,6 +270,24 @@ def replica_addresses(cluster: LocalCluster, namespace: str, server: str) -> dic
         for p in (pods or {}).get("items", [])
         if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
     }
+
+
+def engine_pids(cluster: LocalCluster, namespace: str, server: str) -> dict[str, int]:
+    """The engine container's process of each pod of `server` (pod -> pid), running or not.
+
+    As the pod runner records it (hack/localcluster/podstate.py): the `engine`
+    container's process, which execs named or knotd and so is the engine itself.
+    """
+    pods = kubectl_json(
+        cluster, "get", "pods", "-n", namespace, "-l", f"secondarydns.io/server={server}"
+    )
+    pids: dict[str, int] = {}
+    for pod in (pods or {}).get("items", []):
+        directory = podstate.pods_dir(cluster.state_dir) / pod["metadata"]["uid"]
+        for name, _, record in podstate.container_records(directory):
+            if name == "engine" and record.pid is not None:
+                pids[pod["metadata"]["name"]] = record.pid
+    return pids
 
 
 @dataclass

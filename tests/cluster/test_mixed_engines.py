@@ -23,24 +23,23 @@ from typing import Any
 import dns.name
 import pytest
 
-from localcluster import podrunner
 from localcluster.cluster import LocalCluster
-from localcluster.named import PrimaryServer
+from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
     OperatorProcess,
     apply,
     condition,
     demo_zone,
+    engine_pids,
     ensure_namespace,
     install_crds,
     replica_addresses,
     run_operator,
     server_manifest,
-    soa_serial,
     start_primary,
-    wait_for,
     zone_manifest,
 )
+from localcluster.waiting import wait_for
 
 ORIGIN = dns.name.from_text("mixed.example.")
 ZONE_OBJECT = "mixed"
@@ -160,31 +159,9 @@ class EngineKiller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _engine_pids(self) -> list[int]:
-        pods = json.loads(
-            self.cluster.kubectl(
-                "get",
-                "pods",
-                "-n",
-                self.namespace,
-                "-l",
-                f"secondarydns.io/server={self.server}",
-                "-o",
-                "json",
-            ).stdout
-        )
-        pids = []
-        for pod in pods.get("items", []):
-            state = podrunner.pods_dir(self.cluster.state_dir) / pod["metadata"]["uid"]
-            with contextlib.suppress(OSError, ValueError):
-                record = json.loads((state / "containers" / "engine.json").read_text())
-                if isinstance(record.get("pid"), int):
-                    pids.append(record["pid"])
-        return pids
-
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pid in self._engine_pids():
+            for pid in engine_pids(self.cluster, self.namespace, self.server).values():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                     self.kills += 1
