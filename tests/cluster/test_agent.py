@@ -139,7 +139,7 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
                 == first.config_hash
             ),
         )
-        named_pid = engine.named_pid()
+        named_pid = engine.engine_pid()
         assert named_pid == engine.pid
 
         latencies: list[float] = []
@@ -169,7 +169,7 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
             f"({', '.join(f'{x * 1000:.0f}' for x in latencies)} ms; of which kubectl apply "
             f"itself {', '.join(f'{x * 1000:.0f}' for x in kubectl_seconds)} ms)"
         )
-        assert engine.alive() and engine.named_pid() == named_pid
+        assert engine.alive() and engine.engine_pid() == named_pid
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=5) as response:
             assert response.status == 200
 
