@@ -272,6 +272,55 @@ def replica_addresses(cluster: LocalCluster, namespace: str, server: str) -> dic
     }
 
 
+@dataclass(frozen=True)
+class ServedZone:
+    """A Zone served by SecondaryServers in a namespace of its own, its primary, the operator."""
+
+    namespace: str
+    primary: PrimaryServer
+    operator: OperatorProcess
+
+
+@contextmanager
+def served_zone(
+    cluster: LocalCluster,
+    workdir: Path,
+    origin: str,
+    zone_object: str,
+    servers: Mapping[str, tuple[str, int]],
+    *,
+    prefix: str,
+    probe_seconds: float = 2,
+) -> Iterator[ServedZone]:
+    """A real primary for `origin`, the operator, and a Zone served by `servers`.
+
+    `servers` maps each SecondaryServer's name to its (engine, replicas); the
+    primary NOTIFYs the relay and its SOA refresh is a day, so replicas move on by
+    NOTIFY. Everything is stopped and the namespace deleted at the end.
+    """
+    namespace = f"{prefix}-{os.urandom(3).hex()[:5]}"
+    install_crds(cluster)
+    ensure_namespace(cluster, namespace)
+    primary = start_primary(cluster, workdir / "primary", demo_zone(origin, refresh=86400))
+    try:
+        with run_operator(cluster, workdir / "operator.log", probe_seconds=probe_seconds) as op:
+            apply(
+                cluster,
+                namespace,
+                primary.key.secret_manifest("transfer", namespace),
+                *(
+                    server_manifest(name, replicas=replicas, engine=engine)
+                    for name, (engine, replicas) in servers.items()
+                ),
+                zone_manifest(zone_object, origin, list(servers), "transfer"),
+            )
+            yield ServedZone(namespace, primary, op)
+            print(f"operator log: {workdir / 'operator.log'}")
+    finally:
+        primary.stop()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 def engine_pids(cluster: LocalCluster, namespace: str, server: str) -> dict[str, int]:
     """The engine container's process of each pod of `server` (pod -> pid), running or not.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,16 +27,9 @@ from localcluster.constants import RELAY_ADDRESS
 from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
     OperatorProcess,
-    apply,
     condition,
-    demo_zone,
-    ensure_namespace,
-    install_crds,
     replica_addresses,
-    run_operator,
-    server_manifest,
-    start_primary,
-    zone_manifest,
+    served_zone,
     zone_status,
 )
 from localcluster.waiting import wait_for
@@ -88,27 +80,12 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = tmp_path_factory.mktemp("e2e")
-    namespace = f"e2e-{uuid.uuid4().hex[:5]}"
-    install_crds(cluster)
-    ensure_namespace(cluster, namespace)
-    zone = demo_zone(ORIGIN.to_text(), refresh=86400)
-    primary = start_primary(cluster, workdir / "primary", zone)
-    try:
-        with run_operator(cluster, workdir / "operator.log", probe_seconds=2) as operator:
-            apply(
-                cluster,
-                namespace,
-                primary.key.secret_manifest("transfer", namespace),
-                server_manifest(SERVER, replicas=3),
-                zone_manifest(ZONE_OBJECT, ORIGIN.to_text(), SERVER, "transfer"),
-            )
-            setup = Setup(cluster, namespace, primary, operator)
-            setup.wait_synced(primary.serial(ORIGIN) or 0, timeout=180)
-            yield setup
-            print(f"operator log: {workdir / 'operator.log'}")
-    finally:
-        primary.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with served_zone(
+        cluster, workdir, ORIGIN.to_text(), ZONE_OBJECT, {SERVER: ("bind9", 3)}, prefix="e2e"
+    ) as served:
+        setup = Setup(cluster, served.namespace, served.primary, served.operator)
+        setup.wait_synced(served.primary.serial(ORIGIN) or 0, timeout=180)
+        yield setup
 
 
 def test_serial_bump_reaches_every_replica_and_status(setup: Setup) -> None:

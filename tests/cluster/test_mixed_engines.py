@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,17 +26,10 @@ from localcluster.cluster import LocalCluster
 from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
     OperatorProcess,
-    apply,
     condition,
-    demo_zone,
     engine_pids,
-    ensure_namespace,
-    install_crds,
     replica_addresses,
-    run_operator,
-    server_manifest,
-    start_primary,
-    zone_manifest,
+    served_zone,
 )
 from localcluster.waiting import wait_for
 
@@ -88,35 +80,17 @@ def _all_synced(fleet: Fleet, serial: int) -> dict[str, Any] | None:
 @pytest.fixture(scope="module")
 def fleet(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     workdir = tmp_path_factory.mktemp("mixed")
-    namespace = f"mixed-{uuid.uuid4().hex[:5]}"
-    install_crds(cluster)
-    ensure_namespace(cluster, namespace)
-    primary = start_primary(
-        cluster, workdir / "primary", demo_zone(ORIGIN.to_text(), refresh=86400)
-    )
-    try:
-        with run_operator(cluster, workdir / "operator.log", probe_seconds=2) as operator:
-            apply(
-                cluster,
-                namespace,
-                primary.key.secret_manifest("transfer", namespace),
-                *(
-                    server_manifest(name, replicas=REPLICAS, engine=engine)
-                    for name, engine in SERVERS.items()
-                ),
-                zone_manifest(ZONE_OBJECT, ORIGIN.to_text(), list(SERVERS), "transfer"),
-            )
-            fleet = Fleet(cluster, namespace, primary, operator)
-            wait_for(
-                "the zone Synced on every replica of both engines",
-                lambda: _all_synced(fleet, primary.serial(ORIGIN) or 0),
-                timeout=240,
-            )
-            yield fleet
-            print(f"operator log: {workdir / 'operator.log'}")
-    finally:
-        primary.stop()
-        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    servers = {name: (engine, REPLICAS) for name, engine in SERVERS.items()}
+    with served_zone(
+        cluster, workdir, ORIGIN.to_text(), ZONE_OBJECT, servers, prefix="mixed"
+    ) as served:
+        fleet = Fleet(cluster, served.namespace, served.primary, served.operator)
+        wait_for(
+            "the zone Synced on every replica of both engines",
+            lambda: _all_synced(fleet, served.primary.serial(ORIGIN) or 0),
+            timeout=240,
+        )
+        yield fleet
 
 
 def test_status_lists_each_replicas_engine_and_says_the_zone_is_engine_diverse(

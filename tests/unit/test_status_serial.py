@@ -58,10 +58,12 @@ def failed(
 
 
 def replica_results(
-    served: Sequence[int | ProbeResult | None], **timers: int
+    served: Sequence[int | ProbeResult | None],
+    targets: Sequence[ReplicaTarget] = EDGE,
+    **timers: int,
 ) -> list[tuple[ReplicaTarget, ProbeResult | None]]:
     pairs: list[tuple[ReplicaTarget, ProbeResult | None]] = []
-    for target, value in zip(EDGE, served, strict=False):
+    for target, value in zip(targets, served, strict=False):
         probe = target.probe_target
         assert probe is not None
         if isinstance(value, int):
@@ -82,10 +84,11 @@ def run(
     **kwargs: Any,
 ) -> SerialEvaluation:
     timers = kwargs.pop("timers", {})
+    targets = kwargs.pop("targets", EDGE)
     return evaluate(
         generation=generation,
         primaries=primaries,
-        replicas=replica_results(served, **timers),
+        replicas=replica_results(served, targets, **timers),
         history=history or ZoneHistory(),
         previous_status=status or {},
         now=now,
@@ -690,19 +693,13 @@ MIXED = [
 
 
 def mixed_run(served: Sequence[int | None]) -> SerialEvaluation:
-    pairs: list[tuple[ReplicaTarget, ProbeResult | None]] = []
+    """One round over MIXED: a serial per replica, None for one that does not answer."""
+    results: list[int | ProbeResult | None] = []
     for target, value in zip(MIXED, served, strict=True):
         probe = target.probe_target
         assert probe is not None
-        pairs.append((target, answered(probe, value) if value is not None else failed(probe)))
-    return evaluate(
-        generation=1,
-        primaries=[answered(PRIMARY, 5)],
-        replicas=pairs,
-        history=ZoneHistory(),
-        previous_status={},
-        now=T0,
-    )
+        results.append(value if value is not None else failed(probe))
+    return run([answered(PRIMARY, 5)], results, targets=MIXED)
 
 
 def test_replicas_of_two_engines_answering_make_the_zone_engine_diverse() -> None:
