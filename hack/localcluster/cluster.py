@@ -29,7 +29,7 @@ from localcluster.constants import (
     KWOK_SERVER_ADDRESS,
     NODE_ADDRESS,
     NODES_PER_ZONE,
-    RUNNER_POD_LABEL,
+    RUNNER_POD_SELECTOR,
     SERVICE_CIDR,
 )
 from localcluster.podstate import describe_pods, remove_all_pods
@@ -48,14 +48,13 @@ CONTROL_PLANE = (
 # What a node's kubelet, CNI plugin and kube-proxy do for the pods.
 NODE_COMPONENTS = ("kube-proxy", "pod-runner")
 COMPONENTS = CONTROL_PLANE + NODE_COMPONENTS
-# kwok leaves the status of pods with this label alone; the pod runner
+# kwok leaves the status of the pods this selects alone; the pod runner
 # (podrunner.py) runs them and writes their status, as a kubelet would. The
 # flag is deprecated upstream in favour of Stage selectors but does exactly
 # this in v0.8.0 (pkg/kwok/controllers/pod_controller.go, `need`).
-KWOK_DISREGARD_FLAG = f"--disregard-status-with-label-selector={RUNNER_POD_LABEL}"
+KWOK_DISREGARD_FLAG = f"--disregard-status-with-label-selector={RUNNER_POD_SELECTOR}"
 HACK_DIR = Path(__file__).resolve().parents[1]
 CERTIFICATE_DAYS = "3650"
-REPO_DIR = HACK_DIR.parent
 
 
 def state_root() -> Path:
@@ -344,10 +343,7 @@ class LocalCluster:
         return [a.decode() for a in argv] == self._kwok_argv(bins)
 
     def _start_pod_runner(self) -> None:
-        # Its children run `python -m secondary_dns.cli` from this checkout.
-        path = os.pathsep.join(
-            [str(HACK_DIR), str(REPO_DIR / "operator"), os.environ.get("PYTHONPATH", "")]
-        ).rstrip(os.pathsep)
+        path = os.pathsep.join([str(HACK_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         # It enters the cluster's network namespace itself (setns), keeping the
         # host's mount namespace: `ip netns exec` would give it a private one,
         # and the pod namespaces it creates (bind mounts under /run/netns)

@@ -33,9 +33,13 @@ NODES_PER_ZONE = 2
 
 # ---- pods and Services ------------------------------------------------------
 
-# The pods the pod runner runs for real (the label `build_statefulset` puts on
-# every DNS pod); kwok is told to leave their status alone.
-RUNNER_POD_LABEL = "secondarydns.io/server"
+# The pods the pod runner runs for real: every pod of the project, whatever
+# made it (the operator's StatefulSets, the Helm chart's Deployments), carries
+# the standard label `app.kubernetes.io/part-of: secondary-dns`; kwok is told
+# to leave their status alone (docs/local-cluster.md, "Which pods").
+RUNNER_POD_LABEL = "app.kubernetes.io/part-of"
+RUNNER_POD_LABEL_VALUE = "secondary-dns"
+RUNNER_POD_SELECTOR = f"{RUNNER_POD_LABEL}={RUNNER_POD_LABEL_VALUE}"
 # The pods' default gateway (Calico's choice): link-local, so it can never
 # clash with a pod, Service or primary address. It is a local address of the
 # cluster namespace, which is what makes the host side of every veth answer

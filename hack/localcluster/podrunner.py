@@ -1,37 +1,42 @@
-"""The pod runner: a minimal kubelet and CNI for the DNS pods of the local cluster.
+"""The pod runner: kubelet, containerd and CNI for the project's pods in the local cluster.
 
 It exists only because the machines this project is developed on have no
 container runtime. kwok simulates every other pod (Running, an IP, nothing
-behind it); the pods of SecondaryServers (label `secondarydns.io/server`) must
-really answer DNS, so this process runs them the way a kubelet would:
+behind it); every pod of the project (label `app.kubernetes.io/part-of:
+secondary-dns`: the operator's DNS StatefulSets now, the chart's operator
+and relay Deployments later) runs for real, from its image, as a kubelet
+with containerd would run it:
 
-- network: each pod gets a network namespace of its own, joined to the
-  cluster's namespace by a veth pair, with the pod IP (/32, from its node's
-  `spec.podCIDR`) on `eth0` and a default route through a link-local next hop
-  (the Calico layout). The cluster namespace has a /32 route to each pod IP,
-  and masquerades a pod's Service traffic that comes back to the pod itself
-  (hairpin: the one kube-proxy does so only for its own node's pods).
-  Nothing of this exists outside namespaces the local cluster created: the
-  cluster namespace has no route out, and no pod address or route is ever
-  added to the host's namespace;
-- files: each container runs in a private mount namespace in which the pod's
-  volumes (per-pod directories under the cluster's state directory) are bind
-  mounted at the paths of the pod spec, so named.conf's fixed absolute paths
-  (/run/secondary-dns, /var/lib/secondary-dns) work for every pod at once;
-- processes: the containers' own command, args and env from the Pod object,
-  with the `secondary-dns` executable replaced by this interpreter's
-  `-m secondary_dns.cli`; exited containers are restarted with a backoff;
-- status: kwok is told to leave these pods alone
-  (`--disregard-status-with-label-selector`), so this process writes their
-  status: phase, pod IP, container states, and `Ready` from the real
-  readiness probe (the agent's /readyz on the pod IP). When a pod is deleted it
-  stops the containers (SIGTERM, SIGKILL after the grace period), removes the
-  network, and deletes the Pod object with grace period 0, as a kubelet does.
+- sandbox (kubelet/network.py, kubelet/sandbox.py): a network namespace of
+  its own joined to the cluster's by a veth, IPC and UTS namespaces, the
+  pod's safe sysctls, /etc/hosts, /etc/hostname, /etc/resolv.conf;
+- volumes (kubelet/volumes.py): emptyDir, configMap, secret, downwardAPI,
+  projected (a service-account token bound to the pod, renewed as kubelet
+  renews it), with fsGroup ownership;
+- containers: the image from podman's local store (kubelet/images.py: pull
+  policy, ErrImagePull/ImagePullBackOff), a root filesystem per container
+  run, an OCI runtime spec generated as containerd's CRI plugin generates it
+  (kubelet/ocispec.py, kubelet/security.py, kubelet/envvars.py), run detached
+  with runc (kubelet/runc.py), its output appended to a log file per
+  container;
+- lifecycle: probes (kubelet/probes.py), restartPolicy with kubelet's
+  back-off and CrashLoopBackOff (kubelet/backoff.py), preStop hooks and the
+  grace period on deletion, eviction of a pod whose disk emptyDir exceeds its
+  sizeLimit;
+- status (kubelet/status.py): phase, conditions, container statuses with
+  `runc://<id>`, exit codes and `lastState`, written only when it changed;
+  events as kubelet records them.
 
-State lives under `<cluster state>/pods/<pod uid>/` (podstate.py: `pod.json`,
-one `<container>.json` per container, the volumes), so a restarted pod runner
-adopts the pods that are still running; `hack/local-cluster down` removes
-every pod namespace whatever the pod runner's state (`podstate.remove_all_pods`).
+kwok is told to leave these pods alone (`--disregard-status-with-label-selector`).
+When a pod is deleted, its containers are stopped (preStop, SIGTERM, SIGKILL
+after the grace period), its sandbox removed, and the Pod object deleted with
+grace period 0, as a kubelet does. One thread per pod does all this (kubelet's
+pod workers); one thread per probe probes.
+
+State lives under `<cluster state>/pods/<pod uid>/` (podstate.py), so a
+restarted pod runner adopts the containers that still run; `hack/local-cluster
+down` removes every pod whatever the pod runner's state
+(`podstate.remove_all_pods`).
 """
 
 from __future__ import annotations
@@ -43,16 +48,13 @@ import ipaddress
 import json
 import logging
 import os
-import shlex
+import platform
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -61,485 +63,1110 @@ from typing import Any
 import kubernetes
 
 from localcluster import netns
-from localcluster.constants import (
-    API_PORT,
-    API_URL_FOR_PODS,
-    CONTROL_PLANE_ADDRESS,
-    POD_GATEWAY,
-    RUNNER_POD_LABEL,
+from localcluster.constants import RUNNER_POD_SELECTOR
+from localcluster.kubelet import (
+    envvars,
+    images,
+    network,
+    ocispec,
+    quantity,
+    sandbox,
+    seccomp,
+    security,
+    volumes,
+)
+from localcluster.kubelet.backoff import Backoff, go_duration
+from localcluster.kubelet.events import NORMAL, WARNING, EventRecorder
+from localcluster.kubelet.lifecycle import (
+    Handler,
+    HandlerResult,
+    http_get,
+    resolve_port,
+    tcp_connect,
+)
+from localcluster.kubelet.probes import LIVENESS, READINESS, STARTUP, ProbeSpec, ProbeWorker
+from localcluster.kubelet.runc import Runc, RuncError, become_subreaper, exit_code_of, reap
+from localcluster.kubelet.status import (
+    ContainerView,
+    PodView,
+    Terminated,
+    pod_status,
+    status_differs,
 )
 from localcluster.podstate import (
     CONTAINERS_DIR,
     ContainerRecord,
     PodRecord,
+    container_id,
     container_records,
     host_veth_name,
     pod_netns_name,
     pod_records,
     pods_dir,
+    remove_cgroups,
+    remove_pod_files,
+    rootfs_name,
+    runc_root,
     teardown_pod_network,
-    write_json,
 )
 from localcluster.processes import pid_alive
 
 log = logging.getLogger("pod-runner")
 
-POD_INTERFACE = "eth0"
-# The pod runner's own nftables table in the cluster namespace (hairpin NAT).
-NFT_TABLE = "pod-runner"
-# Where a pod finds its API credentials (the service-account mount path); the
-# pod runner puts a kubeconfig there instead of a token.
-CREDENTIALS_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-KUBECONFIG_IN_POD = f"{CREDENTIALS_DIR}/kubeconfig"
-EXECUTABLE = "secondary-dns"
-LOOP_SECONDS = 1.0
-PROBE_TIMEOUT_SECONDS = 1.0
-# kubelet backs off from 10 s to 5 min; shorter here so a crash-looping test
-# pod recovers within a test's patience.
-BACKOFF_INITIAL_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 20.0
-BACKOFF_RESET_AFTER_SECONDS = 60.0
+# How often a pod worker looks at its containers without being woken (kubelet's
+# PLEG relists every second).
+SYNC_SECONDS = 1.0
+# How often volumes are refreshed (configMap and secret contents, tokens): the
+# kubelet's sync frequency.
+VOLUME_RESYNC_SECONDS = 60.0
+# kubelet's eviction manager looks at local storage every housekeeping interval.
+EVICTION_CHECK_SECONDS = 10.0
+# A pod whose sync failed (an image it cannot pull, a Secret that is missing) is
+# tried again after this long (kubelet's pod worker back-off).
+RETRY_SECONDS = 10.0
+# kubelet never gives a container less than this to stop (minimumGracePeriodInSeconds).
+MINIMUM_GRACE_SECONDS = 2
+DEFAULT_GRACE_SECONDS = 30
+# The most of a termination message kubelet keeps (and of a log's tail).
+TERMINATION_MESSAGE_BYTES = 4096
+FALLBACK_LOG_LINES = 80
 WATCH_TIMEOUT_SECONDS = 300
 REQUEST_TIMEOUT_SECONDS = 30.0
-REPO = Path(__file__).resolve().parents[2]
-# Lifetime of the pods' service-account tokens: longer than any local session
-# (the runner does not rotate them as kubelet would).
-TOKEN_SECONDS = 24 * 3600
-
-
-# ---- pure decisions ----------------------------------------------------------
-
-
-def is_runner_pod(pod: Mapping[str, Any]) -> bool:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return RUNNER_POD_LABEL in labels
-
-
-def allocate_pod_ip(pod_cidr: str, in_use: Iterable[str]) -> str:
-    """The highest free address of the node's pod CIDR.
-
-    kwok hands out addresses from the bottom of the same CIDR (index 1, 2, ...)
-    and keeps its pool in memory only, so taking them from the top keeps both
-    allocators apart for as long as a node holds fewer than half a /24 of pods
-    (kwok nodes here allow 110).
-    """
-    network = ipaddress.ip_network(pod_cidr)
-    used = {ipaddress.ip_address(ip) for ip in in_use}
-    for address in reversed(list(network.hosts())):
-        if address not in used:
-            return str(address)
-    raise RuntimeError(f"no free address left in {pod_cidr}")
-
-
-def container_argv(container: Mapping[str, Any], python: str) -> list[str]:
-    """The container's command and args, the image's entry point run from this checkout."""
-    command = [str(part) for part in container.get("command") or []]
-    args = [str(part) for part in container.get("args") or []]
-    if not command:
-        raise ValueError(
-            f"container {container.get('name')!r} has no command: the pod runner has no "
-            "image to take an entry point from"
-        )
-    if command[0] == EXECUTABLE:
-        command = [python, "-m", "secondary_dns.cli", *command[1:]]
-    return command + args
-
-
-def _field_value(pod: Mapping[str, Any], field_path: str) -> str | None:
-    metadata = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    status = pod.get("status") or {}
-    simple = {
-        "metadata.name": metadata.get("name"),
-        "metadata.namespace": metadata.get("namespace"),
-        "metadata.uid": metadata.get("uid"),
-        "spec.nodeName": spec.get("nodeName"),
-        "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.podIP": status.get("podIP"),
-        "status.hostIP": status.get("hostIP"),
-    }
-    if field_path in simple:
-        value = simple[field_path]
-        return None if value is None else str(value)
-    for prefix, source in (("metadata.labels", "labels"), ("metadata.annotations", "annotations")):
-        if field_path.startswith(prefix + "['") and field_path.endswith("']"):
-            key = field_path[len(prefix) + 2 : -2]
-            value = (metadata.get(source) or {}).get(key)
-            return None if value is None else str(value)
-    return None
-
-
-def container_env(
-    container: Mapping[str, Any], pod: Mapping[str, Any], pod_ip: str, base: Mapping[str, str]
-) -> dict[str, str]:
-    """`base`, then the container's env with downward-API fields resolved from the Pod.
-
-    Values from ConfigMaps or Secrets are not supported (the DNS pods use none);
-    such a variable is left out and logged rather than set to something wrong.
-    """
-    resolved = {**pod, "status": {**(pod.get("status") or {}), "podIP": pod_ip}}
-    env = dict(base)
-    for entry in container.get("env") or []:
-        name = str(entry["name"])
-        if "value" in entry:
-            env[name] = str(entry["value"])
-            continue
-        field_ref = ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
-        value = _field_value(resolved, str(field_ref)) if field_ref else None
-        if value is None:
-            log.warning("container %s: env %s is not supported; left out", container["name"], name)
-            continue
-        env[name] = value
-    return env
-
-
-def volume_mounts(container: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(volume name, mount path) of the container, in the pod spec's order."""
-    return [(str(m["name"]), str(m["mountPath"])) for m in container.get("volumeMounts") or []]
-
-
-def pod_mounts(mounts: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(directory relative to the pod's, mount path) for each of the container's mounts.
-
-    The service-account volume that admission adds to every pod
-    (`kube-api-access-*` at CREDENTIALS_DIR) becomes the pod's `credentials`
-    directory, where the runner puts a kubeconfig instead of a token; a pod
-    without one gets the directory mounted there all the same.
-    """
-    result = [
-        ("credentials" if target == CREDENTIALS_DIR else f"volumes/{volume}", target)
-        for volume, target in mounts
-    ]
-    if all(target != CREDENTIALS_DIR for _, target in result):
-        result.insert(0, ("credentials", CREDENTIALS_DIR))
-    return result
-
-
-def service_account_kubeconfig(
-    base: Mapping[str, Any], account: str, token: str | None
-) -> dict[str, Any]:
-    """`base` (server and CA) with the pod's own identity instead of the admin's.
-
-    kubelet gives a pod a token of its service account, nothing else; so does
-    the runner, so the agent's Role is what stands between it and the API. No
-    token (automountServiceAccountToken: false) means no credentials at all.
-    """
-    config = json.loads(json.dumps(base))
-    user: dict[str, Any] = {"token": token} if token else {}
-    config["users"] = [{"name": account, "user": user}]
-    for context in config.get("contexts") or []:
-        context["context"]["user"] = account
-    return dict(config)
-
-
-def unhidden_mounts(
-    mounts: Sequence[tuple[str, str]], protected: Sequence[str]
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(mounts to make, mounts left out): a mount that would hide a protected path is left out.
-
-    The containers run this checkout's code with the runner's interpreter; a
-    volume mounted over a directory holding either (a checkout or a virtualenv
-    under /tmp, which the pods' `tmp` volume covers) would leave the container
-    with nothing to run. A real pod has its own root filesystem and no such
-    problem; here the mount is skipped (for /tmp, TMPDIR points at the volume).
-    """
-    kept: list[tuple[str, str]] = []
-    skipped: list[tuple[str, str]] = []
-    for source, target in mounts:
-        hides = any(Path(path).is_relative_to(target) for path in protected)
-        (skipped if hides else kept).append((source, target))
-    return kept, skipped
-
-
-def mount_script(pod_dir: Path, mounts: Sequence[tuple[str, str]]) -> str:
-    """Shell that bind-mounts the pod's directories, then execs the container's argv ("$@").
-
-    Sources are relative to the pod directory, which is the working directory:
-    mounting over /run/secondary-dns hides the cluster's state directory (it
-    lives there), but not a working directory that is already inside it.
-    """
-    lines = ["set -e", f"cd {shlex.quote(str(pod_dir))}"]
-    for source, target in mounts:
-        lines.append(f"mount --bind {shlex.quote(source)} {shlex.quote(target)}")
-    lines += ["cd /", 'exec "$@"']
-    return "\n".join(lines)
-
-
-def readiness_target(container: Mapping[str, Any]) -> tuple[str, int] | None:
-    """(path, port) of an httpGet readiness probe, the port resolved by name."""
-    probe = container.get("readinessProbe") or {}
-    http = probe.get("httpGet")
-    if not http:
-        return None
-    port = http.get("port")
-    if isinstance(port, str) and not port.isdigit():
-        named = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
-        port = named.get(port)
-    if port is None:
-        return None
-    return str(http.get("path") or "/"), int(port)
-
-
-def _container_path(path: str) -> str:
-    """The caller's PATH, plus the sbin directories where named and its tools live."""
-    parts = [p for p in path.split(":") if p]
-    for directory in ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"):
-        if directory not in parts:
-            parts.append(directory)
-    return ":".join(parts)
+EXIT_UNKNOWN = 137  # kubelet's ContainerStatusUnknown
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class ContainerView:
-    """What the status needs to know about one container."""
-
-    name: str
-    image: str
-    running: bool
-    started_at: str | None
-    restarts: int
-    ready: bool
-    waiting_reason: str | None = None
-    last_exit_code: int | None = None
-    pid: int | None = None
+def is_runner_pod(pod: Mapping[str, Any]) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    key, _, value = RUNNER_POD_SELECTOR.partition("=")
+    return labels.get(key) == value
 
 
-def _condition(
-    type_: str, ok: bool, previous: Mapping[str, Mapping[str, Any]], now: str
-) -> dict[str, Any]:
-    status = "True" if ok else "False"
-    before = previous.get(type_) or {}
-    # lastTransitionTime moves only when the status does (what kubelet does).
-    since = before.get("lastTransitionTime") if before.get("status") == status else None
-    condition: dict[str, Any] = {
-        "type": type_,
-        "status": status,
-        "lastTransitionTime": since or now,
-    }
-    if not ok and type_ in ("Ready", "ContainersReady"):
-        condition["reason"] = "ContainersNotReady"
-    return condition
+def unsupported(pod: Mapping[str, Any]) -> str | None:
+    """Why this pod cannot be run here, in the words a user would look for; None if it can."""
+    spec = pod.get("spec") or {}
+    for field_name in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field_name):
+            return f"spec.{field_name} is not supported by the local cluster's pod runner"
+    if spec.get("hostUsers") is False:
+        return "user namespaces (spec.hostUsers: false) are not supported by the pod runner"
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        sc = container.get("securityContext") or {}
+        if sc.get("privileged"):
+            return f"container {container['name']}: privileged containers are not run here"
+        if sc.get("appArmorProfile") or (spec.get("securityContext") or {}).get("appArmorProfile"):
+            return "Cannot enforce AppArmor: AppArmor is not enabled on the host"
+        if container.get("restartPolicy") == "Always":
+            return f"init container {container['name']}: sidecar containers are not supported here"
+    return None
 
 
-def pod_status(
-    pod: Mapping[str, Any],
-    pod_ip: str,
-    host_ip: str | None,
-    containers: Sequence[ContainerView],
-    now: str,
-) -> dict[str, Any]:
-    """The Pod's status as a kubelet would report it; timestamps kept while unchanged."""
-    current = pod.get("status") or {}
-    previous = {c.get("type"): c for c in current.get("conditions") or []}
-    ready = bool(containers) and all(c.ready for c in containers)
-    statuses = []
-    for view in containers:
-        state: dict[str, Any]
-        if view.running:
-            state = {"running": {"startedAt": view.started_at}}
-        else:
-            state = {"waiting": {"reason": view.waiting_reason or "ContainerCreating"}}
-        entry: dict[str, Any] = {
-            "name": view.name,
-            "image": view.image,
-            "imageID": "",
-            "ready": view.ready,
-            "restartCount": view.restarts,
-            "started": view.running,
-            "state": state,
-        }
-        if view.pid is not None:
-            entry["containerID"] = f"podrunner://{view.pid}"
-        if view.last_exit_code is not None:
-            entry["lastState"] = {"terminated": {"exitCode": view.last_exit_code}}
-        statuses.append(entry)
-    status: dict[str, Any] = {
-        "phase": "Running",
-        "podIP": pod_ip,
-        "podIPs": [{"ip": pod_ip}],
-        "startTime": current.get("startTime") or now,
-        "conditions": [
-            _condition("PodScheduled", True, previous, now),
-            _condition("Initialized", True, previous, now),
-            _condition("ContainersReady", ready, previous, now),
-            _condition("Ready", ready, previous, now),
-        ],
-        "containerStatuses": statuses,
-    }
-    if host_ip:
-        status["hostIP"] = host_ip
-        status["hostIPs"] = [{"ip": host_ip}]
-    return status
-
-
-def status_differs(desired: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
-    """True when a field the pod runner owns differs from what the Pod shows."""
-    return any(current.get(key) != value for key, value in desired.items())
-
-
-# ---- the network of one pod ----------------------------------------------------
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result
-
-
-def _sysctl(namespace: str, setting: str) -> None:
-    # /proc/sys/net belongs to the reader's network namespace: set it from inside.
-    subprocess.run(
-        ["ip", "netns", "exec", namespace, "sysctl", "-qw", setting],
-        check=True,
-        capture_output=True,
-    )
-
-
-def _link_exists(namespace: str, link: str) -> bool:
-    return _ip("-n", namespace, "link", "show", "dev", link, check=False).returncode == 0
-
-
-def _nft(namespace: str, script: str, check: bool = True) -> None:
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, "nft", "-f", "-"],
-        input=script,
-        capture_output=True,
-        text=True,
-    )
-    if check and result.returncode != 0:
-        raise RuntimeError(f"nft in {namespace}: {result.stderr.strip()}\n{script}")
-
-
-def hairpin_rules() -> str:
-    """nft script (idempotent): masquerade a pod's Service traffic that lands back on itself.
-
-    A pod that reaches a Service which picks that same pod needs its source
-    rewritten, or it answers itself directly and drops the answer. kube-proxy
-    does this only for the endpoints of its own node, and the one kube-proxy
-    here stands in for every node; so this CNI stand-in does it for every pod
-    (`hairpin` holds `pod IP . pod IP`), as kube-proxy does for its own.
-    """
-    return "\n".join(
-        [
-            f"add table ip {NFT_TABLE}",
-            f"add set ip {NFT_TABLE} hairpin {{ type ipv4_addr . ipv4_addr; }}",
-            f"add chain ip {NFT_TABLE} postrouting "
-            "{ type nat hook postrouting priority srcnat; policy accept; }",
-            f"flush chain ip {NFT_TABLE} postrouting",
-            f"add rule ip {NFT_TABLE} postrouting ct status dnat "
-            "ip saddr . ip daddr @hairpin masquerade",
-            "",
-        ]
-    )
-
-
-def prepare_cluster_network(cluster_ns: str) -> None:
-    """Once per cluster namespace: the pods' gateway address, forwarding and hairpin NAT."""
-    netns.add_address(cluster_ns, POD_GATEWAY)
-    # Pod to pod goes through the cluster namespace; it has no route out, so
-    # forwarding cannot take a packet anywhere else.
-    _sysctl(cluster_ns, "net.ipv4.ip_forward=1")
-    _nft(cluster_ns, hairpin_rules())
-
-
-def setup_pod_network(cluster_ns: str, pod_ns: str, veth: str, pod_ip: str) -> None:
-    """Idempotent: after it, `pod_ip` in `pod_ns` is reachable from `cluster_ns` and back."""
-    address = ipaddress.ip_address(pod_ip)
-    if not address.is_private or address.version != 4:
-        raise ValueError(f"refusing pod address {pod_ip}: expected a private IPv4 address")
-    for name in (cluster_ns, pod_ns):
-        # The host's namespace has no name under /run/netns; `-n` with a name
-        # therefore always means a namespace the local cluster created.
-        if not name:
-            raise ValueError("a network namespace name is required")
-    netns.create(pod_ns)
-    if _link_exists(cluster_ns, veth) and not _link_exists(pod_ns, POD_INTERFACE):
-        _ip("-n", cluster_ns, "link", "del", veth)  # half of a pair from a crash
-    if not _link_exists(cluster_ns, veth):
-        if _link_exists(pod_ns, POD_INTERFACE):
-            _ip("-n", pod_ns, "link", "del", POD_INTERFACE)
-        _ip(
-            "-n", cluster_ns, "link", "add", veth, "type", "veth",
-            "peer", "name", POD_INTERFACE, "netns", pod_ns,
-        )  # fmt: skip
-    # proxy_arp: the host side answers ARP for whatever it can route (pods
-    # that resolve a neighbour on-link instead of using the gateway).
-    _sysctl(cluster_ns, f"net.ipv4.conf.{veth}.proxy_arp=1")
-    _ip("-n", cluster_ns, "link", "set", veth, "up")
-    _ip("-n", pod_ns, "link", "set", POD_INTERFACE, "up")
-    _ip("-n", pod_ns, "addr", "replace", f"{pod_ip}/32", "dev", POD_INTERFACE)
-    _ip("-n", pod_ns, "route", "replace", POD_GATEWAY, "dev", POD_INTERFACE, "scope", "link")
-    _ip("-n", pod_ns, "route", "replace", "default", "via", POD_GATEWAY, "dev", POD_INTERFACE)
-    _ip("-n", cluster_ns, "route", "replace", f"{pod_ip}/32", "dev", veth)
-    _nft(cluster_ns, f"add element ip {NFT_TABLE} hairpin {{ {pod_ip} . {pod_ip} }}\n")
-
-
-def forget_pod_address(cluster_ns: str, pod_ip: str) -> None:
-    """The cluster namespace's own state about a pod that goes: its hairpin element."""
-    element = f"delete element ip {NFT_TABLE} hairpin {{ {pod_ip} . {pod_ip} }}\n"
-    _nft(cluster_ns, element, check=False)  # absent already: nothing to do
-
-
-# ---- processes -------------------------------------------------------------------
+# ---- one container ----------------------------------------------------------------
 
 
 @dataclass
 class Container:
-    """One container's process, started by this runner or adopted from a previous one."""
+    """One container of a pod across its runs (kubelet keys its back-off the same way)."""
 
     name: str
-    state_file: Path
-    pid: int | None = None
-    process: subprocess.Popen[bytes] | None = None
-    started_at: str | None = None
+    spec: dict[str, Any]
+    record_file: Path
+    init: bool = False
+    record: ContainerRecord = field(default_factory=ContainerRecord)
+    child: bool = False  # this process is the parent of the current run (exit code known)
     started_monotonic: float = 0.0
-    restarts: int = 0
-    last_exit_code: int | None = None
-    backoff: float = BACKOFF_INITIAL_SECONDS
-    next_start: float = 0.0
-    error: str | None = None
+    finished_monotonic: float = 0.0
+    bundle: Path | None = None
+    waiting: tuple[str, str | None] | None = None
+    retry_at: float = 0.0  # no new start before this (monotonic) after a failed one
+    probes: dict[str, ProbeWorker] = field(default_factory=dict)
+    stop_signal: int = signal.SIGTERM
 
-    def alive(self) -> bool:
-        if self.process is not None:
-            if self.process.poll() is None:
-                return True
-            self.last_exit_code = self.process.returncode
-            self.process = None
-            return False
-        return self.pid is not None and pid_alive(self.pid)
+    @property
+    def running(self) -> bool:
+        return self.record.pid is not None
+
+    @property
+    def last_exit(self) -> Terminated | None:
+        return Terminated.from_dict(self.record.last_exit) if self.record.last_exit else None
+
+    @property
+    def exit_before(self) -> Terminated | None:
+        return Terminated.from_dict(self.record.exit_before) if self.record.exit_before else None
 
     def save(self) -> None:
-        record = ContainerRecord(self.pid, self.started_at, self.restarts, self.last_exit_code)
-        record.save(self.state_file)
+        self.record.save(self.record_file)
 
-    def signal(self, signum: signal.Signals) -> None:
-        if self.pid is None:
+    def probe_result(self, kind: str) -> bool | None:
+        worker = self.probes.get(kind)
+        return None if worker is None else worker.result
+
+    @property
+    def started(self) -> bool:
+        if not self.running:
+            return False
+        return STARTUP not in self.probes or self.probe_result(STARTUP) is True
+
+    @property
+    def ready(self) -> bool:
+        if not self.started:
+            return False
+        return READINESS not in self.probes or self.probe_result(READINESS) is True
+
+
+# ---- one pod ----------------------------------------------------------------------
+
+
+class PodWorker:
+    """kubelet's pod worker for one pod: sandbox, volumes, containers, status, termination."""
+
+    def __init__(self, runner: PodRunner, uid: str, pod: dict[str, Any]) -> None:
+        self.runner = runner
+        self.uid = uid
+        self.pod = pod
+        self.directory = pods_dir(runner.state_dir) / uid
+        self.record: PodRecord | None = None
+        self.network_ready = False
+        self.containers: dict[str, Container] = {}
+        self.volumes = volumes.PodVolumes(
+            self.directory,
+            lambda kind, name: runner.object_bytes(kind, self.namespace, name),
+            self._token,
+            runner.node_allocatable,
+            time.time,
+        )
+        self.volume_paths: dict[str, Path] | None = None
+        self.volumes_synced = 0.0
+        self.eviction_checked = 0.0
+        self.etc_files: dict[str, Path] = {}
+        self.failed: tuple[str, str] | None = None  # (reason, message): the pod failed for good
+        self.extra_conditions: list[dict[str, str]] = []
+        self.last_status: dict[str, Any] | None = None
+        self.deleted = False
+        self.wake = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"pod-{uid[:8]}", daemon=True)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.pod["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.pod["metadata"]["name"])
+
+    def update(self, pod: dict[str, Any]) -> None:
+        self.pod = pod
+        self.wake.set()
+
+    def forget(self) -> None:
+        """The Pod object is gone from the API (deleted with no grace, or while we were down)."""
+        self.deleted = True
+        self.wake.set()
+
+    def _event(self, type_: str, reason: str, message: str, container: str | None = None) -> None:
+        self.runner.events.event(self.pod, type_, reason, message, container)
+
+    # -- the loop
+
+    def _loop(self) -> None:
+        while not self.runner.stop.is_set():
+            self.wake.wait(SYNC_SECONDS)
+            self.wake.clear()
+            if self.runner.stop.is_set():
+                break  # the pods keep running: a restarted runner adopts them
+            pod = self.pod
+            try:
+                if self.deleted:
+                    self._kill_all(pod, MINIMUM_GRACE_SECONDS)
+                    self._destroy()
+                    break
+                if pod["metadata"].get("deletionTimestamp"):
+                    self._terminate(pod)
+                    break
+                self._sync(pod)
+            except Exception:  # noqa: BLE001 - one bad pass must not stop the pod
+                log.exception("pod %s/%s", self.namespace, self.name)
+        self.done.set()
+
+    # -- SyncPod
+
+    def _sync(self, pod: dict[str, Any]) -> None:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node:
+            return  # not scheduled yet
+        if self.failed is None and self.record is None:
+            reason = unsupported(pod)
+            forbidden = security.forbidden_sysctls(pod)
+            if forbidden:
+                self.failed = (
+                    "SysctlForbidden",
+                    f'Pod was rejected: forbidden sysctl: "{forbidden[0]}" not allowlisted',
+                )
+            elif reason:
+                self.failed = ("UnsupportedByPodRunner", reason)
+            if self.failed:
+                self._event(WARNING, self.failed[0], self.failed[1])
+        if self.failed is not None:
+            self._kill_all(pod, 0)
+        else:
+            self._ensure_sandbox(pod, str(node))
+            if self._ensure_volumes(pod):
+                if self._run_init_containers(pod):
+                    for spec in pod["spec"]["containers"]:
+                        self._step(pod, self._container(spec, init=False))
+                self._check_eviction(pod)
+        self._write_status(pod)
+
+    def _container(self, spec: Mapping[str, Any], init: bool) -> Container:
+        name = str(spec["name"])
+        container = self.containers.get(name)
+        if container is None:
+            record_file = self.directory / CONTAINERS_DIR / f"{name}.json"
+            container = Container(name, dict(spec), record_file, init=init)
+            self.containers[name] = container
+        container.spec = dict(spec)
+        return container
+
+    def _ensure_sandbox(self, pod: Mapping[str, Any], node: str) -> None:
+        if self.record is None:
+            ip = self.runner.pod_ip(pod, node)
+            (self.directory / CONTAINERS_DIR).mkdir(parents=True, exist_ok=True)
+            self.record = PodRecord(
+                uid=self.uid,
+                namespace=self.namespace,
+                name=self.name,
+                node=node,
+                ip=ip,
+                netns=pod_netns_name(self.runner.cluster, self.uid),
+                veth=host_veth_name(self.uid),
+            )
+            self.record.save(self.directory)
+            log.info("pod %s/%s on %s: address %s", self.namespace, self.name, node, ip)
+        if not self.network_ready:
+            network.setup_pod_network(
+                self.runner.cluster, self.record.netns, self.record.veth, self.record.ip
+            )
+            _, uts = sandbox.create_namespaces(self.directory, sandbox.hostname(pod))
+            ipc, _ = sandbox.namespace_files(self.directory)
+            sandbox.apply_sysctls(self.record.netns, ipc, security.pod_sysctls(pod))
+            self.network_ready = True
+        self.etc_files = sandbox.etc_files(self.directory, pod, self.record.ip)
+
+    def _ensure_volumes(self, pod: Mapping[str, Any]) -> bool:
+        now = time.monotonic()
+        if self.volume_paths is not None and now - self.volumes_synced < VOLUME_RESYNC_SECONDS:
+            return True
+        try:
+            self.volume_paths = self.volumes.setup(pod)
+        except (volumes.VolumeError, kubernetes.client.exceptions.ApiException) as error:
+            message = str(error) if isinstance(error, volumes.VolumeError) else _api_error(error)
+            if self.volume_paths is None:
+                for spec in pod["spec"].get("containers") or []:
+                    self._container(spec, init=False).waiting = ("ContainerCreating", None)
+            self._event(WARNING, "FailedMount", message)
+            log.warning("pod %s/%s: %s", self.namespace, self.name, message)
+            self.volumes_synced = now - VOLUME_RESYNC_SECONDS + 5  # try again soon
+            return self.volume_paths is not None
+        self.volumes_synced = now
+        return True
+
+    def _run_init_containers(self, pod: Mapping[str, Any]) -> bool:
+        """True once every init container has succeeded; they run one after the other."""
+        for spec in pod["spec"].get("initContainers") or []:
+            container = self._container(spec, init=True)
+            last = container.last_exit
+            if not container.running and last is not None and last.exit_code == 0:
+                continue
+            self._step(pod, container)
+            return False
+        return True
+
+    def _check_eviction(self, pod: Mapping[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.eviction_checked < EVICTION_CHECK_SECONDS:
             return
-        # Its own session from the start: the group holds the container's
-        # children too (named-checkconf, rndc), as a container's cgroup would.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signum)
+        self.eviction_checked = now
+        over = self.volumes.over_size_limit(pod)
+        if over is None:
+            return
+        volume, limit = over
+        message = f'Usage of EmptyDir volume "{volume}" exceeds the limit "{limit}". '
+        log.warning("pod %s/%s evicted: %s", self.namespace, self.name, message)
+        self._event(WARNING, "Evicted", message)
+        self._kill_all(pod, 0)
+        self.failed = ("Evicted", message)
+        self.extra_conditions = [
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "TerminationByKubelet",
+                "message": message,
+            }
+        ]
+
+    # -- one container (kubelet's computePodActions for it)
+
+    def _restart_policy(self, container: Container) -> str:
+        policy = str((self.pod.get("spec") or {}).get("restartPolicy") or "Always")
+        if container.init and policy == "Always":
+            return "OnFailure"  # an init container that succeeded is never run again
+        return policy
+
+    def _step(self, pod: Mapping[str, Any], container: Container) -> None:
+        if container.running:
+            self._poll(container)
+        if container.running:
+            for kind in (LIVENESS, STARTUP):
+                if container.probe_result(kind) is False:
+                    worker = container.probes[kind]
+                    self._event(
+                        NORMAL,
+                        "Killing",
+                        f"Container {container.name} failed {kind} probe, will be restarted",
+                        container.name,
+                    )
+                    grace = worker.spec.termination_grace
+                    self._kill(pod, container, self._grace(pod) if grace is None else int(grace))
+                    break
+        if container.running:
+            return
+        last = container.last_exit
+        if last is not None:
+            policy = self._restart_policy(container)
+            if policy == "Never" or (policy == "OnFailure" and last.exit_code == 0):
+                container.waiting = None
+                return
+            key = f"{self.uid}/{container.name}"
+            backoff = self.runner.crash_backoff
+            if backoff.in_backoff_since(key, container.finished_monotonic):
+                message = (
+                    f"back-off {go_duration(backoff.get(key))} restarting failed "
+                    f"container={container.name} pod={security.format_pod(pod)}"
+                )
+                if container.waiting is None or container.waiting[0] != "CrashLoopBackOff":
+                    self._event(
+                        WARNING,
+                        "BackOff",
+                        f"Back-off restarting failed container {container.name} in pod "
+                        f"{security.format_pod(pod)}",
+                        container.name,
+                    )
+                container.waiting = ("CrashLoopBackOff", message)
+                return
+            if time.monotonic() < container.retry_at:
+                return
+            backoff.next(key, container.finished_monotonic)
+        elif time.monotonic() < container.retry_at:
+            return
+        self._start(pod, container)
+        # Images have their own back-off; other failures wait for the pod's retry.
+        pulling = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
+        if container.waiting is not None and container.waiting[0] not in pulling:
+            container.retry_at = time.monotonic() + RETRY_SECONDS
+
+    def _poll(self, container: Container) -> None:
+        pid = container.record.pid
+        assert pid is not None
+        if container.child:
+            status = reap(pid)
+            if status is None:
+                return
+            if status != -1:
+                self._finish(container, *exit_code_of(status))
+                return
+        elif self.runner.runc.state(str(container.record.id)) is not None and pid_alive(pid):
+            return
+        # Not ours to wait for (adopted after a restart of the runner): gone, code unknown.
+        self._finish(container, EXIT_UNKNOWN, None, unknown=True)
+
+    # -- starting
+
+    def _image(self, pod: Mapping[str, Any], container: Container) -> images.Image | None:
+        """kubelet's EnsureImageExists in local storage; None (waiting reason set) if not there."""
+        reference = str(container.spec.get("image") or "")
+        policy = images.pull_policy(container.spec)
+        store = self.runner.images
+        found = store.inspect(reference)
+        if policy == images.NEVER and found is None:
+            message = images.never_pull_message(reference)
+            container.waiting = ("ErrImageNeverPull", message)
+            self._event(WARNING, "ErrImageNeverPull", message, container.name)
+            return None
+        if found is not None:
+            if policy != images.ALWAYS:
+                self._event(
+                    NORMAL,
+                    "Pulled",
+                    f'Container image "{reference}" already present on machine',
+                    container.name,
+                )
+            else:
+                self._event(
+                    NORMAL,
+                    "Pulled",
+                    f'Successfully pulled image "{reference}" (from local storage: no registry '
+                    "here)",
+                    container.name,
+                )
+            return found
+        key = f"{self.uid}_{reference}"
+        backoff = self.runner.image_backoff
+        if backoff.in_backoff_since_update(key, time.monotonic()):
+            message = images.backoff_message(reference)
+            container.waiting = ("ImagePullBackOff", message)
+            self._event(NORMAL, "BackOff", message, container.name)
+            return None
+        self._event(NORMAL, "Pulling", f'Pulling image "{reference}"', container.name)
+        message = images.pull_failure_message(reference)
+        backoff.next(key, time.monotonic())
+        container.waiting = ("ErrImagePull", message)
+        self._event(
+            WARNING, "Failed", f'Failed to pull image "{reference}": {message}', container.name
+        )
+        self._event(WARNING, "Failed", "Error: ErrImagePull", container.name)
+        return None
+
+    def _start(self, pod: Mapping[str, Any], container: Container) -> None:
+        image = self._image(pod, container)
+        if image is None:
+            return
+        attempt = container.record.restarts + (1 if container.last_exit is not None else 0)
+        cid = container_id(self.uid, container.name, attempt)
+        rootfs = rootfs_name(self.runner.cluster, cid)
+        bundle = self.directory / CONTAINERS_DIR / container.name / str(attempt)
+        try:
+            sc = security.effective(pod, container.spec)
+            security.verify_run_as_non_root(pod, container.spec, sc, image.config.user)
+            kubelet_env = self._kubelet_env(pod, container)
+            argv = envvars.process_args(container.spec, image.config, kubelet_env)
+            mounts = self._mounts(container, bundle)
+        except envvars.ContainerConfigError as error:
+            self._config_error(container, "CreateContainerConfigError", str(error))
+            return
+        except envvars.CreateContainerError as error:
+            self._config_error(container, "CreateContainerError", str(error))
+            return
+        except kubernetes.client.exceptions.ApiException as error:
+            self._config_error(container, "CreateContainerConfigError", _api_error(error))
+            return
+        try:
+            root = self.runner.images.create_rootfs(image, rootfs, self.runner.cluster)
+            spec = self._spec(pod, container, image, sc, kubelet_env, argv, mounts, root, cid)
+        except envvars.CreateContainerError as error:
+            self.runner.images.remove(rootfs)
+            self._config_error(container, "CreateContainerError", str(error))
+            return
+        except Exception as error:  # noqa: BLE001 - podman's failure is the container's
+            self.runner.images.remove(rootfs)
+            self._config_error(container, "CreateContainerError", str(error))
+            return
+        bundle.mkdir(parents=True, exist_ok=True)
+        (bundle / "config.json").write_text(json.dumps(spec, indent=2))
+        if container.last_exit is not None:
+            container.record.restarts = attempt
+        log_path = self.runner.log_path(self.namespace, self.name, container.name)
+        with open(log_path, "ab") as out:
+            out.write(f"---- {_now()} start {cid}: {' '.join(argv)}\n".encode())
+        self._event(NORMAL, "Created", f"Created container: {container.name}", container.name)
+        started_at = _now()
+        try:
+            pid = self.runner.runc.run(cid, bundle, log_path)
+        except (RuncError, OSError, ValueError) as error:
+            message = f"failed to create containerd task: OCI runtime create failed: {error}"
+            self._event(WARNING, "Failed", f"Error: {message}", container.name)
+            self.runner.images.remove(rootfs)
+            container.record.exit_before = container.record.last_exit
+            container.record.last_exit = Terminated(
+                exit_code=128,
+                reason="StartError",
+                started_at="1970-01-01T00:00:00Z",
+                finished_at=_now(),
+                container_id=f"runc://{cid}",
+                message=message,
+            ).as_dict()
+            container.record.id = None
+            container.finished_monotonic = time.monotonic()
+            container.waiting = ("RunContainerError", message)
+            container.save()
+            return
+        user = spec["process"]["user"]
+        container.record.id = cid
+        container.record.pid = pid
+        container.record.started_at = started_at
+        container.record.image = str(container.spec.get("image") or "")
+        container.record.image_id = image.image_id
+        container.record.user = {
+            "uid": user["uid"],
+            "gid": user["gid"],
+            "supplementalGroups": user["additionalGids"],
+        }
+        container.record.cgroups = _cgroup_dirs(pid)
+        container.child = True
+        container.bundle = bundle
+        container.started_monotonic = time.monotonic()
+        container.stop_signal = _signal_number(image.config.stop_signal)
+        container.waiting = None
+        container.save()
+        self._event(NORMAL, "Started", f"Started container {container.name}", container.name)
+        log.info(
+            "pod %s/%s: started %s as %s (pid %d, uid %s)",
+            self.namespace, self.name, container.name, cid, pid, user["uid"],
+        )  # fmt: skip
+        self._start_probes(pod, container)
+
+    def _config_error(self, container: Container, reason: str, message: str) -> None:
+        container.waiting = (reason, message)
+        self._event(WARNING, "Failed", f"Error: {message}", container.name)
+        log.warning("pod %s/%s: %s: %s", self.namespace, self.name, container.name, message)
+
+    def _kubelet_env(self, pod: Mapping[str, Any], container: Container) -> dict[str, str]:
+        spec = pod.get("spec") or {}
+        links = spec.get("enableServiceLinks", True) is not False
+        services = envvars.visible_services(
+            self.runner.services(self.namespace, links), self.namespace, links
+        )
+        status = dict(pod.get("status") or {})
+        assert self.record is not None
+        status.update(
+            podIP=self.record.ip,
+            podIPs=[{"ip": self.record.ip}],
+            hostIP=self.runner.host_ip(self.record.node),
+            hostIPs=[{"ip": self.runner.host_ip(self.record.node)}],
+        )
+        return envvars.container_env(
+            container.spec,
+            {**pod, "status": status},
+            envvars.service_env(services),
+            lambda kind, name: self.runner.object_strings(kind, self.namespace, name),
+            self.runner.node_allocatable,
+        )
+
+    def _mounts(self, container: Container, bundle: Path) -> list[ocispec.Mount]:
+        assert self.volume_paths is not None
+        volume_specs = {
+            str(v["name"]): v for v in (self.pod.get("spec") or {}).get("volumes") or []
+        }
+        mounts = []
+        for entry in container.spec.get("volumeMounts") or []:
+            name = str(entry["name"])
+            if name not in self.volume_paths:
+                raise envvars.ContainerConfigError(
+                    f'cannot find volume "{name}" to mount into container "{container.name}"'
+                )
+            source = self.volume_paths[name]
+            if entry.get("subPath"):
+                source = source / str(entry["subPath"])
+                source.mkdir(parents=True, exist_ok=True)
+            api_data = any(
+                k in volume_specs[name] for k in ("configMap", "secret", "downwardAPI", "projected")
+            )
+            # configMap, secret, downwardAPI and projected volumes are always
+            # mounted read-only (kubelet, since CVE-2017-1002102).
+            read_only = bool(entry.get("readOnly")) or api_data
+            mounts.append(ocispec.Mount(str(entry["mountPath"]), str(source), read_only))
+        sc = security.effective(self.pod, container.spec)
+        for target, path in self.etc_files.items():
+            if any(m.destination == target for m in mounts):
+                continue
+            read_only = sc.read_only_root_filesystem and target != "/etc/hosts"
+            mounts.append(ocispec.Mount(target, str(path), read_only))
+        termination_path = str(
+            container.spec.get("terminationMessagePath") or "/dev/termination-log"
+        )
+        bundle.mkdir(parents=True, exist_ok=True)
+        message_file = bundle / "termination-log"
+        message_file.touch()
+        message_file.chmod(0o666)  # kubelet's: any user of the container may write it
+        mounts.append(ocispec.Mount(termination_path, str(message_file), False))
+        return mounts
+
+    def _spec(
+        self,
+        pod: Mapping[str, Any],
+        container: Container,
+        image: images.Image,
+        sc: security.SecurityContext,
+        kubelet_env: Mapping[str, str],
+        argv: Sequence[str],
+        mounts: Sequence[ocispec.Mount],
+        rootfs: str,
+        cid: str,
+    ) -> dict[str, Any]:
+        assert self.record is not None
+        root = Path(rootfs)
+        user = security.resolve_user(
+            sc, image.config.user, security.read_passwd(root), security.read_group(root)
+        )
+        caps = security.capabilities(sc, self.runner.all_capabilities)
+        profile = None
+        if sc.seccomp_type == "RuntimeDefault":
+            profile = seccomp.oci_profile(
+                self.runner.seccomp_default, seccomp.host_arch(), caps, platform.release()
+            )
+        elif sc.seccomp_type == "Localhost":
+            path = self.runner.state_dir / "seccomp" / str(sc.seccomp_localhost)
+            try:
+                profile = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                raise envvars.CreateContainerError(
+                    f"failed to load seccomp profile {path}: {error}"
+                ) from None
+        qos = security.qos_class(pod)
+        qos_dir = {"Guaranteed": "", "Burstable": "burstable/", "BestEffort": "besteffort/"}[qos]
+        ipc, uts = sandbox.namespace_files(self.directory)
+        cwd = str(container.spec.get("workingDir") or image.config.working_dir or "/")
+        return ocispec.build(
+            args=argv,
+            env=envvars.runtime_env(image.config, kubelet_env, sandbox.hostname(pod)),
+            cwd=cwd,
+            user=user,
+            sc=sc,
+            capabilities=caps,
+            rootfs=rootfs,
+            kubelet_mounts=mounts,
+            namespaces=ocispec.Namespaces(
+                str(netns.NETNS_DIR / self.record.netns), str(ipc), str(uts)
+            ),
+            # Relative: runc puts it under its own (the runner's) cgroup in each hierarchy.
+            cgroups_path=f"{self.runner.cluster}/kubepods/{qos_dir}pod{self.uid}/{cid}",
+            resources=security.container_resources(container.spec),
+            oom_score_adj=security.oom_score_adj(qos, container.spec, self.runner.memory_capacity),
+            seccomp=profile,
+            annotations={
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.container-name": container.name,
+                "io.kubernetes.cri.sandbox-name": self.name,
+                "io.kubernetes.cri.sandbox-namespace": self.namespace,
+                "io.kubernetes.cri.sandbox-uid": self.uid,
+                "io.kubernetes.cri.image-name": image.reference,
+            },
+            swap_accounting=self.runner.swap_accounting,
+        )
+
+    # -- probes
+
+    def _start_probes(self, pod: Mapping[str, Any], container: Container) -> None:
+        for worker in container.probes.values():
+            worker.stop()
+        container.probes = {}
+        for kind in (STARTUP, READINESS, LIVENESS):
+            spec = ProbeSpec.parse(container.spec, kind)
+            if spec is None or container.init:
+                continue
+
+            def may_run(kind: str = kind) -> bool:
+                # Liveness and readiness wait for the startup probe to succeed.
+                return (
+                    kind == STARTUP
+                    or STARTUP not in container.probes
+                    or container.probe_result(STARTUP) is True
+                )
+
+            def run(handler: Handler, timeout: float) -> HandlerResult:
+                return self._run_handler(container, handler, timeout)
+
+            worker = ProbeWorker(
+                spec,
+                run,
+                container.started_monotonic,
+                may_run,
+                self._probe_failed(container),
+                lambda _worker: self.wake.set(),
+            )
+            container.probes[kind] = worker
+        for worker in container.probes.values():
+            worker.start()
+
+    def _probe_failed(self, container: Container) -> Callable[[ProbeWorker, HandlerResult], None]:
+        def report(worker: ProbeWorker, outcome: HandlerResult) -> None:
+            kind = worker.spec.kind.capitalize()
+            output = outcome.output.strip()[:1024]
+            self._event(WARNING, "Unhealthy", f"{kind} probe failed: {output}", container.name)
+
+        return report
+
+    def _run_handler(self, container: Container, handler: Handler, timeout: float) -> HandlerResult:
+        """A probe's or hook's handler against this pod (from the node, as kubelet runs them)."""
+        assert self.record is not None
+        try:
+            if handler.kind == "exec":
+                result = self.runner.runc.exec(
+                    str(container.record.id), list(handler.command), timeout
+                )
+                if result.timed_out:
+                    return HandlerResult(False, f"command timed out after {timeout:g}s")
+                return HandlerResult(result.exit_code == 0, result.output)
+            if handler.kind == "httpGet":
+                port = resolve_port(handler.port, container.spec)
+                return http_get(
+                    handler.host or self.record.ip,
+                    port,
+                    handler.path,
+                    handler.scheme,
+                    dict(handler.headers),
+                    timeout,
+                )
+            if handler.kind == "tcpSocket":
+                port = resolve_port(handler.port, container.spec)
+                return tcp_connect(handler.host or self.record.ip, port, timeout)
+            if handler.kind == "sleep":
+                self.runner.stop.wait(min(handler.seconds, timeout))
+                return HandlerResult(True)
+        except ValueError as error:
+            return HandlerResult(False, str(error))
+        return HandlerResult(False, f"{handler.kind} handlers are not supported by the pod runner")
+
+    # -- stopping
+
+    def _grace(self, pod: Mapping[str, Any]) -> int:
+        spec = pod.get("spec") or {}
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds")
+        return DEFAULT_GRACE_SECONDS if grace is None else int(grace)
+
+    def _kill(self, pod: Mapping[str, Any], container: Container, grace: int) -> None:
+        """kubelet's killContainer: preStop (if there is time), the stop signal, then SIGKILL."""
+        started = time.monotonic()
+        hook = ((container.spec.get("lifecycle") or {}).get("preStop")) or None
+        if hook and grace > 0 and container.running:
+            outcome = self._run_handler(container, Handler.parse(hook), float(grace))
+            if not outcome.ok:
+                self._event(
+                    WARNING,
+                    "FailedPreStopHook",
+                    f"PreStopHook failed: {outcome.output.strip()[:512]}",
+                    container.name,
+                )
+            grace = int(grace - (time.monotonic() - started))
+        grace = max(grace, MINIMUM_GRACE_SECONDS)
+        for worker in container.probes.values():
+            worker.stop()
+        cid = str(container.record.id)
+        self.runner.runc.kill(cid, container.stop_signal)
+        deadline = time.monotonic() + grace
+        while container.running and time.monotonic() < deadline:
+            self._poll(container)
+            if container.running:
+                time.sleep(0.1)
+        if container.running:
+            self.runner.runc.kill(cid, signal.SIGKILL, all_processes=True)
+            deadline = time.monotonic() + 10
+            while container.running and time.monotonic() < deadline:
+                self._poll(container)
+                if container.running:
+                    time.sleep(0.1)
+
+    def _finish(
+        self, container: Container, exit_code: int, signum: int | None, unknown: bool = False
+    ) -> None:
+        """A run of the container ended: its termination recorded, its runtime state removed."""
+        cid = str(container.record.id)
+        oom = _oom_killed(container.record.cgroups)
+        reason = "Completed" if exit_code == 0 else "Error"
+        message: str | None = None
+        if unknown:
+            reason = "ContainerStatusUnknown"
+            message = "The container could not be located when the pod was terminated"
+        elif oom:
+            reason = "OOMKilled"
+        else:
+            message = self._termination_message(container, exit_code)
+        for worker in container.probes.values():
+            worker.stop()
+        container.probes = {}
+        self.runner.runc.delete(cid, force=True)
+        self.runner.images.remove(rootfs_name(self.runner.cluster, cid))
+        remove_cgroups(container.record.cgroups, self.runner.cluster, pod_only=True)
+        container.record.exit_before = container.record.last_exit
+        container.record.last_exit = Terminated(
+            exit_code=exit_code,
+            reason=reason,
+            started_at=container.record.started_at,
+            finished_at=_now(),
+            container_id=f"runc://{cid}",
+            message=message,
+            signal=signum,
+        ).as_dict()
+        container.record.pid = None
+        container.record.cgroups = []
+        container.child = False
+        container.finished_monotonic = time.monotonic()
+        container.save()
+        log.info(
+            "pod %s/%s: container %s exited %d (%s)",
+            self.namespace, self.name, container.name, exit_code, reason,
+        )  # fmt: skip
+        self.wake.set()
+
+    def _termination_message(self, container: Container, exit_code: int) -> str | None:
+        text = ""
+        if container.bundle is not None:
+            with contextlib.suppress(OSError):
+                text = (
+                    (container.bundle / "termination-log")
+                    .read_bytes()[:TERMINATION_MESSAGE_BYTES]
+                    .decode(errors="replace")
+                )
+        policy = container.spec.get("terminationMessagePolicy") or "File"
+        if not text and exit_code != 0 and policy == "FallbackToLogsOnError":
+            path = self.runner.log_path(self.namespace, self.name, container.name)
+            with contextlib.suppress(OSError):
+                lines = path.read_text(errors="replace").splitlines()[-FALLBACK_LOG_LINES:]
+                text = "\n".join(lines)[-TERMINATION_MESSAGE_BYTES:]
+        return text or None
+
+    def _kill_all(self, pod: Mapping[str, Any], grace: int) -> None:
+        """Every running container at once (kubelet stops them in parallel)."""
+        running = [c for c in self.containers.values() if c.running]
+        threads = [
+            threading.Thread(target=self._kill, args=(pod, c, grace), daemon=True) for c in running
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _terminate(self, pod: dict[str, Any]) -> None:
+        """Graceful stop, then the Pod object goes (grace period 0): the kubelet's last word."""
+        grace = self._grace(pod)
+        log.info("pod %s/%s: terminating (grace %ds)", self.namespace, self.name, grace)
+        for container in self.containers.values():
+            if container.running:
+                self._event(
+                    NORMAL, "Killing", f"Stopping container {container.name}", container.name
+                )
+        self._kill_all(pod, grace)
+        self._write_status(pod, final=True)
+        self._destroy()
+        metadata = pod["metadata"]
+        try:
+            self.runner.core.delete_namespaced_pod(
+                metadata["name"],
+                metadata["namespace"],
+                grace_period_seconds=0,
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": metadata["uid"]}},
+            )
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status not in (404, 409):
+                raise
+
+    def _destroy(self) -> None:
+        for container in self.containers.values():
+            if container.running:
+                self._kill(self.pod, container, 0)
+        self.volumes.teardown()
+        sandbox.remove_namespaces(self.directory)
+        if self.record is not None:
+            teardown_pod_network(self.record.netns)
+            network.forget_pod_address(self.runner.cluster, self.record.ip)
+        remove_pod_files(self.directory)
+        self.runner.crash_backoff.forget(f"{self.uid}/")
+        log.info("pod %s/%s: stopped and removed", self.namespace, self.name)
+
+    # -- status
+
+    def _view(self, container: Container) -> ContainerView:
+        record = container.record
+        image = str(container.spec.get("image") or "")
+        common: dict[str, Any] = {
+            "name": container.name,
+            "image": image,
+            "image_id": record.image_id or "",
+            "restart_count": record.restarts,
+            "user": record.user,
+        }
+        if container.running:
+            return ContainerView(
+                **common,
+                container_id=f"runc://{record.id}",
+                running_since=record.started_at,
+                last_terminated=container.last_exit,
+                ready=container.ready,
+                started=container.started,
+            )
+        last = container.last_exit
+        restarting = container.waiting is not None or last is None
+        if last is not None and not restarting:
+            return ContainerView(
+                **common,
+                container_id=last.container_id,
+                terminated=last,
+                last_terminated=container.exit_before,
+            )
+        reason, message = container.waiting or ("ContainerCreating", None)
+        return ContainerView(
+            **common,
+            container_id=last.container_id if last else None,
+            waiting_reason=reason,
+            waiting_message=message,
+            last_terminated=last,
+        )
+
+    def _view_of(self, entry: Mapping[str, Any], waiting: str | None) -> ContainerView:
+        container = self.containers.get(str(entry["name"]))
+        if container is not None:
+            return self._view(container)
+        image = str(entry.get("image") or "")
+        return ContainerView(str(entry["name"]), image, waiting_reason=waiting)
+
+    def _write_status(self, pod: Mapping[str, Any], final: bool = False) -> None:
+        spec = pod.get("spec") or {}
+        views = []
+        init_views = []
+        for entry in spec.get("initContainers") or []:
+            init_views.append(self._view_of(entry, "PodInitializing"))
+        for entry in spec.get("containers") or []:
+            views.append(self._view_of(entry, "PodInitializing" if init_views else None))
+        failed = self.failed
+        view = PodView(
+            pod_ip=self.record.ip if self.record else None,
+            host_ip=self.runner.host_ip(self.record.node) if self.record else None,
+            sandbox_ready=self.network_ready,
+            containers=views,
+            init_containers=init_views,
+            restart_policy=str(spec.get("restartPolicy") or "Always"),
+            failed_reason=failed[0] if failed else None,
+            failed_message=failed[1] if failed else None,
+            extra_conditions=self.extra_conditions,
+            terminated=final,
+        )
+        desired = pod_status(pod, view, _now())
+        current = pod.get("status") or {}
+        if not status_differs(desired, current) or desired == self.last_status:
+            return
+        metadata = pod["metadata"]
+        try:
+            self.runner.core.patch_namespaced_pod_status(
+                metadata["name"],
+                metadata["namespace"],
+                {"status": desired},
+                _content_type="application/merge-patch+json",
+            )
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status != 404:
+                raise
+        self.last_status = desired
+        log.info(
+            "pod %s/%s: %s, ready=%s",
+            self.namespace, self.name, desired["phase"],
+            all(v.ready for v in views) and bool(views),
+        )  # fmt: skip
+
+    # -- tokens
+
+    def _token(self, account: str, audiences: list[str], seconds: int) -> tuple[str, float]:
+        metadata = self.pod["metadata"]
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": audiences,
+                "expirationSeconds": seconds,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                },
+            },
+        }
+        response = self.runner.core.create_namespaced_service_account_token(
+            account, metadata["namespace"], request, _preload_content=False
+        )
+        document = json.loads(response.data)
+        return str(document["status"]["token"]), volumes.token_expiration(document)
+
+    # -- adoption
+
+    def adopt(self, record: PodRecord) -> None:
+        """Take over a pod a previous runner started: same network, same containers."""
+        self.record = record
+        self.network_ready = netns.exists(record.netns)
+        for name, path, state in container_records(self.directory):
+            spec = next(
+                (
+                    c
+                    for c in [
+                        *(self.pod["spec"].get("initContainers") or []),
+                        *self.pod["spec"]["containers"],
+                    ]
+                    if c["name"] == name
+                ),
+                None,
+            )
+            if spec is None:
+                continue
+            init = any(c["name"] == name for c in self.pod["spec"].get("initContainers") or [])
+            container = Container(name, dict(spec), path, init=init, record=state)
+            if state.pid is not None:
+                # Not our child any more: its end is seen by polling (_poll).
+                container.started_monotonic = time.monotonic()
+                if state.id:
+                    container.bundle = (
+                        self.directory / CONTAINERS_DIR / name / state.id.rsplit("-", 1)[-1]
+                    )
+            self.containers[name] = container
+            if container.running:
+                self._start_probes(self.pod, container)
+        running = sum(1 for c in self.containers.values() if c.running)
+        log.info(
+            "adopted pod %s/%s (%s, %d running containers)",
+            record.namespace, record.name, record.ip, running,
+        )  # fmt: skip
 
 
-@dataclass
-class Sandbox(PodRecord):
-    """A pod the runner runs: its record, directory, containers and what it last did."""
-
-    directory: Path = Path()
-    containers: dict[str, Container] = field(default_factory=dict)
-    network_ready: bool = False
-    terminating_since: float | None = None
-    last_status: dict[str, Any] | None = None
+def _api_error(error: kubernetes.client.exceptions.ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return f"{error.status} {error.reason}"
 
 
-# ---- the runner ------------------------------------------------------------------
+def _signal_number(name: str) -> int:
+    if not name:
+        return signal.SIGTERM
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return signal.SIGTERM
+
+
+def _cgroup_dirs(pid: int) -> list[str]:
+    """The container's cgroup directory in every hierarchy (removed when it exits)."""
+    directories = []
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            name = controller.removeprefix("name=") if controller else "unified"
+            base = Path("/sys/fs/cgroup") / name
+            if base.is_dir() and path != "/":
+                directories.append(str(base / path.lstrip("/")))
+    return sorted(set(directories))
+
+
+def _oom_killed(cgroups: Sequence[str]) -> bool:
+    for directory in cgroups:
+        control = Path(directory) / "memory.oom_control"
+        with contextlib.suppress(OSError, ValueError):
+            for line in control.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+    return False
+
+
+# ---- the watch --------------------------------------------------------------------
 
 
 class PodWatch:
@@ -563,7 +1190,7 @@ class PodWatch:
         while not self.stop.is_set():
             try:
                 response = self.core.list_pod_for_all_namespaces(
-                    label_selector=RUNNER_POD_LABEL,
+                    label_selector=RUNNER_POD_SELECTOR,
                     _preload_content=False,
                     _request_timeout=REQUEST_TIMEOUT_SECONDS,
                 )
@@ -577,7 +1204,7 @@ class PodWatch:
                 watch = watch_module.Watch()
                 for event in watch.stream(
                     self.core.list_pod_for_all_namespaces,
-                    label_selector=RUNNER_POD_LABEL,
+                    label_selector=RUNNER_POD_SELECTOR,
                     resource_version=version,
                     allow_watch_bookmarks=True,
                     timeout_seconds=WATCH_TIMEOUT_SECONDS,
@@ -603,439 +1230,226 @@ class PodWatch:
                 backoff = min(backoff * 2, 30.0)
 
 
+# ---- the runner ---------------------------------------------------------------------
+
+
 class PodRunner:
     """The pods of one cluster, given where its state, kubeconfig and logs are."""
 
-    def __init__(
-        self,
-        cluster: str,
-        state_dir: Path,
-        kubeconfig: Path,
-        logs: Path,
-        python: str = sys.executable,
-    ) -> None:
+    def __init__(self, cluster: str, state_dir: Path, kubeconfig: Path, logs: Path) -> None:
         # The cluster's name is its network namespace's.
         self.cluster = cluster
         self.state_dir = state_dir
-        self.kubeconfig = kubeconfig
         self.logs = logs
-        self.python = python
         config = kubernetes.client.Configuration()
         loader: Any = kubernetes.config
         loader.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+        # Enough connections for every pod worker and probe at once.
+        config.connection_pool_maxsize = 32
         self.core: Any = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
         self.stop = threading.Event()
         self.changed = threading.Event()
         self.watch = PodWatch(self.core, self.changed, self.stop)
-        self.sandboxes: dict[str, Sandbox] = {}
+        self.workers: dict[str, PodWorker] = {}
+        # Pods whose worker removed them; the watch may still list them briefly.
+        self.finished: set[str] = set()
         self.nodes: dict[str, dict[str, Any]] = {}
-        # Readiness probes bypass any proxy the environment names: pod IPs
-        # exist only in this namespace.
-        self.http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.nodes_lock = threading.Lock()
+        self.ip_lock = threading.Lock()
+        self.events = EventRecorder(self.core)
+        self.images = images.ImageStore()
+        self.runc = Runc(runc_root(state_dir))
+        self.crash_backoff = Backoff(time.monotonic)
+        self.image_backoff = Backoff(time.monotonic)
+        self.all_capabilities = security.all_capabilities()
+        self.seccomp_default = seccomp.load_default_profile()
+        own_memory = _own_cgroup("memory")
+        self.swap_accounting = (own_memory / "memory.memsw.limit_in_bytes").exists()
+        self.node_allocatable: dict[str, str] = {}
+        self.memory_capacity = 256 * 2**30
 
     # -- lifecycle
 
     def run(self) -> None:
         netns.require_inside(self.cluster)
-        prepare_cluster_network(self.cluster)
-        self._write_pod_kubeconfig()
+        become_subreaper()
+        self.runc.root.mkdir(parents=True, exist_ok=True)
+        network.prepare_cluster_network(self.cluster)
+        self._load_node_resources()
         self._adopt()
         self.watch.thread.start()
-        log.info("pod runner for %s: running pods labelled %s", self.cluster, RUNNER_POD_LABEL)
+        log.info("pod runner for %s: running pods %s", self.cluster, RUNNER_POD_SELECTOR)
         while not self.stop.is_set():
-            self.changed.wait(LOOP_SECONDS)
+            self.changed.wait(SYNC_SECONDS)
             self.changed.clear()
             if self.stop.is_set():
                 break
             try:
-                self.reconcile()
+                self.dispatch()
             except Exception:  # noqa: BLE001 - one bad pass must not stop every pod
-                log.exception("reconcile failed; trying again")
+                log.exception("dispatch failed; trying again")
         log.info("pod runner stopping; pods keep running (down removes them)")
+        for worker in self.workers.values():
+            worker.wake.set()
 
-    def reconcile(self) -> None:
+    def dispatch(self) -> None:
+        """Hand each pod to its worker; start workers for new pods, end those of gone ones."""
         if not self.watch.synced:
             return
         pods = self.watch.snapshot()
         for uid, pod in pods.items():
-            try:
-                self._sync(uid, pod)
-            except Exception:  # noqa: BLE001 - keep the other pods going
-                log.exception("pod %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
-        # Pods gone from the API (deleted while the runner was down, or by force).
-        for uid in [uid for uid in self.sandboxes if uid not in pods]:
-            self._destroy(self.sandboxes[uid])
+            if uid in self.finished:
+                continue
+            worker = self.workers.get(uid)
+            if worker is None:
+                worker = self.workers[uid] = PodWorker(self, uid, pod)
+                worker.thread.start()
+            else:
+                worker.update(pod)
+        for uid, worker in list(self.workers.items()):
+            if uid not in pods:
+                worker.forget()
+            if worker.done.is_set():
+                del self.workers[uid]
+                self.finished.add(uid)
+        self.finished &= set(pods)
 
-    # -- kubeconfig and nodes
+    def _adopt(self) -> None:
+        """Workers for the pods a previous runner left; gone ones are removed on the first pass."""
+        for _, record in pod_records(self.state_dir):
+            pod = self._read_pod(record)
+            worker = PodWorker(self, record.uid, pod or _placeholder(record))
+            worker.adopt(record)
+            if pod is None:
+                worker.forget()
+            self.workers[record.uid] = worker
+            worker.thread.start()
 
-    @property
-    def pod_kubeconfig_dir(self) -> Path:
-        return self.state_dir / "pod-credentials"
+    def _read_pod(self, record: PodRecord) -> dict[str, Any] | None:
+        try:
+            response = self.core.read_namespaced_pod(
+                record.name, record.namespace, _preload_content=False
+            )
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        pod: dict[str, Any] = json.loads(response.data)
+        return pod if pod["metadata"]["uid"] == record.uid else None
 
-    def _write_pod_kubeconfig(self) -> None:
-        """The cluster's kubeconfig, pointed at the API server's address on the cluster's lo.
-
-        A pod cannot reach 127.0.0.1 of the cluster namespace (its loopback is
-        its own); 10.250.0.1 is on the server certificate.
-        """
-        config = json.loads(self.kubeconfig.read_text())
-        for entry in config["clusters"]:
-            entry["cluster"]["server"] = API_URL_FOR_PODS
-        self.pod_kubeconfig_dir.mkdir(parents=True, exist_ok=True)
-        target = self.pod_kubeconfig_dir / "kubeconfig"
-        write_json(target, config)
-        target.chmod(0o600)
-
-    def _pod_kubeconfig(self, pod: Mapping[str, Any]) -> dict[str, Any]:
-        """A kubeconfig with a token of the pod's service account, bound to the pod."""
-        spec = pod.get("spec") or {}
-        account = str(spec.get("serviceAccountName") or "default")
-        base = json.loads((self.pod_kubeconfig_dir / "kubeconfig").read_text())
-        if spec.get("automountServiceAccountToken") is False:
-            return service_account_kubeconfig(base, account, None)
-        metadata = pod["metadata"]
-        request = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "expirationSeconds": TOKEN_SECONDS,
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                },
-            },
-        }
-        response = self.core.create_namespaced_service_account_token(
-            account, metadata["namespace"], request, _preload_content=False
-        )
-        token = json.loads(response.data)["status"]["token"]
-        return service_account_kubeconfig(base, account, str(token))
+    # -- what pod workers ask the API
 
     def _node(self, name: str) -> dict[str, Any]:
-        if name not in self.nodes:
-            response = self.core.read_node(name, _preload_content=False)
-            self.nodes[name] = json.loads(response.data)
-        return self.nodes[name]
+        with self.nodes_lock:
+            if name not in self.nodes:
+                response = self.core.read_node(name, _preload_content=False)
+                self.nodes[name] = json.loads(response.data)
+            return self.nodes[name]
 
-    def _host_ip(self, node: str) -> str | None:
+    def _load_node_resources(self) -> None:
+        response = self.core.list_node(_preload_content=False)
+        items = json.loads(response.data).get("items") or []
+        if items:
+            status = items[0].get("status") or {}
+            self.node_allocatable = dict(status.get("allocatable") or {})
+            capacity = (status.get("capacity") or {}).get("memory")
+            if capacity:
+                self.memory_capacity = quantity.to_bytes(capacity)
+
+    def host_ip(self, node: str) -> str | None:
         addresses = (self._node(node).get("status") or {}).get("addresses") or []
         for address in addresses:
             if address.get("type") == "InternalIP":
                 return str(address["address"])
         return None
 
-    def _pod_ip(self, pod: Mapping[str, Any], node: str) -> str:
+    def pod_ip(self, pod: Mapping[str, Any], node: str) -> str:
         cidr = (self._node(node).get("spec") or {}).get("podCIDR")
         if not cidr:
             raise RuntimeError(f"node {node} has no spec.podCIDR")
-        response = self.core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={node}", _preload_content=False
-        )
-        uid = pod["metadata"]["uid"]
-        in_use = {
-            p["status"]["podIP"]
-            for p in json.loads(response.data).get("items") or []
-            if p["metadata"]["uid"] != uid and (p.get("status") or {}).get("podIP")
-        }
-        in_use |= {s.ip for s in self.sandboxes.values() if s.uid != uid}
-        current = (pod.get("status") or {}).get("podIP")
-        if (
-            current
-            and current not in in_use
-            and ipaddress.ip_address(current) in ipaddress.ip_network(cidr)
-        ):
-            return str(current)
-        return allocate_pod_ip(cidr, in_use)
-
-    # -- adoption
-
-    def _adopt(self) -> None:
-        """Take over the pods a previous runner started: same network, same processes."""
-        for directory, record in pod_records(self.state_dir):
-            sandbox = Sandbox(**vars(record), directory=directory)
-            for name, state_file, state in container_records(directory):
-                container = Container(name, state_file, restarts=state.restarts)
-                container.last_exit_code = state.last_exit_code
-                if state.running() and state.pid and netns.holds(sandbox.netns, state.pid):
-                    container.pid = state.pid
-                    container.started_at = state.started_at
-                    container.started_monotonic = time.monotonic()
-                sandbox.containers[container.name] = container
-            self.sandboxes[sandbox.uid] = sandbox
-            running = sum(1 for c in sandbox.containers.values() if c.pid is not None)
-            log.info(
-                "adopted pod %s/%s (%s, %d running containers)",
-                sandbox.namespace,
-                sandbox.name,
-                sandbox.ip,
-                running,
+        with self.ip_lock:
+            response = self.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", _preload_content=False
             )
+            uid = pod["metadata"]["uid"]
+            in_use = {
+                p["status"]["podIP"]
+                for p in json.loads(response.data).get("items") or []
+                if p["metadata"]["uid"] != uid and (p.get("status") or {}).get("podIP")
+            }
+            in_use |= {w.record.ip for w in self.workers.values() if w.record and w.uid != uid}
+            current = (pod.get("status") or {}).get("podIP")
+            if (
+                current
+                and current not in in_use
+                and ipaddress.ip_address(current) in ipaddress.ip_network(cidr)
+            ):
+                return str(current)
+            return network.allocate_pod_ip(cidr, in_use)
 
-    # -- one pod
-
-    def _sync(self, uid: str, pod: dict[str, Any]) -> None:
-        metadata = pod["metadata"]
-        node = (pod.get("spec") or {}).get("nodeName")
-        sandbox = self.sandboxes.get(uid)
-        if metadata.get("deletionTimestamp"):
-            self._terminate(pod, sandbox)
-            return
-        if not node:
-            return  # not scheduled yet
-        if sandbox is None:
-            sandbox = self._create(pod, node)
-        if not sandbox.network_ready:
-            setup_pod_network(self.cluster, sandbox.netns, sandbox.veth, sandbox.ip)
-            sandbox.network_ready = True
-        views = [self._run_container(sandbox, pod, spec) for spec in pod["spec"]["containers"]]
-        desired = pod_status(pod, sandbox.ip, self._host_ip(node), views, _now())
-        current = pod.get("status") or {}
-        # Compare without the timestamps that only say when we looked.
-        if status_differs(desired, current) and desired != sandbox.last_status:
-            self.core.patch_namespaced_pod_status(
-                metadata["name"],
-                metadata["namespace"],
-                {"status": desired},
-                _content_type="application/merge-patch+json",
-            )
-            sandbox.last_status = desired
-            log.info(
-                "pod %s/%s: %s, ready=%s",
-                sandbox.namespace,
-                sandbox.name,
-                sandbox.ip,
-                all(v.ready for v in views),
-            )
-
-    def _create(self, pod: Mapping[str, Any], node: str) -> Sandbox:
-        metadata = pod["metadata"]
-        uid = str(metadata["uid"])
-        ip = self._pod_ip(pod, node)
-        directory = pods_dir(self.state_dir) / uid
-        (directory / CONTAINERS_DIR).mkdir(parents=True, exist_ok=True)
-        sandbox = Sandbox(
-            uid=uid,
-            namespace=str(metadata["namespace"]),
-            name=str(metadata["name"]),
-            node=node,
-            ip=ip,
-            netns=pod_netns_name(self.cluster, uid),
-            veth=host_veth_name(uid),
-            directory=directory,
+    def object_bytes(self, kind: str, namespace: str, name: str) -> dict[str, bytes] | None:
+        read = (
+            self.core.read_namespaced_config_map
+            if kind == "ConfigMap"
+            else self.core.read_namespaced_secret
         )
-        sandbox.save(directory)
-        self.sandboxes[uid] = sandbox
-        log.info("pod %s/%s on %s: address %s", sandbox.namespace, sandbox.name, node, ip)
-        return sandbox
-
-    def _run_container(
-        self, sandbox: Sandbox, pod: Mapping[str, Any], spec: Mapping[str, Any]
-    ) -> ContainerView:
-        name = str(spec["name"])
-        container = sandbox.containers.get(name)
-        if container is None:
-            container = Container(name, sandbox.directory / CONTAINERS_DIR / f"{name}.json")
-            sandbox.containers[name] = container
-        now = time.monotonic()
-        if not container.alive():
-            if container.pid is not None:
-                ran = now - container.started_monotonic
-                log.warning(
-                    "pod %s/%s: container %s exited (%s) after %.0fs",
-                    sandbox.namespace,
-                    sandbox.name,
-                    name,
-                    container.last_exit_code,
-                    ran,
-                )
-                if ran >= BACKOFF_RESET_AFTER_SECONDS:
-                    container.backoff = BACKOFF_INITIAL_SECONDS
-                container.next_start = now + container.backoff
-                container.backoff = min(container.backoff * 2, BACKOFF_MAX_SECONDS)
-                container.pid = None
-                container.started_at = None
-                container.restarts += 1
-                container.save()
-            if now >= container.next_start:
-                self._start_container(sandbox, pod, spec, container)
-        running = container.alive()
-        ready = running
-        target = readiness_target(spec)
-        if running and target is not None:
-            ready = self._probe(sandbox.ip, *target)
-        waiting = None
-        if not running:
-            waiting = container.error or ("CrashLoopBackOff" if container.restarts else None)
-        return ContainerView(
-            name=name,
-            image=str(spec.get("image") or ""),
-            running=running,
-            started_at=container.started_at,
-            restarts=container.restarts,
-            ready=ready,
-            waiting_reason=waiting,
-            last_exit_code=container.last_exit_code,
-            pid=container.pid if running else None,
-        )
-
-    def _probe(self, ip: str, path: str, port: int) -> bool:
         try:
-            with self.http.open(f"http://{ip}:{port}{path}", timeout=PROBE_TIMEOUT_SECONDS) as r:
-                return 200 <= int(r.status) < 400
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
-    def _start_container(
-        self,
-        sandbox: Sandbox,
-        pod: Mapping[str, Any],
-        spec: Mapping[str, Any],
-        container: Container,
-    ) -> None:
-        try:
-            argv = container_argv(spec, self.python)
-        except ValueError as error:
-            container.error = "CreateContainerError"
-            container.next_start = time.monotonic() + BACKOFF_MAX_SECONDS
-            log.error("pod %s/%s: %s", sandbox.namespace, sandbox.name, error)
-            return
-        credentials = sandbox.directory / "credentials"
-        credentials.mkdir(exist_ok=True)
-        kubeconfig_file = credentials / "kubeconfig"
-        # One token per pod (the directory is the pod's, by UID), shared by its
-        # containers and their restarts, as kubelet's projected volume is.
-        if not kubeconfig_file.exists():
-            try:
-                kubeconfig = self._pod_kubeconfig(pod)
-            except (kubernetes.client.exceptions.ApiException, KeyError, ValueError) as error:
-                # The ServiceAccount may not exist yet: retried like a failed start.
-                container.error = "CreateContainerConfigError"
-                container.next_start = time.monotonic() + BACKOFF_INITIAL_SECONDS
-                log.warning(
-                    "pod %s/%s: no service-account token: %s",
-                    sandbox.namespace,
-                    sandbox.name,
-                    error,
-                )
-                return
-            write_json(kubeconfig_file, kubeconfig)
-            kubeconfig_file.chmod(0o600)
-        mounts, skipped = unhidden_mounts(
-            pod_mounts(volume_mounts(spec)),
-            [str(REPO), sys.prefix, sys.base_prefix, str(Path(self.python).resolve().parent)],
-        )
-        for source, _ in [*mounts, *skipped]:
-            (sandbox.directory / source).mkdir(parents=True, exist_ok=True)
-        for _, target in mounts:
-            # Mount points must exist; on the host they stay empty directories.
-            Path(target).mkdir(parents=True, exist_ok=True)
-        base = {
-            "PATH": _container_path(os.environ.get("PATH", "")),
-            "PYTHONPATH": str(REPO / "operator"),
-            "PYTHONUNBUFFERED": "1",
-            "LANG": "C.UTF-8",
-            "HOME": "/tmp",
-            "HOSTNAME": sandbox.name,
-            # What kubelet injects for the `kubernetes` Service.
-            "KUBERNETES_SERVICE_HOST": CONTROL_PLANE_ADDRESS,
-            "KUBERNETES_SERVICE_PORT": str(API_PORT),
-            "KUBECONFIG": KUBECONFIG_IN_POD,
-        }
-        for source, target in skipped:
-            if target == "/tmp":
-                base["TMPDIR"] = base["HOME"] = str(sandbox.directory / source)
-        env = container_env(spec, pod, sandbox.ip, base)
-        logs = self.logs / "pods"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{sandbox.namespace}_{sandbox.name}_{container.name}.log"
-        script = mount_script(sandbox.directory, mounts)
-        command = [
-            "ip", "netns", "exec", sandbox.netns,
-            "unshare", "--mount", "--propagation", "private",
-            "sh", "-c", script, "sh", *argv,
-        ]  # fmt: skip
-        with open(log_path, "ab") as out:
-            out.write(f"---- {_now()} start {' '.join(argv)}\n".encode())
-            out.flush()
-            container.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd="/",
-                start_new_session=True,
-            )
-        container.pid = container.process.pid
-        container.started_at = _now()
-        container.started_monotonic = time.monotonic()
-        container.error = None
-        container.save()
-        log.info(
-            "pod %s/%s: started %s (pid %d, log %s)",
-            sandbox.namespace,
-            sandbox.name,
-            container.name,
-            container.pid,
-            log_path,
-        )
-
-    # -- termination
-
-    def _terminate(self, pod: Mapping[str, Any], sandbox: Sandbox | None) -> None:
-        """Graceful stop, then the Pod object goes (grace period 0): the kubelet's last word."""
-        metadata = pod["metadata"]
-        if sandbox is not None:
-            now = time.monotonic()
-            if sandbox.terminating_since is None:
-                sandbox.terminating_since = now
-                for container in sandbox.containers.values():
-                    container.signal(signal.SIGTERM)
-                log.info("pod %s/%s: terminating", sandbox.namespace, sandbox.name)
-            grace = metadata.get("deletionGracePeriodSeconds")
-            grace = 30 if grace is None else int(grace)
-            alive = [c for c in sandbox.containers.values() if c.alive()]
-            if alive and now - sandbox.terminating_since < grace:
-                return  # asked again on the next pass
-            for container in alive:
-                container.signal(signal.SIGKILL)
-            self._destroy(sandbox)
-        try:
-            self.core.delete_namespaced_pod(
-                metadata["name"],
-                metadata["namespace"],
-                grace_period_seconds=0,
-                body={"gracePeriodSeconds": 0, "preconditions": {"uid": metadata["uid"]}},
-            )
+            response = read(name, namespace, _preload_content=False)
         except kubernetes.client.exceptions.ApiException as error:
-            if error.status not in (404, 409):
-                raise
+            if error.status == 404:
+                return None
+            raise
+        return volumes.decode_object(kind, json.loads(response.data))
 
-    def _destroy(self, sandbox: Sandbox) -> None:
-        for container in sandbox.containers.values():
-            container.signal(signal.SIGKILL)
-            if container.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    container.process.wait(5)
-        teardown_pod_network(sandbox.netns)
-        forget_pod_address(self.cluster, sandbox.ip)
-        shutil.rmtree(sandbox.directory, ignore_errors=True)
-        self.sandboxes.pop(sandbox.uid, None)
-        log.info("pod %s/%s: stopped and removed", sandbox.namespace, sandbox.name)
+    def object_strings(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        data = self.object_bytes(kind, namespace, name)
+        if data is None:
+            return None
+        return {key: value.decode(errors="replace") for key, value in data.items()}
+
+    def services(self, namespace: str, links: bool) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for ns in {"default", *([namespace] if links else [])}:
+            response = self.core.list_namespaced_service(ns, _preload_content=False)
+            found += json.loads(response.data).get("items") or []
+        return found
+
+    def log_path(self, namespace: str, pod: str, container: str) -> Path:
+        directory = self.logs / "pods"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{namespace}_{pod}_{container}.log"
+
+
+def _placeholder(record: PodRecord) -> dict[str, Any]:
+    """A stand-in Pod for a record whose Pod is gone: enough to stop and remove it."""
+    return {
+        "metadata": {"name": record.name, "namespace": record.namespace, "uid": record.uid},
+        "spec": {"containers": [], "nodeName": record.node},
+    }
+
+
+def _own_cgroup(controller: str) -> Path:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller in controllers.split(","):
+                return Path("/sys/fs/cgroup") / controller / path.lstrip("/")
+    return Path("/sys/fs/cgroup") / controller
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m localcluster.podrunner",
-        description="Run the DNS pods of a local cluster (started by `hack/local-cluster up`).",
+        description="Run the project's pods of a local cluster (`hack/local-cluster up` does).",
     )
     parser.add_argument("--cluster", required=True, help="the cluster (and its namespace) name")
     parser.add_argument("--state-dir", required=True, type=Path, help="the cluster's state")
     parser.add_argument("--kubeconfig", required=True, type=Path, help="the admin kubeconfig")
     parser.add_argument("--logs", required=True, type=Path, help="where the pods' logs go")
     args = parser.parse_args(argv)
+    if shutil.which("runc") is None or not images.podman_available():
+        print("the pod runner needs runc and podman: make system-packages", file=sys.stderr)
+        return 1
     # Before any thread exists: threads and processes started later inherit it.
     netns.enter(args.cluster)
     logging.basicConfig(
@@ -1054,4 +1468,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    os.umask(0o022)
     raise SystemExit(main())

@@ -27,6 +27,7 @@ from typing import Any
 import dns.name
 import dns.zone
 
+import image
 from localcluster import netns, podstate
 from localcluster.cluster import LocalCluster
 from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS, SERVICE_CIDR
@@ -85,13 +86,17 @@ def run_operator(
     repair: bool = True,
     probe_seconds: float = 10,
     extra_env: Mapping[str, str] | None = None,
+    pod_image: str | None = None,
 ) -> Iterator[OperatorProcess]:
     """`secondary-dns operator` as a process in the cluster namespace, stopped at the end.
 
     The relay listens on RELAY_ADDRESS:53 and that address is what Zones and
     SecondaryServers publish as their NOTIFY target: the operator runs here as a
     process beside the cluster, not as a pod behind a Service, so its address is
-    configured (docs/notify-relay.md).
+    configured (docs/notify-relay.md). Its DNS pods run `pod_image`, by default
+    the image of this tree (its content tag, which `make image` builds): every
+    checkout on the machine shares one image store, and the version tag points
+    at whichever checkout built last.
     """
     port = free_port()
     env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONUNBUFFERED="1")
@@ -102,6 +107,7 @@ def run_operator(
     # As a platform team sets it: no Zone may point the replicas at the cluster's
     # own Services (docs/operator.md, --refused-primary-networks).
     env["SDNS_REFUSED_PRIMARY_NETWORKS"] = SERVICE_CIDR
+    env["SDNS_IMAGE"] = pod_image or image.image_ref().content_tag
     if relay:
         netns.require_inside(cluster.netns)
         netns.add_address(cluster.netns, RELAY_ADDRESS)

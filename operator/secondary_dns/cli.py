@@ -32,6 +32,7 @@ from secondary_dns.api import (
 )
 from secondary_dns.api.fields import REFUSED_PRIMARY_NETWORKS_ENV, parse_cidr_list
 from secondary_dns.render import EnginePaths, RenderError, RenderRequest, renderer_for
+from secondary_dns.render.children import DEFAULT_IMAGE
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
 from secondary_dns.render.inputs import select_zones, tsig_keys
 
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         "10.96.0.0/12 (such a Zone gets ConfigValid=False, PrimaryNotAllowed); default: none "
         f"(also ${REFUSED_PRIMARY_NETWORKS_ENV})",
     )
+    operator.add_argument(
+        "--image",
+        default=os.environ.get("SDNS_IMAGE") or DEFAULT_IMAGE,
+        metavar="IMAGE",
+        help="the DNS pods' image when a SecondaryServer's spec.engine.image is empty "
+        f"(env SDNS_IMAGE; default {DEFAULT_IMAGE})",
+    )
     operator.add_argument("--verbose", "-v", action="store_true")
     agent_command.add_commands(commands)
     return parser
@@ -148,9 +156,11 @@ def _cidr_list(text: str) -> str:
 
 
 def run_operator(args: argparse.Namespace) -> int:
-    # The resync interval is read when the handlers module registers its timer.
+    # The resync interval is read when the handlers module registers its timer,
+    # the image when the controller starts.
     os.environ["SDNS_RESYNC_SECONDS"] = str(args.resync_seconds)
     os.environ[REFUSED_PRIMARY_NETWORKS_ENV] = args.refused_primary_networks
+    os.environ["SDNS_IMAGE"] = args.image
     from secondary_dns.handlers.run import run
 
     return run(

@@ -1,4 +1,4 @@
-"""Pure parts of the local cluster: version pinning, the node layout, kube-proxy, the pod runner."""
+"""Pure parts of the local cluster: version pinning, the node layout, kube-proxy, pod state."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from localcluster import build, kubeproxy, podrunner, podstate
+from localcluster import build, constants, kubeproxy, podrunner, podstate
 from localcluster.cluster import node_manifest, nodes
 from localcluster.constants import POD_CIDR, SERVICE_CIDR
+from localcluster.kubelet import network
 from localcluster.waiting import poll, wait_for
 
 UPSTREAM_GO_MOD = """module k8s.io/kubernetes
@@ -138,7 +139,12 @@ def test_pod_state_survives_a_restart_of_the_runner(tmp_path: Path) -> None:
         UID, "dns", "edge-0", "kwok-zone-a-1", "10.244.1.254", "c-pod-4d945fbe", "sp4d945fbe"
     )
     record.save(directory)
-    engine = podstate.ContainerRecord(pid=None, started_at=None, restarts=3, last_exit_code=1)
+    engine = podstate.ContainerRecord(
+        id="4d945fbe-engine-3",
+        restarts=3,
+        last_exit={"exitCode": 1, "reason": "Error"},
+        cgroups=["/sys/fs/cgroup/cpu/c/kubepods/podx/4d945fbe-engine-3"],
+    )
     engine.save(directory / podstate.CONTAINERS_DIR / "engine.json")
     (podstate.pods_dir(tmp_path) / "broken").mkdir()
     (podstate.pods_dir(tmp_path) / "broken" / podstate.POD_FILE).write_text("{")
@@ -152,162 +158,44 @@ def test_pod_state_survives_a_restart_of_the_runner(tmp_path: Path) -> None:
     ]
 
 
+def test_container_ids_and_root_filesystems_are_named_per_run_and_cluster() -> None:
+    assert podstate.container_id(UID, "agent", 0) == "4d945fbe-agent-0"
+    assert podstate.container_id(UID, "agent", 12) == "4d945fbe-agent-12"
+    # One podman store for every checkout on the machine: the cluster's name is in it.
+    assert podstate.rootfs_name("sdns-test", "4d945fbe-agent-0") == "sdns-test-4d945fbe-agent-0"
+
+
+def test_only_the_project_s_pods_are_run() -> None:
+    labels = {"app.kubernetes.io/part-of": "secondary-dns"}
+    assert podrunner.is_runner_pod({"metadata": {"labels": labels}})
+    assert not podrunner.is_runner_pod({"metadata": {"labels": {"secondarydns.io/server": "x"}}})
+    assert not podrunner.is_runner_pod({"metadata": {}})
+
+
+def test_what_the_pod_runner_cannot_run_is_refused_with_the_field_named() -> None:
+    def pod(**spec: Any) -> dict[str, Any]:
+        return {"spec": {"containers": [{"name": "c", "image": "i"}], **spec}}
+
+    assert podrunner.unsupported(pod()) is None
+    assert "spec.hostNetwork" in str(podrunner.unsupported(pod(hostNetwork=True)))
+    privileged = pod(containers=[{"name": "c", "securityContext": {"privileged": True}}])
+    assert "privileged" in str(podrunner.unsupported(privileged))
+
+
 def test_pod_ips_come_from_the_top_of_the_node_cidr_and_skip_used_ones() -> None:
     # kwok allocates from the bottom; the pod runner from the top.
-    assert podrunner.allocate_pod_ip("10.244.3.0/24", []) == "10.244.3.254"
+    assert network.allocate_pod_ip("10.244.3.0/24", []) == "10.244.3.254"
     used = ["10.244.3.254", "10.244.3.253", "10.244.3.1"]
-    assert podrunner.allocate_pod_ip("10.244.3.0/24", used) == "10.244.3.252"
+    assert network.allocate_pod_ip("10.244.3.0/24", used) == "10.244.3.252"
     full = [f"10.244.3.{n}" for n in range(1, 255)]
     with pytest.raises(RuntimeError, match="no free address"):
-        podrunner.allocate_pod_ip("10.244.3.0/24", full)
+        network.allocate_pod_ip("10.244.3.0/24", full)
 
 
-def test_the_containers_entry_point_runs_from_this_checkout() -> None:
-    agent = {
-        "name": "agent",
-        "command": ["secondary-dns", "agent", "--run-dir", "/run/secondary-dns"],
-        "args": ["--listen", "0.0.0.0:8081"],
-    }
-    assert podrunner.container_argv(agent, "/py") == [
-        "/py", "-m", "secondary_dns.cli", "agent", "--run-dir", "/run/secondary-dns",
-        "--listen", "0.0.0.0:8081",
-    ]  # fmt: skip
-    assert podrunner.container_argv({"name": "x", "command": ["sleep", "9"]}, "/py") == [
-        "sleep",
-        "9",
-    ]
-    with pytest.raises(ValueError, match="no command"):
-        podrunner.container_argv({"name": "pause", "image": "pause"}, "/py")
+def test_the_kwok_selector_is_the_label_every_project_pod_carries() -> None:
+    from localcluster import cluster
+    from secondary_dns.api import agent_contract
 
-
-def test_env_resolves_the_downward_api_and_leaves_out_what_it_cannot() -> None:
-    pod = {"metadata": {"name": "ns1-0", "namespace": "dns", "labels": {"app": "x"}}}
-    container = {
-        "name": "agent",
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
-            {"name": "SDNS_SERVER", "value": "ns1"},
-            {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
-        ],
-    }
-    env = podrunner.container_env(container, pod, "10.244.1.254", {"PATH": "/bin"})
-    assert env == {
-        "PATH": "/bin",
-        "POD_NAME": "ns1-0",
-        "POD_NS": "dns",
-        "POD_IP": "10.244.1.254",
-        "APP": "x",
-        "SDNS_SERVER": "ns1",
-    }
-
-
-def test_volumes_and_credentials_are_mounted_from_the_pod_directory() -> None:
-    container = {
-        "volumeMounts": [
-            {"name": "run", "mountPath": "/run/secondary-dns"},
-            {"name": "data", "mountPath": "/var/lib/secondary-dns"},
-            {"name": "kube-api-access-x", "mountPath": podrunner.CREDENTIALS_DIR},
-        ]
-    }
-    mounts = podrunner.pod_mounts(podrunner.volume_mounts(container))
-    assert mounts == [
-        ("volumes/run", "/run/secondary-dns"),
-        ("volumes/data", "/var/lib/secondary-dns"),
-        ("credentials", podrunner.CREDENTIALS_DIR),
-    ]
-    # Without the service-account volume the credentials are mounted all the same.
-    assert podrunner.pod_mounts([]) == [("credentials", podrunner.CREDENTIALS_DIR)]
-    script = podrunner.mount_script(Path("/state/pods/u 1"), mounts)
-    lines = script.splitlines()
-    # Relative sources from the pod directory: mounting over /run/secondary-dns
-    # (where the state lives) must not hide the sources of the next mounts.
-    assert lines[1] == "cd '/state/pods/u 1'"
-    assert "mount --bind volumes/run /run/secondary-dns" in lines
-    assert lines[-2:] == ["cd /", 'exec "$@"']
-
-
-def test_readiness_probe_port_is_resolved_by_name() -> None:
-    container = {
-        "ports": [{"name": "agent", "containerPort": 8081}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "agent"}},
-    }
-    assert podrunner.readiness_target(container) == ("/readyz", 8081)
-    assert podrunner.readiness_target({"name": "engine"}) is None
-
-
-def _view(name: str, ready: bool, running: bool = True) -> podrunner.ContainerView:
-    return podrunner.ContainerView(
-        name=name,
-        image="img",
-        running=running,
-        started_at="2026-01-01T00:00:00Z" if running else None,
-        restarts=0,
-        ready=ready,
-        pid=42 if running else None,
-    )
-
-
-def test_pod_status_is_ready_only_when_every_container_is() -> None:
-    pod: dict[str, Any] = {"metadata": {"name": "p"}, "status": {}}
-    now = "2026-01-01T00:00:05Z"
-    status = podrunner.pod_status(
-        pod, "10.244.1.254", None, [_view("engine", True), _view("agent", False)], now
-    )
-    conditions = {c["type"]: c for c in status["conditions"]}
-    assert conditions["Ready"]["status"] == "False"
-    assert conditions["ContainersReady"]["reason"] == "ContainersNotReady"
-    assert conditions["PodScheduled"]["status"] == "True"
-    assert status["phase"] == "Running" and status["podIPs"] == [{"ip": "10.244.1.254"}]
-    assert status["startTime"] == now
-    assert status["containerStatuses"][1]["containerID"] == "podrunner://42"
-
-    # Later and ready: Ready moves (and its time), PodScheduled keeps its time.
-    later = "2026-01-01T00:01:00Z"
-    ready = podrunner.pod_status(
-        {**pod, "status": status}, "10.244.1.254", "10.0.0.1",
-        [_view("engine", True), _view("agent", True)], later,
-    )  # fmt: skip
-    after = {c["type"]: c for c in ready["conditions"]}
-    assert after["Ready"] == {"type": "Ready", "status": "True", "lastTransitionTime": later}
-    assert after["PodScheduled"]["lastTransitionTime"] == now
-    assert ready["startTime"] == now and ready["hostIP"] == "10.0.0.1"
-    assert podrunner.status_differs(ready, status)
-    assert not podrunner.status_differs(ready, {**status, **ready})
-
-    waiting = podrunner.pod_status(pod, "10.244.1.254", None, [_view("agent", False, False)], now)
-    state = waiting["containerStatuses"][0]["state"]
-    assert state == {"waiting": {"reason": "ContainerCreating"}}
-
-
-def test_a_volume_that_would_hide_the_checkout_or_interpreter_is_not_mounted() -> None:
-    unhidden_mounts = podrunner.unhidden_mounts
-
-    mounts = [
-        ("volumes/run", "/run/secondary-dns"),
-        ("volumes/tmp", "/tmp"),
-        ("volumes/data", "/var/lib/secondary-dns"),
-    ]
-    kept, skipped = unhidden_mounts(mounts, ["/tmp/ci/checkout", "/tmp/ci/checkout/.venv"])
-    assert skipped == [("volumes/tmp", "/tmp")]
-    assert kept == [mounts[0], mounts[2]]
-    kept, skipped = unhidden_mounts(mounts, ["/work/main", "/usr"])
-    assert kept == mounts and skipped == []
-
-
-def test_a_pod_kubeconfig_carries_only_its_service_account_token() -> None:
-    admin = {
-        "clusters": [{"name": "c", "cluster": {"server": "https://10.250.0.1:6443"}}],
-        "users": [{"name": "admin", "user": {"client-certificate-data": "x"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "admin"}}],
-        "current-context": "c",
-    }
-    config = podrunner.service_account_kubeconfig(admin, "edge-agent", "t0ken")
-    assert config["users"] == [{"name": "edge-agent", "user": {"token": "t0ken"}}]
-    assert config["contexts"][0]["context"] == {"cluster": "c", "user": "edge-agent"}
-    assert config["clusters"] == admin["clusters"]
-    assert admin["users"][0]["name"] == "admin"  # the base is not changed
-    # automountServiceAccountToken: false -> no credentials at all.
-    assert podrunner.service_account_kubeconfig(admin, "x", None)["users"][0]["user"] == {}
+    assert constants.RUNNER_POD_LABEL == agent_contract.LABEL_PART_OF
+    assert constants.RUNNER_POD_LABEL_VALUE == agent_contract.PART_OF
+    assert cluster.KWOK_DISREGARD_FLAG.endswith("=app.kubernetes.io/part-of=secondary-dns")

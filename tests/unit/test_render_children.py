@@ -120,14 +120,46 @@ def test_statefulset_spreads_and_runs_unprivileged() -> None:
     for container in pod["containers"]:
         ctx = container["securityContext"]
         assert ctx["readOnlyRootFilesystem"] and not ctx["allowPrivilegeEscalation"]
-        assert ctx["capabilities"]["drop"] == ["ALL"]
-    assert pod["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
-    assert "add" not in pod["containers"][1]["securityContext"]["capabilities"]
+        # No capability at all: an added one would not reach a non-root process
+        # under containerd (kubernetes/kubernetes#56374).
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # named binds port 53 and its control channel on 953 through the pod's
+    # network namespace, a safe sysctl, instead.
+    assert pod["securityContext"]["sysctls"] == [
+        {"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}
+    ]
+    # Only the agent holds an API token; the engine parses untrusted packets.
+    assert pod["automountServiceAccountToken"] is False
+    engine, agent = pod["containers"]
+    token_mounts = [m for m in agent["volumeMounts"] if m["name"] == children.TOKEN_VOLUME]
+    assert token_mounts == [
+        {"name": children.TOKEN_VOLUME, "mountPath": children.TOKEN_MOUNT_PATH, "readOnly": True}
+    ]
+    assert all(m["name"] != children.TOKEN_VOLUME for m in engine["volumeMounts"])
+    # Probes have time beyond what /readyz takes (docs/local-cluster.md).
+    assert agent["readinessProbe"]["timeoutSeconds"] == children.PROBE_TIMEOUT_SECONDS
+    assert agent["livenessProbe"]["timeoutSeconds"] == children.PROBE_TIMEOUT_SECONDS
+    # Every pod of the project carries the label the local cluster's pod runner selects.
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    assert labels[agent_contract.LABEL_PART_OF] == agent_contract.PART_OF
     assert (
         sts["spec"]["template"]["metadata"]["annotations"][agent_contract.ANNOTATION_ENGINE_HASH]
         == "abc"
     )
+
+
+def test_the_operator_s_image_is_used_unless_the_spec_names_one() -> None:
+    def images(spec: Any, **kwargs: str) -> set[str]:
+        sts = children.build_statefulset(SERVER, spec, "abc", **kwargs)
+        return {c["image"] for c in sts["spec"]["template"]["spec"]["containers"]}
+
+    assert images(_server()) == {children.DEFAULT_IMAGE}
+    assert images(_server(), default_image="registry.test/sdns:1-abc") == {
+        "registry.test/sdns:1-abc"
+    }
+    named = _server(engine={"type": "bind9", "image": "mirror.test/sdns:1"})
+    assert images(named, default_image="registry.test/sdns:1-abc") == {"mirror.test/sdns:1"}
 
 
 def test_min_domains_and_user_overrides() -> None:

@@ -26,6 +26,11 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# On every object of the project, whatever made it (the operator's children,
+# the Helm chart's objects): `app.kubernetes.io/part-of: secondary-dns`. The
+# local cluster's pod runner runs exactly the pods that carry it.
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+PART_OF = "secondary-dns"
 # The SecondaryServer a child belongs to, and what a ConfigMap or Secret holds.
 LABEL_SERVER = "secondarydns.io/server"
 LABEL_ROLE = "secondarydns.io/role"

@@ -82,6 +82,7 @@ class Controller:
         now: Callable[[], str] = utc_now,
         notify_address: str | None = None,
         refused_primary_networks: tuple[IPNetwork, ...] = (),
+        default_image: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.states = ServerStates()
@@ -89,7 +90,12 @@ class Controller:
         self.zones = ZoneObserver(cluster, self.states, self.zone_status, notify_address)
         self.server_status = ServerStatusWriter(cluster, post_event, now, notify_address)
         self.servers = ServerReconciler(
-            cluster, post_event, self.server_status, self._changed, refused_primary_networks
+            cluster,
+            post_event,
+            self.server_status,
+            self._changed,
+            refused_primary_networks,
+            default_image,
         )
         self.spec_changes = SpecChanges()
         # Called when what is served changed (the serial monitor probes fast then).

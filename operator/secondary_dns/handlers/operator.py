@@ -60,6 +60,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         refused_primary_networks=parse_cidr_list(
             os.environ.get(REFUSED_PRIMARY_NETWORKS_ENV, ""), REFUSED_PRIMARY_NETWORKS_ENV
         ),
+        default_image=os.environ.get("SDNS_IMAGE") or None,
     )
 
 

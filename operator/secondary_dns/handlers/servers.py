@@ -48,8 +48,11 @@ class ServerReconciler:
         status: ServerStatusWriter,
         on_change: Callable[[], None],
         refused_primary_networks: tuple[IPNetwork, ...] = (),
+        default_image: str | None = None,
     ) -> None:
         self.cluster = cluster
+        # The DNS pods' image when a spec names none (`secondary-dns operator --image`).
+        self.default_image = default_image or children.DEFAULT_IMAGE
         # An operator setting: ranges no Zone's primary may be in (RenderRequest).
         self.refused_primary_networks = refused_primary_networks
         self.post_event = post_event
@@ -180,7 +183,12 @@ class ServerReconciler:
             self.cluster.apply(children.build_client_service(identity, spec))
             self.cluster.apply(children.build_pod_disruption_budget(identity))
             self.cluster.apply(children.build_network_policy(identity, rendered.plan.zones))
-            statefulset = children.build_statefulset(identity, spec, children.engine_hash(rendered))
+            statefulset = children.build_statefulset(
+                identity,
+                spec,
+                children.engine_hash(rendered),
+                default_image=self.default_image,
+            )
             created = (
                 first
                 and self.cluster.get_child(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +31,10 @@ from secondary_dns.api.agent_contract import (
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
+    LABEL_PART_OF,
     LABEL_ROLE,
     LABEL_SERVER,
+    PART_OF,
     PART_SEPARATOR,
     READYZ_PATH,
     ROLE_CONFIG,
@@ -53,6 +55,24 @@ DNS_PORT = 53
 MAX_SHARD_BYTES = 900 * 1024
 # The pod runs as this unprivileged user; the image owns no files it must write.
 RUN_AS_USER = 65532
+# named binds port 53 (and its control channel on 953) as that user, with no
+# capability: the pod's network namespace lets unprivileged processes bind from
+# port 53 up. `capabilities.add: [NET_BIND_SERVICE]` would not do it: under
+# containerd an added capability lands in the bounding, effective and permitted
+# sets but not the ambient one, so a non-root process loses it at execve
+# (kubernetes/kubernetes#56374). The sysctl is namespaced and on kubelet's safe
+# list, so no cluster setting is needed.
+UNPRIVILEGED_PORT_SYSCTL = {"name": "net.ipv4.ip_unprivileged_port_start", "value": str(53)}
+# Only the agent talks to the API: its token is a projected volume mounted in
+# the agent container alone, at the path in-cluster clients read it from. The
+# engine, which parses untrusted packets, has none.
+TOKEN_VOLUME = "agent-api-token"
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_SECONDS = 3600
+# /readyz answers from the agent's last check (it does not query named itself);
+# measured at most 0.07 s on a busy 2-core machine (docs/local-cluster.md).
+# kubelet's default timeout (1 s) leaves little for a loaded node, so: 5 s.
+PROBE_TIMEOUT_SECONDS = 5
 
 
 def engine_paths(layout: PodLayout) -> EnginePaths:
@@ -95,6 +115,7 @@ def common_labels(server: ServerIdentity, component: str) -> dict[str, str]:
         **selector_labels(server),
         LABEL_COMPONENT: component,
         LABEL_MANAGED_BY: "secondary-dns-operator",
+        LABEL_PART_OF: PART_OF,
     }
 
 
@@ -295,12 +316,41 @@ def _merge_affinity(ours: dict[str, Any], theirs: Mapping[str, Any] | None) -> d
     return {**ours, **dict(theirs or {})}
 
 
-def _security_context(capabilities: Sequence[str]) -> dict[str, Any]:
+def _security_context() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"], **({"add": list(capabilities)} if capabilities else {})},
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _token_volume() -> dict[str, Any]:
+    """What kubelet would mount for automountServiceAccountToken, as a volume of our own."""
+    return {
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_SECONDS}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "namespace",
+                                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                            }
+                        ]
+                    }
+                },
+            ],
+        },
     }
 
 
@@ -309,8 +359,10 @@ def build_statefulset(
     spec: SecondaryServerSpec,
     engine_config_hash: str,
     paths: EnginePaths = POD_PATHS,
+    default_image: str = DEFAULT_IMAGE,
 ) -> dict[str, Any]:
-    image = spec.engine.image or DEFAULT_IMAGE
+    """The DNS pods; `default_image` is the operator's when the spec names none."""
+    image = spec.engine.image or default_image
     selector = selector_labels(server)
     pod_labels = {**dict(spec.pod_template.labels), **common_labels(server, "dns")}
     pod_annotations = {
@@ -367,8 +419,7 @@ def build_statefulset(
             {"name": "dns-udp", "containerPort": DNS_PORT, "protocol": "UDP"},
             {"name": "dns-tcp", "containerPort": DNS_PORT, "protocol": "TCP"},
         ],
-        # NET_BIND_SERVICE lets the unprivileged engine bind port 53.
-        "securityContext": _security_context(["NET_BIND_SERVICE"]),
+        "securityContext": _security_context(),
         "volumeMounts": mounts,
     }
     if spec.engine.resources:
@@ -395,20 +446,26 @@ def build_statefulset(
         "readinessProbe": {
             "httpGet": {"path": READYZ_PATH, "port": "agent"},
             "periodSeconds": 2,
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 1,
         },
         "livenessProbe": {
             "httpGet": {"path": HEALTHZ_PATH, "port": "agent"},
             "periodSeconds": 10,
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": 6,
         },
-        "securityContext": _security_context([]),
+        "securityContext": _security_context(),
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
-        "volumeMounts": mounts,
+        "volumeMounts": [
+            *mounts,
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": True},
+        ],
     }
     volumes: list[dict[str, Any]] = [
         {"name": "run", "emptyDir": {"medium": "Memory"}},
         {"name": "tmp", "emptyDir": {}},
+        _token_volume(),
     ]
     claims: list[dict[str, Any]] = []
     if spec.storage is None:
@@ -424,8 +481,10 @@ def build_statefulset(
     pod_spec: dict[str, Any] = {
         "serviceAccountName": agent_service_account_name(server),
         # The agent reads its ConfigMaps and key Secret through the API (faster
-        # than kubelet's volume refresh) and reports on its Pod: it needs a token.
-        "automountServiceAccountToken": True,
+        # than kubelet's volume refresh) and reports on its Pod: it needs a
+        # token, and gets it from TOKEN_VOLUME. Automounting would give one to
+        # every container, the engine included.
+        "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -433,6 +492,7 @@ def build_statefulset(
             "runAsGroup": RUN_AS_USER,
             "fsGroup": RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
+            "sysctls": [dict(UNPRIVILEGED_PORT_SYSCTL)],
         },
         "topologySpreadConstraints": [spread],
         "affinity": affinity,
