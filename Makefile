@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages venv binaries image demo demo-down test test-unit test-dataplane test-cluster bench lint clean
+.PHONY: setup system-packages venv binaries image demo demo-down test test-unit test-dataplane test-cluster bench bench-pods lint clean
 
 setup: system-packages venv binaries image
 
@@ -47,6 +47,10 @@ demo-down:
 # Propagation benchmark (minutes): prints p50/p95 with the relay and without.
 bench: setup
 	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/propagation.py $(BENCH_ARGS)
+
+# Pod start benchmark: scheduled -> containers running -> Ready, per DNS pod.
+bench-pods: setup
+	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/pod_start.py $(BENCH_ARGS)
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -12,11 +12,14 @@ from typing import Any
 import kubernetes
 import pytest
 
+import image
 from localcluster import kubeproxy, netns
 from localcluster.cluster import LocalCluster
+from localcluster.kubelet import images
 from localcluster.podstate import pod_netns_name
 from localcluster.processes import pid_alive
 from localcluster.waiting import wait_for
+from tests.cluster.pods import pod_manifest
 
 
 def _statefulset(name: str, replicas: int) -> dict[str, Any]:
@@ -192,13 +195,19 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
         assert netns.pids(throwaway.netns)
         # kube-proxy's rules live in the namespace (and go with it).
         assert kubeproxy.programmed(throwaway.netns)
-        # A pod the pod runner runs for real: its own namespace and process.
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "runner", "labels": {"secondarydns.io/server": "x"}},
-            "spec": {"containers": [{"name": "c", "image": "none", "command": ["sleep", "600"]}]},
-        }
+        # A pod the pod runner runs for real: its own namespace and container.
+        pod = pod_manifest(
+            "runner",
+            {
+                "containers": [
+                    {
+                        "name": "c",
+                        "image": image.image_ref().content_tag,
+                        "command": ["sleep", "600"],
+                    }
+                ]
+            },
+        )
         throwaway.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(pod))
         uid = wait_for(
             "the pod to run",
@@ -211,8 +220,7 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
             timeout=90,
         )
         pod_ns = pod_netns_name(throwaway.name, uid)
-        # The container's own process, once it runs `sleep`: a short-lived helper
-        # of its start (a bind mount) could exit and its pid go to someone else.
+        # The container's own process, once it runs `sleep`.
         pod_pids = wait_for(
             "the pod's process",
             lambda: [p for p in netns.pids(pod_ns) if _runs(p, b"sleep")],
@@ -224,4 +232,11 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
     assert not netns.exists(throwaway.netns)
     assert pod_ns and not netns.exists(pod_ns)
     assert not any(pid_alive(pid) for pid in pids)
+    # Nor a root filesystem in podman's store, nor a mount under the cluster's state.
+    rootfs = image.podman(
+        "ps", "--all", "--quiet", "--filter", f"label={images.CLUSTER_LABEL}={throwaway.name}"
+    )
+    assert rootfs.stdout.strip() == ""
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(throwaway.state_dir) not in mounts
     throwaway.down()  # twice is harmless

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import image
 from crdutil import install_crds
 from localcluster.cluster import LocalCluster
 from localcluster.waiting import wait_for
@@ -107,8 +108,10 @@ def test_children_are_built_and_owned(
     assert [c["name"] for c in pod["containers"]] == ["engine", "agent"]
     engine = pod["containers"][0]["securityContext"]
     assert engine["readOnlyRootFilesystem"] is True
-    assert engine["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    assert engine["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
+    # The operator names the image of the tree under test (its --image), not `:<version>`.
+    assert {c["image"] for c in pod["containers"]} == {image.image_ref().content_tag}
     spread = pod["topologySpreadConstraints"][0]
     assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["maxSkew"] == 1
     for kind, name in [

@@ -1,10 +1,10 @@
 """The pod runner: SecondaryServer pods really serve DNS at their own pod IPs and Services.
 
 A real operator builds the StatefulSet and Services; the pod runner
-(hack/localcluster/podrunner.py) runs each pod's agent and engine in a network
-namespace of its own; kube-proxy routes the Services' ClusterIPs to them; a real
-BIND primary on a 10.x address of the cluster namespace serves the zone with a
-TSIG key.
+(hack/localcluster/podrunner.py) runs each pod's agent and engine from this
+tree's image with runc, in a network namespace of its own; kube-proxy routes
+the Services' ClusterIPs to them; a real BIND primary on a 10.x address of the
+cluster namespace serves the zone with a TSIG key.
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ import dns.query
 import pytest
 
 from crdutil import install_crds
-from localcluster import kubeproxy, netns, podrunner
+from localcluster import kubeproxy, netns
 from localcluster.cluster import LocalCluster
-from localcluster.constants import SERVICE_CIDR, SERVICE_ROUTE_DEVICE
+from localcluster.constants import API_URL_FOR_PODS, SERVICE_CIDR, SERVICE_ROUTE_DEVICE
+from localcluster.kubelet import network
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone, soa_serial
-from localcluster.podstate import host_veth_name, pod_netns_name, pods_dir
+from localcluster.podstate import host_veth_name, pod_netns_name
 from localcluster.waiting import wait_for
+from secondary_dns import __version__
+from secondary_dns.render.children import RUN_AS_USER, TOKEN_MOUNT_PATH
 from tests.cluster.operator_fixture import (
     OperatorProcess,
     apply,
@@ -42,6 +45,7 @@ from tests.cluster.operator_fixture import (
     get_json,
     run_operator,
 )
+from tests.cluster.pods import container_pid, exec_in, proc_status, running_ids
 
 API = "secondarydns.io/v1alpha1"
 ZONE = "podrunner.example."
@@ -76,12 +80,13 @@ def _pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
     return list((found or {}).get("items") or [])
 
 
-def _container_pids(pod: dict[str, Any]) -> dict[str, int]:
+def _container_pids(cluster: LocalCluster, pod: dict[str, Any]) -> dict[str, int]:
+    """{container: pid of its process} of the pod's running containers (runc's state)."""
     pids = {}
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        container_id = status.get("containerID") or ""
-        if "running" in (status.get("state") or {}) and container_id.startswith("podrunner://"):
-            pids[status["name"]] = int(container_id.removeprefix("podrunner://"))
+    for name, container_id in running_ids(pod).items():
+        pid = container_pid(cluster, container_id)
+        if pid is not None:
+            pids[name] = pid
     return pids
 
 
@@ -92,7 +97,7 @@ def _running(cluster: LocalCluster, namespace: str, count: int) -> list[dict[str
         for p in pods
         if not p["metadata"].get("deletionTimestamp")
         and (p.get("status") or {}).get("podIP")
-        and set(_container_pids(p)) == {"engine", "agent"}
+        and set(running_ids(p)) == {"engine", "agent"}
     ]
     return live if len(live) == count and len(pods) == count else None
 
@@ -188,17 +193,32 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
         assert netns.exists(pod_ns), pod_ns
         assert _eth0_addresses(pod_ns) == [ip]
         in_pod = set(netns.pids(pod_ns))
-        assert set(_container_pids(pod).values()) <= in_pod, (_container_pids(pod), in_pod)
+        pids = _container_pids(cluster, pod)
+        assert set(pids.values()) <= in_pod, (pids, in_pod)
 
-    # Each pod talks to the API as its service account (a bound token, as kubelet
-    # gives it), so the agent's Role is what it may do: its keys Secret, not others.
+    # The agent talks to the API as its service account (a token bound to its
+    # pod, projected as kubelet projects it), so the agent's Role is what it may
+    # do: its keys Secret, not others.
     pod = pods[0]
-    kubeconfig = pods_dir(cluster.state_dir) / pod["metadata"]["uid"] / "credentials/kubeconfig"
-    (user,) = json.loads(kubeconfig.read_text())["users"]
-    assert set(user["user"]) == {"token"}, "the admin's client certificate reached a pod"
+    token = exec_in(cluster, pod, "agent", "cat", f"{TOKEN_MOUNT_PATH}/token").stdout.strip()
+    ca = exec_in(cluster, pod, "agent", "cat", f"{TOKEN_MOUNT_PATH}/ca.crt").stdout
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text(ca)
 
     def as_pod(*args: str) -> subprocess.CompletedProcess[str]:
-        return cluster.kubectl("--kubeconfig", str(kubeconfig), "-n", namespace, *args, check=False)
+        return cluster.run_inside(
+            [
+                "kubectl",
+                "--kubeconfig=/dev/null",
+                f"--server={API_URL_FOR_PODS}",
+                f"--certificate-authority={ca_file}",
+                f"--token={token}",
+                "-n",
+                namespace,
+                *args,
+            ],
+            check=False,
+        )
 
     assert as_pod("get", "secret", f"{SERVER}-keys").returncode == 0
     assert "forbidden" in as_pod("get", "secrets").stderr.lower()
@@ -245,7 +265,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
         # StatefulSet's replacement serves again.
         victim = next(p for p in ready_pods if p["metadata"]["name"] == f"{SERVER}-1")
         victim_ns = pod_netns_name(cluster.name, victim["metadata"]["uid"])
-        victim_pids = set(_container_pids(victim).values())
+        victim_pids = set(_container_pids(cluster, victim).values())
         deleted = time.monotonic()
         cluster.kubectl("delete", "pod", "-n", namespace, f"{SERVER}-1", "--wait=false")
         wait_for(
@@ -288,17 +308,66 @@ def test_restarted_pod_runner_adopts_running_pods(
          "spec": {"replicas": 3}},
     )  # fmt: skip
     wait_for("3 Ready pods", lambda: _ready(cluster, namespace, 3), timeout=120)
-    before = {p["metadata"]["uid"]: _container_pids(p) for p in _pods(cluster, namespace)}
+    before = {p["metadata"]["uid"]: running_ids(p) for p in _pods(cluster, namespace)}
+    pids = {p["metadata"]["uid"]: _container_pids(cluster, p) for p in _pods(cluster, namespace)}
     runner = cluster.component_pid("pod-runner")
     assert runner is not None
     subprocess.run(["kill", str(runner)], check=True)
     wait_for("the pod runner to exit", lambda: cluster.component_pid("pod-runner") is None, 20)
     cluster.up()  # repairs: starts the pod runner again, keeps the control plane
     assert cluster.component_pid("pod-runner") not in (None, runner)
-    time.sleep(3)  # a few reconcile passes of the new runner
-    after = {p["metadata"]["uid"]: _container_pids(p) for p in _pods(cluster, namespace)}
-    assert after == before  # same pods, same processes: adopted, not restarted
+    time.sleep(3)  # a few passes of the new runner's pod workers and probes
+    after = {p["metadata"]["uid"]: running_ids(p) for p in _pods(cluster, namespace)}
+    # Same pods, same containers, same processes: adopted, not restarted.
+    assert after == before
+    assert {
+        p["metadata"]["uid"]: _container_pids(cluster, p) for p in _pods(cluster, namespace)
+    } == pids
     assert all(_is_ready(p) for p in _pods(cluster, namespace))
+
+
+def test_each_container_runs_as_the_pod_spec_says(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """From inside each running container of a DNS pod: its user, root, capabilities, token."""
+    apply(
+        cluster,
+        namespace,
+        {"apiVersion": API, "kind": "SecondaryServer", "metadata": {"name": SERVER},
+         "spec": {"replicas": 1}},
+    )  # fmt: skip
+    (pod,) = wait_for("a Ready pod", lambda: _ready(cluster, namespace, 1), timeout=120)
+    for container in ("engine", "agent"):
+        status = proc_status(cluster, pod, container)
+        # The spec's runAsUser and runAsGroup (65532), never root.
+        assert status["Uid"].split() == [str(RUN_AS_USER)] * 4, container
+        assert status["Gid"].split() == [str(RUN_AS_USER)] * 4, container
+        # capabilities: drop [ALL], nothing added: no capability at all.
+        for capability_set in ("CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"):
+            assert int(status[capability_set], 16) == 0, (container, capability_set)
+        assert status["NoNewPrivs"] == "1"  # allowPrivilegeEscalation: false
+        assert status["Seccomp"] == "2"  # RuntimeDefault: a filter
+        # readOnlyRootFilesystem: the root cannot be written, the volumes can.
+        write = exec_in(cluster, pod, container, "touch", "/written")
+        assert write.returncode != 0 and "Read-only file system" in write.stderr
+        assert exec_in(cluster, pod, container, "touch", "/tmp/written").returncode == 0
+        version = exec_in(cluster, pod, container, "secondary-dns", "--version")
+        assert version.stdout.strip() == f"secondary-dns {__version__}"
+    # Only the agent holds an API token; the engine, which parses untrusted
+    # packets, has none (and no service-account directory at all).
+    has_token = exec_in(cluster, pod, "agent", "test", "-s", f"{TOKEN_MOUNT_PATH}/token")
+    assert has_token.returncode == 0
+    no_token = exec_in(cluster, pod, "engine", "ls", TOKEN_MOUNT_PATH)
+    assert no_token.returncode != 0 and "No such file or directory" in no_token.stderr
+    # The sysctl that lets named bind 53 without a capability, in the pod's namespace.
+    port_start = exec_in(
+        cluster, pod, "engine", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+    )
+    assert port_start.stdout.strip() == "53"
+    # The agent reaches the API through the `kubernetes` Service, as in-cluster clients do.
+    env = exec_in(cluster, pod, "agent", "env").stdout.splitlines()
+    assert "KUBERNETES_SERVICE_HOST=10.96.0.1" in env and "KUBERNETES_SERVICE_PORT=443" in env
+    assert not any(line.startswith("KUBECONFIG=") for line in env)
 
 
 def _cluster_ip(cluster: LocalCluster, namespace: str, selector: dict[str, str]) -> str | None:
@@ -428,4 +497,4 @@ def _assert_host_namespace_clean(cluster: LocalCluster) -> None:
     assert f": {SERVICE_ROUTE_DEVICE}:" not in links
     tables = in_host("nft", "list", "tables")
     assert not any(f"table {family} {name}" in tables for family, name in kubeproxy.TABLES)
-    assert f"table ip {podrunner.NFT_TABLE}" not in tables
+    assert f"table ip {network.NFT_TABLE}" not in tables
