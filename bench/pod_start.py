@@ -31,6 +31,7 @@ from localcluster import netns
 from localcluster.cluster import LocalCluster
 from localcluster.scenario import (
     apply,
+    build_pod_image,
     ensure_namespace,
     install_crds,
     percentile,
@@ -80,12 +81,18 @@ class PodWatcher:
                 times.ready = now - times.bound
 
     def run(self, core: Any) -> None:
-        watch: Any = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-        for event in watch.stream(core.list_namespaced_pod, self.namespace, timeout_seconds=3600):
-            if self.stop.is_set():
-                watch.stop()
-                return
-            self.observe(event["raw_object"])
+        while not self.stop.is_set():
+            watch: Any = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                for event in watch.stream(
+                    core.list_namespaced_pod, self.namespace, timeout_seconds=300
+                ):
+                    if self.stop.is_set():
+                        watch.stop()
+                        return
+                    self.observe(event["raw_object"])
+            except Exception:  # noqa: BLE001 - a watch cut by the server: watch again
+                time.sleep(0.2)
 
 
 def _ready_count(watcher: PodWatcher, uids: set[str]) -> int:
@@ -104,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = LocalCluster(args.cluster)
     was_running = cluster.control_plane_healthy()
     cluster.up()
+    build_pod_image()  # before the namespace: a build needs the package registries
     workdir = Path(f"/tmp/sdns-bench-pods-{uuid.uuid4().hex[:6]}")
     workdir.mkdir()
     try:

@@ -48,6 +48,7 @@ from localcluster.named import soa_serial
 from localcluster.scenario import (
     Propagation,
     apply,
+    build_pod_image,
     bump_and_measure,
     demo_zone,
     engine_pids,
@@ -232,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cluster = LocalCluster(args.cluster)
     cluster.up()
+    build_pod_image()  # before the namespace: a build needs the package registries
     netns.enter(cluster.netns)
     install_crds(cluster)
     workdir = cluster.state_dir / "bench"

@@ -31,6 +31,7 @@ from localcluster.scenario import (
     REPO,
     Propagation,
     apply,
+    build_pod_image,
     bump_and_measure,
     demo_zone,
     ensure_namespace,
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     cluster = LocalCluster(args.cluster)
     say(f"starting the local cluster {cluster.name!r} (first run builds Kubernetes: ~15 min)")
     cluster.up()
+    say("the pods' image: this tree's (built unless it is in local storage)")
+    build_pod_image()
     netns.enter(cluster.netns)
     workdir = cluster.state_dir / "demo"
     shutil.rmtree(workdir, ignore_errors=True)

@@ -107,7 +107,14 @@ def run_operator(
     # As a platform team sets it: no Zone may point the replicas at the cluster's
     # own Services (docs/operator.md, --refused-primary-networks).
     env["SDNS_REFUSED_PRIMARY_NETWORKS"] = SERVICE_CIDR
-    env["SDNS_IMAGE"] = pod_image or image.image_ref().content_tag
+    ref = image.image_ref()
+    if pod_image is None and not image.cached(ref):
+        raise RuntimeError(
+            f"{ref.content_tag}, the image of this tree, is not built; its pods could only "
+            "show ImagePullBackOff: run `make image` (or scenario.build_pod_image() before "
+            "entering the cluster's namespace)"
+        )
+    env["SDNS_IMAGE"] = pod_image or ref.content_tag
     if relay:
         netns.require_inside(cluster.netns)
         netns.add_address(cluster.netns, RELAY_ADDRESS)
@@ -180,6 +187,15 @@ def start_primary(
 
 
 # ---- objects ---------------------------------------------------------------
+
+
+def build_pod_image() -> str:
+    """This tree's image, built unless it is in local storage; its content tag.
+
+    Call it before entering the cluster's network namespace: that namespace has
+    no route to the package registries a build needs.
+    """
+    return image.ensure_image().content_tag
 
 
 def kubectl_json(cluster: LocalCluster, *args: str) -> Any:

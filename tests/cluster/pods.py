@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 from localcluster.cluster import LocalCluster
 from localcluster.constants import RUNNER_POD_LABEL, RUNNER_POD_LABEL_VALUE
 from localcluster.podstate import runc_root
+from localcluster.waiting import wait_for
 
 RUNC_PREFIX = "runc://"
 PROJECT_LABELS = {RUNNER_POD_LABEL: RUNNER_POD_LABEL_VALUE}
@@ -27,6 +29,24 @@ def pod_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def get_pod(cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any] | None:
     result = cluster.kubectl("get", "pod", "-n", namespace, name, "-o", "json", check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def wait_pod(
+    cluster: LocalCluster,
+    namespace: str,
+    name: str,
+    what: str,
+    ready: Callable[[dict[str, Any]], bool],
+    timeout: float = 90,
+) -> dict[str, Any]:
+    """The Pod, once `ready(pod)` holds."""
+
+    def check() -> dict[str, Any] | None:
+        pod = get_pod(cluster, namespace, name)
+        return pod if pod is not None and ready(pod) else None
+
+    found: dict[str, Any] = wait_for(f"{name}: {what}", check, timeout)
+    return found
 
 
 def container_status(pod: dict[str, Any] | None, container: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from tests.cluster.pods import (
     get_pod,
     pod_manifest,
     proc_status,
+    wait_pod,
     waiting_reason,
 )
 
@@ -61,15 +62,10 @@ def test_a_missing_image_shows_err_image_pull_then_image_pull_back_off(
         namespace,
         pod_manifest("missing", {"containers": [{"name": "c", "image": missing}]}),
     )
-    pod = wait_for(
-        "ImagePullBackOff",
-        lambda: (
-            (p := get_pod(cluster, namespace, "missing"))
-            and waiting_reason(p, "c") == "ImagePullBackOff"
-            and p
-        ),
-        timeout=60,
-    )
+    pod = wait_pod(
+        cluster, namespace, "missing", "ImagePullBackOff",
+        lambda p: waiting_reason(p, "c") == "ImagePullBackOff", timeout=60,
+    )  # fmt: skip
     waiting = container_status(pod, "c")["state"]["waiting"]
     assert waiting["message"] == f'Back-off pulling image "{missing}"'
     assert pod["status"]["phase"] == "Pending"
@@ -86,15 +82,10 @@ def test_image_pull_policy_never_does_not_look_further_than_local_storage(
     missing = "ghcr.io/secondary-dns-operator/secondary-dns:0.0.0-never"
     container = {"name": "c", "image": missing, "imagePullPolicy": "Never"}
     apply(cluster, namespace, pod_manifest("never", {"containers": [container]}))
-    pod = wait_for(
-        "ErrImageNeverPull",
-        lambda: (
-            (p := get_pod(cluster, namespace, "never"))
-            and waiting_reason(p, "c") == "ErrImageNeverPull"
-            and p
-        ),
-        timeout=60,
-    )
+    pod = wait_pod(
+        cluster, namespace, "never", "ErrImageNeverPull",
+        lambda p: waiting_reason(p, "c") == "ErrImageNeverPull", timeout=60,
+    )  # fmt: skip
     assert container_status(pod, "c")["state"]["waiting"]["message"] == (
         f'Container image "{missing}" is not present with pull policy of Never'
     )
@@ -108,15 +99,10 @@ def test_a_root_image_with_run_as_non_root_is_refused(
         "containers": [{"name": "c", "image": ROOT_IMAGE, "command": ["sleep", "600"]}],
     }
     apply(cluster, namespace, pod_manifest("rooted", spec))
-    pod = wait_for(
-        "CreateContainerConfigError",
-        lambda: (
-            (p := get_pod(cluster, namespace, "rooted"))
-            and waiting_reason(p, "c") == "CreateContainerConfigError"
-            and p
-        ),
-        timeout=60,
-    )
+    pod = wait_pod(
+        cluster, namespace, "rooted", "CreateContainerConfigError",
+        lambda p: waiting_reason(p, "c") == "CreateContainerConfigError", timeout=60,
+    )  # fmt: skip
     uid = pod["metadata"]["uid"]
     assert container_status(pod, "c")["state"]["waiting"]["message"] == (
         f'container has runAsNonRoot and image will run as root (pod: "rooted_{namespace}({uid})", '
@@ -172,6 +158,30 @@ def test_capabilities_user_memory_and_sysctls_are_the_pod_s(
     assert sysctl.stdout.strip() == "1024"
 
 
+def test_a_container_over_its_memory_limit_is_oom_killed(
+    cluster: LocalCluster, namespace: str, project_image: str
+) -> None:
+    spec = {
+        "restartPolicy": "Never",
+        "containers": [
+            {
+                "name": "c",
+                "image": project_image,
+                "command": ["python3", "-c", "chunks = [bytearray(2**20) for _ in range(256)]"],
+                "resources": {"limits": {"memory": "32Mi"}},
+            }
+        ],
+    }
+    apply(cluster, namespace, pod_manifest("hungry", spec))
+    pod = wait_pod(
+        cluster, namespace, "hungry", "the container to end",
+        lambda p: "terminated" in (container_status(p, "c").get("state") or {}), timeout=90,
+    )  # fmt: skip
+    terminated = container_status(pod, "c")["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
+    assert pod["status"]["phase"] == "Failed"
+
+
 def test_an_unsafe_sysctl_fails_the_pod(
     cluster: LocalCluster, namespace: str, project_image: str
 ) -> None:
@@ -180,15 +190,10 @@ def test_an_unsafe_sysctl_fails_the_pod(
         "containers": [{"name": "c", "image": project_image, "command": SLEEP}],
     }
     apply(cluster, namespace, pod_manifest("unsafe", spec))
-    pod = wait_for(
-        "the pod to fail",
-        lambda: (
-            (p := get_pod(cluster, namespace, "unsafe"))
-            and (p.get("status") or {}).get("phase") == "Failed"
-            and p
-        ),
-        timeout=60,
-    )
+    pod = wait_pod(
+        cluster, namespace, "unsafe", "the pod to fail",
+        lambda p: (p.get("status") or {}).get("phase") == "Failed", timeout=60,
+    )  # fmt: skip
     assert pod["status"]["reason"] == "SysctlForbidden"
     assert (
         pod["status"]["message"]
@@ -294,15 +299,10 @@ def test_a_disk_empty_dir_over_its_size_limit_gets_the_pod_evicted(
         "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Mi"}}],
     }
     apply(cluster, namespace, pod_manifest("evicted", spec))
-    pod = wait_for(
-        "the eviction",
-        lambda: (
-            (p := get_pod(cluster, namespace, "evicted"))
-            and (p.get("status") or {}).get("reason") == "Evicted"
-            and p
-        ),
-        timeout=90,
-    )
+    pod = wait_pod(
+        cluster, namespace, "evicted", "the eviction",
+        lambda p: (p.get("status") or {}).get("reason") == "Evicted", timeout=90,
+    )  # fmt: skip
     assert pod["status"]["phase"] == "Failed"
     assert (
         pod["status"]["message"] == 'Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". '

@@ -148,15 +148,19 @@ def _eth0_addresses(pod_ns: str) -> list[str]:
     return [a["local"] for link in json.loads(out) for a in link.get("addr_info", [])]
 
 
+def _server(replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "SecondaryServer",
+        "metadata": {"name": SERVER},
+        "spec": {"replicas": replicas},
+    }
+
+
 def _manifests(key: TsigCredentials, primary: str, namespace: str) -> list[dict[str, Any]]:
     return [
         key.secret_manifest("transfer-key", namespace),
-        {
-            "apiVersion": API,
-            "kind": "SecondaryServer",
-            "metadata": {"name": SERVER},
-            "spec": {"replicas": 3},
-        },
+        _server(3),
         {
             "apiVersion": API,
             "kind": "Zone",
@@ -301,12 +305,7 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
 def test_restarted_pod_runner_adopts_running_pods(
     cluster: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(
-        cluster,
-        namespace,
-        {"apiVersion": API, "kind": "SecondaryServer", "metadata": {"name": SERVER},
-         "spec": {"replicas": 3}},
-    )  # fmt: skip
+    apply(cluster, namespace, _server(3))
     wait_for("3 Ready pods", lambda: _ready(cluster, namespace, 3), timeout=120)
     before = {p["metadata"]["uid"]: running_ids(p) for p in _pods(cluster, namespace)}
     pids = {p["metadata"]["uid"]: _container_pids(cluster, p) for p in _pods(cluster, namespace)}
@@ -330,12 +329,7 @@ def test_each_container_runs_as_the_pod_spec_says(
     cluster: LocalCluster, namespace: str, operator: OperatorProcess
 ) -> None:
     """From inside each running container of a DNS pod: its user, root, capabilities, token."""
-    apply(
-        cluster,
-        namespace,
-        {"apiVersion": API, "kind": "SecondaryServer", "metadata": {"name": SERVER},
-         "spec": {"replicas": 1}},
-    )  # fmt: skip
+    apply(cluster, namespace, _server(1))
     (pod,) = wait_for("a Ready pod", lambda: _ready(cluster, namespace, 1), timeout=120)
     for container in ("engine", "agent"):
         status = proc_status(cluster, pod, container)

@@ -14,7 +14,7 @@ import pytest
 from localcluster import build, constants, kubeproxy, podrunner, podstate
 from localcluster.cluster import node_manifest, nodes
 from localcluster.constants import POD_CIDR, SERVICE_CIDR
-from localcluster.kubelet import network
+from localcluster.kubelet import network, podworker
 from localcluster.waiting import poll, wait_for
 
 UPSTREAM_GO_MOD = """module k8s.io/kubernetes
@@ -176,10 +176,10 @@ def test_what_the_pod_runner_cannot_run_is_refused_with_the_field_named() -> Non
     def pod(**spec: Any) -> dict[str, Any]:
         return {"spec": {"containers": [{"name": "c", "image": "i"}], **spec}}
 
-    assert podrunner.unsupported(pod()) is None
-    assert "spec.hostNetwork" in str(podrunner.unsupported(pod(hostNetwork=True)))
+    assert podworker.unsupported(pod()) is None
+    assert "spec.hostNetwork" in str(podworker.unsupported(pod(hostNetwork=True)))
     privileged = pod(containers=[{"name": "c", "securityContext": {"privileged": True}}])
-    assert "privileged" in str(podrunner.unsupported(privileged))
+    assert "privileged" in str(podworker.unsupported(privileged))
 
 
 def test_pod_ips_come_from_the_top_of_the_node_cidr_and_skip_used_ones() -> None:
