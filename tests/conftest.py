@@ -36,7 +36,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if os.geteuid() != 0 or not cluster_tests:
         return
     try:
-        image.ensure_image()
+        # Kept for the whole session (scenario.tree_image), whatever is edited meanwhile.
+        os.environ["SDNS_IMAGE"] = image.ensure_image().content_tag
     except (image.ImageError, OSError, subprocess.CalledProcessError) as error:
         pytest.exit(f"cannot build the image the cluster tests run: {error}", returncode=3)
 

@@ -107,14 +107,14 @@ def run_operator(
     # As a platform team sets it: no Zone may point the replicas at the cluster's
     # own Services (docs/operator.md, --refused-primary-networks).
     env["SDNS_REFUSED_PRIMARY_NETWORKS"] = SERVICE_CIDR
-    ref = image.image_ref()
-    if pod_image is None and not image.cached(ref):
+    pod_image = pod_image or tree_image()
+    if not image.image_exists(pod_image):
         raise RuntimeError(
-            f"{ref.content_tag}, the image of this tree, is not built; its pods could only "
-            "show ImagePullBackOff: run `make image` (or scenario.build_pod_image() before "
+            f"{pod_image}, the image of this tree, is not built; its pods could only show "
+            "ImagePullBackOff: run `make image` (or scenario.build_pod_image() before "
             "entering the cluster's namespace)"
         )
-    env["SDNS_IMAGE"] = pod_image or ref.content_tag
+    env["SDNS_IMAGE"] = pod_image
     if relay:
         netns.require_inside(cluster.netns)
         netns.add_address(cluster.netns, RELAY_ADDRESS)
@@ -193,9 +193,18 @@ def build_pod_image() -> str:
     """This tree's image, built unless it is in local storage; its content tag.
 
     Call it before entering the cluster's network namespace: that namespace has
-    no route to the package registries a build needs.
+    no route to the package registries a build needs. The tag is kept in
+    SDNS_IMAGE for the rest of the process (`tree_image`), so an edit of the
+    tree while it runs does not make its pods name an image nobody built.
     """
-    return image.ensure_image().content_tag
+    tag = image.ensure_image().content_tag
+    os.environ["SDNS_IMAGE"] = tag
+    return tag
+
+
+def tree_image() -> str:
+    """The image the project's pods run: the one built for this process, else this tree's."""
+    return os.environ.get("SDNS_IMAGE") or image.image_ref().content_tag
 
 
 def kubectl_json(cluster: LocalCluster, *args: str) -> Any:

@@ -18,6 +18,7 @@ from localcluster.cluster import LocalCluster
 from localcluster.kubelet import images
 from localcluster.podstate import pod_netns_name
 from localcluster.processes import pid_alive
+from localcluster.scenario import tree_image
 from localcluster.waiting import wait_for
 from tests.cluster.pods import pod_manifest
 
@@ -202,7 +203,7 @@ def test_down_leaves_no_process_and_no_namespace(test_netns: str) -> None:
                 "containers": [
                     {
                         "name": "c",
-                        "image": image.image_ref().content_tag,
+                        "image": tree_image(),
                         "command": ["sleep", "600"],
                     }
                 ]

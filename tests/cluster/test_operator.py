@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-import image
 from crdutil import install_crds
 from localcluster.cluster import LocalCluster
+from localcluster.scenario import tree_image
 from localcluster.waiting import wait_for
 from tests.cluster.operator_fixture import (
     OperatorProcess,
@@ -111,7 +111,7 @@ def test_children_are_built_and_owned(
     assert engine["capabilities"] == {"drop": ["ALL"]}
     assert pod["securityContext"]["runAsNonRoot"] is True
     # The operator names the image of the tree under test (its --image), not `:<version>`.
-    assert {c["image"] for c in pod["containers"]} == {image.image_ref().content_tag}
+    assert {c["image"] for c in pod["containers"]} == {tree_image()}
     spread = pod["topologySpreadConstraints"][0]
     assert spread["topologyKey"] == "topology.kubernetes.io/zone" and spread["maxSkew"] == 1
     for kind, name in [

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-import image
 from localcluster.cluster import LocalCluster
-from localcluster.scenario import apply, kubectl_json
+from localcluster.scenario import apply, kubectl_json, tree_image
 from localcluster.waiting import wait_for
 from tests.cluster.pods import (
     container_status,
@@ -33,7 +32,7 @@ SLEEP = ["python3", "-c", "import time; time.sleep(3600)"]
 
 @pytest.fixture(scope="module")
 def project_image() -> str:
-    return image.image_ref().content_tag
+    return tree_image()
 
 
 def _events(cluster: LocalCluster, namespace: str, pod: str) -> list[dict[str, Any]]:
