@@ -23,6 +23,7 @@ import dns.name
 import pytest
 
 from localcluster.cluster import LocalCluster
+from localcluster.kubelet.backoff import MAX_SECONDS as BACKOFF_MAX_SECONDS
 from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
     OperatorProcess,
@@ -188,7 +189,15 @@ def test_every_knot_replica_killed_the_zone_stays_served_and_synced_on_bind(
         assert killer.kills >= REPLICAS
 
     # The bug is gone: the Knot replicas come back and catch up (the operator
-    # NOTIFYs a replica it sees behind), and the zone is diverse again.
+    # NOTIFYs a replica it sees behind), and the zone is diverse again. The
+    # kubelet (the pod runner, as kubelet does) holds each crashed container in
+    # CrashLoopBackOff first, doubling from 10 s to at most 5 minutes, so knotd
+    # answers again only after the back-off its crashes earned.
+    wait_for(
+        "every knotd answering again after its crash-loop back-off",
+        lambda: all(soa_serial(ORIGIN, a) is not None for a in knot_addresses.values()),
+        timeout=BACKOFF_MAX_SECONDS + 30,
+    )
     zone = wait_for("both engines Synced again", lambda: _all_synced(fleet, serial), 120)
     diverse = condition(zone, "EngineDiverse")
     assert diverse is not None and diverse["reason"] == "MultipleEngines"

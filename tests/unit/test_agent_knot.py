@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path, PurePosixPath
 
 import dns.name
 import pytest
 
-from secondary_dns.agent.engine import ARGV, EXECUTABLES
+from secondary_dns.agent.engine import ARGV, EXECUTABLES, remove_stale_pid_file
 from secondary_dns.agent.knot import (
     KnotControl,
     KnotProbe,
     parse_relative_time,
     parse_zone_status,
 )
+from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout, ZoneState
 
 NOW = 1_800_000_000.0
@@ -83,3 +85,19 @@ def test_the_engine_command_execs_knotd_on_the_pods_knot_conf() -> None:
         "/run/secondary-dns/config/knot.conf",
     ]
     assert ARGV["bind9"]("/usr/sbin/named", layout)[-1] == "/run/secondary-dns/config/named.conf"
+
+
+@pytest.mark.parametrize("engine", [agent_contract.ENGINE_BIND9, agent_contract.ENGINE_KNOT])
+def test_the_engine_container_removes_a_pid_file_a_killed_engine_left(
+    tmp_path: Path, engine: str
+) -> None:
+    # A SIGKILLed knotd leaves knot.pid holding "1"; in the next container it is
+    # PID 1 again and would refuse to start, crash-looping (seen with runc).
+    layout = PodLayout(run_dir=PurePosixPath(tmp_path))
+    stale = Path(layout.engine_pid_file(engine))
+    stale.write_text("1")
+    err = io.StringIO()
+    remove_stale_pid_file(layout, engine, err)
+    assert not stale.exists()
+    assert "stale pid file" in err.getvalue()
+    remove_stale_pid_file(layout, engine, err)  # none left: nothing to do

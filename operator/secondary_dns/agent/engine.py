@@ -50,6 +50,25 @@ def wait_for_config(
     return True
 
 
+def remove_stale_pid_file(layout: PodLayout, engine: str, err: TextIO) -> None:
+    """Remove the pid file a killed engine left in the pod's run directory.
+
+    The run directory outlives the container (an emptyDir), and every container
+    has its own PID namespace where the engine is PID 1 again: knotd finds its
+    old PID in the file, sees a live process with it (itself) and refuses to
+    start ("server PID found, already running"), so a SIGKILLed knotd would
+    crash-loop forever. The kubelet starts a container only after the previous
+    one exited, and a pod has one engine container, so a pid file found here is
+    always stale.
+    """
+    path = Path(layout.engine_pid_file(engine))
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    print(f"secondary-dns engine: removed the stale pid file {path}", file=err, flush=True)
+
+
 def run_engine(
     layout: PodLayout,
     engine: str,
@@ -65,6 +84,7 @@ def run_engine(
     if not wait_for_config(layout, engine, timeout, err):
         print("secondary-dns engine: no configuration arrived in time", file=err)
         return 1
+    remove_stale_pid_file(layout, engine, err)
     argv = ARGV[engine](found, layout)
     print(f"secondary-dns engine: exec {' '.join(argv)}", file=err, flush=True)
     os.execv(found, argv)

@@ -81,6 +81,8 @@ RETRANSFER_FILE = "retransfer.json"
 ENGINE_BIND9 = "bind9"
 ENGINE_KNOT = "knot"
 ENGINE_CONFIG_FILES = {ENGINE_BIND9: "named.conf", ENGINE_KNOT: "knot.conf"}
+# In the run directory; the renderers name them in the engine's configuration.
+ENGINE_PID_FILES = {ENGINE_BIND9: "named.pid", ENGINE_KNOT: "knot.pid"}
 # knotd's control socket, in the run directory both containers share (knotc talks
 # to it; a UNIX socket needs no key, and nothing outside the pod can reach it).
 KNOT_CONTROL_SOCKET = "knot.sock"
@@ -153,6 +155,9 @@ class PodLayout:
     def engine_conf(self, engine: str) -> PurePosixPath:
         """The file `engine` is started with (named.conf, knot.conf)."""
         return self.config_dir / ENGINE_CONFIG_FILES[engine]
+
+    def engine_pid_file(self, engine: str) -> PurePosixPath:
+        return self.run_dir / ENGINE_PID_FILES[engine]
 
     @property
     def knot_socket(self) -> PurePosixPath:

@@ -175,7 +175,13 @@ def render_named_conf(paths: EnginePaths) -> str:
     """The server-wide part; zones come from the zones include."""
     options = [
         _statement("directory", tokens.quoted_path(paths.data_dir, "data directory")),
-        _statement("pid-file", tokens.quoted_path(paths.run_dir / "named.pid", "pid file")),
+        _statement(
+            "pid-file",
+            tokens.quoted_path(
+                paths.run_dir / agent_contract.ENGINE_PID_FILES[agent_contract.ENGINE_BIND9],
+                "pid file",
+            ),
+        ),
         _statement(
             "session-keyfile", tokens.quoted_path(paths.run_dir / "session.key", "session key")
         ),

@@ -56,7 +56,7 @@ from secondary_dns.render.tokens import IPAddress, IPNetwork, UnsafeValueError
 ENGINE = agent_contract.ENGINE_KNOT
 KNOT_CONF = agent_contract.ENGINE_CONFIG_FILES[ENGINE]
 ZONES_CONF = "zones.conf"
-PID_FILE = "knot.pid"
+PID_FILE = agent_contract.ENGINE_PID_FILES[ENGINE]
 # Zone files beside BIND's naming: `<zone>.db` in the data directory. `%s` is
 # Knot's formatter for the zone name without the final dot; zone names are
 # restricted to letters, digits, `-` and `_` (tokens.config_name), so it needs
