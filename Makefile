@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages venv binaries image demo demo-down test test-unit test-dataplane test-cluster bench bench-pods lint clean
+.PHONY: setup system-packages venv binaries image demo demo-down test test-unit test-dataplane test-cluster bench bench-pods bench-scale lint clean
 
 setup: system-packages venv binaries image
 
@@ -51,6 +51,12 @@ bench: setup
 # Pod start benchmark: scheduled -> containers running -> Ready, per DNS pod.
 bench-pods: setup
 	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/pod_start.py $(BENCH_ARGS)
+
+# Scale benchmark (issue 16): N Zones on one SecondaryServer of 3 replicas; prints
+# convergence, the operator's RSS, CPU and API writes when quiet, one-Zone changes.
+N ?= 1000
+bench-scale: setup
+	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/scale.py --zones $(N) $(BENCH_ARGS)
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,0 +1,553 @@
+"""Scale benchmark: N Zones on one SecondaryServer of 3 real replicas (issue 16).
+
+Runs on the local cluster (real control plane, real named pods via the pod
+runner, a real BIND primary serving N + 1 small zones, the real operator).
+Zones are created 8 at a time (8 concurrent creates, then the next 8), all on
+one SecondaryServer of 3 replicas over 3 failure zones, and the benchmark
+prints, each with how finely it is measured:
+
+- converged: seconds from the last Zone's creation until every Zone is
+  converged (`Synced` True at 3/3, `ConfigValid` True, `status.observedGeneration`
+  current), seen through a watch of the Zones (milliseconds after the write);
+- operator RSS (VmRSS, and its peak VmHWM) once converged;
+- operator CPU, % of one core, over a quiet minute right after convergence
+  (utime + stime from /proc, clock ticks of 10 ms over 60 s): everything the
+  operator process does, the serial monitor's probing included;
+- API writes in that quiet minute (the operator's `secondarydns_api_writes_total`);
+- one Zone added, changed and deleted among the N: seconds until every replica
+  serves the change (replicas polled every 10 ms at their pod IPs: added = it
+  answers the zone's SOA authoritatively; changed = its allowTransfer now admits
+  this host, so an AXFR succeeds; deleted = it no longer answers for the zone),
+  and the operator's reconcile time for it (`secondarydns_reconcile_duration_seconds`:
+  sum and count of the reconciles in that window, exact).
+
+    make bench-scale N=1000
+    PYTHONPATH=hack:operator .venv/bin/python bench/scale.py --zones 1000 --cluster sdns-bench
+
+The operator runs with its defaults (serial probes every 10 s, resync every 60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from localcluster import netns
+from localcluster.cluster import LocalCluster
+from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS
+from localcluster.named import PrimaryServer, TsigCredentials, make_zone
+from localcluster.scenario import (
+    API,
+    OperatorProcess,
+    apply,
+    ensure_namespace,
+    install_crds,
+    replica_addresses,
+    run_operator,
+    server_manifest,
+    zone_manifest,
+)
+from localcluster.waiting import wait_for
+
+GROUP, VERSION = API.split("/")
+SERVER = "scale"
+REPLICAS = 3
+SECRET = "transfer"
+BATCH = 8
+POLL_SECONDS = 0.01
+# Untyped parts of the client, used through Any so strict mypy accepts the calls.
+_watch_module: Any = kubernetes.watch
+
+
+def zone_name(index: int) -> str:
+    return f"z{index:05d}.scale.example."
+
+
+def zone_object(index: int) -> str:
+    return f"z-{index:05d}"
+
+
+# ---- the operator process ------------------------------------------------------
+
+
+def _proc_status(pid: int, field_name: str) -> float:
+    """A VmRSS-style line of /proc/PID/status, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no {field_name} for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds (proc(5))."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ReconcileTally:
+    count: float
+    seconds: float
+
+    @classmethod
+    def read(cls, operator: OperatorProcess) -> ReconcileTally:
+        return cls(
+            operator.metric("secondarydns_reconcile_duration_seconds_count"),
+            operator.metric("secondarydns_reconcile_duration_seconds_sum"),
+        )
+
+    def since(self, before: ReconcileTally) -> ReconcileTally:
+        return ReconcileTally(self.count - before.count, self.seconds - before.seconds)
+
+    def text(self) -> str:
+        if not self.count:
+            return "no reconcile"
+        return f"{self.seconds * 1000:.1f} ms in {self.count:.0f} reconcile(s)"
+
+
+def api_writes(operator: OperatorProcess) -> float:
+    return operator.metric("secondarydns_api_writes_total")
+
+
+# ---- watching the Zones ----------------------------------------------------------
+
+
+def converged(zone: Mapping[str, Any], replicas: int) -> bool:
+    status = zone.get("status") or {}
+    generation = (zone.get("metadata") or {}).get("generation")
+    if status.get("observedGeneration") != generation:
+        return False
+    if status.get("synced") != f"{replicas}/{replicas}":
+        return False
+    wanted = {"Synced", "ConfigValid"}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") in wanted:
+            if condition.get("status") != "True":
+                return False
+            if condition.get("observedGeneration") not in (None, generation):
+                return False
+            wanted.discard(condition["type"])
+    return not wanted
+
+
+class ZoneWatch:
+    """Which Zones of a namespace are converged, kept current by a watch in a thread."""
+
+    def __init__(self, client: kubernetes.client.ApiClient, namespace: str, replicas: int) -> None:
+        self.api = kubernetes.client.CustomObjectsApi(client)
+        self.namespace = namespace
+        self.replicas = replicas
+        self.state: dict[str, bool] = {}
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="zone-watch", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _list(self) -> str:
+        listed: Any = self.api.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "zones"
+        )
+        with self.changed:
+            self.state = {
+                item["metadata"]["name"]: converged(item, self.replicas)
+                for item in listed.get("items") or []
+            }
+            self.changed.notify_all()
+        return str(listed["metadata"]["resourceVersion"])
+
+    def _run(self) -> None:
+        resource_version = ""
+        while not self.stopping.is_set():
+            try:
+                if not resource_version:
+                    resource_version = self._list()
+                watch = _watch_module.Watch()
+                for event in watch.stream(
+                    self.api.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    "zones",
+                    resource_version=resource_version,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=120,
+                ):
+                    obj = event["object"]
+                    resource_version = str(obj["metadata"]["resourceVersion"])
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    name = obj["metadata"]["name"]
+                    with self.changed:
+                        if event["type"] == "DELETED":
+                            self.state.pop(name, None)
+                        else:
+                            self.state[name] = converged(obj, self.replicas)
+                        self.changed.notify_all()
+                    if self.stopping.is_set():
+                        return
+            except ApiException as error:
+                if error.status != 410:
+                    print(f"  zone watch: {error.status} {error.reason}; listing again")
+                resource_version = ""
+            except Exception as error:  # the API server is busy: list again
+                print(f"  zone watch: {error}; listing again")
+                resource_version = ""
+                time.sleep(0.5)
+
+    def wait_all_converged(self, expected: int, timeout: float) -> float:
+        """Until `expected` Zones exist and all are converged; the monotonic time it happened."""
+        deadline = time.monotonic() + timeout
+        last_report = 0.0
+        with self.changed:
+            while True:
+                done = sum(self.state.values())
+                if len(self.state) >= expected and done == len(self.state):
+                    return time.monotonic()
+                now = time.monotonic()
+                if now > deadline:
+                    raise TimeoutError(f"{done}/{expected} Zones converged after {timeout:.0f} s")
+                if now - last_report > 30:
+                    print(f"  {done}/{expected} Zones converged", flush=True)
+                    last_report = now
+                self.changed.wait(min(1.0, deadline - now))
+
+
+# ---- the replicas ------------------------------------------------------------------
+
+
+def answers_for(zone: str, address: str) -> bool:
+    """The replica answers the zone's SOA authoritatively."""
+    query = dns.message.make_query(zone, dns.rdatatype.SOA)
+    query.flags &= ~dns.flags.RD
+    try:
+        response = dns.query.udp(query, address, timeout=0.2)
+    except (dns.exception.DNSException, OSError):
+        return False
+    return response.rcode() == dns.rcode.NOERROR and bool(response.flags & dns.flags.AA)
+
+
+def transfers_to_us(zone: str, address: str) -> bool:
+    """The replica's allowTransfer admits this host: an AXFR of the zone succeeds."""
+    query = dns.message.make_query(zone, dns.rdatatype.AXFR)
+    try:
+        response = dns.query.tcp(query, address, timeout=0.5)
+    except (dns.exception.DNSException, OSError, EOFError):
+        return False
+    return response.rcode() == dns.rcode.NOERROR and any(
+        rrset.rdtype == dns.rdatatype.SOA for rrset in response.answer
+    )
+
+
+def time_until_every_replica(
+    addresses: Mapping[str, str], served: Callable[[str], bool], start: float, timeout: float = 300
+) -> dict[str, float]:
+    """Seconds from `start` until `served(address)` holds for each replica (polled concurrently)."""
+
+    def one(address: str) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if served(address):
+                return time.monotonic() - start
+            time.sleep(POLL_SECONDS)
+        raise TimeoutError(f"{address} did not serve the change within {timeout:.0f} s")
+
+    with concurrent.futures.ThreadPoolExecutor(len(addresses)) as pool:
+        futures = {pod: pool.submit(one, address) for pod, address in addresses.items()}
+        return {pod: future.result() for pod, future in futures.items()}
+
+
+# ---- the benchmark ----------------------------------------------------------------
+
+
+@dataclass
+class OneZone:
+    what: str
+    every_replica: float
+    per_replica: dict[str, float]
+    reconcile: ReconcileTally
+
+
+@dataclass
+class Figures:
+    zones: int
+    created_seconds: float = 0.0
+    converged_seconds: float = 0.0
+    rss_mib: float = 0.0
+    peak_rss_mib: float = 0.0
+    cpu_percent: float = 0.0
+    quiet_seconds: float = 0.0
+    quiet_writes: float = 0.0
+    creation_writes: float = 0.0
+    one_zone: list[OneZone] = field(default_factory=list)
+
+
+def create_zones(api: Any, namespace: str, indices: Sequence[int]) -> None:
+    """Create the Zones 8 at a time: 8 concurrent creates, then the next 8."""
+    with concurrent.futures.ThreadPoolExecutor(BATCH) as pool:
+        for first in range(0, len(indices), BATCH):
+            batch = indices[first : first + BATCH]
+            list(
+                pool.map(
+                    lambda i: api.create_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        "zones",
+                        zone_manifest(zone_object(i), zone_name(i), SERVER, SECRET),
+                    ),
+                    batch,
+                )
+            )
+
+
+@contextmanager
+def primary_for(cluster: LocalCluster, workdir: Path, zones: int) -> Iterator[PrimaryServer]:
+    netns.add_address(cluster.netns, PRIMARY_ADDRESS)
+    primary = PrimaryServer(
+        workdir,
+        [make_zone(zone_name(i), serial=2026120101, hosts=1, refresh=86400) for i in range(zones)],
+        TsigCredentials.generate("transfer-key"),
+        address=PRIMARY_ADDRESS,
+        also_notify=[(RELAY_ADDRESS, 53)],
+    )
+    started = time.monotonic()
+    primary.start()
+    print(f"primary serves {zones} zones ({time.monotonic() - started:.1f} s to start)", flush=True)
+    try:
+        yield primary
+    finally:
+        primary.stop()
+
+
+def run(cluster: LocalCluster, workdir: Path, zones: int, quiet_seconds: float) -> Figures:
+    namespace = f"scale-{zones}-{uuid.uuid4().hex[:4]}"
+    figures = Figures(zones)
+    client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(cluster.kubeconfig)
+    )
+    client.configuration.connection_pool_maxsize = BATCH * 2
+    custom = kubernetes.client.CustomObjectsApi(client)
+    extra = zones  # served by the primary from the start; its Zone comes later
+    with (
+        primary_for(cluster, workdir / "primary", zones + 1) as primary,
+        run_operator(cluster, workdir / "operator.log") as operator,
+    ):
+        ensure_namespace(cluster, namespace)
+        apply(
+            cluster,
+            namespace,
+            primary.key.secret_manifest(SECRET, namespace),
+            server_manifest(SERVER, replicas=REPLICAS),
+        )
+        wait_for(
+            f"{REPLICAS} replicas with addresses",
+            lambda: len(replica_addresses(cluster, namespace, SERVER)) == REPLICAS or None,
+            timeout=300,
+            every=1,
+        )
+        addresses = replica_addresses(cluster, namespace, SERVER)
+        watch = ZoneWatch(client, namespace, REPLICAS)
+        watch.start()
+        try:
+            writes_before = api_writes(operator)
+            started = time.monotonic()
+            create_zones(custom, namespace, list(range(zones)))
+            last_created = time.monotonic()
+            figures.created_seconds = last_created - started
+            print(
+                f"created {zones} Zones in {figures.created_seconds:.1f} s, 8 at a time",
+                flush=True,
+            )
+            done = watch.wait_all_converged(zones, timeout=max(1800.0, zones * 0.5))
+            figures.converged_seconds = done - last_created
+            figures.creation_writes = api_writes(operator) - writes_before
+            print(f"every Zone converged {figures.converged_seconds:.1f} s after the last one")
+            pid = operator.process.pid
+            figures.rss_mib = _proc_status(pid, "VmRSS")
+            figures.peak_rss_mib = _proc_status(pid, "VmHWM")
+            time.sleep(5)
+            writes_before = api_writes(operator)
+            cpu_before = cpu_seconds(pid)
+            quiet_started = time.monotonic()
+            time.sleep(quiet_seconds)
+            elapsed = time.monotonic() - quiet_started
+            figures.quiet_seconds = elapsed
+            figures.cpu_percent = 100 * (cpu_seconds(pid) - cpu_before) / elapsed
+            figures.quiet_writes = api_writes(operator) - writes_before
+            print(
+                f"quiet {elapsed:.0f} s: CPU {figures.cpu_percent:.1f} % of a core, "
+                f"{figures.quiet_writes:.0f} API writes",
+                flush=True,
+            )
+            figures.one_zone = one_zone_changes(operator, custom, namespace, addresses, extra)
+        finally:
+            watch.stop()
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    return figures
+
+
+def one_zone_changes(
+    operator: OperatorProcess,
+    api: Any,
+    namespace: str,
+    addresses: Mapping[str, str],
+    index: int,
+) -> list[OneZone]:
+    name, origin = zone_object(index), zone_name(index)
+    results = []
+
+    def measure(what: str, change: Callable[[], None], served: Callable[[str], bool]) -> None:
+        before = ReconcileTally.read(operator)
+        start = time.monotonic()
+        change()
+        per_replica = time_until_every_replica(addresses, served, start)
+        # The reconcile has ended when every replica serves it; its metric follows at once.
+        time.sleep(0.5)
+        tally = ReconcileTally.read(operator).since(before)
+        result = OneZone(what, max(per_replica.values()), per_replica, tally)
+        print(
+            f"one Zone {what}: every replica {result.every_replica * 1000:.0f} ms; "
+            f"operator {tally.text()}",
+            flush=True,
+        )
+        results.append(result)
+        time.sleep(2)
+
+    measure(
+        "added",
+        lambda: api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "zones", zone_manifest(name, origin, SERVER, SECRET)
+        ),
+        lambda address: answers_for(origin, address),
+    )
+    measure(
+        "changed",
+        lambda: api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "zones",
+            name,
+            {"spec": {"allowTransfer": [{"cidr": "0.0.0.0/0"}]}},
+        ),
+        lambda address: transfers_to_us(origin, address),
+    )
+    measure(
+        "deleted",
+        lambda: api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "zones", name),
+        lambda address: not answers_for(origin, address),
+    )
+    return results
+
+
+def print_figures(figures: Figures) -> None:
+    print()
+    print(f"scale: {figures.zones} Zones on one SecondaryServer of {REPLICAS} replicas")
+    rows = [
+        (
+            "Zones created (8 at a time)",
+            f"{figures.created_seconds:.1f} s",
+            "wall clock",
+        ),
+        (
+            "every Zone converged after the last was created",
+            f"{figures.converged_seconds:.1f} s",
+            "watch events, ms",
+        ),
+        (
+            "operator RSS once converged (peak)",
+            f"{figures.rss_mib:.0f} MiB ({figures.peak_rss_mib:.0f})",
+            "VmRSS / VmHWM",
+        ),
+        (
+            f"operator CPU, quiet {figures.quiet_seconds:.0f} s",
+            f"{figures.cpu_percent:.1f} % of a core",
+            f"clock ticks, 10 ms over {figures.quiet_seconds:.0f} s",
+        ),
+        (
+            f"API writes, quiet {figures.quiet_seconds:.0f} s",
+            f"{figures.quiet_writes:.0f}",
+            "counter, exact",
+        ),
+        (
+            "API writes while creating and converging",
+            f"{figures.creation_writes:.0f} ({figures.creation_writes / figures.zones:.1f}/Zone)",
+            "counter, exact",
+        ),
+    ]
+    for change in figures.one_zone:
+        rows.append(
+            (
+                f"one Zone {change.what}: every replica serves it",
+                f"{change.every_replica * 1000:.0f} ms",
+                f"replicas polled every {POLL_SECONDS * 1000:.0f} ms",
+            )
+        )
+        rows.append(
+            (
+                f"one Zone {change.what}: operator reconcile",
+                change.reconcile.text(),
+                "histogram sum, exact",
+            )
+        )
+    width = max(len(row[0]) for row in rows)
+    value_width = max(len(row[1]) for row in rows)
+    for label, value, resolution in rows:
+        print(f"  {label:<{width}}  {value:>{value_width}}  ({resolution})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--zones", type=int, default=1000)
+    parser.add_argument("--quiet-seconds", type=float, default=60)
+    parser.add_argument("--cluster", default=os.environ.get("SDNS_CLUSTER", "sdns-bench"))
+    parser.add_argument("--keep-cluster", action="store_true")
+    args = parser.parse_args(argv)
+
+    cluster = LocalCluster(args.cluster)
+    cluster.up()
+    netns.enter(cluster.netns)
+    install_crds(cluster)
+    workdir = cluster.state_dir / "bench-scale"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    try:
+        figures = run(cluster, workdir, args.zones, args.quiet_seconds)
+    finally:
+        if not args.keep_cluster:
+            cluster.down()
+    print_figures(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
