@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +20,7 @@ import dns.name
 import dns.tsig
 
 from secondary_dns.agent.assemble import ConfigShard, KeySecret
+from secondary_dns.agent.kube import shard_from_configmap
 from secondary_dns.api import (
     API_VERSION,
     ObjectRef,
@@ -31,9 +31,20 @@ from secondary_dns.api import (
     parse_zone,
 )
 from secondary_dns.api.agent_contract import PodLayout
-from secondary_dns.render import RenderRequest, config_hash, renderer_for
-from secondary_dns.render.children import engine_paths
-from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, TsigKeyLookup
+from secondary_dns.render import RenderedConfig, RenderRequest, config_hash, renderer_for
+from secondary_dns.render.children import (
+    MAX_SHARD_BYTES,
+    ServerIdentity,
+    build_root_config_map,
+    build_shard_config_maps,
+    engine_paths,
+)
+from secondary_dns.render.engine import (
+    DEFAULT_RELAY_KEY_NAME,
+    RenderedShard,
+    TsigKeyLookup,
+    ZonePlan,
+)
 from secondary_dns.render.tokens import IPAddress
 
 NAMESPACE = "dns"
@@ -55,18 +66,49 @@ class PrimaryZone:
 
 @dataclass(frozen=True)
 class Bundle:
-    """One configuration as the operator would publish it."""
+    """One configuration as the operator would publish it: a root and its shards."""
 
-    files: dict[str, str]
-    config_hash: str
+    # The root's files (the engine's main file, the zones include, SHARDS_FILE).
+    root: dict[str, str]
+    # shard -> its files (the engine's include file, ZONES_FILE, RETRANSFER_FILE).
+    shards: dict[str, dict[str, str]]
     zones: tuple[str, ...]
     key_file: str
     keys_hash: str
 
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.root)
+
+    @property
+    def files(self) -> dict[str, str]:
+        """The engine's files, as the agent writes them to the configuration directory."""
+        return dict(self.rendered().engine_files())
+
+    def rendered(self) -> RenderedConfig:
+        shards = {
+            shard: RenderedShard(files, config_hash(files)) for shard, files in self.shards.items()
+        }
+        return RenderedConfig(
+            engine="",
+            files=self.root,
+            config_hash=self.config_hash,
+            plan=ZonePlan(by_ref={}, rejected={}, tsig_keys=()),
+            shards=shards,
+        )
+
     def with_file(self, name: str, text: str) -> Bundle:
-        """The same bundle with one file replaced (and the hash that goes with it)."""
-        files = {**self.files, name: text}
-        return replace(self, files=files, config_hash=config_hash(files))
+        """The same bundle with one file replaced (and the hashes that go with it)."""
+        if name in self.root:
+            return replace(self, root={**self.root, name: text})
+        shard = next(shard for shard, files in self.shards.items() if name in files)
+        shards = {**self.shards, shard: {**self.shards[shard], name: text}}
+        manifest = {key: config_hash(files) for key, files in shards.items()}
+        root = {
+            **self.root,
+            agent_contract.SHARDS_FILE: agent_contract.encode_shards_file(manifest),
+        }
+        return replace(self, root=root, shards=shards)
 
 
 def render_bundle(
@@ -135,50 +177,43 @@ def render_bundle(
     assert not rendered.rejected, rendered.rejected
     key_file = renderer.render_key_file([*rendered.tsig_keys, RELAY_KEY])
     return Bundle(
-        files=dict(rendered.files),
-        config_hash=rendered.config_hash,
+        root=dict(rendered.files),
+        shards={shard: dict(files.files) for shard, files in rendered.shards.items()},
         zones=tuple(sorted(zone.zone.to_text() for zone in rendered.plan.zones)),
         key_file=key_file,
         keys_hash=hashlib.sha256(key_file.encode()).hexdigest(),
     )
 
 
-def configmap_data(
-    bundle: Bundle, shards: int = 1, part_bytes: int | None = None
-) -> list[dict[str, str]]:
-    """The data of `shards` ConfigMaps; files longer than part_bytes go in parts."""
-    entries: list[tuple[str, str]] = []
-    for name, text in sorted(
-        {**bundle.files, agent_contract.ZONES_FILE: zones_json(bundle)}.items()
-    ):
-        if part_bytes is None or len(text) <= part_bytes:
-            entries.append((name, text))
-            continue
-        for index, start in enumerate(range(0, len(text), part_bytes)):
-            entries.append((f"{name}.part-{index:04d}", text[start : start + part_bytes]))
-    # Round robin, so consecutive parts land in different ConfigMaps.
-    data: list[dict[str, str]] = [{} for _ in range(shards)]
-    for index, (key, value) in enumerate(entries):
-        data[index % shards][key] = value
-    return data
+def configmaps(
+    bundle: Bundle, namespace: str = NAMESPACE, part_bytes: int | None = None, server: str = SERVER
+) -> list[dict[str, Any]]:
+    """The ConfigMaps the operator writes for `bundle` (render/children.py), shards first.
 
-
-def zones_json(bundle: Bundle) -> str:
-    return json.dumps(list(bundle.zones)) + "\n"
+    Files longer than `part_bytes` are cut in parts, as a shard above a ConfigMap's
+    limit is; without ownerReferences (no SecondaryServer owns them in tests).
+    """
+    identity = ServerIdentity(ObjectRef(namespace, server), "uid", {})
+    limit = MAX_SHARD_BYTES if part_bytes is None else part_bytes + 256
+    rendered = bundle.rendered()
+    built = [
+        configmap
+        for shard, files in sorted(rendered.shards.items())
+        for configmap in build_shard_config_maps(identity, shard, files, limit)
+    ]
+    built.append(build_root_config_map(identity, rendered, bundle.keys_hash))
+    for configmap in built:
+        configmap["metadata"].pop("ownerReferences", None)
+    return built
 
 
 def shards_of(
-    bundle: Bundle, shards: int = 1, part_bytes: int | None = None, server: str = SERVER
+    bundle: Bundle, part_bytes: int | None = None, server: str = SERVER
 ) -> list[ConfigShard]:
+    """The ConfigMaps of `bundle` as the agent reads them."""
     return [
-        ConfigShard(
-            name=f"{server}-config-{index}",
-            config_hash=bundle.config_hash,
-            shards=shards,
-            keys_hash=bundle.keys_hash,
-            data=data,
-        )
-        for index, data in enumerate(configmap_data(bundle, shards, part_bytes))
+        shard_from_configmap(configmap)
+        for configmap in configmaps(bundle, NAMESPACE, part_bytes, server)
     ]
 
 
@@ -187,29 +222,9 @@ def key_secret_of(bundle: Bundle, server: str = SERVER) -> KeySecret:
 
 
 def configmap_manifests(
-    bundle: Bundle, namespace: str, shards: int = 1, server: str = SERVER
+    bundle: Bundle, namespace: str, server: str = SERVER
 ) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": f"{server}-config-{index}",
-                "namespace": namespace,
-                "labels": {
-                    agent_contract.LABEL_SERVER: server,
-                    agent_contract.LABEL_ROLE: agent_contract.ROLE_CONFIG,
-                },
-                "annotations": {
-                    agent_contract.ANNOTATION_CONFIG_HASH: bundle.config_hash,
-                    agent_contract.ANNOTATION_CONFIG_SHARDS: str(shards),
-                    agent_contract.ANNOTATION_KEYS_HASH: bundle.keys_hash,
-                },
-            },
-            "data": data,
-        }
-        for index, data in enumerate(configmap_data(bundle, shards))
-    ]
+    return configmaps(bundle, namespace, server=server)
 
 
 def key_secret_manifest(bundle: Bundle, namespace: str, server: str = SERVER) -> dict[str, Any]:

@@ -16,7 +16,13 @@ It implements `secondary_dns.k8s.api.ApiTransport`, so the operator's real
   changes of everything else;
 - a status merge patch that carries metadata.resourceVersion is refused with 409
   when the object has moved on; a missing object is 404;
-- a Secret's stringData is stored base64-encoded in data, as the API server does.
+- a Secret's stringData is stored base64-encoded in data, as the API server does;
+- lists are paginated (limit, continue) and carry the current resourceVersion;
+  a watch from a resourceVersion yields every change since (ADDED, MODIFIED,
+  DELETED, then a BOOKMARK) and returns, so the operator's informers can be
+  stepped by a test; a version older than `compact()` left is 410 Gone;
+- `fail()` makes matching requests raise (an API error, or a timeout as a
+  transport with a timeout would after waiting).
 
 Garbage collection by owner references runs only when a test asks
 (`collect_garbage`), as kube-controller-manager would some time later.
@@ -154,13 +160,54 @@ class StoredObject:
 
 
 @dataclass
+class Fault:
+    """Requests whose method is `method` and whose path contains `path` raise `error`."""
+
+    method: str
+    path: str
+    error: Exception
+    # How many more requests fail (None: every one).
+    remaining: int | None = None
+
+
+@dataclass
 class FakeApiServer:
     objects: dict[Key, StoredObject] = field(default_factory=dict)
     # (method, path) of every request that changed something, in order.
     writes: list[tuple[str, str]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # (resourceVersion, event type, key, object) of every change, for watches.
+    events: list[tuple[int, str, Key, dict[str, Any]]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _uids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _current: int = 0
+    _compacted: int = 0
+
+    def _next_version(self) -> str:
+        self._current = next(self._versions)
+        return str(self._current)
+
+    def _record(self, event_type: str, key: Key, obj: Mapping[str, Any]) -> None:
+        self.events.append((self._current, event_type, key, copy.deepcopy(dict(obj))))
+
+    def fail(self, method: str, path: str, error: Exception, times: int | None = None) -> Fault:
+        """From now on, `method` requests to a path containing `path` raise `error`."""
+        fault = Fault(method, path, error, times)
+        self.faults.append(fault)
+        return fault
+
+    def compact(self) -> None:
+        """Forget the history: a watch from any version seen so far gets 410 Gone."""
+        self._compacted = self._current
+        self.events.clear()
+
+    def _check_faults(self, method: str, path: str) -> None:
+        for fault in self.faults:
+            if fault.method == method and fault.path in path and fault.remaining != 0:
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                raise fault.error
 
     # ---- ApiTransport ----------------------------------------------------------
 
@@ -174,6 +221,7 @@ class FakeApiServer:
         content_type: str = "application/json",
     ) -> Any:
         self.requests.append((method, path))
+        self._check_faults(method, path)
         match = _PATH.match(path)
         if match is None:
             raise _error(404, "Not Found", f"no route {path}")
@@ -182,14 +230,20 @@ class FakeApiServer:
         key = (group_version, plural, match["namespace"] or "", name or "")
         params = dict(query)
         if method == "GET" and name is None:
-            return self._list(group_version, plural, key[2], params.get("labelSelector"))
+            return self._list(
+                group_version,
+                plural,
+                key[2],
+                params.get("labelSelector"),
+                int(params.get("limit") or 0),
+                int(params.get("continue") or 0),
+            )
         if name is None:
             raise _error(405, "Method Not Allowed", f"{method} on a collection")
         if method == "GET":
             return copy.deepcopy(self._stored(key).obj)
         if method == "DELETE":
-            self._stored(key)
-            del self.objects[key]
+            self._remove_object(key)
             self.writes.append((method, path))
             return {"kind": "Status", "status": "Success"}
         if method == "PATCH" and match["status"]:
@@ -268,8 +322,9 @@ class FakeApiServer:
         if changed:
             if before is not None and self._spec_changed(before, _content(result)):
                 result["metadata"]["generation"] = result["metadata"].get("generation", 1) + 1
-            result["metadata"]["resourceVersion"] = str(next(self._versions))
+            result["metadata"]["resourceVersion"] = self._next_version()
             self.objects[key] = StoredObject(result, managed)
+            self._record("ADDED" if before is None else "MODIFIED", key, result)
             self.writes.append(("PATCH", path or self.path_of(result)))
         return copy.deepcopy(self.objects[key].obj)
 
@@ -278,11 +333,19 @@ class FakeApiServer:
         key = self._key(self._normalise(obj))
         stored = self._stored(key)
         stored.obj["status"] = copy.deepcopy(dict(status))
-        stored.obj["metadata"]["resourceVersion"] = str(next(self._versions))
+        stored.obj["metadata"]["resourceVersion"] = self._next_version()
+        self._record("MODIFIED", key, stored.obj)
         return copy.deepcopy(stored.obj)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        del self.objects[(api_version, PLURALS[kind], namespace, name)]
+        """What a user or a controller deletes (the operator's deletes are requests)."""
+        self._remove_object((api_version, PLURALS[kind], namespace, name))
+
+    def _remove_object(self, key: Key) -> None:
+        stored = self._stored(key)
+        del self.objects[key]
+        stored.obj["metadata"]["resourceVersion"] = self._next_version()
+        self._record("DELETED", key, stored.obj)
 
     def collect_garbage(self) -> None:
         """Delete every object whose controller owner is gone (kube-controller-manager's GC)."""
@@ -299,7 +362,7 @@ class FakeApiServer:
             if not orphans:
                 return
             for key in orphans:
-                del self.objects[key]
+                self._remove_object(key)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         stored = self.objects.get((api_version, PLURALS[kind], namespace, name))
@@ -360,7 +423,13 @@ class FakeApiServer:
         return stored
 
     def _list(
-        self, group_version: str, plural: str, namespace: str, selector: str | None
+        self,
+        group_version: str,
+        plural: str,
+        namespace: str,
+        selector: str | None,
+        limit: int = 0,
+        offset: int = 0,
     ) -> dict[str, Any]:
         items = [
             copy.deepcopy(stored.obj)
@@ -369,7 +438,51 @@ class FakeApiServer:
             and (not namespace or ns == namespace)
             and _selected(stored.obj, selector)
         ]
-        return {"items": items, "metadata": {"resourceVersion": str(next(self._versions))}}
+        metadata: dict[str, Any] = {"resourceVersion": str(self._current)}
+        if limit:
+            if offset + limit < len(items):
+                metadata["continue"] = str(offset + limit)
+            items = items[offset : offset + limit]
+        # A list's items carry neither apiVersion nor kind, as the API server's do not.
+        for item in items:
+            item.pop("apiVersion", None)
+            item.pop("kind", None)
+        return {"items": items, "metadata": metadata}
+
+    def watch(
+        self, path: str, *, query: Sequence[tuple[str, str]], timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """Every change since the query's resourceVersion, then a bookmark; then it ends."""
+        self.requests.append(("WATCH", path))
+        self._check_faults("WATCH", path)
+        match = _PATH.match(path)
+        if match is None or match["name"]:
+            raise _error(404, "Not Found", f"no watch route {path}")
+        group_version = match["core"] or f"{match['group']}/{match['version']}"
+        params = dict(query)
+        since = int(params.get("resourceVersion") or 0)
+        if since < self._compacted:
+            yield {
+                "type": "ERROR",
+                "object": {"kind": "Status", "code": 410, "message": "too old resource version"},
+            }
+            return
+        for version, event_type, key, obj in list(self.events):
+            if (
+                version > since
+                and key[:2] == (group_version, match["plural"])
+                and (not match["namespace"] or key[2] == match["namespace"])
+                and _selected(obj, params.get("labelSelector"))
+            ):
+                event = copy.deepcopy(obj)
+                event.pop("apiVersion", None)
+                event.pop("kind", None)
+                yield {"type": event_type, "object": event}
+        if params.get("allowWatchBookmarks") == "true":
+            yield {
+                "type": "BOOKMARK",
+                "object": {"metadata": {"resourceVersion": str(self._current)}},
+            }
 
     def _patch_status(self, key: Key, body: Any, path: str) -> dict[str, Any]:
         stored = self._stored(key)
@@ -388,7 +501,8 @@ class FakeApiServer:
         status = _merge_patch(stored.obj.get("status") or {}, patch.get("status") or {})
         if status != (stored.obj.get("status") or {}):
             stored.obj["status"] = status
-            stored.obj["metadata"]["resourceVersion"] = str(next(self._versions))
+            stored.obj["metadata"]["resourceVersion"] = self._next_version()
+            self._record("MODIFIED", key, stored.obj)
             self.writes.append(("PATCH", path))
         return copy.deepcopy(stored.obj)
 

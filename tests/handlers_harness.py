@@ -8,11 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from secondary_dns.api import ObjectRef
 from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.handlers.monitor import SerialMonitor
+from secondary_dns.handlers.queue import ServerWork
 from secondary_dns.handlers.targets import MonitoredZone
+from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster
+from secondary_dns.k8s.informer import Informer
 from tests.fake_cluster import FakeApiServer, custom_resource
 
 NS = "dns"
@@ -71,25 +75,49 @@ def _answer(target: ProbeTarget, serial: int | None, error: str) -> ProbeResult:
 
 @dataclass
 class Operator:
-    """One operator process: what kopf's handlers and the serial monitor would call,
-    and the Events it posted."""
+    """One operator process: its watch caches stepped by the test, its queue drained,
+    the serial monitor's rounds played, and the Events it posted."""
 
     controller: Controller
     monitor: SerialMonitor
+    informers: list[Informer]
     # (kind, name, type, reason) of every Event posted
     events: list[tuple[str, str, str, str]] = field(default_factory=list)
 
+    def sync_caches(self) -> None:
+        """The watch caches take in every change the API server has (the work waits)."""
+        for informer in self.informers:
+            informer.watch_once()
+
+    def catch_up(self) -> None:
+        """Every change the API server has: through the watches, then all the work it makes."""
+        self.sync_caches()
+        self.controller.drain()
+        # The operator's own writes (status) come back as events that must be no work.
+        for informer in self.informers:
+            informer.watch_once()
+        self.controller.drain()
+
     def reconcile_server(self, name: str) -> None:
-        self.controller.reconcile_server(NS, name)
+        """What the resync timer does for one server (after catching up with events)."""
+        self.catch_up()
+        self.controller.queue.add(ObjectRef(NS, name), ServerWork(resync=True))
+        self.controller.drain()
 
     def pods_changed(self, server: str) -> None:
-        self.controller.refresh_server_status(NS, server)
+        self.catch_up()
 
     def zone_changed(self, name: str) -> None:
-        self.controller.zone_changed(NS, name)
+        self.catch_up()
 
     def secret_changed(self, name: str) -> None:
         self.controller.secret_changed(NS, name)
+        self.catch_up()
+
+    def resync(self) -> None:
+        self.catch_up()
+        self.controller.resync()
+        self.controller.drain()
 
     def uses_secret(self, name: str) -> bool:
         return self.controller.uses_secret(NS, name)
@@ -129,5 +157,6 @@ def start_operator(api: FakeApiServer, refused_primary_networks: tuple[str, ...]
         notify_address=NOTIFY_ADDRESS,
         refused_primary_networks=tuple(ipaddress.ip_network(n) for n in refused_primary_networks),
     )
+    informers = add_watches(api, controller)
     monitor = SerialMonitor(controller.monitored_zones, controller.zone_status, None)
-    return Operator(controller, monitor, events)
+    return Operator(controller, monitor, informers, events)

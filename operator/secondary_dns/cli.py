@@ -363,7 +363,7 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     for directory in (output, data_dir, run_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    for name, text in sorted(rendered.files.items()):
+    for name, text in rendered.engine_files().items():
         _write(output / name, text)
     # Secrets: readable by the owner only, as the agent writes them in the pod.
     _write(output / "tsig-keys.conf", key_file, 0o600)

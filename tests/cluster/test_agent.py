@@ -35,7 +35,6 @@ from tests.agent_configs import (
 from tests.cli_processes import EngineProcess, SecondaryDnsProcess
 
 POD = "edge-0"
-SHARDS = 2
 RUNS = 5
 
 
@@ -96,7 +95,7 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
 
     first = bundle(["example.test."])
     _apply(cluster, [_pod_manifest(namespace), key_secret_manifest(first, namespace)])
-    _apply(cluster, configmap_manifests(first, namespace, SHARDS))
+    _apply(cluster, configmap_manifests(first, namespace))
 
     engine = EngineProcess(layout, tmp_path / "engine.log")
     agent = SecondaryDnsProcess(
@@ -147,7 +146,7 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
         for run, zone in enumerate(added):
             config = bundle(["example.test.", zone])
             started = time.monotonic()
-            _apply(cluster, configmap_manifests(config, namespace, SHARDS))
+            _apply(cluster, configmap_manifests(config, namespace))
             kubectl_seconds.append(time.monotonic() - started)
             wait_for(f"{zone} served", lambda z=zone, s=10 + run: named.serial(z) == s, every=0.01)
             latencies.append(time.monotonic() - started)
@@ -176,7 +175,7 @@ def test_configmap_change_is_applied_and_reported_on_the_pod(
         # A config named-checkconf refuses: reported on the Pod, the last good one serves.
         good = config
         bad = good.with_file("zones.conf", good.files["zones.conf"] + "zone {\n")
-        _apply(cluster, configmap_manifests(bad, namespace, SHARDS))
+        _apply(cluster, configmap_manifests(bad, namespace))
         error = wait_for(
             "config-error on the Pod",
             lambda: _pod_annotations(cluster, namespace).get(

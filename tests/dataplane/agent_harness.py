@@ -95,9 +95,9 @@ class AgentPod:
             engine=self.engine_type,
         )
 
-    def publish(self, bundle: Bundle, shards: int = 1, part_bytes: int | None = None) -> None:
+    def publish(self, bundle: Bundle, part_bytes: int | None = None) -> None:
         """What the operator does: new ConfigMaps and key Secret."""
-        self.source.set(shards_of(bundle, shards, part_bytes), key_secret_of(bundle))
+        self.source.set(shards_of(bundle, part_bytes), key_secret_of(bundle))
 
     def __enter__(self) -> AgentPod:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dns.name
 import pytest
 
 from localcluster.named import NamedFleet, TsigCredentials, make_zone
 from localcluster.waiting import wait_for
 from secondary_dns.api import agent_contract
+from secondary_dns.api.agent_contract import shard_file_name
+from secondary_dns.render.shards import shard_of
 from tests.agent_configs import PrimaryZone
 from tests.dataplane.agent_harness import AgentPod
 from tests.dataplane.engines import Engine
@@ -81,7 +84,7 @@ def test_added_zone_is_served_without_restarting_the_engine(
     # The same hash again (a resync, another ConfigMap event): no write, no reload.
     reloads = pod.engine.log().count(engine.reloaded)
     patches = len(pod.reporter.patches)
-    pod.publish(second, shards=2, part_bytes=200)
+    pod.publish(second, part_bytes=200)
     time.sleep(1.0)
     assert pod.engine.log().count(engine.reloaded) == reloads
     assert len(pod.reporter.patches) == patches
@@ -98,11 +101,12 @@ def test_rejected_config_keeps_the_last_good_one_serving(
     pod.wait_until_serving("example.test.", 3)
     pod.wait_for_annotation(A, good.config_hash)
 
-    zones_conf = pod.bundle(
+    both = pod.bundle(
         [PrimaryZone("example.test.", primary.address), PrimaryZone("other.test.", primary.address)]
-    ).files["zones.conf"]
-    # The engine's checker refuses it: one statement has an unknown word.
-    bad = good.with_file("zones.conf", engine.break_zones_conf(zones_conf))
+    )
+    # The engine's checker refuses it: one statement of other.test's shard has an unknown word.
+    shard_file = shard_file_name(shard_of(dns.name.from_text("other.test.")))
+    bad = both.with_file(shard_file, engine.break_zones_conf(both.files[shard_file]))
     pod.publish(bad)
     error = wait_for("the config error to be reported", lambda: pod.annotation(ERROR), 30)
     assert error.startswith(f"{bad.config_hash}: {pod.agent.control.checker}: ")

@@ -25,7 +25,8 @@ from secondary_dns.api import (
     ZoneSpec,
     ZoneTimers,
 )
-from secondary_dns.render import EnginePaths, RenderRequest, TsigKeyUnavailable
+from secondary_dns.api.agent_contract import SHARD_METADATA_FILES
+from secondary_dns.render import EnginePaths, RenderedConfig, RenderRequest, TsigKeyUnavailable
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -183,6 +184,50 @@ def assert_golden(actual: str, golden_name: str) -> None:
             f"(SDNS_UPDATE_GOLDEN=1 rewrites it after review):\n{diff}",
             pytrace=False,
         )
+
+
+# The key file's name among a case's golden files (not an engine file of the config dir).
+GOLDEN_KEY_FILE = "tsig-keys.conf"
+
+
+def zones_text(rendered: RenderedConfig) -> str:
+    """Every shard's engine file, in shard order: all the zone statements of a configuration."""
+    return "".join(
+        text
+        for shard in rendered.shards.values()
+        for name, text in sorted(shard.files.items())
+        if name not in SHARD_METADATA_FILES
+    )
+
+
+def assert_golden_config(rendered: RenderedConfig, key_file: str, case: str) -> None:
+    """Every engine file of `rendered` (root and shards) and the key file against
+    golden/<engine>-<case>/; the set of files must match too."""
+    directory = f"{rendered.engine}-{case}"
+    files = {**rendered.engine_files(), GOLDEN_KEY_FILE: key_file}
+    if UPDATE_GOLDEN:
+        (GOLDEN / directory).mkdir(parents=True, exist_ok=True)
+        for stale in (GOLDEN / directory).iterdir():
+            if stale.name not in files:
+                stale.unlink()
+    else:
+        assert sorted(p.name for p in (GOLDEN / directory).iterdir()) == sorted(files)
+    for name, text in files.items():
+        assert_golden(text, f"{directory}/{name}")
+
+
+def golden_config(engine: str, case: str) -> dict[str, str]:
+    """The golden engine files of a case (file name -> text), without the key file."""
+    directory = GOLDEN / f"{engine}-{case}"
+    return {
+        path.name: path.read_text()
+        for path in sorted(directory.iterdir())
+        if path.name != GOLDEN_KEY_FILE
+    }
+
+
+def golden_key_file(engine: str, case: str) -> str:
+    return (GOLDEN / f"{engine}-{case}" / GOLDEN_KEY_FILE).read_text()
 
 
 def named_checkconf(conf: Path) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,9 @@ from secondary_dns.agent.knot import KnotControl
 from secondary_dns.agent.named import NamedControl, ensure_rndc_key
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
+from secondary_dns.render import renderer_for
 from tests.agent_configs import (
+    RELAY_KEY,
     Bundle,
     PrimaryZone,
     key_secret_of,
@@ -36,7 +38,7 @@ CHECKERS = {agent_contract.ENGINE_BIND9: "named-checkconf", agent_contract.ENGIN
 # One zone statement the checker refuses, in each engine's syntax.
 NONSENSE = {
     agent_contract.ENGINE_BIND9: 'zone "c.test" { type nonsense; };\n',
-    agent_contract.ENGINE_KNOT: "  - domain: c.test\n    nonsense: on\n",
+    agent_contract.ENGINE_KNOT: "zone:\n  - domain: c.test\n    nonsense: on\n",
 }
 
 
@@ -109,8 +111,11 @@ def desired(config: Bundle) -> DesiredConfig:
     return result
 
 
-def served_text(layout: PodLayout, name: str = "zones.conf") -> str:
-    return (Path(layout.config_dir) / name).read_text()
+def served_text(layout: PodLayout, name: str | None = None) -> str:
+    """One file of the served configuration; without a name, the zones include and every shard."""
+    if name is not None:
+        return (Path(layout.config_dir) / name).read_text()
+    return "".join(path.read_text() for path in sorted(Path(layout.config_dir).glob("zones*.conf")))
 
 
 def test_rndc_key_is_created_once_and_private(tmp_path: Path) -> None:
@@ -141,7 +146,7 @@ def test_first_config_is_written_without_a_reload_and_marks_the_engine_ready(pod
     outcome = directory.apply(desired(config), control)
     assert outcome.applied and control.reloads == 0
     assert Path(layout.config_dir).is_symlink()
-    assert served_text(layout) == config.files["zones.conf"]
+    assert served_text(layout, "zones.conf") == config.files["zones.conf"]
     assert served_text(layout, pod.main_file) == config.files[pod.main_file]
     assert json.loads(Path(layout.marker).read_text())["configHash"] == config.config_hash
     assert Path(layout.tsig_key_file).read_text() == config.key_file
@@ -191,8 +196,10 @@ def test_key_file_without_a_referenced_key_is_rejected(pod: Pod) -> None:
     control = pod.control(OK)
     control.prepare()
     config = pod.bundle("a.test.")
+    # The relay's key alone: the zone's transfer key is the one missing.
+    relay_only = renderer_for(pod.engine).render_key_file([RELAY_KEY])
     broken = DesiredConfig(
-        config.config_hash, "other", config.files, (dns.name.from_text("a.test."),), ""
+        config.config_hash, "other", config.files, (dns.name.from_text("a.test."),), relay_only
     )
     outcome = ConfigDirectory(pod.layout).apply(broken, control)
     assert not outcome.applied and "transfer-key.example" in outcome.message
@@ -209,7 +216,7 @@ def test_an_engine_refusing_the_reload_rolls_the_disk_back(pod: Pod) -> None:
     outcome = directory.apply(desired(second), refusing)
     assert not outcome.applied
     assert outcome.message == f"{refusing.reload_command}: refused: failure"
-    assert served_text(layout) == first.files["zones.conf"]
+    assert served_text(layout, "zones.conf") == first.files["zones.conf"]
     applied = directory.applied()
     assert applied is not None and applied.config_hash == first.config_hash
 
@@ -224,4 +231,4 @@ def test_an_unreachable_engine_keeps_the_new_files_and_asks_for_a_retry(pod: Pod
     down = pod.control(ReloadResult(False, True, "connection refused"))
     outcome = directory.apply(desired(second), down)
     assert outcome.applied and outcome.reload_pending
-    assert served_text(layout) == second.files["zones.conf"]
+    assert served_text(layout, "zones.conf") == second.files["zones.conf"]

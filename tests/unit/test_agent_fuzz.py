@@ -14,15 +14,17 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secondary_dns.agent.assemble import DesiredConfig, Invalid, Pending, assemble
+from secondary_dns.agent.assemble import DesiredConfig, Invalid, Pending, assemble, join_parts
 from secondary_dns.agent.kube import secret_from_object, shard_from_configmap
 from secondary_dns.api import agent_contract
 from secondary_dns.render import config_hash
 
 ANNOTATIONS = (
     agent_contract.ANNOTATION_CONFIG_HASH,
-    agent_contract.ANNOTATION_CONFIG_SHARDS,
     agent_contract.ANNOTATION_KEYS_HASH,
+    agent_contract.ANNOTATION_SHARD,
+    agent_contract.ANNOTATION_SHARD_HASH,
+    agent_contract.ANNOTATION_SHARD_CONFIGMAPS,
 )
 FILES = {"named.conf": "options { };\n", "zones.conf": 'zone "a.test" { type secondary; };\n'}
 KEYS = "k" * 64
@@ -30,11 +32,34 @@ KEYS = "k" * 64
 # Text as the API server stores it (any Unicode), with the words that matter mixed in.
 words = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["0", "1", "2", "²", "٣", "-1", "", KEYS, config_hash(FILES)]),
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "2",
+            "0a",
+            "²",
+            "٣",
+            "-1",
+            "",
+            KEYS,
+            config_hash(FILES),
+            json.dumps({"0a": KEYS}),
+        ]
+    ),
     st.integers(0, 99).map(lambda n: f"{n:04d}"),
 )
 file_names = st.one_of(
-    st.sampled_from(["named.conf", "zones.conf", agent_contract.ZONES_FILE, "retransfer.json"]),
+    st.sampled_from(
+        [
+            "named.conf",
+            "zones.conf",
+            "zones-0a.conf",
+            agent_contract.ZONES_FILE,
+            agent_contract.SHARDS_FILE,
+            "retransfer.json",
+        ]
+    ),
     st.builds(
         lambda base, index: f"{base}{agent_contract.PART_SEPARATOR}{index}",
         st.sampled_from(["named.conf", "zones.conf"]),
@@ -84,8 +109,15 @@ def test_any_configmaps_and_secret_assemble_without_raising(
     result = assemble(shards, key_secret)
     assert isinstance(result, DesiredConfig | Pending | Invalid)
     if isinstance(result, DesiredConfig):
-        # Only a configuration whose files are what its hash says is ever applied.
-        assert config_hash(result.files) == result.config_hash
+        # Only a configuration whose root is what its hash says is ever applied.
+        roots = [
+            join_parts((shard.name, key, value) for key, value in shard.data.items())
+            for shard in shards
+            if shard.is_root and shard.config_hash == result.config_hash
+        ]
+        assert any(
+            isinstance(files, dict) and config_hash(files) == result.config_hash for files in roots
+        )
 
 
 @settings(max_examples=300)

@@ -10,8 +10,10 @@ import base64
 import json
 from typing import Any
 
+import dns.name
 import pytest
 
+from secondary_dns.render.shards import shard_of
 from tests.fake_cluster import FakeApiServer, run_statefulset
 from tests.handlers_harness import (
     API,
@@ -28,9 +30,27 @@ from tests.handlers_harness import (
 
 
 def served_zones(server: FakeApiServer, name: str = "edge") -> list[str]:
-    config = server.get("v1", "ConfigMap", NS, f"{name}-config")
-    assert config is not None
-    return list(json.loads(config["data"]["zones.json"]))
+    """The zones of every shard the root ConfigMap names."""
+    root = server.get("v1", "ConfigMap", NS, f"{name}-config")
+    assert root is not None
+    zones: list[str] = []
+    for shard in json.loads(root["data"]["shards.json"]):
+        config = server.get("v1", "ConfigMap", NS, f"{name}-zones-{shard}")
+        assert config is not None
+        zones += json.loads(config["data"]["zones.json"])
+    return sorted(zones)
+
+
+def configured_text(server: FakeApiServer, name: str = "edge") -> str:
+    """The engine's zone statements: every shard's file the root names."""
+    root = server.get("v1", "ConfigMap", NS, f"{name}-config")
+    assert root is not None
+    text = ""
+    for shard in json.loads(root["data"]["shards.json"]):
+        config = server.get("v1", "ConfigMap", NS, f"{name}-zones-{shard}")
+        assert config is not None
+        text += config["data"][f"zones-{shard}.conf"]
+    return text
 
 
 @pytest.fixture
@@ -62,6 +82,7 @@ def test_a_server_gets_its_children_owned_and_a_status(
     )
     assert owned == [
         ("ConfigMap", "edge-config"),
+        ("ConfigMap", f"edge-zones-{shard_of(dns.name.from_text('example.com.'))}"),
         ("NetworkPolicy", "edge"),
         ("PodDisruptionBudget", "edge"),
         ("Role", "edge-agent"),
@@ -145,7 +166,7 @@ def test_a_changed_zone_reaches_the_configuration_and_the_network_policy(
 
     after = api.get("v1", "ConfigMap", NS, "edge-config")
     assert after is not None
-    assert "2001:db8::53 port 5353" in after["data"]["zones.conf"]
+    assert "2001:db8::53 port 5353" in configured_text(api)
     hash_key = "secondarydns.io/config-hash"
     assert after["metadata"]["annotations"][hash_key] != before["metadata"]["annotations"][hash_key]
     policy = api.get("networking.k8s.io/v1", "NetworkPolicy", NS, "edge")

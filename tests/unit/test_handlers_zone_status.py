@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from secondary_dns.handlers.queue import ServerWork
 from tests.fake_cluster import FakeApiServer, run_statefulset
 from tests.handlers_harness import (
     API,
@@ -116,11 +117,12 @@ def test_the_monitor_writes_nothing_before_the_configuration_path_has_looked() -
     # The server is reconciled and published, the zone not yet refreshed (a race
     # between a kopf handler thread and the monitor's round).
     operator.controller.servers.on_change = lambda: None
-    state = operator.controller.servers.reconcile(
-        api.get(API, "SecondaryServer", NS, "edge") or {}, None
+    operator.sync_caches()
+    reconciled = operator.controller.servers.reconcile(
+        api.get(API, "SecondaryServer", NS, "edge") or {}, ServerWork(resync=True), None
     )
-    assert state is not None
-    operator.controller.states.publish(state)
+    assert reconciled is not None
+    operator.controller.states.publish(reconciled.state)
     before = (zone(api) or {}).get("status")
     operator.probe("example.com.", 5, [None, None, None], T0)
     assert (zone(api) or {}).get("status") == before

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from secondary_dns.api import ObjectRef, ZoneTimers, conditions
-from secondary_dns.api.agent_contract import parse_retransfer_file
+from secondary_dns.api.agent_contract import SHARDS_FILE, parse_retransfer_file, shard_file_name
 from secondary_dns.render import (
     RenderError,
     config_hash,
@@ -19,41 +19,47 @@ from secondary_dns.render import (
 )
 from secondary_dns.render.bind9 import NAMED_CONF, ZONES_CONF
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
+from secondary_dns.render.shards import shard_of
 from tests.unit.render_cases import (
     CASES,
-    GOLDEN,
     NS,
-    assert_golden,
+    assert_golden_config,
+    golden_config,
+    golden_key_file,
     install_tree,
     key,
     minimal_request,
     named_checkconf,
     primary,
     zone,
+    zones_text,
 )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_config_matches_golden(case: str) -> None:
     rendered = render_bind9(CASES[case]())
-    assert sorted(rendered.files) == [NAMED_CONF, ZONES_CONF]
-    assert_golden(rendered.files[NAMED_CONF], f"{case}.named.conf")
-    assert_golden(rendered.files[ZONES_CONF], f"{case}.zones.conf")
+    assert sorted(rendered.files) == [NAMED_CONF, SHARDS_FILE, ZONES_CONF]
+    # The zones include names each shard's file; every zone is in the shard of its name.
+    for shard in rendered.shards:
+        assert shard_file_name(shard) in rendered.files[ZONES_CONF]
+    for planned in rendered.plan.zones:
+        assert shard_of(planned.zone) in rendered.shards
     keys = [*rendered.tsig_keys, key(DEFAULT_RELAY_KEY_NAME.to_text(), b"r")]
-    assert_golden(render_key_file(keys), f"{case}.tsig-keys.conf")
+    assert_golden_config(rendered, render_key_file(keys), case)
 
 
 def _install_golden(case: str, root: Path, *, zones_twice: bool = False) -> Path:
     """The golden files of `case`, relocated under `root`, as named would read them."""
     paths = CASES[case]().paths
-    key_text = (GOLDEN / f"{case}.tsig-keys.conf").read_text()
-    zones_text = (GOLDEN / f"{case}.zones.conf").read_text()
-    files = {
-        paths.config_dir / NAMED_CONF: (GOLDEN / f"{case}.named.conf").read_text(),
-        paths.config_dir / ZONES_CONF: zones_text * 2 if zones_twice else zones_text,
-        paths.tsig_key_file: key_text,
-        paths.rndc_key_file: render_key_file([key(paths.rndc_key_name.to_text(), b"c")]),
-    }
+    files = {paths.config_dir / name: text for name, text in golden_config("bind9", case).items()}
+    if zones_twice:
+        # Every zone of a shard twice in its file: named must refuse the duplicates.
+        for path, text in files.items():
+            if path.name.startswith("zones-") and "zone " in text:
+                files[path] = text * 2
+    files[paths.tsig_key_file] = golden_key_file("bind9", case)
+    files[paths.rndc_key_file] = render_key_file([key(paths.rndc_key_name.to_text(), b"c")])
     install_tree(root, files, [paths.data_dir, paths.run_dir])
     return root / (paths.config_dir / NAMED_CONF).relative_to("/")
 
@@ -134,7 +140,7 @@ def test_primaries_in_the_refused_networks_are_left_out_naming_the_field() -> No
     assert inside.reason == conditions.PRIMARY_NOT_ALLOWED
     assert inside.message.startswith("spec.primaries[1].address 10.96.0.10 is inside 10.96.0.0/12")
     assert rendered.rejected[ObjectRef(NS, "inside-v6")].reason == conditions.PRIMARY_NOT_ALLOWED
-    assert "10.96.0.10" not in rendered.files[ZONES_CONF]
+    assert "10.96.0.10" not in zones_text(rendered)
     # Without the setting (the default), nothing is refused for its range.
     plain = render_bind9(dataclasses.replace(request, refused_primary_networks=()))
     assert len(plain.plan.zones) == 3

@@ -9,11 +9,12 @@ from typing import Any
 
 import dns.name
 
-from secondary_dns.agent.assemble import ConfigShard, DesiredConfig, KeySecret, assemble
+from secondary_dns.agent.assemble import DesiredConfig, KeySecret, assemble
+from secondary_dns.agent.kube import shard_from_configmap
 from secondary_dns.api import ObjectRef, agent_contract, parse_secondary_server
 from secondary_dns.api.agent_contract import PodLayout
 from secondary_dns.render import RenderedConfig, children, config_hash, render_bind9
-from secondary_dns.render.engine import PlannedPrimary, PlannedZone, ZonePlan
+from secondary_dns.render.engine import PlannedPrimary, PlannedZone, RenderedShard, ZonePlan
 from tests.unit.render_cases import minimal_request, primary, zone
 
 SERVER = children.ServerIdentity(ObjectRef("dns", "edge"), "uid-1", {"tier": "public"})
@@ -30,9 +31,10 @@ def _server(**spec: Any) -> Any:
     )
 
 
-def _rendered(files: dict[str, str], zones: int = 1) -> RenderedConfig:
-    planned = tuple(
-        PlannedZone(
+def _rendered(files: dict[str, str], zones: int = 1, zones_text: str = "") -> RenderedConfig:
+    """A configuration of `files` (the root's engine files) and one shard "00" of `zones`."""
+    planned = {
+        ObjectRef("dns", f"z{i}"): PlannedZone(
             ref=ObjectRef("dns", f"z{i}"),
             zone=dns.name.from_text(f"z{i}.example."),
             primaries=(PlannedPrimary(ipaddress.ip_address("192.0.2.1"), 53, None),),
@@ -44,12 +46,24 @@ def _rendered(files: dict[str, str], zones: int = 1) -> RenderedConfig:
             max_retry_seconds=None,
         )
         for i in range(zones)
-    )
+    }
+    shard_files = {
+        "zones-00.conf": zones_text,
+        agent_contract.ZONES_FILE: agent_contract.encode_zones_file(
+            zone.zone for zone in planned.values()
+        ),
+    }
+    shard = RenderedShard(shard_files, config_hash(shard_files))
+    root = {
+        **files,
+        agent_contract.SHARDS_FILE: agent_contract.encode_shards_file({"00": shard.config_hash}),
+    }
     return RenderedConfig(
         engine="bind9",
-        files=files,
-        config_hash=config_hash(files),
-        plan=ZonePlan(zones=planned, rejected={}, tsig_keys=()),
+        files=root,
+        config_hash=config_hash(root),
+        plan=ZonePlan(by_ref=planned, rejected={}, tsig_keys=()),
+        shards={"00": shard},
     )
 
 
@@ -67,41 +81,41 @@ def test_pod_paths_are_the_agents_layout() -> None:
     assert {str(layout.run_dir), str(layout.data_dir)} <= mounts
 
 
-def test_a_large_config_is_sharded_under_the_object_limit_and_reassembles() -> None:
+def test_a_large_shard_is_split_under_the_object_limit_and_reassembles() -> None:
     zone_text = "".join(f'zone "z{i}.example" {{ type secondary; }};\n' for i in range(60_000))
-    files = {"named.conf": "options { };\n", "zones.conf": zone_text}
-    rendered = _rendered(files)
+    files = {"named.conf": "options { };\n", "zones.conf": 'include "zones-00.conf";\n'}
+    rendered = _rendered(files, zones_text=zone_text)
     maps = children.build_config_maps(SERVER, rendered, keys_hash="kh", limit=256 * 1024)
-    assert len(maps) > 4
+    *shard_maps, root = maps
+    assert len(shard_maps) > 4
     for cm in maps:
         size = sum(len(key) + len(value.encode()) for key, value in cm["data"].items())
         assert size <= 256 * 1024
-        assert cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_SHARDS] == str(
-            len(maps)
-        )
-        assert (
-            cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_HASH]
-            == rendered.config_hash
-        )
         assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
-    assert maps[0]["metadata"]["name"] == "edge-config"
+    for cm in shard_maps:
+        annotations = cm["metadata"]["annotations"]
+        assert annotations[agent_contract.ANNOTATION_SHARD] == "00"
+        assert (
+            annotations[agent_contract.ANNOTATION_SHARD_HASH] == rendered.shards["00"].config_hash
+        )
+        assert annotations[agent_contract.ANNOTATION_SHARD_CONFIGMAPS] == str(len(shard_maps))
+    assert [cm["metadata"]["name"] for cm in shard_maps[:2]] == ["edge-zones-00", "edge-zones-00-1"]
+    # The root is written last and names the configuration's hash, which covers every shard.
+    assert root["metadata"]["name"] == "edge-config"
+    assert root["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_HASH] == (
+        rendered.config_hash
+    )
     assert any(".part-0001" in key for cm in maps for key in cm["data"])
 
-    # The agent's own assembly gives back exactly the rendered files.
-    shards = [
-        ConfigShard(
-            name=cm["metadata"]["name"],
-            config_hash=cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_HASH],
-            shards=int(cm["metadata"]["annotations"][agent_contract.ANNOTATION_CONFIG_SHARDS]),
-            keys_hash=cm["metadata"]["annotations"][agent_contract.ANNOTATION_KEYS_HASH],
-            data=cm["data"],
-        )
-        for cm in reversed(maps)
-    ]
-    result = assemble(shards, KeySecret("edge-keys", "kh", "key file"))
+    # The agent's own assembly (from the objects, in any order) gives back the engine files.
+    result = assemble(
+        [shard_from_configmap(cm) for cm in reversed(maps)],
+        KeySecret("edge-keys", "kh", "key file"),
+    )
     assert isinstance(result, DesiredConfig), result
-    assert dict(result.files) == files
+    assert dict(result.files) == {**files, "zones-00.conf": zone_text}
     assert [z.to_text() for z in result.zones] == ["z0.example."]
+    assert dict(result.shards) == {"00": rendered.shards["00"].config_hash}
 
 
 def test_statefulset_spreads_and_runs_unprivileged() -> None:
@@ -190,9 +204,9 @@ def test_min_domains_and_user_overrides() -> None:
 
 
 def test_zone_changes_do_not_roll_pods_but_global_changes_do() -> None:
-    base = _rendered({"named.conf": "options { a; };\n", "zones.conf": "zone a;\n"})
-    more_zones = _rendered({"named.conf": "options { a; };\n", "zones.conf": "zone a; zone b;\n"})
-    new_options = _rendered({"named.conf": "options { b; };\n", "zones.conf": "zone a;\n"})
+    base = _rendered({"named.conf": "options { a; };\n"}, 1, "zone a;\n")
+    more_zones = _rendered({"named.conf": "options { a; };\n"}, 2, "zone a; zone b;\n")
+    new_options = _rendered({"named.conf": "options { b; };\n"}, 1, "zone a;\n")
     assert children.engine_hash(base) == children.engine_hash(more_zones)
     assert children.engine_hash(base) != children.engine_hash(new_options)
 
@@ -218,7 +232,7 @@ def test_network_policy_egress_only_to_the_served_zones_primaries_and_api() -> N
     )
     rendered = render_bind9(request)
     assert ObjectRef("dns", "c") in rendered.rejected
-    policy = children.build_network_policy(SERVER, rendered.plan.zones)
+    policy = children.build_network_policy(SERVER, rendered.plan.primary_ports)
     egress = policy["spec"]["egress"]
     assert [rule.get("to") for rule in egress] == [
         [{"ipBlock": {"cidr": "192.0.2.1/32"}}],

@@ -18,6 +18,7 @@ from secondary_dns.api.agent_contract import RETRANSFER_FILE, parse_retransfer_f
 from secondary_dns.render import RenderError, RenderRequest, config_hash, render_bind9, render_knot
 from secondary_dns.render.children import engine_hash
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME, RenderedConfig
+from secondary_dns.render.shards import shard_of
 from tests.unit.render_cases import NS, full_request, key, minimal_request, name, primary, zone
 
 Render = Callable[[RenderRequest], RenderedConfig]
@@ -150,15 +151,17 @@ def test_a_retransfer_request_is_a_file_of_its_own_and_part_of_the_hash(render: 
             dataclasses.replace(minimal_request(), zones=[(ObjectRef(NS, "example"), spec)])
         )
 
+    shard = shard_of(name("example.com."))
     without = rendered(None)
-    assert RETRANSFER_FILE not in without.files
+    assert RETRANSFER_FILE not in without.shards[shard].files
     first, second = rendered("2024-01-01"), rendered("ticket-42")
-    assert parse_retransfer_file(first.files[RETRANSFER_FILE]) == {
+    # In the zone's shard, not the root: one request rewrites that shard alone.
+    assert parse_retransfer_file(first.shards[shard].files[RETRANSFER_FILE]) == {
         name("example.com."): "2024-01-01"
     }
-    # named's own files do not change; the configuration (its hash) does, so the
-    # agent applies it and sees the request.
+    # The engine's own files do not change; the configuration (its hash) does, so
+    # the agent applies it and sees the request.
     for other in (first, second):
-        assert {n: t for n, t in other.files.items() if n != RETRANSFER_FILE} == without.files
+        assert other.engine_files() == without.engine_files()
     assert len({without.config_hash, first.config_hash, second.config_hash}) == 3
     assert engine_hash(first) == engine_hash(without)

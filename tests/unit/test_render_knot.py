@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from secondary_dns.api import Limits, ObjectRef, SecondaryServerSpec, ZoneTimers
+from secondary_dns.api.agent_contract import SHARDS_FILE
 from secondary_dns.render import render_knot, renderer_for
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
 from secondary_dns.render.knot import (
@@ -20,16 +22,18 @@ from secondary_dns.render.knot import (
 )
 from tests.unit.render_cases import (
     CASES,
-    GOLDEN,
     NS,
-    assert_golden,
+    assert_golden_config,
     full_request,
+    golden_config,
+    golden_key_file,
     install_tree,
     key,
     knotc_conf_check,
     minimal_request,
     primary,
     zone,
+    zones_text,
 )
 
 
@@ -37,23 +41,23 @@ from tests.unit.render_cases import (
 def test_rendered_config_matches_golden(case: str) -> None:
     rendered = render_knot(CASES[case]())
     assert rendered.engine == "knot"
-    assert sorted(rendered.files) == [KNOT_CONF, ZONES_CONF]
-    assert_golden(rendered.files[KNOT_CONF], f"{case}.knot.conf")
-    assert_golden(rendered.files[ZONES_CONF], f"{case}.knot-zones.conf")
+    assert sorted(rendered.files) == [KNOT_CONF, SHARDS_FILE, ZONES_CONF]
     keys = [*rendered.tsig_keys, key(DEFAULT_RELAY_KEY_NAME.to_text(), b"r")]
-    assert_golden(render_key_file(keys), f"{case}.knot-tsig-keys.conf")
+    assert_golden_config(rendered, render_key_file(keys), case)
 
 
-def _install_golden(case: str, root: Path, zones_text: str | None = None) -> Path:
-    """The golden files of `case`, relocated under `root`, as knotd would read them."""
+def _install_golden(case: str, root: Path, edit: Callable[[str], str] | None = None) -> Path:
+    """The golden files of `case`, relocated under `root`, as knotd would read them.
+
+    `edit` changes the shard file that holds example.com.
+    """
     paths = CASES[case]().paths
-    files = {
-        paths.config_dir / KNOT_CONF: (GOLDEN / f"{case}.knot.conf").read_text(),
-        paths.config_dir / ZONES_CONF: zones_text
-        if zones_text is not None
-        else (GOLDEN / f"{case}.knot-zones.conf").read_text(),
-        paths.tsig_key_file: (GOLDEN / f"{case}.knot-tsig-keys.conf").read_text(),
-    }
+    files = {paths.config_dir / name: text for name, text in golden_config("knot", case).items()}
+    if edit is not None:
+        for path, text in files.items():
+            if path.name.startswith("zones-") and "  - domain: example.com\n" in text:
+                files[path] = edit(text)
+    files[paths.tsig_key_file] = golden_key_file("knot", case)
     install_tree(root, files, [paths.data_dir, paths.run_dir])
     return root / (paths.config_dir / KNOT_CONF).relative_to("/")
 
@@ -68,12 +72,16 @@ def test_knotc_conf_check_accepts_every_golden(case: str, tmp_path: Path) -> Non
 def test_knotc_conf_check_is_a_real_check(tmp_path: Path) -> None:
     # Knot refuses a key nobody defined (named-checkconf 9.18 does not), and one
     # zone twice.
-    zones = (GOLDEN / "full.knot-zones.conf").read_text()
-    unknown_key = zones.replace("key: downstream.example.net", "key: nobody.example", 1)
+    def unknown_key(text: str) -> str:
+        assert "key: downstream.example.net" in text
+        return text.replace("key: downstream.example.net", "key: nobody.example", 1)
+
+    def twice(text: str) -> str:
+        return text + text[text.index("  - domain: example.com") :]
+
     result = knotc_conf_check(_install_golden("full", tmp_path / "a", unknown_key))
     assert result.returncode != 0
     assert "invalid reference" in result.stderr
-    twice = zones + zones[zones.index("  - domain: example.com") :]
     result = knotc_conf_check(_install_golden("full", tmp_path / "b", twice))
     assert result.returncode != 0
     assert "duplicate identifier" in result.stderr
@@ -106,7 +114,7 @@ def test_a_refresh_below_knots_floor_is_rendered_at_the_floor_and_said() -> None
     )
     ref = ObjectRef(NS, "example")
     rendered = render_knot(dataclasses.replace(minimal_request(), zones=[(ref, spec)]))
-    zones_conf = rendered.files[ZONES_CONF]
+    zones_conf = zones_text(rendered)
     assert "refresh-min-interval: 2\n" in zones_conf
     assert "refresh-max-interval: 2\n" in zones_conf
     # A retry of 1 s is within Knot's range: as written.
@@ -130,7 +138,7 @@ def test_zone_max_size_is_the_most_the_records_can_take() -> None:
 
 
 def test_transfer_acl_rules_name_address_and_key_as_the_zone_does() -> None:
-    zones_conf = render_knot(full_request()).files[ZONES_CONF]
+    zones_conf = zones_text(render_knot(full_request()))
     lines = zones_conf.splitlines()
     start = lines.index("  - id: transfer-2-example.com") + 1
     assert lines[start : start + 3] == [
@@ -140,6 +148,6 @@ def test_transfer_acl_rules_name_address_and_key_as_the_zone_does() -> None:
     ]
     assert not lines[start + 3].startswith("    ")
     # No allowTransfer, no transfer rule: Knot denies what no rule allows.
-    minimal = render_knot(minimal_request()).files[ZONES_CONF]
+    minimal = zones_text(render_knot(minimal_request()))
     assert "action: transfer" not in minimal
     assert "automatic-acl: off" in render_knot(minimal_request()).files[KNOT_CONF]

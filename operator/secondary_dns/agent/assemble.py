@@ -1,10 +1,13 @@
 """Pure: from the ConfigMaps and the key Secret to one configuration, or why not yet.
 
-A configuration is applied only whole: every ConfigMap of one generation (same
-config hash, as many as its shard count says), its parts joined in order, its
-content equal to its hash, and the key Secret of the keys hash it names.
-Anything less is `Pending` (the operator is still writing) or `Invalid` (the
-operator wrote something the agent must not apply; reported on the Pod).
+A configuration is a root ConfigMap and shard ConfigMaps (api.agent_contract):
+the root names every shard by its hash (its manifest, SHARDS_FILE), and its
+own hash covers that manifest. It is applied only whole: the root's files
+equal to its hash, every shard it names present at that hash (its parts
+joined in order, its files equal to the hash), and the key Secret of the keys
+hash it names. Anything less is `Pending` (the operator is still writing:
+it writes the shards, then the root) or `Invalid` (the operator wrote
+something the agent must not apply; reported on the Pod).
 """
 
 from __future__ import annotations
@@ -22,15 +25,23 @@ from secondary_dns.render import config_hash
 
 @dataclass(frozen=True)
 class ConfigShard:
-    """One config ConfigMap, reduced to what assembly needs."""
+    """One config ConfigMap, reduced to what assembly needs (the root, or part of a shard)."""
 
     name: str
-    config_hash: str | None
-    shards: int | None
-    keys_hash: str | None
     data: Mapping[str, str]
-    # metadata.resourceVersion: only used to prefer the newer of two complete generations.
+    # The root's: the configuration's hash and the keys hash it needs.
+    config_hash: str | None = None
+    keys_hash: str | None = None
+    # A shard's: which shard, its hash, and how many ConfigMaps carry it.
+    shard: str | None = None
+    shard_hash: str | None = None
+    shard_configmaps: int | None = None
+    # metadata.resourceVersion: only used to prefer the newer of two roots.
     resource_version: str = ""
+
+    @property
+    def is_root(self) -> bool:
+        return bool(self.config_hash) and agent_contract.SHARDS_FILE in self.data
 
 
 @dataclass(frozen=True)
@@ -48,11 +59,14 @@ class DesiredConfig:
 
     config_hash: str
     keys_hash: str
+    # What goes in the engine's configuration directory (root and shard files).
     files: Mapping[str, str]
     zones: tuple[dns.name.Name, ...]
     key_file: str = field(repr=False)
-    # spec.retransferRequest per zone (retransfer.json, one of `files`).
+    # spec.retransferRequest per zone (the shards' RETRANSFER_FILE).
     retransfer: Mapping[dns.name.Name, str] = field(default_factory=dict)
+    # shard -> its hash: which shards a later configuration changed.
+    shards: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -85,52 +99,28 @@ _PART = re.compile(
 
 def _parse_resource_version(value: str) -> int | None:
     # resourceVersion is opaque by contract, but every API server in use (etcd
-    # revisions) makes it an integer; without one, no generation is preferred.
+    # revisions) makes it an integer; without one, no root is preferred.
     # isascii: str.isdigit() also holds for "²", which int() refuses.
     return int(value) if value.isascii() and value.isdigit() else None
 
 
-def select_generation(shards: Iterable[ConfigShard]) -> list[ConfigShard] | Pending:
-    """The ConfigMaps of the one complete generation, sorted by name."""
-    by_hash: dict[str, list[ConfigShard]] = {}
-    unlabelled: list[str] = []
-    for shard in shards:
-        if not shard.config_hash or shard.shards is None or shard.shards < 1:
-            unlabelled.append(shard.name)
-            continue
-        by_hash.setdefault(shard.config_hash, []).append(shard)
-    if not by_hash:
-        if unlabelled:
-            return Pending(
-                f"ConfigMaps {', '.join(sorted(unlabelled))} lack the "
-                f"{agent_contract.ANNOTATION_CONFIG_HASH}/"
-                f"{agent_contract.ANNOTATION_CONFIG_SHARDS} annotations"
-            )
-        return Pending("no configuration ConfigMap yet")
-    complete: list[list[ConfigShard]] = []
-    waiting: list[str] = []
-    for hash_, members in sorted(by_hash.items()):
-        declared = {member.shards for member in members}
-        expected = max(member.shards or 0 for member in members)
-        if len(declared) == 1 and len(members) == expected:
-            complete.append(sorted(members, key=lambda member: member.name))
-        else:
-            waiting.append(f"{hash_[:12]} has {len(members)} of {expected} ConfigMaps")
-    if not complete:
-        return Pending("waiting for a complete configuration: " + "; ".join(waiting))
-    if len(complete) == 1:
-        return complete[0]
-
-    # Two complete generations side by side (the operator writes the new one
-    # before deleting the old): the one written last is the newer one.
-    def newest(members: list[ConfigShard]) -> int:
-        versions = [_parse_resource_version(member.resource_version) for member in members]
-        return max((version for version in versions if version is not None), default=-1)
-
-    ranked = sorted(complete, key=newest, reverse=True)
-    if newest(ranked[0]) == newest(ranked[1]) or newest(ranked[0]) < 0:
-        hashes = ", ".join(members[0].config_hash or "" for members in complete)
-        return Pending(f"several complete configurations and none is newer: {hashes}")
+def select_root(configmaps: Iterable[ConfigShard]) -> ConfigShard | Pending:
+    """The root ConfigMap of the configuration (the newest, should there be two)."""
+    roots = [configmap for configmap in configmaps if configmap.is_root]
+    if not roots:
+        return Pending(
+            "no configuration ConfigMap yet (none has the "
+            f"{agent_contract.ANNOTATION_CONFIG_HASH} annotation and {agent_contract.SHARDS_FILE})"
+        )
+    if len(roots) == 1:
+        return roots[0]
+    ranked = sorted(
+        roots, key=lambda root: _parse_resource_version(root.resource_version) or -1, reverse=True
+    )
+    newest, second = (_parse_resource_version(root.resource_version) for root in ranked[:2])
+    if newest is None or newest == second:
+        names = ", ".join(sorted(root.name for root in roots))
+        return Pending(f"several configuration roots and none is newer: {names}")
     return ranked[0]
 
 
@@ -166,39 +156,87 @@ def join_parts(entries: Iterable[tuple[str, str, str]]) -> dict[str, str] | str:
     return files
 
 
-def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembly:
-    """The configuration to apply, from everything the agent currently sees."""
-    generation = select_generation(shards)
-    if isinstance(generation, Pending):
-        return generation
-    wanted_hash = generation[0].config_hash or ""
-    keys_hashes = {shard.keys_hash for shard in generation}
-    if len(keys_hashes) != 1 or None in keys_hashes or "" in keys_hashes:
-        return Invalid(
-            wanted_hash,
-            f"the ConfigMaps disagree on or lack {agent_contract.ANNOTATION_KEYS_HASH}",
-        )
-    keys_hash = keys_hashes.pop() or ""
-    joined = join_parts(
-        (shard.name, key, value)
-        for shard in generation
-        for key, value in sorted(shard.data.items())
+def _joined(members: Iterable[ConfigShard]) -> dict[str, str] | str:
+    return join_parts(
+        (member.name, key, value)
+        for member in sorted(members, key=lambda member: member.name)
+        for key, value in sorted(member.data.items())
     )
-    if isinstance(joined, str):
-        return Invalid(wanted_hash, joined)
-    zones_text = joined.pop(agent_contract.ZONES_FILE, None)
+
+
+@dataclass(frozen=True)
+class _Shard:
+    files: dict[str, str]
+    zones: tuple[dns.name.Name, ...]
+    retransfer: dict[dns.name.Name, str]
+
+
+def _read_shard(shard: str, wanted: str, members: list[ConfigShard]) -> _Shard | Pending | str:
+    """One shard at the hash the root names: its files, or Pending, or why it is invalid."""
+    if not members:
+        return Pending(f"waiting for shard {shard} ({wanted[:12]})")
+    declared = {member.shard_configmaps for member in members}
+    if len(declared) != 1 or None in declared or len(members) != declared.pop():
+        return Pending(f"waiting for every ConfigMap of shard {shard} ({wanted[:12]})")
+    files = _joined(members)
+    if isinstance(files, str):
+        return f"shard {shard}: {files}"
+    if config_hash(files) != wanted:
+        # Guards the join: a lost last part or a stale ConfigMap with the new
+        # annotations must not reach the engine.
+        return f"shard {shard}: the files do not match the shard hash {wanted[:12]}"
+    zones_text = files.pop(agent_contract.ZONES_FILE, None)
     if zones_text is None:
-        return Invalid(wanted_hash, f"no {agent_contract.ZONES_FILE} in the configuration")
+        return f"shard {shard}: no {agent_contract.ZONES_FILE}"
     zones = agent_contract.parse_zones_file(zones_text)
     if isinstance(zones, str):
-        return Invalid(wanted_hash, zones)
-    if config_hash(joined) != wanted_hash:
-        # Guards the join: a lost last part or a stale ConfigMap with the new
-        # annotations must not reach named.
-        return Invalid(wanted_hash, "the files do not match the config hash annotation")
-    retransfer = agent_contract.parse_retransfer_file(joined.get(agent_contract.RETRANSFER_FILE))
+        return f"shard {shard}: {zones}"
+    retransfer = agent_contract.parse_retransfer_file(
+        files.pop(agent_contract.RETRANSFER_FILE, None)
+    )
     if isinstance(retransfer, str):
-        return Invalid(wanted_hash, retransfer)
+        return f"shard {shard}: {retransfer}"
+    return _Shard(files, zones, retransfer)
+
+
+def assemble(configmaps: Iterable[ConfigShard], secret: KeySecret | None) -> Assembly:
+    """The configuration to apply, from everything the agent currently sees."""
+    configmaps = list(configmaps)
+    root = select_root(configmaps)
+    if isinstance(root, Pending):
+        return root
+    wanted_hash = root.config_hash or ""
+    keys_hash = root.keys_hash or ""
+    if not keys_hash:
+        missing = agent_contract.ANNOTATION_KEYS_HASH
+        return Invalid(wanted_hash, f"the root ConfigMap {root.name} lacks {missing}")
+    root_files = _joined([root])
+    if isinstance(root_files, str):
+        return Invalid(wanted_hash, root_files)
+    if config_hash(root_files) != wanted_hash:
+        return Invalid(wanted_hash, "the files do not match the config hash annotation")
+    manifest = agent_contract.parse_shards_file(root_files.pop(agent_contract.SHARDS_FILE))
+    if isinstance(manifest, str):
+        return Invalid(wanted_hash, manifest)
+    by_shard: dict[tuple[str, str], list[ConfigShard]] = {}
+    for configmap in configmaps:
+        if configmap.shard and configmap.shard_hash:
+            by_shard.setdefault((configmap.shard, configmap.shard_hash), []).append(configmap)
+    files = dict(root_files)
+    zones: set[dns.name.Name] = set()
+    retransfer: dict[dns.name.Name, str] = {}
+    for shard, shard_hash in sorted(manifest.items()):
+        read = _read_shard(shard, shard_hash, by_shard.get((shard, shard_hash), []))
+        if isinstance(read, Pending):
+            return read
+        if isinstance(read, str):
+            return Invalid(wanted_hash, read)
+        clash = sorted(set(files) & set(read.files))
+        if clash:
+            return Invalid(wanted_hash, f"shard {shard}: file {clash[0]} is written twice")
+        files.update(read.files)
+        zones.update(read.zones)
+        retransfer.update(read.retransfer)
     if secret is None:
         return Pending(f"waiting for the key Secret (keys hash {keys_hash[:12]})")
     if secret.keys_hash != keys_hash:
@@ -211,10 +249,11 @@ def assemble(shards: Iterable[ConfigShard], secret: KeySecret | None) -> Assembl
     return DesiredConfig(
         config_hash=wanted_hash,
         keys_hash=keys_hash,
-        files=dict(sorted(joined.items())),
-        zones=zones,
+        files=dict(sorted(files.items())),
+        zones=tuple(sorted(zones)),
         key_file=secret.key_file,
         retransfer=retransfer,
+        shards=dict(manifest),
     )
 
 

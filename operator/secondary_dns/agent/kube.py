@@ -62,15 +62,17 @@ def _name(obj: Mapping[str, Any]) -> str:
 
 def shard_from_configmap(obj: Mapping[str, Any]) -> ConfigShard:
     annotations = _annotations(obj)
-    shards_text = annotations.get(agent_contract.ANNOTATION_CONFIG_SHARDS, "")
+    count = annotations.get(agent_contract.ANNOTATION_SHARD_CONFIGMAPS, "")
     data = obj.get("data") or {}
     return ConfigShard(
         name=_name(obj),
-        config_hash=annotations.get(agent_contract.ANNOTATION_CONFIG_HASH) or None,
-        # isascii: str.isdigit() also holds for "²", which int() refuses.
-        shards=int(shards_text) if shards_text.isascii() and shards_text.isdigit() else None,
-        keys_hash=annotations.get(agent_contract.ANNOTATION_KEYS_HASH) or None,
         data={str(key): str(value) for key, value in data.items()},
+        config_hash=annotations.get(agent_contract.ANNOTATION_CONFIG_HASH) or None,
+        keys_hash=annotations.get(agent_contract.ANNOTATION_KEYS_HASH) or None,
+        shard=annotations.get(agent_contract.ANNOTATION_SHARD) or None,
+        shard_hash=annotations.get(agent_contract.ANNOTATION_SHARD_HASH) or None,
+        # isascii: str.isdigit() also holds for "²", which int() refuses.
+        shard_configmaps=int(count) if count.isascii() and count.isdigit() else None,
         resource_version=str((obj.get("metadata") or {}).get("resourceVersion", "")),
     )
 

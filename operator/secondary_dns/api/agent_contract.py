@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -39,12 +40,21 @@ ROLE_KEYS = "keys"
 
 # ---- annotations -----------------------------------------------------------------
 
-# On every config ConfigMap: the configuration's hash (RenderedConfig.config_hash),
-# how many ConfigMaps make it up, and the keys hash of the Secret it needs.
+# The configuration is a root ConfigMap (`<server>-config`) and shard ConfigMaps
+# (`<server>-zones-<shard>`): the zones by a stable hash of their names, so a
+# one-zone change rewrites one shard and the root (docs/agent.md, "ConfigMaps").
+# On the root: the configuration's hash (RenderedConfig.config_hash: the hash of
+# the root's files, whose manifest SHARDS_FILE names every shard's hash) and the
+# keys hash of the Secret it needs.
 ANNOTATION_CONFIG_HASH = "secondarydns.io/config-hash"
-ANNOTATION_CONFIG_SHARDS = "secondarydns.io/config-shards"
-# On the config ConfigMaps and on the key Secret.
+# On the root and on the key Secret.
 ANNOTATION_KEYS_HASH = "secondarydns.io/keys-hash"
+# On a shard ConfigMap: its shard, the shard's hash (config_hash of its files),
+# and how many ConfigMaps carry that shard (more than one only for a shard above
+# a ConfigMap's size limit, its files then cut in parts).
+ANNOTATION_SHARD = "secondarydns.io/shard"
+ANNOTATION_SHARD_HASH = "secondarydns.io/shard-hash"
+ANNOTATION_SHARD_CONFIGMAPS = "secondarydns.io/shard-configmaps"
 # On the pod template: a change rolls the pods (the engine's global configuration).
 ANNOTATION_ENGINE_HASH = "secondarydns.io/engine-config-hash"
 # Reported by the agent on its own Pod (merge patch, only when a value changed).
@@ -67,12 +77,17 @@ KEYS_DATA_KEY = "tsig-keys.conf"
 # A file too big for one ConfigMap is stored as `<file>.part-0000`, `.part-0001`, ...
 PART_SEPARATOR = ".part-"
 PART_DIGITS = 4
-# JSON list of the absolute zone names the config serves; not a named file.
+# In the root: JSON {shard: hash} of every shard of the configuration.
+SHARDS_FILE = "shards.json"
+# In each shard: JSON list of the absolute zone names the shard serves (the
+# agent's readiness); not an engine file.
 ZONES_FILE = "zones.json"
-# A file of the configuration (so part of its hash): {zone: spec.retransferRequest}
-# of the served zones that have one. The agent asks for a full transfer when a
-# replica applies a configuration with a new request.
+# In a shard (so part of the configuration's hash): {zone: spec.retransferRequest}
+# of its zones that have one. The agent asks for a full transfer when a replica
+# applies a configuration with a new request.
 RETRANSFER_FILE = "retransfer.json"
+# A shard's files that are the agent's, not the engine's.
+SHARD_METADATA_FILES = frozenset({ZONES_FILE, RETRANSFER_FILE})
 
 # ---- engines ----------------------------------------------------------------------
 
@@ -95,6 +110,48 @@ def keys_secret_name(server: str) -> str:
 def config_selector(server: str) -> str:
     """The label selector of the config ConfigMaps of one SecondaryServer."""
     return f"{LABEL_SERVER}={server},{LABEL_ROLE}={ROLE_CONFIG}"
+
+
+def root_config_map_name(server: str) -> str:
+    return f"{server}-config"
+
+
+def shard_config_map_name(server: str, shard: str, part: int = 0) -> str:
+    """`<server>-zones-<shard>`, and `-<part>` for the further ConfigMaps of a big shard."""
+    name = f"{server}-zones-{shard}"
+    return f"{name}-{part}" if part else name
+
+
+def shard_file_name(shard: str) -> str:
+    """The engine's include file of a shard (in the configuration directory)."""
+    return f"zones-{shard}.conf"
+
+
+# ---- shards.json --------------------------------------------------------------------
+
+
+def encode_shards_file(shards: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(shards.items())), indent=0) + "\n"
+
+
+_SHARD = re.compile(r"^[0-9a-f]{1,8}$")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_shards_file(text: str) -> dict[str, str] | str:
+    """{shard: hash} of a root configuration; an error text when it is malformed."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        return f"{SHARDS_FILE} is not JSON: {error}"
+    if not isinstance(value, dict):
+        return f"{SHARDS_FILE} must be a JSON object of shard: hash"
+    for shard, hash_ in value.items():
+        if not isinstance(shard, str) or not _SHARD.match(shard):
+            return f"{SHARDS_FILE}: {shard!r} is not a shard name (lowercase hex)"
+        if not isinstance(hash_, str) or not _HASH.match(hash_):
+            return f"{SHARDS_FILE}: the hash of shard {shard} is not a SHA-256 in hex"
+    return dict(value)
 
 
 # ---- the pod ---------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The operator's parts wired together, and which objects an event puts to work.
 
-kopf's handlers (handlers/operator.py) call one `Controller`, kept in kopf's
-memo; it decides what an event affects and hands the work to the part that
-owns it, one file per concern:
+The watch caches (k8s/informer.py) call the `on_*` methods here with every
+change they see; each marks the work it implies in the queue
+(handlers/queue.py) and returns. Worker threads take the work, one key at a
+time, and hand it to the part that owns it, one file per concern:
 
 - servers.py: reconcile a SecondaryServer (read, render, apply, observe);
 - server_status.py: its status and Events from its pods;
@@ -11,9 +12,10 @@ owns it, one file per concern:
 - state.py: what each server's last reconcile published, for everyone else;
 - targets.py: what the serial monitor probes and the relay routes.
 
-Handlers run in kopf's thread pool: one lock per server keeps two events of
-one server from interleaving; everything shared across servers is a published
-snapshot or guarded by its owner.
+A burst of Zone events becomes one reconcile of their server (the queue merges
+marks of one key); a key is never worked on by two workers at once, so one
+server's reconciles never interleave. Everything shared across servers is a
+published snapshot or guarded by its owner.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from secondary_dns import metrics
 from secondary_dns.api import IPNetwork, ObjectRef, SpecError
+from secondary_dns.api.agent_contract import LABEL_SERVER
 from secondary_dns.handlers.events import EventPoster
+from secondary_dns.handlers.queue import ServerWork, WorkQueue, ZoneWork
 from secondary_dns.handlers.server_status import ServerStatusWriter
 from secondary_dns.handlers.servers import ServerReconciler
 from secondary_dns.handlers.state import ServerState, ServerStates
@@ -34,43 +39,43 @@ from secondary_dns.handlers.targets import MonitoredZone, monitored_zones
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
 from secondary_dns.handlers.zones import ZoneObserver
 from secondary_dns.k8s.api import Cluster
+from secondary_dns.k8s.informer import DELETED
 from secondary_dns.status.times import timestamp_text
 
 log = logging.getLogger(__name__)
+
+# A failed piece of work is tried again after this long, doubling up to the maximum.
+RETRY_INITIAL_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
 
 
 def utc_now() -> str:
     return timestamp_text(time.time())
 
 
-class SpecChanges:
-    """Which watch events carry something a reconcile reads: spec, labels or deletion.
+@dataclass(frozen=True)
+class ZoneKey:
+    """The queue key of a Zone no server serves (only its status is written)."""
 
-    Most events only carry a status change, most of them our own writes; without
-    this filter every status write would come back as a full reconcile.
-    """
+    ref: ObjectRef
 
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._seen: dict[tuple[str, ObjectRef], tuple[Any, ...]] = {}
 
-    def worth_reconciling(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
-        meta = obj.get("metadata") or {}
-        key = (str(obj.get("kind", "")), ObjectRef(meta.get("namespace", ""), meta.get("name", "")))
-        seen = (
-            meta.get("uid"),
-            meta.get("generation"),
-            tuple(sorted((meta.get("labels") or {}).items())),
-            bool(meta.get("deletionTimestamp")),
-        )
-        with self._guard:
-            if event_type == "DELETED":
-                self._seen.pop(key, None)
-                return True
-            if self._seen.get(key) == seen:
-                return False
-            self._seen[key] = seen
-            return True
+def _declared(obj: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
+    """What of an object a reconcile reads: spec (by generation), labels, deletion."""
+    if obj is None:
+        return None
+    meta = obj.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        tuple(sorted((meta.get("labels") or {}).items())),
+        bool(meta.get("deletionTimestamp")),
+    )
+
+
+def declared_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Most events only carry a status change (most of them our own writes): not work."""
+    return _declared(old) != _declared(new)
 
 
 class Controller:
@@ -83,6 +88,7 @@ class Controller:
         notify_address: str | None = None,
         refused_primary_networks: tuple[IPNetwork, ...] = (),
         default_image: str | None = None,
+        queue: WorkQueue | None = None,
     ) -> None:
         self.cluster = cluster
         self.states = ServerStates()
@@ -97,100 +103,68 @@ class Controller:
             refused_primary_networks,
             default_image,
         )
-        self.spec_changes = SpecChanges()
+        self.queue = queue if queue is not None else WorkQueue()
         # Called when what is served changed (the serial monitor probes fast then).
         self.on_change: Callable[[], None] = lambda: None
-        self._locks: dict[ObjectRef, threading.RLock] = {}
+        # Failed keys: how long the next retry waits.
+        self._retry: dict[Hashable, float] = {}
         self._guard = threading.Lock()
 
     def _changed(self) -> None:
         self.on_change()
 
-    def _lock(self, ref: ObjectRef) -> threading.RLock:
-        with self._guard:
-            return self._locks.setdefault(ref, threading.RLock())
+    # ---- events: mark work, return ----------------------------------------------
 
-    def worth_reconciling(self, event_type: str | None, obj: Mapping[str, Any]) -> bool:
-        return self.spec_changes.worth_reconciling(event_type, obj)
-
-    # ---- SecondaryServer -------------------------------------------------------
-
-    def reconcile_server(self, namespace: str, name: str) -> None:
-        """Everything a server should be, from what is declared now (idempotent)."""
-        ref = ObjectRef(namespace, name)
-        affected: set[ObjectRef] = set()
-        with self._lock(ref):
-            previous = self.states.get(ref)
-            obj = self.cluster.get_server(namespace, name)
-            if obj is None or obj["metadata"].get("deletionTimestamp"):
-                # Going away: its children follow by garbage collection; recreating
-                # any of them now would only race the namespace's termination.
-                removed = self.states.remove(ref)
-                self.server_status.forget(ref)
-                affected = set(removed.zones) if removed is not None else set()
-            else:
-                state = self._reconcile(obj, previous)
-                if state is not None:
-                    self.states.publish(state)
-                    affected = set(state.zones) | (previous.zones if previous else set())
-        for zone in sorted(affected):
-            self.zones.refresh(zone.namespace, zone.name)
-
-    def _reconcile(
-        self, obj: Mapping[str, Any], previous: ServerState | None
-    ) -> ServerState | None:
-        started = time.monotonic()
-        result = "ok"
-        try:
-            return self.servers.reconcile(obj, previous)
-        except SpecError:
-            result = "invalid_spec"
-            return None
-        except Exception:
-            result = "error"
-            raise
-        finally:
-            metrics.RECONCILES.labels(result=result).inc()
-            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-
-    def refresh_server_status(self, namespace: str, name: str) -> None:
-        """Pods or the StatefulSet changed: observe and write status (no render, no apply)."""
-        ref = ObjectRef(namespace, name)
-        with self._lock(ref):
-            state = self.states.get(ref)
-            obj = self.cluster.get_server(namespace, name)
-            if obj is None:
-                return
-            if state is not None:
-                observed = self.servers.observe(obj, state)
-                if observed is None or (observed.pods, observed.replicas) == (
-                    state.pods,
-                    state.replicas,
-                ):
-                    return
-                self.states.publish(observed)
-        if state is None:
-            # Nothing reconciled in this process yet (a restart): the full reconcile.
-            self.reconcile_server(namespace, name)
+    def on_server(
+        self, event: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+    ) -> None:
+        if event != DELETED and not declared_change(old, new):
             return
-        # A replica came, went or changed address: serials and Zone status follow.
-        self.on_change()
-        for zone in sorted(state.zones):
-            self.zones.refresh(zone.namespace, zone.name)
+        obj = new or old
+        assert obj is not None
+        self.queue.add(ObjectRef.of(obj), ServerWork(spec=True))
 
-    # ---- Zone and Secret -------------------------------------------------------
+    def on_zone(
+        self, event: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+    ) -> None:
+        if event != DELETED and not declared_change(old, new):
+            return
+        obj = new or old
+        assert obj is not None
+        ref = ObjectRef.of(obj)
+        servers = self.zones.servers_of(ref, [zone for zone in (old, new) if zone is not None])
+        for server in servers:
+            self.queue.add(server, ServerWork(zones=frozenset({ref})))
+        if not servers:
+            self.queue.add(ZoneKey(ref), ZoneWork())
 
-    def zone_changed(self, namespace: str, name: str) -> None:
-        """A Zone was added, changed or deleted: reconcile every server it is or was on."""
-        for server in sorted(self.zones.servers_of(namespace, name)):
-            self.reconcile_server(server.namespace, server.name)
-        self.zones.refresh(namespace, name)
+    def on_child(
+        self, event: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+    ) -> None:
+        """A Pod or a child of a server changed (by its LABEL_SERVER label)."""
+        obj = new or old
+        assert obj is not None
+        meta = obj.get("metadata") or {}
+        server = (meta.get("labels") or {}).get(LABEL_SERVER)
+        if not server:
+            return
+        ref = ObjectRef(str(meta.get("namespace") or ""), server)
+        kind = obj.get("kind")
+        if kind == "Pod":
+            self.queue.add(ref, ServerWork(pods=True))
+        elif kind == "StatefulSet":
+            # Its status follows the pods; its spec (generation) or its deletion is drift.
+            drift = event == DELETED or _generation(old) != _generation(new)
+            self.queue.add(ref, ServerWork(pods=True, children=drift))
+        else:
+            # Our own writes are kept by the cache without an event: this is someone else's.
+            self.queue.add(ref, ServerWork(children=True))
 
     def secret_changed(self, namespace: str, name: str) -> None:
         """A TSIG key appeared, changed or went away: the servers using it render again."""
         for ref, state in sorted(self.states.all().items()):
             if ref.namespace == namespace and name in state.secrets:
-                self.reconcile_server(ref.namespace, ref.name)
+                self.queue.add(ref, ServerWork(secrets=True))
 
     def uses_secret(self, namespace: str, name: str) -> bool:
         return any(
@@ -198,8 +172,138 @@ class Controller:
             for ref, state in self.states.all().items()
         )
 
+    def resync(self) -> None:
+        """Every server, as if everything about it changed: drift is put right here."""
+        self.cluster.cache.expire()
+        known = {ObjectRef.of(obj) for obj in self.cluster.cached_servers()}
+        for ref in sorted(known | set(self.states.all())):
+            self.queue.add(ref, ServerWork(resync=True))
+
+    # ---- workers -------------------------------------------------------------------
+
+    def run_worker(self, stop: threading.Event) -> None:
+        """Take and do work until `stop` is set; a worker thread's body."""
+        while not stop.is_set():
+            self.work_once(stop)
+
+    def work_once(self, stop: threading.Event, timeout: float = 1.0, wait: bool = True) -> bool:
+        """Do the next piece of work; False when there was none within `timeout`."""
+        taken = self.queue.take(stop, timeout, ignore_window=not wait)
+        if taken is None:
+            return False
+        key, work = taken
+        try:
+            self._work(key, work)
+        except Exception:
+            log.exception("work on %s failed; it is tried again", key)
+            self._retry_later(key, work)
+        else:
+            with self._guard:
+                self._retry.pop(key, None)
+        finally:
+            self.queue.done(key)
+        return True
+
+    def drain(self) -> None:
+        """Do every piece of work queued, without waiting for windows (tests, shutdown)."""
+        stop = threading.Event()
+        while self.work_once(stop, timeout=0.0, wait=False):
+            pass
+
+    def _retry_later(self, key: Hashable, work: ServerWork | ZoneWork) -> None:
+        with self._guard:
+            delay = self._retry.get(key, RETRY_INITIAL_SECONDS)
+            self._retry[key] = min(delay * 2, RETRY_MAX_SECONDS)
+        # A resync in place of the failed work: whatever it had to look at is looked at.
+        retry = ServerWork(resync=True) if isinstance(work, ServerWork) else work
+        timer = threading.Timer(delay, self.queue.add, args=(key, retry))
+        timer.daemon = True
+        timer.start()
+
+    def _work(self, key: Hashable, work: ServerWork | ZoneWork) -> None:
+        if isinstance(key, ZoneKey):
+            self.zones.refresh(key.ref.namespace, key.ref.name)
+        elif isinstance(key, ObjectRef) and isinstance(work, ServerWork):
+            self.work_server(key, work)
+
+    # ---- SecondaryServer -------------------------------------------------------
+
+    def work_server(self, ref: ObjectRef, work: ServerWork) -> None:
+        """Everything `work` says may have changed about one server (idempotent)."""
+        previous = self.states.get(ref)
+        obj = self.cluster.get_server(ref.namespace, ref.name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            # Going away: its children follow by garbage collection; recreating
+            # any of them now would only race the namespace's termination.
+            removed = self.states.remove(ref)
+            self.server_status.forget(ref)
+            self.servers.forget(ref)
+            for zone in sorted(removed.zones if removed is not None else ()):
+                self.zones.refresh(zone.namespace, zone.name)
+            return
+        full = previous is None or work.spec or work.zones or work.children
+        full = full or work.secrets or work.resync
+        if not full:
+            self._observe_pods(obj, previous)
+            return
+        started = time.monotonic()
+        result = "ok"
+        try:
+            reconciled = self.servers.reconcile(obj, work, previous)
+        except SpecError:
+            result = "invalid_spec"
+            reconciled = None
+        except Exception:
+            result = "error"
+            raise
+        finally:
+            metrics.RECONCILES.labels(result=result).inc()
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        if reconciled is None:
+            return
+        state = reconciled.state
+        self.states.publish(state)
+        everything = previous is None or reconciled.rebuilt or work.resync or work.spec
+        if everything or _pod_errors(previous) != _pod_errors(state):
+            affected = set(state.zones) | (previous.zones if previous else set())
+        else:
+            # The Zones whose outcome changed, and those whose status follows the
+            # rollout; every other Zone's status reads nothing that changed.
+            affected = set(reconciled.zones) | self.zone_status.followers(state.zones)
+        for zone in sorted(affected):
+            self.zones.refresh(zone.namespace, zone.name)
+
+    def _observe_pods(self, obj: Mapping[str, Any], state: ServerState | None) -> None:
+        """Pods or the StatefulSet changed: observe and write status (no render, no apply)."""
+        assert state is not None
+        observed = self.servers.observe(obj, state)
+        if observed is None or (observed.pods, observed.replicas) == (state.pods, state.replicas):
+            return
+        self.states.publish(observed)
+        # A replica came, went or changed address: serials and Zone status follow.
+        self.on_change()
+        if _pod_errors(state) != _pod_errors(observed) or _addresses(state) != _addresses(observed):
+            affected = set(state.zones)
+        else:
+            affected = self.zone_status.followers(state.zones)
+        for zone in sorted(affected):
+            self.zones.refresh(zone.namespace, zone.name)
+
     # ---- serial monitoring -----------------------------------------------------
 
     def monitored_zones(self) -> list[MonitoredZone]:
         """What the serial monitor and the NOTIFY relay work from, as last published."""
         return monitored_zones(self.states.all())
+
+
+def _generation(obj: Mapping[str, Any] | None) -> Any:
+    return ((obj or {}).get("metadata") or {}).get("generation")
+
+
+def _pod_errors(state: ServerState | None) -> tuple[tuple[str, str | None], ...]:
+    """What the engines rejected: every Zone's status shows it."""
+    return tuple((pod.name, pod.config_error) for pod in (state.pods if state else ()))
+
+
+def _addresses(state: ServerState) -> tuple[tuple[str, Any], ...]:
+    return tuple((pod.name, pod.address) for pod in state.pods)

@@ -1,12 +1,14 @@
-"""kopf registrations: events in, `Controller` calls out; no logic of its own.
+"""kopf registrations: startup and cleanup, and the one watch kopf keeps; no logic of its own.
 
-The controller, the serial monitor and the NOTIFY relay are made at startup and
-kept in kopf's memo (the operator-wide one, of which every object's memo is a
-copy), never in module globals. Only `on.event` handlers and a timer are used:
-they keep no per-object state in annotations, so a resync (or an operator
-restart) that finds nothing to do writes nothing. kopf's progress storage and
-finalizer are still configured with the project's own prefix, for any handler
-that may need them later.
+The controller, its watch caches and workers, the serial monitor and the NOTIFY
+relay are made at startup and kept in kopf's memo (the operator-wide one),
+never in module globals. SecondaryServers, Zones, Pods and the servers'
+children are watched by the operator's own informers (handlers/watches.py),
+whose events mark work in the controller's queue; worker threads do it. kopf
+watches only Secrets (filtered to the ones a Zone uses), and a resync thread
+marks every server at SDNS_RESYNC_SECONDS so drift is put right. Nothing is kept
+in annotations, so a resync (or an operator restart) that finds nothing to do
+writes nothing.
 """
 
 from __future__ import annotations
@@ -14,22 +16,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+import threading
 from typing import Any
 
 import kopf
 
-from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLURAL
 from secondary_dns.api.agent_contract import LABEL_SERVER
 from secondary_dns.api.fields import REFUSED_PRIMARY_NETWORKS_ENV, parse_cidr_list
 from secondary_dns.dns.relay import NotifyRelay, RelayThread
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.handlers.events import post_kopf_event
 from secondary_dns.handlers.monitor import SerialMonitor
+from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster, KubernetesTransport, new_api_client
 
 PREFIX = "secondarydns.io"
 log = logging.getLogger(__name__)
+# Worker threads doing the queued work (servers and Zones in parallel, one key at a time).
+WORKERS = int(os.environ.get("SDNS_WORKERS", "4"))
+RESYNC_SECONDS = float(os.environ.get("SDNS_RESYNC_SECONDS", "60"))
 
 
 def controller(memo: kopf.Memo) -> Controller:
@@ -51,8 +56,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
-    cluster = Cluster(KubernetesTransport(new_api_client(os.environ.get("KUBECONFIG") or None)))
-    memo["controller"] = Controller(
+    transport = KubernetesTransport(new_api_client(os.environ.get("KUBECONFIG") or None))
+    cluster = Cluster(transport)
+    operator = Controller(
         cluster,
         post_kopf_event,
         notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None,
@@ -62,6 +68,32 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         ),
         default_image=os.environ.get("SDNS_IMAGE") or None,
     )
+    memo["controller"] = operator
+    namespaces = [n for n in os.environ.get("SDNS_WATCH_NAMESPACES", "").split(",") if n]
+    add_watches(transport, operator, namespaces)
+
+
+@kopf.on.startup()
+async def start_watches(memo: kopf.Memo, **_: Any) -> None:
+    """Informers, then (once every cache is filled) the workers and the resync."""
+    operator = controller(memo)
+    stop = threading.Event()
+    memo["stop"] = stop
+    operator.cluster.cache.start(stop)
+    while not await asyncio.to_thread(operator.cluster.cache.wait_synced, 1.0):
+        log.info("waiting for the watch caches to list everything")
+    for index in range(WORKERS):
+        threading.Thread(
+            target=operator.run_worker, args=(stop,), name=f"worker-{index}", daemon=True
+        ).start()
+
+    def resync() -> None:
+        # The first resync at once: whatever changed while no operator ran.
+        while not stop.is_set():
+            operator.resync()
+            stop.wait(RESYNC_SECONDS)
+
+    threading.Thread(target=resync, name="resync", daemon=True).start()
 
 
 def _listen_address(value: str) -> tuple[str, int]:
@@ -106,47 +138,12 @@ async def stop_dns(memo: kopf.Memo, **_: Any) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    stop = memo.get("stop")
+    if isinstance(stop, threading.Event):
+        stop.set()
     relay = memo.get("relay")
     if isinstance(relay, RelayThread):
         await asyncio.to_thread(relay.stop)
-
-
-@kopf.on.event(GROUP, VERSION, SECONDARY_SERVER_PLURAL)
-def server_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str | None,
-    name: str,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    if controller(memo).worth_reconciling(type, body):
-        controller(memo).reconcile_server(str(namespace), name)
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    SECONDARY_SERVER_PLURAL,
-    interval=float(os.environ.get("SDNS_RESYNC_SECONDS", "60")),
-    sharp=False,
-)
-def server_resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    # Level-triggered: whatever drifted since the last event is put right here.
-    controller(memo).reconcile_server(str(namespace), name)
-
-
-@kopf.on.event(GROUP, VERSION, ZONE_PLURAL)
-def zone_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str | None,
-    name: str,
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    if controller(memo).worth_reconciling(type, body):
-        controller(memo).zone_changed(str(namespace), name)
 
 
 def _referenced_secret(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> bool:
@@ -157,15 +154,3 @@ def _referenced_secret(namespace: str | None, name: str | None, memo: kopf.Memo,
 def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     # A TSIG key appeared, changed or went away: the servers using it re-render.
     controller(memo).secret_changed(str(namespace), name)
-
-
-@kopf.on.event("", "v1", "pods", labels={LABEL_SERVER: kopf.PRESENT})
-def pod_event(namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any) -> None:
-    controller(memo).refresh_server_status(str(namespace), labels[LABEL_SERVER])
-
-
-@kopf.on.event("apps", "v1", "statefulsets", labels={LABEL_SERVER: kopf.PRESENT})
-def statefulset_event(
-    namespace: str | None, labels: Mapping[str, str], memo: kopf.Memo, **_: Any
-) -> None:
-    controller(memo).refresh_server_status(str(namespace), labels[LABEL_SERVER])

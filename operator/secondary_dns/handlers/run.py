@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import kopf
 from prometheus_client import start_http_server
@@ -19,6 +20,8 @@ def run(namespaces: list[str], metrics_port: int, health_port: int, verbose: boo
     )
     if metrics_port:
         start_http_server(metrics_port)
+    # The operator's own watches (handlers/watches.py) cover the namespaces kopf does.
+    os.environ["SDNS_WATCH_NAMESPACES"] = ",".join(namespaces)
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
     try:
         kopf.run(

@@ -1,10 +1,18 @@
 """Reconciling one SecondaryServer: read -> render -> apply -> observe, one idempotent path.
 
-Called for every reason a server may need work (its own events, a Zone or
-Secret it uses, the resync timer), so there is no chain of phases through
-status fields (kopf docs/reconciliation.rst). Decisions live in `render` and
-`status` (pure); this module moves data between the API and those functions,
-with one apply path: server-side apply of every child, owned by the server.
+Called for every reason a server may need work (its own events, Zones that
+changed, its Pods and children, the resync), with what changed merged into a
+`ServerWork`; there is no chain of phases through status fields (kopf
+docs/reconciliation.rst). Decisions live in `render` and `status` (pure);
+this module moves data between the watch caches, those functions and the API,
+with one apply path: server-side apply of every child, owned by the server,
+skipped where the cache shows the child already as it should be.
+
+The work per event does not grow with the number of Zones: each server keeps
+a `ConfigBuilder` (render/shards.py) and its Zones parsed; a Zone event reads
+and plans that Zone alone and rebuilds its shard and the root. Only a change
+of the server itself, a first sight of it and the resync look at every Zone
+of its namespace again (from the cache, their parse memoized).
 """
 
 from __future__ import annotations
@@ -12,8 +20,8 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -25,19 +33,69 @@ from secondary_dns.api import (
     SecretKeyRef,
     SpecError,
     TsigKey,
+    ZoneSpec,
     agent_contract,
     parse_secondary_server,
     parse_tsig_secret,
+    parse_zone,
 )
 from secondary_dns.handlers.events import EventPoster
+from secondary_dns.handlers.queue import ServerWork
 from secondary_dns.handlers.server_status import ServerStatusWriter
 from secondary_dns.handlers.state import ServerState
+from secondary_dns.k8s import resources
 from secondary_dns.k8s.api import Cluster
-from secondary_dns.render import RenderedConfig, RenderError, RenderRequest, children, renderer_for
-from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
-from secondary_dns.render.inputs import ServedZones, select_zones, tsig_keys
+from secondary_dns.render import RenderError, children, renderer_for
+from secondary_dns.render.engine import (
+    DEFAULT_RELAY_KEY_NAME,
+    PlanContext,
+    RenderSettings,
+    secret_refs,
+)
+from secondary_dns.render.inputs import key_lookup
+from secondary_dns.render.shards import ConfigBuilder
 
 log = logging.getLogger(__name__)
+
+ZoneInput = tuple[ZoneSpec, str | None]
+
+
+@dataclass
+class ServerModel:
+    """What one server's reconciles keep between events (touched by one worker at a time)."""
+
+    uid: str
+    spec: SecondaryServerSpec
+    labels: dict[str, str]
+    builder: ConfigBuilder
+    # The Zones that select the server, parsed, with their creationTimestamp.
+    selected: dict[ObjectRef, ZoneInput] = field(default_factory=dict)
+    # Zone object -> (uid, generation, its parsed spec or why it cannot be read).
+    parsed: dict[ObjectRef, tuple[str, int, ZoneSpec | SpecError]] = field(default_factory=dict)
+    # How many selected Zones reference each key Secret.
+    secret_refs: dict[SecretKeyRef, int] = field(default_factory=dict)
+    # shard -> (its hash, its ConfigMaps as last built)
+    shard_objects: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
+
+    def count_secrets(self, value: ZoneInput | None, sign: int) -> None:
+        if value is None:
+            return
+        for ref in secret_refs(value[0]):
+            count = self.secret_refs.get(ref, 0) + sign
+            if count > 0:
+                self.secret_refs[ref] = count
+            else:
+                self.secret_refs.pop(ref, None)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconcile published, and which Zones' status may have changed with it."""
+
+    state: ServerState
+    zones: frozenset[ObjectRef]
+    # The server's configuration was built anew (a first sight or a spec change).
+    rebuilt: bool
 
 
 class ServerReconciler:
@@ -59,8 +117,14 @@ class ServerReconciler:
         self.status = status
         # Called when what a server serves changed (the serial monitor looks now).
         self.on_change = on_change
+        self.models: dict[ObjectRef, ServerModel] = {}
 
-    def reconcile(self, obj: Mapping[str, Any], previous: ServerState | None) -> ServerState | None:
+    def forget(self, ref: ObjectRef) -> None:
+        self.models.pop(ref, None)
+
+    def reconcile(
+        self, obj: Mapping[str, Any], work: ServerWork, previous: ServerState | None
+    ) -> Reconciled | None:
         """The server's new state, or None when nothing could be rendered (status says why).
 
         Raises SpecError for a spec the operator must not act on, after writing
@@ -70,33 +134,53 @@ class ServerReconciler:
         try:
             spec = parse_secondary_server(obj)
         except SpecError as error:
+            self.forget(ref)
             self.status.invalid_spec(obj, error)
             raise
         identity = children.ServerIdentity(
             ref, obj["metadata"]["uid"], dict(obj["metadata"].get("labels") or {})
         )
-        served = self._served_zones(identity)
         relay_key = self._relay_key(identity)
-        try:
-            rendered = self._render(identity, spec, served, relay_key)
-        except RenderError as error:
-            self.status.render_failed(obj, spec, previous.pods if previous else (), error)
-            return None
-        apply_error = self._apply(obj, identity, spec, rendered, relay_key, previous is None)
+        model = self.models.get(ref)
+        rebuilt = (
+            model is None
+            or model.uid != identity.uid
+            or model.spec != spec
+            or model.labels != identity.labels
+        )
+        if model is None or rebuilt:
+            try:
+                model = self._new_model(identity, spec)
+            except RenderError as error:
+                self.forget(ref)
+                self.status.render_failed(obj, spec, previous.pods if previous else (), error)
+                return None
+            self.models[ref] = model
+        rescan = rebuilt or work.spec or work.resync
+        changes = self._zone_changes(model, identity, None if rescan else work.zones)
+        if work.secrets or work.resync:
+            self.cluster.cache.expire(
+                resources.SECRETS, ref.namespace, {r.name for r in model.secret_refs}
+            )
+        keys = self._keys(model, ref.namespace)
+        changed = model.builder.update(changes, keys)
+        rendered = model.builder.rendered()
+        apply_error = self._apply(obj, identity, spec, model, relay_key, previous is None)
         if previous is None or previous.rendered.config_hash != rendered.config_hash:
             self.on_change()
         pods = self.status.observe(
             obj, spec, rendered, apply_error, previous.replicas if previous else None
         )
-        return ServerState(
+        state = ServerState(
             ref=ref,
             rendered=rendered,
             relay_key=relay_key,
-            zones=frozenset(zone for zone, _ in served.selected),
-            secrets=served.secret_names,
+            zones=frozenset(model.selected),
+            secrets=frozenset(secret.name for secret in model.secret_refs),
             pods=pods,
             replicas=spec.replicas,
         )
+        return Reconciled(state, frozenset(changed | set(changes) | work.zones), rebuilt)
 
     def observe(self, obj: Mapping[str, Any], state: ServerState) -> ServerState | None:
         """Pods or the StatefulSet changed: the state with the pods as they are now.
@@ -113,34 +197,90 @@ class ServerReconciler:
 
     # ---- read and render -------------------------------------------------------
 
-    def _served_zones(self, identity: children.ServerIdentity) -> ServedZones:
-        zones = self.cluster.list_zones(identity.namespace)
-        return select_zones(
-            ((ObjectRef.of(zone), zone) for zone in zones), identity.ref, identity.labels
-        )
-
-    def _render(
-        self,
-        identity: children.ServerIdentity,
-        spec: SecondaryServerSpec,
-        served: ServedZones,
-        relay_key: TsigKey,
-    ) -> RenderedConfig:
-        # Zones select servers of their own namespace, so their Secrets are there too.
-        secrets_read = {
-            name: self.cluster.get_secret(identity.namespace, name) for name in served.secret_names
-        }
-        return renderer_for(spec.engine.type).render(
-            RenderRequest(
-                server=spec,
-                zones=served.selected,
-                tsig_keys=tsig_keys(served, identity.namespace, secrets_read),
-                relay_key_name=relay_key.name,
-                paths=children.POD_PATHS,
-                created=served.created,
+    def _new_model(
+        self, identity: children.ServerIdentity, spec: SecondaryServerSpec
+    ) -> ServerModel:
+        renderer = renderer_for(spec.engine.type)
+        builder = ConfigBuilder(
+            renderer,
+            RenderSettings(spec, DEFAULT_RELAY_KEY_NAME, children.POD_PATHS),
+            PlanContext(
+                relay_key_name=DEFAULT_RELAY_KEY_NAME,
+                rndc_key_name=children.POD_PATHS.rndc_key_name,
                 refused_primary_networks=self.refused_primary_networks,
-            )
+            ),
         )
+        return ServerModel(identity.uid, spec, dict(identity.labels), builder)
+
+    def _parse(self, model: ServerModel, zone: Mapping[str, Any]) -> ZoneSpec | SpecError:
+        ref = ObjectRef.of(zone)
+        metadata = zone["metadata"]
+        uid, generation = str(metadata.get("uid", "")), int(metadata.get("generation", 0))
+        known = model.parsed.get(ref)
+        if known is not None and known[:2] == (uid, generation):
+            return known[2]
+        try:
+            parsed: ZoneSpec | SpecError = parse_zone(zone)
+        except SpecError as error:
+            parsed = error
+        model.parsed[ref] = (uid, generation, parsed)
+        return parsed
+
+    def _zone_input(
+        self, model: ServerModel, identity: children.ServerIdentity, zone: Mapping[str, Any] | None
+    ) -> ZoneInput | None:
+        """What the builder gets for a Zone: its spec if it selects this server, else None."""
+        if zone is None or zone["metadata"].get("deletionTimestamp"):
+            return None
+        parsed = self._parse(model, zone)
+        if isinstance(parsed, SpecError):
+            return None  # never served; its own status says why
+        if not parsed.serves_on(identity.name, identity.labels):
+            return None
+        created = zone["metadata"].get("creationTimestamp")
+        return parsed, created if isinstance(created, str) and created else None
+
+    def _zone_changes(
+        self,
+        model: ServerModel,
+        identity: children.ServerIdentity,
+        refs: Iterable[ObjectRef] | None,
+    ) -> dict[ObjectRef, ZoneInput | None]:
+        """The Zones whose input changed: those of `refs`, or every Zone of the namespace."""
+        found: dict[ObjectRef, ZoneInput | None] = {}
+        if refs is None:
+            zones = self.cluster.list_zones(identity.namespace)
+            for zone in zones:
+                found[ObjectRef.of(zone)] = self._zone_input(model, identity, zone)
+            for ref in set(model.selected) - set(found):
+                found[ref] = None
+            for ref in set(model.parsed) - set(found):
+                del model.parsed[ref]
+        else:
+            for ref in refs:
+                live = self.cluster.get_zone(ref.namespace, ref.name)
+                found[ref] = self._zone_input(model, identity, live)
+                if live is None:
+                    model.parsed.pop(ref, None)
+        changes: dict[ObjectRef, ZoneInput | None] = {}
+        for ref, value in found.items():
+            before = model.selected.get(ref)
+            if before == value:
+                continue
+            changes[ref] = value
+            model.count_secrets(before, -1)
+            model.count_secrets(value, 1)
+            if value is None:
+                model.selected.pop(ref, None)
+            else:
+                model.selected[ref] = value
+        return changes
+
+    def _keys(self, model: ServerModel, namespace: str) -> Mapping[Any, Any]:
+        # Zones select servers of their own namespace, so their Secrets are there too.
+        names = {ref.name for ref in model.secret_refs}
+        secrets_read = {name: self.cluster.get_secret(namespace, name) for name in names}
+        return key_lookup(model.secret_refs, namespace, secrets_read)
 
     def _relay_key(self, identity: children.ServerIdentity) -> TsigKey:
         """The internal NOTIFY relay key: generated once per server, then read back."""
@@ -156,49 +296,58 @@ class ServerReconciler:
 
     # ---- apply -----------------------------------------------------------------
 
+    def _config_maps(
+        self, identity: children.ServerIdentity, model: ServerModel, keys_hash: str
+    ) -> list[dict[str, Any]]:
+        """Every config ConfigMap, shards first (a shard's built again only when it changed)."""
+        rendered = model.builder.rendered()
+        built: list[dict[str, Any]] = []
+        for shard, rendered_shard in rendered.shards.items():
+            known = model.shard_objects.get(shard)
+            if known is None or known[0] != rendered_shard.config_hash:
+                objects = children.build_shard_config_maps(identity, shard, rendered_shard)
+                known = (rendered_shard.config_hash, objects)
+                model.shard_objects[shard] = known
+            built += known[1]
+        for shard in set(model.shard_objects) - set(rendered.shards):
+            del model.shard_objects[shard]
+        return [*built, children.build_root_config_map(identity, rendered, keys_hash)]
+
     def _apply(
         self,
         obj: Mapping[str, Any],
         identity: children.ServerIdentity,
         spec: SecondaryServerSpec,
-        rendered: RenderedConfig,
+        model: ServerModel,
         relay_key: TsigKey,
         first: bool,
     ) -> str | None:
         """Apply every child (server-side apply); the error text when the API refused one."""
+        rendered = model.builder.rendered()
         renderer = renderer_for(rendered.engine)
         key_file = renderer.render_key_file([*rendered.tsig_keys, relay_key])
         created = False
         try:
             self.cluster.apply(children.build_keys_secret(identity, key_file))
-            config_maps = children.build_config_maps(
-                identity, rendered, children.text_hash(key_file)
-            )
+            # Shards before the root that names them: an agent never sees a root
+            # whose shards are not there yet for longer than the writes take.
+            config_maps = self._config_maps(identity, model, children.text_hash(key_file))
             for config_map in config_maps:
                 self.cluster.apply(config_map)
-            self._delete_stale_shards(identity, {c["metadata"]["name"] for c in config_maps})
+            self._delete_stale_config_maps(identity, {c["metadata"]["name"] for c in config_maps})
             for rbac in children.build_agent_rbac(identity, spec.replicas):
                 self.cluster.apply(rbac)
             self.cluster.apply(children.build_headless_service(identity))
             self.cluster.apply(children.build_client_service(identity, spec))
             self.cluster.apply(children.build_pod_disruption_budget(identity))
-            self.cluster.apply(children.build_network_policy(identity, rendered.plan.zones))
+            self.cluster.apply(children.build_network_policy(identity, rendered.plan.primary_ports))
             statefulset = children.build_statefulset(
                 identity,
                 spec,
                 children.engine_hash(rendered),
                 default_image=self.default_image,
             )
-            created = (
-                first
-                and self.cluster.get_child(
-                    "apps/v1",
-                    "StatefulSet",
-                    identity.namespace,
-                    children.statefulset_name(identity),
-                )
-                is None
-            )
+            created = first and self.cluster.live(statefulset) is None
             self.cluster.apply(statefulset)
         except ApiException as error:
             message = f"applying children failed: {error.status} {error.reason}: {error.body}"
@@ -210,11 +359,11 @@ class ServerReconciler:
                 "Normal",
                 "Created",
                 f"created StatefulSet {children.statefulset_name(identity)} with "
-                f"{spec.replicas} replicas serving {len(rendered.plan.zones)} zone(s)",
+                f"{spec.replicas} replicas serving {len(rendered.plan)} zone(s)",
             )
         return None
 
-    def _delete_stale_shards(self, identity: children.ServerIdentity, keep: set[str]) -> None:
+    def _delete_stale_config_maps(self, identity: children.ServerIdentity, keep: set[str]) -> None:
         selector = agent_contract.config_selector(identity.name)
         for config_map in self.cluster.list_children(
             "v1", "ConfigMap", identity.namespace, selector

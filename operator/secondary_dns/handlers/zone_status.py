@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from secondary_dns.api import ZONE_PLURAL, ObjectRef, conditions
@@ -20,7 +21,7 @@ from secondary_dns.handlers.events import EventPoster
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.status.conditions import find_condition
 from secondary_dns.status.serial import SerialEvaluation, SerialStatus
-from secondary_dns.status.zone import ZoneConfig, zone_status
+from secondary_dns.status.zone import ZoneConfig, follows_rollout, zone_status
 
 
 class ZoneStatusWriter:
@@ -36,6 +37,8 @@ class ZoneStatusWriter:
         # Absent: not seen by the monitor in this process (read the stored status);
         # None: seen, but not evaluated in its current configuration.
         self._serials: dict[ObjectRef, SerialStatus | None] = {}
+        # Zones whose status depends on their servers' rollout (follows_rollout).
+        self._followers: set[ObjectRef] = set()
 
     def _lock(self, ref: ObjectRef) -> threading.Lock:
         with self._guard:
@@ -56,8 +59,10 @@ class ZoneStatusWriter:
 
         def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
             stored = dict(current.get("status") or {})
-            status = zone_status(stored, config, self._serial(ref, stored), now)
+            serial = self._serial(ref, stored)
+            status = zone_status(stored, config, serial, now)
             computed["status"] = status
+            self._follow(ref, follows_rollout(config, serial, status))
             return status
 
         with self._lock(ref):
@@ -87,16 +92,31 @@ class ZoneStatusWriter:
                 # The configuration path has not looked at this Zone yet (it is on
                 # its way: the server's reconcile refreshes it); it writes both halves.
                 return stored
-            return zone_status(stored, config, evaluation.serial_status, now)
+            status = zone_status(stored, config, evaluation.serial_status, now)
+            self._follow(ref, follows_rollout(config, evaluation.serial_status, status))
+            return status
 
         with self._lock(ref):
             self.cluster.update_status(ZONE_PLURAL, ref.namespace, ref.name, compute)
         return outcome.get("evaluation")
 
+    def _follow(self, ref: ObjectRef, follows: bool) -> None:
+        with self._guard:
+            if follows:
+                self._followers.add(ref)
+            else:
+                self._followers.discard(ref)
+
+    def followers(self, zones: AbstractSet[ObjectRef]) -> set[ObjectRef]:
+        """Those of `zones` whose status depends on their servers' rollout (usually few)."""
+        with self._guard:
+            return {ref for ref in self._followers if ref in zones}
+
     def forget_serial(self, ref: ObjectRef) -> None:
         """The monitor no longer evaluates the Zone (it is served nowhere now)."""
         with self._guard:
             self._serials[ref] = None
+            self._followers.add(ref)
 
     def forget(self, ref: ObjectRef) -> None:
         """The Zone is gone."""
@@ -104,6 +124,7 @@ class ZoneStatusWriter:
             self._configs.pop(ref, None)
             self._serials.pop(ref, None)
             self._locks.pop(ref, None)
+            self._followers.discard(ref)
 
     def _post_events(
         self, zone: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]

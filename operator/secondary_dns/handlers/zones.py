@@ -8,7 +8,7 @@ half by the ZoneStatusWriter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from secondary_dns.api import ObjectRef, SpecError, ZoneSpec, parse_zone
@@ -31,15 +31,16 @@ class ZoneObserver:
         self.status = status
         self.notify_address = notify_address
 
-    def servers_of(self, namespace: str, name: str) -> set[ObjectRef]:
-        """The servers a Zone is on now (by its spec) or was on (by their last reconcile)."""
-        ref = ObjectRef(namespace, name)
+    def servers_of(self, ref: ObjectRef, zones: Iterable[Mapping[str, Any]]) -> set[ObjectRef]:
+        """The servers a Zone was on (by their last reconcile) or selects in any of
+        `zones` (its copies before and after a change)."""
         servers = {server for server, state in self.states.all().items() if ref in state.zones}
-        zone = self.cluster.get_zone(namespace, name)
-        spec = _parsed(zone) if zone is not None else None
-        if spec is not None:
-            for server in self.cluster.list_servers(namespace):
-                if spec.serves_on(server["metadata"]["name"], _labels(server)):
+        specs = [spec for spec in (_parsed(zone) for zone in zones) if spec is not None]
+        if specs:
+            for server in self.cluster.list_servers(ref.namespace):
+                if any(
+                    spec.serves_on(server["metadata"]["name"], _labels(server)) for spec in specs
+                ):
                     servers.add(ObjectRef.of(server))
         return servers
 

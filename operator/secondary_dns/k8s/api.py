@@ -2,19 +2,23 @@
 
 One apply path (cert-manager's `apply.go`): server-side apply under one field
 manager, forced, for every child object; no get-then-create, which never
-corrects drift. An object whose desired content has not changed since this
-process last applied it is not sent again, and status is patched only when
-the computed status differs from the stored one, so a resync with nothing to
-do writes nothing.
+corrects drift. An apply is skipped only when the watch cache shows the live
+object already holds what it would set (`k8s/drift.py`), never because this
+process sent the same thing before: a child deleted or edited by hand is put
+back by the next reconcile. Status is patched only when the computed status
+differs from the stored one, so a resync with nothing to do writes nothing.
+
+Every request has a timeout (connecting and reading); a watch has its own,
+longer one (k8s/informer.py). A call that hangs fails after its timeout
+instead of holding a server's reconcile or the serial monitor's round.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import kubernetes
@@ -22,25 +26,19 @@ from kubernetes.client.exceptions import ApiException
 
 from secondary_dns import metrics
 from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLURAL
+from secondary_dns.k8s import resources
+from secondary_dns.k8s.drift import matches
+from secondary_dns.k8s.informer import ObjectCache
+from secondary_dns.k8s.resources import Resource, resource_of
+
+log = logging.getLogger(__name__)
 
 FIELD_MANAGER = "secondary-dns-operator"
-
-# apiVersion/kind -> (API path prefix, plural): the children this operator owns.
-_RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
-    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
-    ("v1", "Secret"): ("/api/v1", "secrets"),
-    ("v1", "Service"): ("/api/v1", "services"),
-    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
-    ("v1", "Pod"): ("/api/v1", "pods"),
-    ("apps/v1", "StatefulSet"): ("/apis/apps/v1", "statefulsets"),
-    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
-    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
-        "/apis/rbac.authorization.k8s.io/v1",
-        "rolebindings",
-    ),
-}
+# Seconds to connect to the API server, and to wait for an answer once connected.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+# A watch's read timeout beyond the server-side timeoutSeconds it asked for.
+WATCH_READ_MARGIN = 30.0
 
 
 def new_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
@@ -57,17 +55,8 @@ def new_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient
     return client
 
 
-def _digest(obj: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
 def _object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    try:
-        prefix, plural = _RESOURCES[(api_version, kind)]
-    except KeyError:
-        raise ValueError(f"the operator does not manage {api_version} {kind}") from None
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
-    return f"{path}/{name}" if name else path
+    return resource_of(api_version, kind).path(namespace, name)
 
 
 class ApiTransport(Protocol):
@@ -76,7 +65,7 @@ class ApiTransport(Protocol):
     The seam between the typed facade and the wire: the operator uses the
     kubernetes client (`KubernetesTransport`); unit tests use an in-memory API
     server (tests/fake_cluster.py) with the same resourceVersion, server-side
-    apply and status-subresource rules.
+    apply, status-subresource and watch rules.
     """
 
     def request(
@@ -89,10 +78,28 @@ class ApiTransport(Protocol):
         content_type: str = "application/json",
     ) -> Any: ...
 
+    def watch(
+        self, path: str, *, query: Sequence[tuple[str, str]], timeout_seconds: int
+    ) -> Iterator[Mapping[str, Any]]: ...
+
 
 @dataclass(frozen=True)
 class KubernetesTransport:
     api_client: kubernetes.client.ApiClient
+    # (connect, read) seconds for every request but a watch.
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+
+    def _serialize(
+        self, method: str, path: str, query: Sequence[tuple[str, str]], content_type: str
+    ) -> tuple[str, str, dict[str, str]]:
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list(query),
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        return method, url, headers
 
     def request(
         self,
@@ -103,16 +110,12 @@ class KubernetesTransport:
         query: Sequence[tuple[str, str]] = (),
         content_type: str = "application/json",
     ) -> Any:
-        method, url, headers, _, _ = self.api_client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=list(query),
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
+        method, url, headers = self._serialize(method, path, query, content_type)
         # The client JSON-encodes bodies for +json content types itself; apply
         # patches (YAML) go as text, which it sends unchanged.
-        response = self.api_client.call_api(method, url, header_params=headers, body=body)
+        response = self.api_client.call_api(
+            method, url, header_params=headers, body=body, _request_timeout=self.timeout
+        )
         raw: bytes = response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
             raise ApiException(
@@ -122,14 +125,56 @@ class KubernetesTransport:
             metrics.API_WRITES.labels(method=method).inc()
         return json.loads(raw) if raw else None
 
+    def watch(
+        self, path: str, *, query: Sequence[tuple[str, str]], timeout_seconds: int
+    ) -> Iterator[Mapping[str, Any]]:
+        """The events of one watch request, decoded, until the server ends it.
 
-@dataclass
+        The server ends it after `timeout_seconds`; the client's read timeout is a
+        little longer, so a connection that went silent fails instead of hanging.
+        """
+        _, url, headers = self._serialize(
+            "GET",
+            path,
+            [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds))],
+            "application/json",
+        )
+        response = self.api_client.call_api(
+            "GET",
+            url,
+            header_params=headers,
+            _request_timeout=(self.timeout[0], timeout_seconds + WATCH_READ_MARGIN),
+        )
+        stream: Any = response.response
+        try:
+            if not 200 <= response.status < 300:
+                raw: bytes = response.read()  # type: ignore[no-untyped-call]
+                raise ApiException(
+                    status=response.status,
+                    reason=response.reason,
+                    body=raw.decode(errors="replace"),
+                )
+            pending = b""
+            for chunk in stream.stream(64 * 1024, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            stream.release_conn()
+
+
 class Cluster:
-    """A typed, minimal facade over the API for the reconciler."""
+    """A typed, minimal facade over the API for the reconciler.
 
-    transport: ApiTransport
-    _applied: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    Reads come from `cache` (informers, or objects read by name); writes go to
+    the API server and what it answers is kept in the cache at once.
+    """
+
+    def __init__(self, transport: ApiTransport, cache: ObjectCache | None = None) -> None:
+        self.transport = transport
+        self.cache = cache if cache is not None else ObjectCache(transport)
 
     # ---- raw calls -------------------------------------------------------
 
@@ -147,18 +192,33 @@ class Cluster:
         result = self.transport.request("GET", path, query=query)
         return list(result.get("items", [])) if result else []
 
+    def _cached_list(
+        self, resource: Resource, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        cached = self.cache.items(resource, namespace, label_selector)
+        if cached is not None:
+            return cached
+        # A list's items carry neither apiVersion nor kind.
+        return [
+            {"apiVersion": resource.api_version, "kind": resource.kind, **item}
+            for item in self.list_items(resource.path(namespace), label_selector)
+        ]
+
     # ---- children --------------------------------------------------------
 
-    def apply(self, obj: Mapping[str, Any]) -> bool:
-        """Server-side apply `obj`; False when it was skipped as unchanged since the last apply."""
+    def live(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The cached live copy of the object `obj` describes (None: there is none)."""
         meta = obj["metadata"]
-        key = (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        digest = _digest(obj)
-        with self._lock:
-            if self._applied.get(key) == digest:
-                return False
+        resource = resource_of(obj["apiVersion"], obj["kind"])
+        return self.cache.get(resource, meta.get("namespace", ""), meta["name"])
+
+    def apply(self, obj: Mapping[str, Any]) -> bool:
+        """Server-side apply `obj`; False when the live object already holds all of it."""
+        if matches(obj, self.live(obj)):
+            return False
+        meta = obj["metadata"]
         path = _object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        self.transport.request(
+        result = self.transport.request(
             "PATCH",
             path,
             # JSON is YAML; sent as text so the client does not re-encode it.
@@ -166,15 +226,9 @@ class Cluster:
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
-        with self._lock:
-            self._applied[key] = digest
+        if isinstance(result, Mapping) and result.get("metadata"):
+            self.cache.observe(result)
         return True
-
-    def forget_applied(self, namespace: str, name_prefix: str = "") -> None:
-        with self._lock:
-            stale = [k for k in self._applied if k[2] == namespace and k[3].startswith(name_prefix)]
-            for key in stale:
-                del self._applied[key]
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         try:
@@ -182,18 +236,17 @@ class Cluster:
         except ApiException as error:
             if error.status != 404:
                 raise
-        with self._lock:
-            self._applied.pop((api_version, kind, namespace, name), None)
+        self.cache.forget(resource_of(api_version, kind), namespace, name)
 
     def list_children(
         self, api_version: str, kind: str, namespace: str, label_selector: str
     ) -> list[dict[str, Any]]:
-        return self.list_items(_object_path(api_version, kind, namespace), label_selector)
+        return self._cached_list(resource_of(api_version, kind), namespace, label_selector)
 
     def get_child(
         self, api_version: str, kind: str, namespace: str, name: str
     ) -> dict[str, Any] | None:
-        return self.get(_object_path(api_version, kind, namespace, name))
+        return self.cache.get(resource_of(api_version, kind), namespace, name)
 
     # ---- custom resources ------------------------------------------------
 
@@ -202,16 +255,20 @@ class Cluster:
         return f"{path}/{name}" if name else path
 
     def get_server(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(self._custom_path(SECONDARY_SERVER_PLURAL, namespace, name))
+        return self.cache.get(resources.SECONDARY_SERVERS, namespace, name)
+
+    def cached_servers(self) -> list[dict[str, Any]]:
+        """Every SecondaryServer the watch caches hold (none without an informer)."""
+        return self.cache.all_items(resources.SECONDARY_SERVERS)
 
     def list_servers(self, namespace: str) -> list[dict[str, Any]]:
-        return self.list_items(self._custom_path(SECONDARY_SERVER_PLURAL, namespace))
+        return self._cached_list(resources.SECONDARY_SERVERS, namespace)
 
     def get_zone(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(self._custom_path(ZONE_PLURAL, namespace, name))
+        return self.cache.get(resources.ZONES, namespace, name)
 
     def list_zones(self, namespace: str) -> list[dict[str, Any]]:
-        return self.list_items(self._custom_path(ZONE_PLURAL, namespace))
+        return self._cached_list(resources.ZONES, namespace)
 
     def update_status(
         self,
@@ -229,6 +286,11 @@ class Cluster:
         the object is read again and the status recomputed.
         """
         obj = cached
+        if obj is None and plural in (ZONE_PLURAL, SECONDARY_SERVER_PLURAL):
+            resource = resources.ZONES if plural == ZONE_PLURAL else resources.SECONDARY_SERVERS
+            obj = self.cache.get(resource, namespace, name)
+            if obj is None:
+                return False
         for _ in range(5):
             if obj is None:
                 obj = self.get(self._custom_path(plural, namespace, name))
@@ -247,7 +309,7 @@ class Cluster:
                 "status": body,
             }
             try:
-                self.transport.request(
+                result = self.transport.request(
                     "PATCH",
                     self._custom_path(plural, namespace, name) + "/status",
                     body=patch,
@@ -260,21 +322,25 @@ class Cluster:
                     obj = None  # someone else wrote first: recompute from theirs
                     continue
                 raise
+            if isinstance(result, Mapping) and result.get("metadata"):
+                self.cache.observe(result)
             return True
         raise RuntimeError(f"status of {plural}/{namespace}/{name} kept changing under us")
 
     # ---- reads for status ------------------------------------------------
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        """A Secret read by name (kept until the cache expires: the operator may not watch them)."""
+        return self.cache.get(resources.SECRETS, namespace, name)
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        return self.list_items(f"/api/v1/namespaces/{namespace}/pods", label_selector)
+        return self._cached_list(resources.PODS, namespace, label_selector)
 
     def node_labels(self, names: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Nodes' labels (failure domains), read by name and kept until the cache expires."""
         labels: dict[str, dict[str, str]] = {}
         for name in sorted(set(names)):
-            node = self.get(f"/api/v1/nodes/{name}")
+            node = self.cache.get(resources.NODES, "", name)
             if node is not None:
                 labels[name] = dict(node["metadata"].get("labels") or {})
         return labels

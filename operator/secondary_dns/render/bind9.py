@@ -20,7 +20,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
 
 import dns.name
@@ -28,24 +28,24 @@ import dns.name
 from secondary_dns.api import TsigKey, agent_contract, limits
 from secondary_dns.render import tokens
 from secondary_dns.render.engine import (
+    ZONES_INCLUDE,
     EnginePaths,
     PlannedAclEntry,
     PlannedZone,
     RenderedConfig,
+    RenderedZone,
     RenderError,
     RenderRequest,
-    check_server,
-    config_hash,
-    plan_zones,
-    retransfer_file,
+    RenderSettings,
     unique_keys,
     zone_comment,
 )
+from secondary_dns.render.shards import render_at_once
 from secondary_dns.render.tokens import UnsafeValueError
 
 ENGINE = agent_contract.ENGINE_BIND9
 NAMED_CONF = agent_contract.ENGINE_CONFIG_FILES[ENGINE]
-ZONES_CONF = "zones.conf"
+ZONES_CONF = ZONES_INCLUDE
 
 # BIND's defaults (ARM): a ceiling below the default floor would be raised back
 # to the floor, so the floor follows the ceiling down when only it is set.
@@ -53,6 +53,8 @@ BIND_DEFAULT_MIN_REFRESH = 300
 BIND_DEFAULT_MIN_RETRY = 500
 
 INDENT = "\t"
+# BIND's part of a zone is one statement: one section.
+_SECTION = ""
 
 
 def _statement(*words: str) -> str:
@@ -98,9 +100,9 @@ def _transfer_acl(entries: tuple[PlannedAclEntry, ...]) -> str:
     return _inline_list(elements)
 
 
-def _zone_statement(zone: PlannedZone, request: RenderRequest) -> list[str]:
-    paths = request.paths
-    server_limits = request.server.limits
+def _zone_statement(zone: PlannedZone, settings: RenderSettings) -> list[str]:
+    paths = settings.paths
+    server_limits = settings.server.limits
     primaries: list[str] = []
     for primary in zone.primaries:
         words = [tokens.unicast_address(primary.address), "port", tokens.port(primary.port)]
@@ -113,7 +115,7 @@ def _zone_statement(zone: PlannedZone, request: RenderRequest) -> list[str]:
     notify_sources = [tokens.address(primary.address) for primary in zone.primaries]
     notify_sources += [tokens.network(network) for network in zone.notify_allow_from]
     notify_sources = sorted(set(notify_sources), key=notify_sources.index)
-    notify_sources.append(_key_element(request.relay_key_name))
+    notify_sources.append(_key_element(settings.relay_key_name))
 
     body = [
         _statement("type", "secondary"),
@@ -267,22 +269,34 @@ def render_key_file(keys: Iterable[TsigKey]) -> str:
 class Bind9Renderer:
     engine = ENGINE
 
-    def render(self, request: RenderRequest) -> RenderedConfig:
-        check_server(request.server)
+    def main_files(self, settings: RenderSettings) -> tuple[dict[str, str], tuple[str, ...]]:
         try:
-            tokens.config_name(request.relay_key_name, "relay key name")
-            named_conf = render_named_conf(request.paths)
+            tokens.config_name(settings.relay_key_name, "relay key name")
+            return {NAMED_CONF: render_named_conf(settings.paths)}, ()
         except UnsafeValueError as error:
             raise RenderError(str(error)) from None
-        plan = plan_zones(request)
-        zone_lines: list[str] = ["# Rendered by secondary-dns; one statement per Zone object."]
-        for zone in plan.zones:
-            zone_lines += ["", *_zone_statement(zone, request)]
-        files = {NAMED_CONF: named_conf, ZONES_CONF: "\n".join(zone_lines) + "\n"}
-        retransfers = retransfer_file(plan)
-        if retransfers is not None:
-            files[agent_contract.RETRANSFER_FILE] = retransfers
-        return RenderedConfig(engine=ENGINE, files=files, config_hash=config_hash(files), plan=plan)
+
+    def zone_part(self, zone: PlannedZone, settings: RenderSettings) -> RenderedZone:
+        return RenderedZone(((_SECTION, tuple(_zone_statement(zone, settings))),))
+
+    def shard_text(self, parts: Sequence[RenderedZone]) -> str:
+        lines = ["# Rendered by secondary-dns; one statement per Zone object."]
+        for part in parts:
+            for _, statement in part.sections:
+                lines += ["", *statement]
+        return "\n".join(lines) + "\n"
+
+    def zones_include(self, shard_files: Sequence[str], settings: RenderSettings) -> str:
+        lines = ["# Rendered by secondary-dns; the zones, in one file per shard."]
+        config_dir = settings.paths.config_dir
+        lines += [
+            _statement("include", tokens.quoted_path(config_dir / name, "zones file"))
+            for name in shard_files
+        ]
+        return "\n".join(lines) + "\n"
+
+    def render(self, request: RenderRequest) -> RenderedConfig:
+        return render_at_once(self, request)
 
     def render_key_file(self, keys: Iterable[TsigKey]) -> str:
         return render_key_file(keys)

@@ -22,9 +22,11 @@ from secondary_dns.api import API_VERSION, SECONDARY_SERVER_KIND, ObjectRef, Sec
 from secondary_dns.api.agent_contract import (
     AGENT_PORT,
     ANNOTATION_CONFIG_HASH,
-    ANNOTATION_CONFIG_SHARDS,
     ANNOTATION_ENGINE_HASH,
     ANNOTATION_KEYS_HASH,
+    ANNOTATION_SHARD,
+    ANNOTATION_SHARD_CONFIGMAPS,
+    ANNOTATION_SHARD_HASH,
     HEALTHZ_PATH,
     KEYS_DATA_KEY,
     LABEL_COMPONENT,
@@ -39,12 +41,12 @@ from secondary_dns.api.agent_contract import (
     READYZ_PATH,
     ROLE_CONFIG,
     ROLE_KEYS,
-    ZONES_FILE,
     PodLayout,
-    encode_zones_file,
     keys_secret_name,
+    root_config_map_name,
+    shard_config_map_name,
 )
-from secondary_dns.render.engine import EnginePaths, PlannedZone, RenderedConfig
+from secondary_dns.render.engine import EnginePaths, RenderedConfig, RenderedShard
 from secondary_dns.render.tokens import IPNetwork
 
 APP_NAME = "secondary-dns"
@@ -177,8 +179,9 @@ def agent_service_account_name(server: ServerIdentity) -> str:
     return f"{server.name}-agent"
 
 
-def config_map_name(server: ServerIdentity, shard: int) -> str:
-    return f"{server.name}-config" if shard == 0 else f"{server.name}-config-{shard}"
+def config_map_name(server: ServerIdentity) -> str:
+    """The root ConfigMap of the configuration (the shards: api.agent_contract)."""
+    return root_config_map_name(server.name)
 
 
 # ---- configuration ----------------------------------------------------------
@@ -222,51 +225,85 @@ def config_entries(files: Mapping[str, str], limit: int = MAX_SHARD_BYTES) -> li
     return entries
 
 
+def _config_map(
+    server: ServerIdentity, name: str, annotations: Mapping[str, str], data: Mapping[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            server, name, "config", labels={LABEL_ROLE: ROLE_CONFIG}, annotations=annotations
+        ),
+        "data": dict(data),
+    }
+
+
+def _pack(entries: Iterable[tuple[str, str]], limit: int) -> list[dict[str, str]]:
+    """Data entries in as few maps as keep each under `limit` bytes (keys counted)."""
+    packed: list[dict[str, str]] = [{}]
+    size = 0
+    for key, value in entries:
+        encoded = len(key.encode()) + len(value.encode())
+        if packed[-1] and size + encoded > limit:
+            packed.append({})
+            size = 0
+        packed[-1][key] = value
+        size += encoded
+    return packed
+
+
+def build_shard_config_maps(
+    server: ServerIdentity, shard: str, rendered: RenderedShard, limit: int = MAX_SHARD_BYTES
+) -> list[dict[str, Any]]:
+    """One shard of the configuration: one ConfigMap, more only above a ConfigMap's limit.
+
+    Named by the shard, not by its content, so a changed shard is one patch;
+    its hash annotation is what the root's manifest names.
+    """
+    # Chunks leave room for their own key names within a ConfigMap's limit.
+    data = _pack(config_entries(rendered.files, limit - 256), limit)
+    annotations = {
+        ANNOTATION_SHARD: shard,
+        ANNOTATION_SHARD_HASH: rendered.config_hash,
+        ANNOTATION_SHARD_CONFIGMAPS: str(len(data)),
+    }
+    return [
+        _config_map(server, shard_config_map_name(server.name, shard, part), annotations, part_data)
+        for part, part_data in enumerate(data)
+    ]
+
+
+def build_root_config_map(
+    server: ServerIdentity, rendered: RenderedConfig, keys_hash: str, limit: int = MAX_SHARD_BYTES
+) -> dict[str, Any]:
+    """The root of the configuration: the engine's main file, the zones include, the manifest.
+
+    Its config hash covers every shard (the manifest names their hashes), so
+    the agent applies a configuration only when it has every shard the root
+    names, never a mix of two.
+    """
+    data = _pack(config_entries(rendered.files, limit - 256), limit)
+    if len(data) > 1:
+        # The root holds no zone: it grows with the number of shards (at most
+        # SHARD_COUNT), not of zones.
+        raise ValueError(f"the root configuration of {server.ref} is above {limit} bytes")
+    annotations = {ANNOTATION_CONFIG_HASH: rendered.config_hash, ANNOTATION_KEYS_HASH: keys_hash}
+    return _config_map(server, config_map_name(server), annotations, data[0])
+
+
 def build_config_maps(
     server: ServerIdentity,
     rendered: RenderedConfig,
     keys_hash: str,
     limit: int = MAX_SHARD_BYTES,
 ) -> list[dict[str, Any]]:
-    """The rendered configuration in as many ConfigMaps as it needs (each under 1 MiB).
-
-    Every shard carries the configuration's hash and the shard count, so the
-    agent applies a configuration only when it has every shard of one
-    generation, never a mix of two.
-    """
-    # Chunks leave room for their own key names within a shard's limit.
-    # zones.json: the zones this configuration serves, for the agent's readiness.
-    zones_file = encode_zones_file(zone.zone for zone in rendered.plan.zones)
-    entries = config_entries({**rendered.files, ZONES_FILE: zones_file}, limit - 256)
-    shards: list[dict[str, str]] = [{}]
-    size = 0
-    for key, value in entries:
-        encoded = len(key.encode()) + len(value.encode())
-        if shards[-1] and size + encoded > limit:
-            shards.append({})
-            size = 0
-        shards[-1][key] = value
-        size += encoded
-    annotations = {
-        ANNOTATION_CONFIG_HASH: rendered.config_hash,
-        ANNOTATION_CONFIG_SHARDS: str(len(shards)),
-        ANNOTATION_KEYS_HASH: keys_hash,
-    }
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": _metadata(
-                server,
-                config_map_name(server, index),
-                "config",
-                labels={LABEL_ROLE: ROLE_CONFIG},
-                annotations=annotations,
-            ),
-            "data": data,
-        }
-        for index, data in enumerate(shards)
+    """The whole configuration as ConfigMaps: every shard, then the root (apply order)."""
+    shards = [
+        config_map
+        for shard, rendered_shard in sorted(rendered.shards.items())
+        for config_map in build_shard_config_maps(server, shard, rendered_shard, limit)
     ]
+    return [*shards, build_root_config_map(server, rendered, keys_hash, limit)]
 
 
 def build_keys_secret(server: ServerIdentity, key_file: str) -> dict[str, Any]:
@@ -590,7 +627,9 @@ def build_pod_disruption_budget(server: ServerIdentity) -> dict[str, Any]:
     }
 
 
-def build_network_policy(server: ServerIdentity, zones: Iterable[PlannedZone]) -> dict[str, Any]:
+def build_network_policy(
+    server: ServerIdentity, primary_ports: Iterable[tuple[IPNetwork, int]]
+) -> dict[str, Any]:
     """DNS in from anywhere; out only to the served zones' primaries and the API server.
 
     Queries, NOTIFY and transfer requests all arrive on port 53, so the engine's
@@ -599,9 +638,8 @@ def build_network_policy(server: ServerIdentity, zones: Iterable[PlannedZone]) -
     Zone it left out), and the API server for the agent.
     """
     ports: dict[IPNetwork, set[int]] = {}
-    for zone in zones:
-        for primary in zone.primaries:
-            ports.setdefault(primary.network, set()).add(primary.port)
+    for network, port in primary_ports:
+        ports.setdefault(network, set()).add(port)
     egress: list[dict[str, Any]] = []
     for network in sorted(ports, key=lambda n: (n.version, n.network_address)):
         egress.append(

@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Protocol
 
@@ -20,7 +21,6 @@ import dns.name
 
 from secondary_dns.api import (
     ObjectRef,
-    Primary,
     SecondaryServerSpec,
     SecretKeyRef,
     TsigKey,
@@ -33,6 +33,8 @@ from secondary_dns.render import tokens
 from secondary_dns.render.tokens import IPAddress, IPNetwork, UnsafeValueError
 
 DEFAULT_RNDC_KEY_NAME = dns.name.from_text("secondary-dns-rndc.")
+# The file the engine's main file includes for its zones; it includes each shard's file.
+ZONES_INCLUDE = "zones.conf"
 DEFAULT_RELAY_KEY_NAME = dns.name.from_text("secondary-dns-relay.")
 
 
@@ -142,14 +144,25 @@ class ZonePlan:
     Carried whole in `RenderedConfig`, so every consumer (the configuration, the
     NetworkPolicy, the serial monitor, the NOTIFY relay, the Zones' status)
     works from one decision: a zone left out here reaches none of them.
+    Looked up by Zone object; `zones` lists them in a stable order (by object).
     """
 
-    zones: tuple[PlannedZone, ...]
+    by_ref: Mapping[ObjectRef, PlannedZone]
     rejected: Mapping[ObjectRef, ZoneRejection]
     tsig_keys: tuple[TsigKey, ...] = field(repr=False)
+    # Every (primary as a one-address network, port) of the served zones: what the
+    # NetworkPolicy lets the replicas reach.
+    primary_ports: frozenset[tuple[IPNetwork, int]] = frozenset()
+
+    @cached_property
+    def zones(self) -> tuple[PlannedZone, ...]:
+        return tuple(self.by_ref[ref] for ref in sorted(self.by_ref))
+
+    def __len__(self) -> int:
+        return len(self.by_ref)
 
     def zone(self, ref: ObjectRef) -> PlannedZone | None:
-        return next((zone for zone in self.zones if zone.ref == ref), None)
+        return self.by_ref.get(ref)
 
     def key(self, name: dns.name.Name) -> TsigKey:
         """The key a planned zone names (every name in the plan has its key here)."""
@@ -157,18 +170,35 @@ class ZonePlan:
 
 
 @dataclass(frozen=True)
+class RenderedShard:
+    """The zones of one shard: its engine file, and the agent's list of its zones.
+
+    `files` are the shard's files (api.agent_contract: the engine's include
+    file, ZONES_FILE, RETRANSFER_FILE when a zone asks); `config_hash` is
+    `config_hash(files)`, which the root configuration's manifest names.
+    """
+
+    files: Mapping[str, str]
+    config_hash: str
+
+
+@dataclass(frozen=True)
 class RenderedConfig:
     """Engine configuration files (no key material) and the plan they were rendered from.
 
-    `files` maps a file name inside the config directory to its text;
-    `config_hash` is the SHA-256 of those files, so an unchanged hash means no
-    write and no reload.
+    The configuration is a root and shards (render/shards.py): `files` are the
+    root's (the engine's main file, the zones include that includes every
+    shard's file, and the manifest of shard hashes, SHARDS_FILE), `shards` the
+    zones by a stable hash of their names. `config_hash` is the hash of the root
+    files, manifest included, so it covers every shard: an unchanged hash means
+    no write and no reload, and a one-zone change changes one shard and the root.
     """
 
     engine: str
     files: Mapping[str, str]
     config_hash: str
     plan: ZonePlan
+    shards: Mapping[str, RenderedShard] = field(default_factory=dict)
     # What the engine cannot express exactly and does instead, in words for the
     # Zone's ConfigValid message: for the whole server (spec.limits), and per
     # served zone (its own fields). Empty for BIND 9, which expresses every field.
@@ -195,11 +225,63 @@ class RenderedConfig:
         """The keys the separate key file must define (the relay key comes from the operator)."""
         return self.plan.tsig_keys
 
+    def engine_files(self) -> dict[str, str]:
+        """What the engine reads from its configuration directory: root and shard files."""
+        files = {
+            name: text for name, text in self.files.items() if name != agent_contract.SHARDS_FILE
+        }
+        for shard in self.shards.values():
+            for name, text in shard.files.items():
+                if name not in agent_contract.SHARD_METADATA_FILES:
+                    files[name] = text
+        return dict(sorted(files.items()))
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """What every part of one server's configuration is rendered with."""
+
+    server: SecondaryServerSpec
+    # The key the operator's NOTIFY relay signs with; every zone accepts it.
+    relay_key_name: dns.name.Name
+    paths: EnginePaths = EnginePaths()
+
+
+@dataclass(frozen=True)
+class RenderedZone:
+    """One zone's part of its shard's file, by section, and what the engine does differently.
+
+    BIND 9 has one section (""), Knot DNS three (remote, acl, zone) that every
+    shard file repeats for its own zones.
+    """
+
+    sections: tuple[tuple[str, tuple[str, ...]], ...]
+    limitations: tuple[str, ...] = ()
+
 
 class EngineRenderer(Protocol):
-    """One DNS engine's configuration, rendered from the same plan."""
+    """One DNS engine's configuration, rendered from the same plan.
+
+    A renderer writes the parts; `render.shards.ConfigBuilder` assembles them
+    into a root and shards, incrementally in the operator and at once in
+    `render()` (`secondary-dns render`, tests).
+    """
 
     engine: str
+
+    def main_files(self, settings: RenderSettings) -> tuple[dict[str, str], tuple[str, ...]]:
+        """The server-wide files (the main file) and the server's limitations; RenderError."""
+        ...
+
+    def zone_part(self, zone: PlannedZone, settings: RenderSettings) -> RenderedZone: ...
+
+    def shard_text(self, parts: Sequence[RenderedZone]) -> str:
+        """A shard's include file from its zones' parts (in zone name order)."""
+        ...
+
+    def zones_include(self, shard_files: Sequence[str], settings: RenderSettings) -> str:
+        """The zones include of the main file: it includes every shard's file."""
+        ...
 
     def render(self, request: RenderRequest) -> RenderedConfig: ...
 
@@ -246,33 +328,78 @@ def zone_comment(ref: ObjectRef) -> str:
         return "# Zone object with an unprintable name"
 
 
-def retransfer_file(plan: ZonePlan) -> str | None:
-    """The retransfer file of a plan (api.agent_contract.RETRANSFER_FILE), None when no zone asks.
+@dataclass(frozen=True)
+class PlanContext:
+    """What every zone's plan depends on besides the zone and its keys."""
 
-    Not an engine file, but part of the configuration (and its hash), so the
-    agent sees a new request exactly when a replica applies the configuration
-    that carries it.
+    # The key the operator's NOTIFY relay signs with, and the engine's control
+    # key: no Zone's Secret may name either.
+    relay_key_name: dns.name.Name
+    rndc_key_name: dns.name.Name = DEFAULT_RNDC_KEY_NAME
+    refused_primary_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def of(cls, request: RenderRequest) -> PlanContext:
+        return cls(
+            request.relay_key_name, request.paths.rndc_key_name, request.refused_primary_networks
+        )
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """One TSIG key reference of a Zone, resolved: where it is written and the key."""
+
+    field_path: str
+    where: str
+    key: TsigKey
+
+
+@dataclass(frozen=True)
+class ZoneDraft:
+    """One Zone planned on its own, before other zones have a say (pure).
+
+    Other zones decide two things only: whether an older Zone claims the same
+    zone name, and whether an older Zone defines one of its key names with
+    another secret. `uses` are the keys it resolved, in the order of its fields,
+    up to where it was rejected on its own (if it was).
     """
-    return agent_contract.encode_retransfer_file(
-        {zone.zone: zone.retransfer_request for zone in plan.zones if zone.retransfer_request}
-    )
+
+    ref: ObjectRef
+    planned: PlannedZone | None
+    rejection: ZoneRejection | None
+    uses: tuple[KeyUse, ...]
+    # Claim order: the older creationTimestamp keeps a zone name (objects
+    # without one after those with one, then by object).
+    claim: tuple[int, str, ObjectRef]
 
 
-def _claim_order(request: RenderRequest, ref: ObjectRef) -> tuple[int, str, ObjectRef]:
-    created = request.created.get(ref)
-    # Objects without a timestamp come after those with one, then by name.
+def claim_order(ref: ObjectRef, created: str | None) -> tuple[int, str, ObjectRef]:
     return (0, created, ref) if created else (1, "", ref)
 
 
+def _where(secret_ref: SecretKeyRef) -> str:
+    return f"Secret {secret_ref.name}" + (f" (key {secret_ref.key})" if secret_ref.key else "")
+
+
+def _key_conflict(use: KeyUse) -> ZoneRejection:
+    # One key name can only have one secret in a server's configuration.
+    return ZoneRejection(
+        conditions.INVALID_TSIG_KEY,
+        f"{use.field_path}: {use.where}: key name {use.key.name} is already used by another "
+        "Secret with a different secret or algorithm; give one of them another `name`",
+    )
+
+
 def _resolve_key(
-    request: RenderRequest,
+    context: PlanContext,
+    keys: TsigKeyLookup,
     ref: ObjectRef,
     secret_ref: SecretKeyRef,
     field_path: str,
-    keys_by_name: dict[dns.name.Name, TsigKey],
+    uses: list[KeyUse],
 ) -> dns.name.Name:
-    found = request.tsig_keys.get((ref.namespace, secret_ref))
-    where = f"Secret {secret_ref.name}" + (f" (key {secret_ref.key})" if secret_ref.key else "")
+    found = keys.get((ref.namespace, secret_ref))
+    where = _where(secret_ref)
     if found is None:
         raise _Rejected(
             conditions.SECRET_NOT_FOUND, f"{field_path}: {where} was not found or has no key"
@@ -284,21 +411,16 @@ def _resolve_key(
         tokens.config_name(found.algorithm, "TSIG algorithm")
     except UnsafeValueError as error:
         raise _Rejected(conditions.INVALID_TSIG_KEY, f"{field_path}: {where}: {error}") from None
-    if found.name == request.relay_key_name or found.name == request.paths.rndc_key_name:
+    if found.name == context.relay_key_name or found.name == context.rndc_key_name:
         raise _Rejected(
             conditions.INVALID_TSIG_KEY,
             f"{field_path}: {where}: key name {found.name} is reserved by the operator; "
             "set the Secret's `name` to another key name",
         )
-    known = keys_by_name.get(found.name)
-    if known is not None and known != found:
-        # One key name can only have one secret in a server's configuration.
-        raise _Rejected(
-            conditions.INVALID_TSIG_KEY,
-            f"{field_path}: {where}: key name {found.name} is already used by another "
-            "Secret with a different secret or algorithm; give one of them another `name`",
-        )
-    keys_by_name[found.name] = found
+    use = KeyUse(field_path, where, found)
+    if any(earlier.key.name == found.name and earlier.key != found for earlier in uses):
+        raise _Rejected(_key_conflict(use).reason, _key_conflict(use).message)
+    uses.append(use)
     return found.name
 
 
@@ -319,7 +441,11 @@ def _check_timer(value: int | None, field_path: str) -> int | None:
 
 
 def _plan_zone(
-    request: RenderRequest, ref: ObjectRef, spec: ZoneSpec, keys: dict[dns.name.Name, TsigKey]
+    context: PlanContext,
+    keys: TsigKeyLookup,
+    ref: ObjectRef,
+    spec: ZoneSpec,
+    uses: list[KeyUse],
 ) -> PlannedZone:
     try:
         tokens.config_name(spec.zone, "spec.zone")
@@ -361,7 +487,7 @@ def _plan_zone(
             )
 
     for index, primary in enumerate(spec.primaries):
-        for refused in request.refused_primary_networks:
+        for refused in context.refused_primary_networks:
             if primary.address in refused:
                 raise _Rejected(
                     conditions.PRIMARY_NOT_ALLOWED,
@@ -372,7 +498,20 @@ def _plan_zone(
                     "administrators to allow that range",
                 )
     primaries = tuple(
-        _plan_primary(request, ref, primary, index, keys)
+        PlannedPrimary(
+            primary.address,
+            primary.port,
+            None
+            if primary.tsig_key_secret_ref is None
+            else _resolve_key(
+                context,
+                keys,
+                ref,
+                primary.tsig_key_secret_ref,
+                f"spec.primaries[{index}].tsigKeySecretRef",
+                uses,
+            ),
+        )
         for index, primary in enumerate(spec.primaries)
     )
     allow_transfer = tuple(
@@ -381,11 +520,12 @@ def _plan_zone(
             None
             if entry.tsig_key_secret_ref is None
             else _resolve_key(
-                request,
+                context,
+                keys,
                 ref,
                 entry.tsig_key_secret_ref,
                 f"spec.allowTransfer[{index}].tsigKeySecretRef",
-                keys,
+                uses,
             ),
         )
         for index, entry in enumerate(spec.allow_transfer)
@@ -404,56 +544,267 @@ def _plan_zone(
     )
 
 
-def _plan_primary(
-    request: RenderRequest,
+def draft_zone(
+    context: PlanContext,
+    keys: TsigKeyLookup,
     ref: ObjectRef,
-    primary: Primary,
-    index: int,
-    keys: dict[dns.name.Name, TsigKey],
-) -> PlannedPrimary:
-    key_name = None
-    if primary.tsig_key_secret_ref is not None:
-        key_name = _resolve_key(
-            request,
-            ref,
-            primary.tsig_key_secret_ref,
-            f"spec.primaries[{index}].tsigKeySecretRef",
-            keys,
+    spec: ZoneSpec,
+    created: str | None,
+) -> ZoneDraft:
+    """One Zone's plan on its own: checked, keys resolved, or the reason it cannot be served."""
+    uses: list[KeyUse] = []
+    try:
+        planned = _plan_zone(context, keys, ref, spec, uses)
+    except _Rejected as rejection:
+        return ZoneDraft(ref, None, rejection.rejection, tuple(uses), claim_order(ref, created))
+    return ZoneDraft(ref, planned, None, tuple(uses), claim_order(ref, created))
+
+
+def secret_refs(spec: ZoneSpec) -> frozenset[SecretKeyRef]:
+    """The TSIG key references of a Zone (primaries and transfer ACLs)."""
+    refs = {p.tsig_key_secret_ref for p in spec.primaries if p.tsig_key_secret_ref}
+    refs |= {a.tsig_key_secret_ref for a in spec.allow_transfer if a.tsig_key_secret_ref}
+    return frozenset(refs)
+
+
+Outcome = PlannedZone | ZoneRejection
+
+
+class ZonePlanner:
+    """Which zones a server serves, kept current one changed Zone at a time.
+
+    Each Zone is drafted on its own (`draft_zone`, memoized: a Zone redrafted
+    only when it, or a key it uses, changes). Other zones matter only through a
+    shared zone name or a shared key name; while neither a changed Zone's name
+    nor any of its key names is shared with a conflicting claim, its outcome is
+    its draft's and no other zone's changes: O(1) per change. Otherwise every
+    zone is decided again in claim order (oldest first), as `plan_zones` does.
+    """
+
+    def __init__(self, context: PlanContext) -> None:
+        self.context = context
+        self.inputs: dict[ObjectRef, tuple[ZoneSpec, str | None]] = {}
+        self.drafts: dict[ObjectRef, ZoneDraft] = {}
+        self.outcomes: dict[ObjectRef, Outcome] = {}
+        self._planned: dict[ObjectRef, PlannedZone] = {}
+        self._rejected: dict[ObjectRef, ZoneRejection] = {}
+        # Who could claim a zone name (drafts that passed) and who uses a key name
+        # with which material (every resolved use, also of rejected drafts).
+        self._claimants: dict[dns.name.Name, set[ObjectRef]] = {}
+        self._key_users: dict[dns.name.Name, dict[TsigKey, set[ObjectRef]]] = {}
+        # The keys the served zones name, with how many uses, and each one's uses.
+        self._served_keys: dict[dns.name.Name, dict[TsigKey, int]] = {}
+        self._counted: dict[ObjectRef, tuple[KeyUse, ...]] = {}
+        self._primary_ports: dict[tuple[IPNetwork, int], int] = {}
+        self._keys: dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = {}
+        # Which Zones reference a key Secret, and the other way round.
+        self._secret_users: dict[tuple[str, SecretKeyRef], set[ObjectRef]] = {}
+        self._secrets_of: dict[ObjectRef, frozenset[tuple[str, SecretKeyRef]]] = {}
+
+    # ---- the indexes -------------------------------------------------------------
+
+    def _index(self, draft: ZoneDraft, sign: int) -> None:
+        if draft.planned is not None:
+            claimants = self._claimants.setdefault(draft.planned.zone, set())
+            if sign > 0:
+                claimants.add(draft.ref)
+            else:
+                claimants.discard(draft.ref)
+                if not claimants:
+                    del self._claimants[draft.planned.zone]
+        for use in draft.uses:
+            materials = self._key_users.setdefault(use.key.name, {})
+            users = materials.setdefault(use.key, set())
+            if sign > 0:
+                users.add(draft.ref)
+            else:
+                users.discard(draft.ref)
+                if not users:
+                    del materials[use.key]
+                if not materials:
+                    del self._key_users[use.key.name]
+
+    def _set_outcome(self, ref: ObjectRef, outcome: Outcome | None) -> bool:
+        """Record a zone's outcome (and the keys it serves with); True when the outcome changed.
+
+        A served zone's keys can change while its plan does not (a Secret's new
+        secret under the same key name): the keys are counted again either way.
+        """
+        before = self.outcomes.get(ref)
+        draft = self.drafts.get(ref)
+        uses = draft.uses if isinstance(outcome, PlannedZone) and draft is not None else ()
+        if before == outcome and self._counted.get(ref, ()) == uses:
+            return False
+        self._count_keys(self._counted.pop(ref, ()), -1)
+        if uses:
+            self._counted[ref] = uses
+            self._count_keys(uses, 1)
+        if isinstance(before, PlannedZone):
+            del self._planned[ref]
+            self._count_primaries(before, -1)
+        elif isinstance(before, ZoneRejection):
+            del self._rejected[ref]
+        if outcome is None:
+            self.outcomes.pop(ref, None)
+        else:
+            self.outcomes[ref] = outcome
+            if isinstance(outcome, PlannedZone):
+                self._planned[ref] = outcome
+                self._count_primaries(outcome, 1)
+            else:
+                self._rejected[ref] = outcome
+        return before != outcome
+
+    def _count_primaries(self, zone: PlannedZone, sign: int) -> None:
+        for primary in zone.primaries:
+            pair = (primary.network, primary.port)
+            count = self._primary_ports.get(pair, 0) + sign
+            if count > 0:
+                self._primary_ports[pair] = count
+            else:
+                self._primary_ports.pop(pair, None)
+
+    def _count_keys(self, uses: tuple[KeyUse, ...], sign: int) -> None:
+        for use in uses:
+            counts = self._served_keys.setdefault(use.key.name, {})
+            counts[use.key] = counts.get(use.key, 0) + sign
+            if counts[use.key] <= 0:
+                del counts[use.key]
+            if not counts:
+                del self._served_keys[use.key.name]
+
+    def _shared(self, draft: ZoneDraft | None) -> bool:
+        """Could this draft's outcome depend on other zones, or theirs on it?"""
+        if draft is None:
+            return False
+        if draft.planned is not None and len(self._claimants.get(draft.planned.zone, ())) > 1:
+            return True
+        return any(len(self._key_users.get(use.key.name, ())) > 1 for use in draft.uses)
+
+    # ---- changes -----------------------------------------------------------------
+
+    def update(
+        self,
+        zones: Mapping[ObjectRef, tuple[ZoneSpec, str | None] | None],
+        keys: TsigKeyLookup | None = None,
+    ) -> set[ObjectRef]:
+        """Apply changed Zones (None: gone) and the current keys; the zones whose outcome changed.
+
+        `keys` is every key the Zones may reference (a key absent from it is not
+        found); None keeps the keys as they were.
+        """
+        redraft = {ref for ref, value in zones.items() if self.inputs.get(ref) != value}
+        if keys is not None:
+            for secret, users in self._secret_users.items():
+                if keys.get(secret) != self._keys.get(secret):
+                    redraft |= users
+            self._keys = dict(keys)
+        for ref in redraft:
+            if ref in zones:
+                value = zones[ref]
+                if value is None:
+                    self.inputs.pop(ref, None)
+                else:
+                    self.inputs[ref] = value
+        local = True
+        new_drafts: dict[ObjectRef, ZoneDraft | None] = {}
+        for ref in redraft:
+            old = self.drafts.get(ref)
+            if self._shared(old):
+                local = False
+            if old is not None:
+                self._index(old, -1)
+            for secret in self._secrets_of.pop(ref, frozenset()):
+                users = self._secret_users[secret]
+                users.discard(ref)
+                if not users:
+                    del self._secret_users[secret]
+            value = self.inputs.get(ref)
+            new = None
+            if value is not None:
+                spec, created = value
+                new = draft_zone(self.context, self._keys, ref, spec, created)
+                self._index(new, 1)
+                secrets = frozenset((ref.namespace, secret) for secret in secret_refs(spec))
+                self._secrets_of[ref] = secrets
+                for secret in secrets:
+                    self._secret_users.setdefault(secret, set()).add(ref)
+            new_drafts[ref] = new
+        for ref, new in new_drafts.items():
+            if new is None:
+                self.drafts.pop(ref, None)
+            else:
+                self.drafts[ref] = new
+        if any(self._shared(new) for new in new_drafts.values()):
+            local = False
+        if local:
+            changed = set()
+            for ref, new in new_drafts.items():
+                outcome = None if new is None else (new.planned or new.rejection)
+                if self._set_outcome(ref, outcome):
+                    changed.add(ref)
+            return changed
+        return self._decide_all()
+
+    def _decide_all(self) -> set[ObjectRef]:
+        """Every zone in claim order, as `plan_zones` decides (when claims are shared)."""
+        keys: dict[dns.name.Name, TsigKey] = {}
+        holders: dict[dns.name.Name, PlannedZone] = {}
+        decided: dict[ObjectRef, Outcome] = {}
+        for draft in sorted(self.drafts.values(), key=lambda d: d.claim):
+            conflict = next(
+                (
+                    use
+                    for use in draft.uses
+                    if use.key.name in keys and keys[use.key.name] != use.key
+                ),
+                None,
+            )
+            if conflict is not None:
+                decided[draft.ref] = _key_conflict(conflict)
+                continue
+            if draft.planned is None:
+                assert draft.rejection is not None
+                decided[draft.ref] = draft.rejection
+                continue
+            holder = holders.get(draft.planned.zone)
+            if holder is not None:
+                decided[draft.ref] = ZoneRejection(
+                    conditions.ZONE_CONFLICT,
+                    f"zone {tokens.config_name(draft.planned.zone)} is already served by this "
+                    f"server for Zone {holder.ref}, which claimed it first; delete one of the two",
+                )
+                continue
+            for use in draft.uses:
+                keys[use.key.name] = use.key
+            holders[draft.planned.zone] = draft.planned
+            decided[draft.ref] = draft.planned
+        changed = set()
+        for ref in set(self.outcomes) | set(decided):
+            if self._set_outcome(ref, decided.get(ref)):
+                changed.add(ref)
+        return changed
+
+    # ---- the plan ----------------------------------------------------------------
+
+    def plan(self) -> ZonePlan:
+        """A snapshot of the current decision."""
+        keys = [next(iter(materials)) for materials in self._served_keys.values()]
+        return ZonePlan(
+            by_ref=dict(self._planned),
+            rejected=dict(self._rejected),
+            tsig_keys=tuple(sorted(keys, key=lambda key: key.name)),
+            primary_ports=frozenset(self._primary_ports),
         )
-    return PlannedPrimary(primary.address, primary.port, key_name)
 
 
 def plan_zones(request: RenderRequest) -> ZonePlan:
     """Decide which zones a server serves; pure and deterministic."""
-    rejected: dict[ObjectRef, ZoneRejection] = {}
-    keys: dict[dns.name.Name, TsigKey] = {}
-    planned: dict[dns.name.Name, PlannedZone] = {}
-    # Oldest claim first, so a later duplicate is the one left out, and key
-    # name conflicts are resolved in favour of the zone that was there first.
-    for ref, spec in sorted(request.zones, key=lambda item: _claim_order(request, item[0])):
-        if ref in rejected or any(zone.ref == ref for zone in planned.values()):
-            continue
-        zone_keys = dict(keys)
-        try:
-            zone = _plan_zone(request, ref, spec, zone_keys)
-        except _Rejected as rejection:
-            rejected[ref] = rejection.rejection
-            continue
-        holder = planned.get(zone.zone)
-        if holder is not None:
-            rejected[ref] = ZoneRejection(
-                conditions.ZONE_CONFLICT,
-                f"zone {tokens.config_name(zone.zone)} is already served by this server "
-                f"for Zone {holder.ref}, which claimed it first; delete one of the two",
-            )
-            continue
-        keys = zone_keys
-        planned[zone.zone] = zone
-    return ZonePlan(
-        zones=tuple(planned[name] for name in sorted(planned)),
-        rejected=dict(sorted(rejected.items())),
-        tsig_keys=tuple(keys[name] for name in sorted(keys)),
+    planner = ZonePlanner(PlanContext.of(request))
+    planner.update(
+        {ref: (spec, request.created.get(ref)) for ref, spec in request.zones}, request.tsig_keys
     )
+    return planner.plan()
 
 
 def check_server(server: SecondaryServerSpec) -> None:

@@ -21,7 +21,7 @@ from secondary_dns.api import (
     parse_tsig_secret,
     parse_zone,
 )
-from secondary_dns.render.engine import TsigKeyLookup, TsigKeyUnavailable
+from secondary_dns.render.engine import TsigKeyLookup, TsigKeyUnavailable, secret_refs
 from secondary_dns.render.selection import zones_for_server
 
 
@@ -40,11 +40,7 @@ class ServedZones:
     @property
     def secret_refs(self) -> frozenset[SecretKeyRef]:
         """The TSIG key references of the selected Zones (primaries and transfer ACLs)."""
-        refs: set[SecretKeyRef] = set()
-        for _, zone in self.selected:
-            refs |= {p.tsig_key_secret_ref for p in zone.primaries if p.tsig_key_secret_ref}
-            refs |= {a.tsig_key_secret_ref for a in zone.allow_transfer if a.tsig_key_secret_ref}
-        return frozenset(refs)
+        return frozenset(ref for _, zone in self.selected for ref in secret_refs(zone))
 
     @property
     def secret_names(self) -> frozenset[str]:
@@ -83,14 +79,21 @@ def select_zones(
 def tsig_keys(
     served: ServedZones, namespace: str, secrets: Mapping[str, Mapping[str, Any] | None]
 ) -> TsigKeyLookup:
-    """Every key the selected Zones name, from the Secrets read (name -> object or None).
+    """Every key the selected Zones name, from the Secrets read (name -> object or None)."""
+    return key_lookup(served.secret_refs, namespace, secrets)
+
+
+def key_lookup(
+    refs: Iterable[SecretKeyRef], namespace: str, secrets: Mapping[str, Mapping[str, Any] | None]
+) -> TsigKeyLookup:
+    """The keys `refs` name, from the Secrets read (name -> object or None).
 
     A missing Secret is simply absent (the renderer reports SecretNotFound on the
     Zones that use it); a Secret that cannot be used is a TsigKeyUnavailable
     with the reason, never the key material.
     """
     found: dict[tuple[str, SecretKeyRef], TsigKey | TsigKeyUnavailable] = {}
-    for ref in sorted(served.secret_refs, key=lambda r: (r.name, r.key or "")):
+    for ref in sorted(set(refs), key=lambda r: (r.name, r.key or "")):
         secret = secrets.get(ref.name)
         if secret is None:
             continue

@@ -32,30 +32,32 @@ How the API maps (docs/render.md, "Knot DNS"):
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import dns.name
 
 from secondary_dns.api import TsigKey, agent_contract, limits
 from secondary_dns.render import tokens
 from secondary_dns.render.engine import (
+    ZONES_INCLUDE,
     EnginePaths,
     PlannedZone,
     RenderedConfig,
+    RenderedZone,
     RenderError,
     RenderRequest,
-    check_server,
-    config_hash,
-    plan_zones,
-    retransfer_file,
+    RenderSettings,
     unique_keys,
     zone_comment,
 )
+from secondary_dns.render.shards import render_at_once
 from secondary_dns.render.tokens import IPAddress, IPNetwork, UnsafeValueError
 
 ENGINE = agent_contract.ENGINE_KNOT
 KNOT_CONF = agent_contract.ENGINE_CONFIG_FILES[ENGINE]
-ZONES_CONF = "zones.conf"
+ZONES_CONF = ZONES_INCLUDE
+# The sections of a zone's part, in the order every shard file has them.
+SECTIONS = ("remote", "acl", "zone")
 PID_FILE = agent_contract.ENGINE_PID_FILES[ENGINE]
 # Zone files beside BIND's naming: `<zone>.db` in the data directory. `%s` is
 # Knot's formatter for the zone name without the final dot; zone names are
@@ -202,9 +204,9 @@ def zone_max_size(max_records: int) -> int:
     return max_records * MAX_RECORD_WIRE_BYTES
 
 
-def _server_limits(request: RenderRequest) -> tuple[list[str], list[str], list[str]]:
+def _server_limits(settings: RenderSettings) -> tuple[list[str], list[str], list[str]]:
     """(server items, zone items, limitations) for spec.limits."""
-    server_limits = request.server.limits
+    server_limits = settings.server.limits
     server_items: list[str] = []
     zone_items: list[str] = []
     notes: list[str] = []
@@ -308,45 +310,62 @@ def render_knot_conf(paths: EnginePaths, server_items: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _zones_conf(
-    zones: Iterable[PlannedZone], request: RenderRequest, zone_items: list[str]
-) -> tuple[str, dict[str, tuple[str, ...]]]:
-    zones = list(zones)
-    relay_key = _name(request.relay_key_name, "relay key name")
-    remotes: list[str] = []
-    acls: list[str] = []
-    entries: list[str] = []
-    notes: dict[str, tuple[str, ...]] = {}
-    if zones:
-        acls += _entry("id", RELAY_NOTIFY_ACL, [_item("key", relay_key), _item("action", "notify")])
-    for zone in zones:
-        comment = zone_comment(zone.ref)
-        remotes += [f"  {comment}", *_remotes(zone)]
-        notify_lines, notify_ids = _notify_acls(zone)
-        transfer_lines, transfer_ids = _transfer_acls(zone)
-        acls += [f"  {comment}", *notify_lines, *transfer_lines]
-        timer_items, timer_notes = _timers(zone)
-        primary_ids = [_primary_id(zone, index) for index in range(len(zone.primaries))]
-        entries += [
-            f"  {comment}",
-            *_entry(
-                "domain",
-                _zone_id(zone),
-                [
-                    _item("master", _list(primary_ids)),
-                    _item("acl", _list([RELAY_NOTIFY_ACL, *notify_ids, *transfer_ids])),
-                    *timer_items,
-                    *zone_items,
-                ],
-            ),
+def zone_part(zone: PlannedZone, zone_items: Sequence[str]) -> RenderedZone:
+    """A zone's remotes, ACL rules and zone entry, and its timers' limitations."""
+    comment = f"  {zone_comment(zone.ref)}"
+    notify_lines, notify_ids = _notify_acls(zone)
+    transfer_lines, transfer_ids = _transfer_acls(zone)
+    timer_items, timer_notes = _timers(zone)
+    primary_ids = [_primary_id(zone, index) for index in range(len(zone.primaries))]
+    entry = _entry(
+        "domain",
+        _zone_id(zone),
+        [
+            _item("master", _list(primary_ids)),
+            _item("acl", _list([RELAY_NOTIFY_ACL, *notify_ids, *transfer_ids])),
+            *timer_items,
+            *zone_items,
+        ],
+    )
+    return RenderedZone(
+        (
+            ("remote", (comment, *_remotes(zone))),
+            ("acl", (comment, *notify_lines, *transfer_lines)),
+            ("zone", (comment, *entry)),
+        ),
+        tuple(timer_notes),
+    )
+
+
+def shard_text(parts: Sequence[RenderedZone]) -> str:
+    """A shard's file: each section once, with every zone's lines of it in order."""
+    sections: dict[str, list[str]] = {section: [] for section in SECTIONS}
+    for part in parts:
+        for section, section_lines in part.sections:
+            sections[section] += section_lines
+    text = ["# Rendered by secondary-dns; one entry per Zone object."]
+    for section in SECTIONS:
+        if sections[section]:
+            text += ["", f"{section}:", *sections[section]]
+    return "\n".join(text) + "\n"
+
+
+def zones_include(shard_files: Sequence[str], settings: RenderSettings) -> str:
+    """The relay's NOTIFY rule every zone names, then each shard's file."""
+    lines = ["# Rendered by secondary-dns; the zones, in one file per shard."]
+    if shard_files:
+        relay_key = _name(settings.relay_key_name, "relay key name")
+        lines += [
+            "",
+            "acl:",
+            *_entry("id", RELAY_NOTIFY_ACL, [_item("key", relay_key), _item("action", "notify")]),
+            "",
         ]
-        if timer_notes:
-            notes[_zone_id(zone)] = tuple(timer_notes)
-    lines = ["# Rendered by secondary-dns; one entry per Zone object."]
-    for section, body in (("remote", remotes), ("acl", acls), ("zone", entries)):
-        if body:
-            lines += ["", f"{section}:", *body]
-    return "\n".join(lines) + "\n", notes
+        lines += [
+            _item("include", tokens.quoted_path(settings.paths.config_dir / name, "zones file"), 0)
+            for name in shard_files
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def render_key_file(keys: Iterable[TsigKey]) -> str:
@@ -367,30 +386,26 @@ def render_key_file(keys: Iterable[TsigKey]) -> str:
 class KnotRenderer:
     engine = ENGINE
 
-    def render(self, request: RenderRequest) -> RenderedConfig:
-        check_server(request.server)
+    def main_files(self, settings: RenderSettings) -> tuple[dict[str, str], tuple[str, ...]]:
         try:
-            _name(request.relay_key_name, "relay key name")
-            server_items, zone_items, server_notes = _server_limits(request)
-            knot_conf = render_knot_conf(request.paths, server_items)
+            _name(settings.relay_key_name, "relay key name")
+            server_items, _, server_notes = _server_limits(settings)
+            return {KNOT_CONF: render_knot_conf(settings.paths, server_items)}, tuple(server_notes)
         except UnsafeValueError as error:
             raise RenderError(str(error)) from None
-        plan = plan_zones(request)
-        zones_conf, notes = _zones_conf(plan.zones, request, zone_items)
-        files = {KNOT_CONF: knot_conf, ZONES_CONF: zones_conf}
-        retransfers = retransfer_file(plan)
-        if retransfers is not None:
-            files[agent_contract.RETRANSFER_FILE] = retransfers
-        return RenderedConfig(
-            engine=ENGINE,
-            files=files,
-            config_hash=config_hash(files),
-            plan=plan,
-            server_limitations=tuple(server_notes),
-            zone_limitations={
-                zone.ref: notes[_zone_id(zone)] for zone in plan.zones if _zone_id(zone) in notes
-            },
-        )
+
+    def zone_part(self, zone: PlannedZone, settings: RenderSettings) -> RenderedZone:
+        _, zone_items, _ = _server_limits(settings)
+        return zone_part(zone, zone_items)
+
+    def shard_text(self, parts: Sequence[RenderedZone]) -> str:
+        return shard_text(parts)
+
+    def zones_include(self, shard_files: Sequence[str], settings: RenderSettings) -> str:
+        return zones_include(shard_files, settings)
+
+    def render(self, request: RenderRequest) -> RenderedConfig:
+        return render_at_once(self, request)
 
     def render_key_file(self, keys: Iterable[TsigKey]) -> str:
         return render_key_file(keys)

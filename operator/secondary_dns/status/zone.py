@@ -327,6 +327,26 @@ def completed_retransfer(config: ZoneConfig) -> str | None:
     return request
 
 
+def follows_rollout(
+    config: ZoneConfig, serial: SerialStatus | None, status: Mapping[str, Any]
+) -> bool:
+    """Whether this Zone's status (as `zone_status` made it) depends on its servers' rollout.
+
+    A new configuration of a server (any zone changed) and each replica applying
+    it change every verdict's config hash and replicas_current, but a Zone's
+    status looks at them only before the serial monitor has evaluated it
+    (rollout_in_progress) and until its retransfer request is done
+    (completed_retransfer; once `status` shows it, it stays). So after a rollout
+    step only these Zones are computed again, not every Zone of the server. A
+    change of the engines' rejections (pod_errors) concerns every Zone and is
+    looked at apart.
+    """
+    if serial is None:
+        return True
+    request = config.retransfer_request
+    return bool(request) and status.get("retransferRequest") != request
+
+
 # ---------------------------------------------------------------- TransferOpen
 
 
