@@ -23,6 +23,11 @@ RECONCILES = Counter(
     "Reconciles of a SecondaryServer, by result (ok, invalid_spec, error).",
     ["result"],
 )
+STATUS_WRITE_ERRORS = Counter(
+    "secondarydns_status_write_errors_total",
+    "Zone status writes that failed (an API error or timeout); the next round or reconcile "
+    "writes them, and other zones' writes and repairs go on.",
+)
 RECONCILE_SECONDS = Histogram(
     "secondarydns_reconcile_duration_seconds",
     "Time to reconcile one SecondaryServer: read, render, apply, status.",

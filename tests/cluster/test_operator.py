@@ -93,8 +93,12 @@ def server_status(cluster: LocalCluster, namespace: str, name: str) -> dict[str,
 
 
 def config_text(cluster: LocalCluster, namespace: str, server_name: str) -> str:
-    cm = get_json(cluster, "configmap", "-n", namespace, f"{server_name}-config")
-    return "\n".join((cm or {}).get("data", {}).values())
+    """Every file of the server's configuration: the root and its zone shards."""
+    selector = f"secondarydns.io/server={server_name},secondarydns.io/role=config"
+    found = get_json(cluster, "configmap", "-n", namespace, "-l", selector) or {}
+    return "\n".join(
+        text for cm in found.get("items") or [] for text in (cm.get("data") or {}).values()
+    )
 
 
 def test_children_are_built_and_owned(
@@ -307,6 +311,55 @@ def test_zones_follow_into_config_and_a_resync_writes_nothing(
     assert operator.metric("secondarydns_reconciles_total") > resyncs_before  # resyncs ran
     assert operator.metric("secondarydns_api_writes_total") == writes
     assert versions() == before
+
+
+def test_children_changed_out_of_band_are_put_back(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Issue 13, item 1: drift is repaired from the child's own watch event."""
+    apply(cluster, namespace, server("drift"), zone("drifty", "drift.example", ["drift"]))
+    role = wait_for(
+        "the agent Role", lambda: get_json(cluster, "role", "-n", namespace, "drift-agent")
+    )
+    rules = role["rules"]
+    wait_for(
+        "the NetworkPolicy",
+        lambda: get_json(cluster, "networkpolicy", "-n", namespace, "drift"),
+    )
+    sts = wait_for(
+        "the StatefulSet", lambda: get_json(cluster, "statefulset", "-n", namespace, "drift")
+    )
+
+    # Someone widens the agent's Role by hand: narrowed again.
+    widened = [*rules, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]
+    cluster.kubectl(
+        "patch", "role", "drift-agent", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"rules": widened}),
+    )  # fmt: skip
+    wait_for(
+        "the Role's rules put back",
+        lambda: (
+            (get_json(cluster, "role", "-n", namespace, "drift-agent") or {}).get("rules") == rules
+        ),
+    )
+    # Someone deletes the NetworkPolicy and the StatefulSet: created again.
+    cluster.kubectl("delete", "networkpolicy", "drift", "-n", namespace, "--wait=false")
+    cluster.kubectl(
+        "delete", "statefulset", "drift", "-n", namespace, "--wait=false", "--cascade=orphan"
+    )
+    wait_for(
+        "the NetworkPolicy back",
+        lambda: get_json(cluster, "networkpolicy", "-n", namespace, "drift"),
+    )
+    back = wait_for(
+        "the StatefulSet back",
+        lambda: (
+            (found := get_json(cluster, "statefulset", "-n", namespace, "drift"))
+            and found["metadata"]["uid"] != sts["metadata"]["uid"]
+            and found
+        ),
+    )
+    assert back["spec"]["replicas"] == sts["spec"]["replicas"]
 
 
 def test_missing_secret_and_unknown_server_are_reported_then_heal(

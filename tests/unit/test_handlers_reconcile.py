@@ -12,6 +12,7 @@ from typing import Any
 
 import dns.name
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from secondary_dns.render.shards import shard_of
 from tests.fake_cluster import FakeApiServer, run_statefulset
@@ -333,3 +334,73 @@ def test_a_zone_open_to_any_address_gets_transfer_open(
     found = condition(zone(api), "TransferOpen")
     assert (found["status"], found["reason"]) == ("True", "OpenToAnyAddress")
     assert condition(zone(api), "ConfigValid")["status"] == "True"
+
+
+def test_children_changed_out_of_band_are_put_back_and_nothing_else_is_written(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """Issue 13, item 1: drift is repaired from the child's watch event and by the resync."""
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    rbac = "rbac.authorization.k8s.io/v1"
+    role = api.get(rbac, "Role", NS, "edge-agent")
+    policy = api.get("networking.k8s.io/v1", "NetworkPolicy", NS, "edge")
+    statefulset = api.get("apps/v1", "StatefulSet", NS, "edge")
+    assert role is not None and policy is not None and statefulset is not None
+
+    # Nothing drifted: neither an event nor a resync sends a single write.
+    requests = len(api.requests)
+    operator.resync()
+    assert [r for r in api.requests[requests:] if r[0] not in ("GET", "WATCH")] == []
+
+    # Someone widens the agent's Role by hand: narrowed again at the Role's event.
+    widened = {
+        "apiVersion": rbac,
+        "kind": "Role",
+        "metadata": {"name": "edge-agent", "namespace": NS},
+        "rules": [*role["rules"], {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list"]}],
+    }
+    api.apply(widened)
+    operator.catch_up()
+    assert (api.get(rbac, "Role", NS, "edge-agent") or {})["rules"] == role["rules"]
+
+    # Someone deletes the NetworkPolicy and the StatefulSet: created again.
+    api.delete("networking.k8s.io/v1", "NetworkPolicy", NS, "edge")
+    api.delete("apps/v1", "StatefulSet", NS, "edge")
+    operator.catch_up()
+    assert (api.get("networking.k8s.io/v1", "NetworkPolicy", NS, "edge") or {}).get(
+        "spec"
+    ) == policy["spec"]
+    back = api.get("apps/v1", "StatefulSet", NS, "edge")
+    assert back is not None and back["spec"] == statefulset["spec"]
+
+    # A Secret it owns (not watched) deleted by hand: put back at the next resync.
+    api.delete("v1", "Secret", NS, "edge-keys")
+    operator.resync()
+    assert api.get("v1", "Secret", NS, "edge-keys") is not None
+
+
+def test_one_zones_failing_status_write_keeps_neither_the_others_nor_the_monitor_back(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """Issue 13, item 6: each Zone's write on its own; an API error is not a stopped round."""
+    api.apply(zone_manifest("other", "other.example"))
+    api.fail("PATCH", "/zones/example-com/status", ApiException(500, "etcd timeout"), times=1)
+    operator.catch_up()
+    # The other Zone was written although example-com's write failed first.
+    assert condition(zone(api, "other"), "ConfigValid")["reason"] == "Rendered"
+    assert "status" not in (zone(api) or {})
+    # The failed work is tried again (here: by hand, as its retry timer would).
+    operator.reconcile_server("edge")
+    assert condition(zone(api), "ConfigValid")["reason"] == "Rendered"
+
+    # The serial monitor: a failing status write still gives the evaluation (its
+    # repairs go out), and the next zone of the round is written.
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    api.fail("PATCH", "/zones/example-com/status", TimeoutError("read timed out"), times=1)
+    target = operator.monitored_zones()["example.com."]
+    assert operator.monitor.record(target, [], [], 0.0) is not None
+    operator.probe("other.example.", 5, [5, 5, 5], 1.0)
+    assert condition(zone(api, "other"), "Synced")["status"] == "True"

@@ -53,6 +53,14 @@ def utc_now() -> str:
     return timestamp_text(time.time())
 
 
+class ZoneStatusFailed(Exception):
+    """Some Zones' status could not be written (the rest was)."""
+
+    def __init__(self, zones: list[ObjectRef]) -> None:
+        super().__init__(f"status of {len(zones)} Zone(s) not written, first {zones[0]}")
+        self.zones = zones
+
+
 @dataclass(frozen=True)
 class ZoneKey:
     """The queue key of a Zone no server serves (only its status is written)."""
@@ -238,8 +246,7 @@ class Controller:
             removed = self.states.remove(ref)
             self.server_status.forget(ref)
             self.servers.forget(ref)
-            for zone in sorted(removed.zones if removed is not None else ()):
-                self.zones.refresh(zone.namespace, zone.name)
+            self._refresh_zones(set(removed.zones) if removed is not None else set())
             return
         full = previous is None or work.spec or work.zones or work.children
         full = full or work.secrets or work.resync
@@ -270,8 +277,21 @@ class Controller:
             # The Zones whose outcome changed, and those whose status follows the
             # rollout; every other Zone's status reads nothing that changed.
             affected = set(reconciled.zones) | self.zone_status.followers(state.zones)
-        for zone in sorted(affected):
-            self.zones.refresh(zone.namespace, zone.name)
+        self._refresh_zones(affected)
+
+    def _refresh_zones(self, zones: set[ObjectRef]) -> None:
+        """Each Zone's status on its own: one failing write (an API error, a timeout)
+        does not keep the others from being written; the work is then tried again."""
+        failed: list[ObjectRef] = []
+        for zone in sorted(zones):
+            try:
+                self.zones.refresh(zone.namespace, zone.name)
+            except Exception as error:
+                log.warning("status of Zone %s not written: %s", zone, error)
+                metrics.STATUS_WRITE_ERRORS.inc()
+                failed.append(zone)
+        if failed:
+            raise ZoneStatusFailed(failed)
 
     def _observe_pods(self, obj: Mapping[str, Any], state: ServerState | None) -> None:
         """Pods or the StatefulSet changed: observe and write status (no render, no apply)."""
@@ -286,8 +306,7 @@ class Controller:
             affected = set(state.zones)
         else:
             affected = self.zone_status.followers(state.zones)
-        for zone in sorted(affected):
-            self.zones.refresh(zone.namespace, zone.name)
+        self._refresh_zones(affected)
 
     # ---- serial monitoring -----------------------------------------------------
 

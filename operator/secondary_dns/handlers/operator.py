@@ -14,6 +14,7 @@ writes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -82,9 +83,13 @@ async def start_watches(memo: kopf.Memo, **_: Any) -> None:
     operator.cluster.cache.start(stop)
     while not await asyncio.to_thread(operator.cluster.cache.wait_synced, 1.0):
         log.info("waiting for the watch caches to list everything")
+    # Each thread runs in a copy of this context: kopf's own (kopf.event needs it).
     for index in range(WORKERS):
         threading.Thread(
-            target=operator.run_worker, args=(stop,), name=f"worker-{index}", daemon=True
+            target=contextvars.copy_context().run,
+            args=(operator.run_worker, stop),
+            name=f"worker-{index}",
+            daemon=True,
         ).start()
 
     def resync() -> None:
@@ -93,7 +98,9 @@ async def start_watches(memo: kopf.Memo, **_: Any) -> None:
             operator.resync()
             stop.wait(RESYNC_SECONDS)
 
-    threading.Thread(target=resync, name="resync", daemon=True).start()
+    threading.Thread(
+        target=contextvars.copy_context().run, args=(resync,), name="resync", daemon=True
+    ).start()
 
 
 def _listen_address(value: str) -> tuple[str, int]:

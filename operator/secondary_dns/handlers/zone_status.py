@@ -11,17 +11,21 @@ rewrites nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
+from secondary_dns import metrics
 from secondary_dns.api import ZONE_PLURAL, ObjectRef, conditions
 from secondary_dns.handlers.events import EventPoster
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.status.conditions import find_condition
 from secondary_dns.status.serial import SerialEvaluation, SerialStatus
 from secondary_dns.status.zone import ZoneConfig, follows_rollout, zone_status
+
+log = logging.getLogger(__name__)
 
 
 class ZoneStatusWriter:
@@ -97,7 +101,13 @@ class ZoneStatusWriter:
             return status
 
         with self._lock(ref):
-            self.cluster.update_status(ZONE_PLURAL, ref.namespace, ref.name, compute)
+            try:
+                self.cluster.update_status(ZONE_PLURAL, ref.namespace, ref.name, compute)
+            except Exception as error:  # an API error or timeout: this Zone's write alone
+                # The evaluation stands (its repairs go out, the next round writes the
+                # status); the monitor's round goes on with the other zones.
+                log.warning("status of Zone %s not written: %s", ref, error)
+                metrics.STATUS_WRITE_ERRORS.inc()
         return outcome.get("evaluation")
 
     def _follow(self, ref: ObjectRef, follows: bool) -> None:
