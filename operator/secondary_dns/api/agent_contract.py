@@ -138,14 +138,22 @@ _SHARD = re.compile(r"^[0-9a-f]{1,8}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
-def parse_shards_file(text: str) -> dict[str, str] | str:
-    """{shard: hash} of a root configuration; an error text when it is malformed."""
+def _json_object(text: str, file: str, what: str) -> dict[Any, Any] | str:
+    """A JSON object read from one of the contract's files; an error text naming the file."""
     try:
         value = json.loads(text)
     except ValueError as error:
-        return f"{SHARDS_FILE} is not JSON: {error}"
+        return f"{file} is not JSON: {error}"
     if not isinstance(value, dict):
-        return f"{SHARDS_FILE} must be a JSON object of shard: hash"
+        return f"{file} must be a JSON object of {what}"
+    return value
+
+
+def parse_shards_file(text: str) -> dict[str, str] | str:
+    """{shard: hash} of a root configuration; an error text when it is malformed."""
+    value = _json_object(text, SHARDS_FILE, "shard: hash")
+    if isinstance(value, str):
+        return value
     for shard, hash_ in value.items():
         if not isinstance(shard, str) or not _SHARD.match(shard):
             return f"{SHARDS_FILE}: {shard!r} is not a shard name (lowercase hex)"
@@ -262,12 +270,9 @@ def parse_retransfer_file(text: str | None) -> dict[dns.name.Name, str] | str:
     """The requests of a retransfer file (no file: none); an error text when it is malformed."""
     if text is None:
         return {}
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        return f"{RETRANSFER_FILE} is not JSON: {error}"
-    if not isinstance(value, dict):
-        return f"{RETRANSFER_FILE} must be a JSON object of zone: request"
+    value = _json_object(text, RETRANSFER_FILE, "zone: request")
+    if isinstance(value, str):
+        return value
     requests: dict[dns.name.Name, str] = {}
     for zone, request in value.items():
         if not isinstance(request, str) or not request:

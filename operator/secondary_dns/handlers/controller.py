@@ -81,9 +81,17 @@ def _declared(obj: Mapping[str, Any] | None) -> tuple[Any, ...] | None:
     )
 
 
-def declared_change(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
-    """Most events only carry a status change (most of them our own writes): not work."""
-    return _declared(old) != _declared(new)
+def _declared_ref(
+    event: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+) -> ObjectRef | None:
+    """The object of an event that changed what a reconcile reads; None for the others.
+
+    Most events only carry a status change (most of them our own writes): not work.
+    """
+    if event != DELETED and _declared(old) == _declared(new):
+        return None
+    obj = new or old
+    return None if obj is None else ObjectRef.of(obj)
 
 
 class Controller:
@@ -126,20 +134,16 @@ class Controller:
     def on_server(
         self, event: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
     ) -> None:
-        if event != DELETED and not declared_change(old, new):
-            return
-        obj = new or old
-        assert obj is not None
-        self.queue.add(ObjectRef.of(obj), ServerWork(spec=True))
+        ref = _declared_ref(event, old, new)
+        if ref is not None:
+            self.queue.add(ref, ServerWork(spec=True))
 
     def on_zone(
         self, event: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
     ) -> None:
-        if event != DELETED and not declared_change(old, new):
+        ref = _declared_ref(event, old, new)
+        if ref is None:
             return
-        obj = new or old
-        assert obj is not None
-        ref = ObjectRef.of(obj)
         servers = self.zones.servers_of(ref, [zone for zone in (old, new) if zone is not None])
         for server in servers:
             self.queue.add(server, ServerWork(zones=frozenset({ref})))

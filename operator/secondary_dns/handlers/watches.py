@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from secondary_dns.api.agent_contract import LABEL_SERVER
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.k8s import resources
-from secondary_dns.k8s.informer import Informer, WatchTransport
+from secondary_dns.k8s.informer import ApiTransport, Informer
 
 # The kinds of a server's children that are watched (every one but Secrets).
 WATCHED_CHILDREN = tuple(child for child in resources.CHILDREN if child != resources.SECRETS)
 
 
 def add_watches(
-    transport: WatchTransport,
+    transport: ApiTransport,
     controller: Controller,
     namespaces: Sequence[str] = (),
 ) -> list[Informer]:

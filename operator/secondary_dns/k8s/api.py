@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -28,10 +28,12 @@ from secondary_dns import metrics
 from secondary_dns.api import GROUP, SECONDARY_SERVER_PLURAL, VERSION, ZONE_PLURAL
 from secondary_dns.k8s import resources
 from secondary_dns.k8s.drift import matches
-from secondary_dns.k8s.informer import ObjectCache
+from secondary_dns.k8s.informer import ApiTransport, ObjectCache
 from secondary_dns.k8s.resources import Resource, resource_of
 
 log = logging.getLogger(__name__)
+
+__all__ = ["ApiTransport", "Cluster", "KubernetesTransport", "new_api_client"]
 
 FIELD_MANAGER = "secondary-dns-operator"
 # Seconds to connect to the API server, and to wait for an answer once connected.
@@ -57,30 +59,6 @@ def new_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient
 
 def _object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     return resource_of(api_version, kind).path(namespace, name)
-
-
-class ApiTransport(Protocol):
-    """One request to the API server: the JSON answer, or ApiException with its status.
-
-    The seam between the typed facade and the wire: the operator uses the
-    kubernetes client (`KubernetesTransport`); unit tests use an in-memory API
-    server (tests/fake_cluster.py) with the same resourceVersion, server-side
-    apply, status-subresource and watch rules.
-    """
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: Sequence[tuple[str, str]] = (),
-        content_type: str = "application/json",
-    ) -> Any: ...
-
-    def watch(
-        self, path: str, *, query: Sequence[tuple[str, str]], timeout_seconds: int
-    ) -> Iterator[Mapping[str, Any]]: ...
 
 
 @dataclass(frozen=True)

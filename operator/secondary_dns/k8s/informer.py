@@ -46,8 +46,15 @@ EventHandler = Callable[[str, Mapping[str, Any] | None, Mapping[str, Any] | None
 Key = tuple[str, str]
 
 
-class WatchTransport(Protocol):
-    """What an informer needs of the API: a GET, and a watch that yields decoded events."""
+class ApiTransport(Protocol):
+    """One request to the API server: the JSON answer, or ApiException with its status;
+    and a watch that yields decoded events.
+
+    The seam between the operator and the wire: the operator uses the kubernetes
+    client (k8s/api.py `KubernetesTransport`); unit tests use an in-memory API
+    server (tests/fake_cluster.py) with the same resourceVersion, server-side
+    apply, status-subresource and watch rules.
+    """
 
     def request(
         self,
@@ -106,7 +113,7 @@ class Informer:
 
     def __init__(
         self,
-        transport: WatchTransport,
+        transport: ApiTransport,
         resource: Resource,
         *,
         namespace: str | None = None,
@@ -287,7 +294,7 @@ class ObjectCache:
     it now.
     """
 
-    def __init__(self, transport: WatchTransport) -> None:
+    def __init__(self, transport: ApiTransport) -> None:
         self.transport = transport
         self.informers: list[Informer] = []
         self._lock = threading.Lock()
