@@ -14,7 +14,6 @@ writes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import threading
@@ -26,7 +25,7 @@ from secondary_dns.api.agent_contract import LABEL_SERVER
 from secondary_dns.api.fields import REFUSED_PRIMARY_NETWORKS_ENV, parse_cidr_list
 from secondary_dns.dns.relay import NotifyRelay, RelayThread
 from secondary_dns.handlers.controller import Controller
-from secondary_dns.handlers.events import post_kopf_event
+from secondary_dns.handlers.events import api_event_poster
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster, KubernetesTransport, new_api_client
@@ -61,7 +60,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     cluster = Cluster(transport)
     operator = Controller(
         cluster,
-        post_kopf_event,
+        api_event_poster(cluster),
         notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None,
         # --refused-primary-networks (cli.py checked it): e.g. the Service range.
         refused_primary_networks=parse_cidr_list(
@@ -83,13 +82,9 @@ async def start_watches(memo: kopf.Memo, **_: Any) -> None:
     operator.cluster.cache.start(stop)
     while not await asyncio.to_thread(operator.cluster.cache.wait_synced, 1.0):
         log.info("waiting for the watch caches to list everything")
-    # Each thread runs in a copy of this context: kopf's own (kopf.event needs it).
     for index in range(WORKERS):
         threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(operator.run_worker, stop),
-            name=f"worker-{index}",
-            daemon=True,
+            target=operator.run_worker, args=(stop,), name=f"worker-{index}", daemon=True
         ).start()
 
     def resync() -> None:
@@ -98,9 +93,7 @@ async def start_watches(memo: kopf.Memo, **_: Any) -> None:
             operator.resync()
             stop.wait(RESYNC_SECONDS)
 
-    threading.Thread(
-        target=contextvars.copy_context().run, args=(resync,), name="resync", daemon=True
-    ).start()
+    threading.Thread(target=resync, name="resync", daemon=True).start()
 
 
 def _listen_address(value: str) -> tuple[str, int]:

@@ -70,7 +70,7 @@ class ServerStatusWriter:
                 topology_key=spec.spread.topology_key,
                 pods=pods,
                 config_hash=rendered.config_hash,
-                zones=len(rendered.plan.zones),
+                zones=len(rendered.plan),
                 rollout_complete=rollout_complete(statefulset, spec.replicas),
                 notify_address=self.notify_address,
                 apply_error=apply_error,

@@ -305,6 +305,12 @@ class Cluster:
             return True
         raise RuntimeError(f"status of {plural}/{namespace}/{name} kept changing under us")
 
+    # ---- events ----------------------------------------------------------
+
+    def create_event(self, body: Mapping[str, Any]) -> None:
+        namespace = body["metadata"]["namespace"]
+        self.transport.request("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
+
     # ---- reads for status ------------------------------------------------
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
