@@ -17,6 +17,7 @@ from secondary_dns.handlers.targets import MonitoredZone
 from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.k8s.informer import Informer
+from secondary_dns.status.serial import ReplicaTarget
 from tests.fake_cluster import FakeApiServer, custom_resource
 
 NS = "dns"
@@ -125,11 +126,20 @@ class Operator:
     def probe(self, zone: str, primary: int | None, replicas: list[int | None], now: float) -> None:
         """One round of the serial monitor for `zone`: the primary and each replica answer
         these serials (None: a timeout), as SOA probes would have seen them."""
-        target = self.monitored_zones()[zone]
+        self._probe(self.monitored_zones()[zone], primary, replicas, now)
+
+    def probe_all(self, serial: int, now: float) -> None:
+        """One round of the serial monitor in which every replica of every zone is in sync."""
+        for target in self.controller.monitored_zones():
+            self._probe(target, serial, [serial] * len(target.replicas), now)
+
+    def _probe(
+        self, target: MonitoredZone, primary: int | None, replicas: list[int | None], now: float
+    ) -> None:
         primaries = [
             _answer(p, primary, "timeout after 2 attempts of 2s") for p in target.primaries
         ]
-        results = [
+        results: list[tuple[ReplicaTarget, ProbeResult | None]] = [
             (replica, _answer(ProbeTarget(str(replica.address)), serial, "timeout after 2s"))
             for (replica, _), serial in zip(target.replicas, replicas, strict=True)
         ]

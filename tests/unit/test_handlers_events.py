@@ -1,4 +1,4 @@
-"""Events are created with the operator's own client, from any thread, never failing work."""
+"""Events: created with the operator's own client, off the caller's thread, never failing work."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from secondary_dns.handlers.events import MAX_EVENT_MESSAGE, api_event_poster, event_body
+from secondary_dns.handlers.events import MAX_EVENT_MESSAGE, ApiEventPoster, event_body
 from secondary_dns.k8s.api import Cluster
 
 ZONE = {
@@ -56,7 +56,11 @@ def test_an_event_names_the_object_and_is_cut_to_the_limit() -> None:
 
 def test_events_are_posted_and_a_refused_one_is_only_logged() -> None:
     transport = Recorder()
-    api_event_poster(Cluster(transport))(ZONE, "Normal", "Rendered", "served")
+    poster = ApiEventPoster(Cluster(transport))
+    poster(ZONE, "Normal", "Rendered", "served")
+    poster.flush()
     ((method, path, body),) = transport.sent
     assert (method, path, body["reason"]) == ("POST", "/api/v1/namespaces/dns/events", "Rendered")
-    api_event_poster(Cluster(Recorder(fail=True)))(ZONE, "Normal", "Rendered", "served")
+    refusing = ApiEventPoster(Cluster(Recorder(fail=True)))
+    refusing(ZONE, "Normal", "Rendered", "served")
+    refusing.flush()

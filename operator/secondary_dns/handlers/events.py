@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +20,8 @@ EventPoster = Callable[[Mapping[str, Any], str, str, str], None]
 # An Event's message is cut here: longer ones are refused by some clusters.
 MAX_EVENT_MESSAGE = 1024
 COMPONENT = "secondary-dns-operator"
+# Events waiting to be sent; more are dropped (and logged).
+QUEUE_CAPACITY = 10_000
 
 
 def event_body(
@@ -48,18 +52,41 @@ def event_body(
     }
 
 
-def api_event_poster(cluster: Cluster) -> EventPoster:
-    """Events created with the operator's own API client, from any thread.
+class ApiEventPoster:
+    """Events created with the operator's own API client, off the caller's thread.
 
-    An Event that cannot be created is logged and dropped: it never fails the
-    reconcile that told it (the status says the same).
+    A reconcile that tells 3,000 Zones they are served must not wait for 3,000
+    POSTs: Events go into a bounded queue that one thread sends. An Event that
+    cannot be created (or finds the queue full) is logged and dropped: it never
+    fails the work that told it (the status says the same).
     """
 
-    def post(obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
+    def __init__(self, cluster: Cluster, capacity: int = QUEUE_CAPACITY) -> None:
+        self.cluster = cluster
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._send, name="events", daemon=True)
+        self._thread.start()
+
+    def __call__(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
         body = event_body(obj, event_type, reason, message, timestamp_text(time.time()))
         try:
-            cluster.create_event(body)
-        except Exception as error:
-            log.warning("Event %s for %s not posted: %s", reason, obj["metadata"]["name"], error)
+            self._queue.put_nowait(body)
+        except queue.Full:
+            log.warning(
+                "Event %s for %s dropped: too many waiting", reason, obj["metadata"]["name"]
+            )
 
-    return post
+    def _send(self) -> None:
+        while True:
+            body = self._queue.get()
+            try:
+                self.cluster.create_event(body)
+            except Exception as error:
+                name = body["involvedObject"]["name"]
+                log.warning("Event %s for %s not posted: %s", body["reason"], name, error)
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every Event queued so far was sent or dropped (tests)."""
+        self._queue.join()

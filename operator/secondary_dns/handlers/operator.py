@@ -25,7 +25,7 @@ from secondary_dns.api.agent_contract import LABEL_SERVER
 from secondary_dns.api.fields import REFUSED_PRIMARY_NETWORKS_ENV, parse_cidr_list
 from secondary_dns.dns.relay import NotifyRelay, RelayThread
 from secondary_dns.handlers.controller import Controller
-from secondary_dns.handlers.events import api_event_poster
+from secondary_dns.handlers.events import ApiEventPoster
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster, KubernetesTransport, new_api_client
@@ -60,7 +60,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     cluster = Cluster(transport)
     operator = Controller(
         cluster,
-        api_event_poster(cluster),
+        ApiEventPoster(cluster),
         notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None,
         # --refused-primary-networks (cli.py checked it): e.g. the Service range.
         refused_primary_networks=parse_cidr_list(

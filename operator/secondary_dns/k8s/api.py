@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,6 +154,12 @@ class Cluster:
     def __init__(self, transport: ApiTransport, cache: ObjectCache | None = None) -> None:
         self.transport = transport
         self.cache = cache if cache is not None else ObjectCache(transport)
+        # (apiVersion, kind, namespace, name) -> (the live resourceVersion, the desired
+        # object found to match it). The same desired object (a shard's ConfigMap the
+        # reconciler kept) against the same live version needs no comparison; any change
+        # of the live object, by anyone, changes its version, so drift is still seen.
+        self._verified: dict[tuple[str, str, str, str], tuple[str, Mapping[str, Any]]] = {}
+        self._verified_lock = threading.Lock()
 
     # ---- raw calls -------------------------------------------------------
 
@@ -190,9 +197,33 @@ class Cluster:
         resource = resource_of(obj["apiVersion"], obj["kind"])
         return self.cache.get(resource, meta.get("namespace", ""), meta["name"])
 
+    def _verify(self, obj: Mapping[str, Any], live: Mapping[str, Any] | None) -> None:
+        meta = obj["metadata"]
+        key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+        version = str(((live or {}).get("metadata") or {}).get("resourceVersion") or "")
+        with self._verified_lock:
+            if version:
+                self._verified[key] = (version, obj)
+            else:
+                self._verified.pop(key, None)
+
+    def _known_match(self, obj: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+        if live is None:
+            return False
+        meta = obj["metadata"]
+        key = (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+        with self._verified_lock:
+            verified = self._verified.get(key)
+        version = str((live.get("metadata") or {}).get("resourceVersion") or "")
+        return verified is not None and verified[1] is obj and verified[0] == version
+
     def apply(self, obj: Mapping[str, Any]) -> bool:
         """Server-side apply `obj`; False when the live object already holds all of it."""
-        if matches(obj, self.live(obj)):
+        live = self.live(obj)
+        if self._known_match(obj, live):
+            return False
+        if matches(obj, live):
+            self._verify(obj, live)
             return False
         meta = obj["metadata"]
         path = _object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
@@ -206,6 +237,7 @@ class Cluster:
         )
         if isinstance(result, Mapping) and result.get("metadata"):
             self.cache.observe(result)
+            self._verify(obj, result)
         return True
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
