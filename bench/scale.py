@@ -60,6 +60,7 @@ from localcluster.scenario import (
     API,
     OperatorProcess,
     apply,
+    build_pod_image,
     ensure_namespace,
     install_crds,
     replica_addresses,
@@ -535,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cluster = LocalCluster(args.cluster)
     cluster.up()
+    build_pod_image()  # before the namespace: a build needs the package registries
     netns.enter(cluster.netns)
     install_crds(cluster)
     workdir = cluster.state_dir / "bench-scale"
