@@ -61,6 +61,21 @@ REPAIR_NOTIFIES = Counter(
     "(ok, error).",
     ["result"],
 )
+SOA_PROBES = Counter(
+    "secondarydns_soa_probes_total",
+    "SOA queries the serial monitor sent, by target (primary, replica).",
+    ["target"],
+)
+AGENT_REPORTS = Counter(
+    "secondarydns_agent_zone_reports_total",
+    "GET /zones the serial monitor made to replicas' agents (every zone's serial in one "
+    "answer), by result (ok, error: the replica's zones are then asked by SOA).",
+    ["result"],
+)
+REPORT_MISMATCHES = Counter(
+    "secondarydns_replica_report_mismatches_total",
+    "Spot checks where a replica answered an older serial (or none) than its agent reported.",
+)
 PROBE_ERRORS = Counter(
     "secondarydns_probe_errors_total",
     "SOA probes that got no authoritative answer, by target (primary, replica).",

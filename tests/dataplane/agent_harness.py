@@ -48,7 +48,10 @@ class AgentPod:
         address: str,
         key: TsigCredentials,
         engine: str = agent_contract.ENGINE_BIND9,
+        http_listen: str = "127.0.0.1:0",
     ) -> None:
+        """`http_listen`: where the agent's HTTP server listens (the pod address and the
+        agent port for an operator to read, as in a pod)."""
         self.workdir = workdir
         self.address = address
         self.key = key
@@ -68,8 +71,9 @@ class AgentPod:
         self.agent = Agent(
             self.layout, self.source, self.reporter, control, probe, poll_interval=0.2
         )
+        self.http_address = http_listen.rpartition(":")[0]
         self.http = AgentHTTPServer(
-            "127.0.0.1:0",
+            http_listen,
             self.agent.healthz,
             self.agent.readyz,
             self.agent.metrics.registry,
@@ -121,7 +125,7 @@ class AgentPod:
             print(f"---- engine log ----\n{self.engine.log()[-6000:]}")
 
     def get(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.http.port}{path}"
+        url = f"http://{self.http_address}:{self.http.port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return response.status, response.read().decode()

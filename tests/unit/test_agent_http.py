@@ -23,7 +23,7 @@ def server() -> Iterator[AgentHTTPServer]:
         healthz=lambda: (True, "ok"),
         readyz=lambda: (False, "zone example.com. not loaded"),
         registry=CollectorRegistry(),
-        zones=lambda: b'{"zones": {}}',
+        zones=lambda _max_age: b'{"zones": {}}',
     )
     http.start()
     try:
@@ -116,3 +116,34 @@ def test_random_requests_never_stop_the_server(server: AgentHTTPServer, request:
     # server keeps serving.
     assert len(answer) < 65536
     assert get(server.port, "/healthz") == (200, b"ok\n")
+
+
+@pytest.mark.parametrize(
+    ("query", "passed"),
+    [
+        ("", None),
+        ("?maxAge=0.5", 0.5),
+        ("?maxAge=0", 0.0),
+        ("?maxAge=-1", None),
+        ("?maxAge=nan", None),
+        ("?maxAge=x", None),
+    ],
+)
+def test_zones_pass_max_age_when_it_is_a_number_of_seconds(
+    query: str, passed: float | None
+) -> None:
+    asked: list[float | None] = []
+
+    def zones(max_age: float | None) -> bytes:
+        asked.append(max_age)
+        return b'{"zones": {}}'
+
+    http = AgentHTTPServer(
+        "127.0.0.1:0", lambda: (True, "ok"), lambda: (True, "ok"), CollectorRegistry(), zones
+    )
+    http.start()
+    try:
+        assert get(http.port, "/zones" + query) == (200, b'{"zones": {}}')
+    finally:
+        http.stop()
+    assert asked == [passed]

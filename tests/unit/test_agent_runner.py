@@ -191,3 +191,22 @@ def test_a_new_retransfer_request_asks_named_once(layout: PodLayout) -> None:
     again.start()
     again.step()
     assert control.retransfers == [a]
+
+
+def test_zones_with_max_age_ask_the_engine_again(layout: PodLayout) -> None:
+    config = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(config), key_secret_of(config))
+    agent, _, probe = make_agent(layout, source, MemoryPodReporter())
+    probe.loaded = {dns.name.from_text("a.test.")}
+    agent.step()
+    served = {dns.name.from_text("a.test."): agent_contract.ZoneState(serial=1)}
+    assert agent_contract.ZonesDocument.parse(agent.zones_document()) == (
+        agent_contract.ZonesDocument(config.config_hash, served)
+    )
+    # The engine transferred serial 2 since the loop's last look.
+    probe.zone_states = lambda: {dns.name.from_text("a.test."): ZoneState(serial=2)}  # type: ignore[method-assign]
+    cached = agent_contract.ZonesDocument.parse(agent.zones_document(max_age=3600))
+    fresh = agent_contract.ZonesDocument.parse(agent.zones_document(max_age=0))
+    assert cached is not None and fresh is not None
+    assert cached.zones[dns.name.from_text("a.test.")].serial == 1
+    assert fresh.zones[dns.name.from_text("a.test.")].serial == 2

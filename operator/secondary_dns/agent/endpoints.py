@@ -9,14 +9,17 @@ send nothing crowd out only themselves, never the kubelet's probes.
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from secondary_dns.api.agent_contract import ZONES_MAX_AGE_PARAMETER, ZONES_PATH
 from secondary_dns.connections import ConnectionSlots
 
 # (ok, reason): the reason is the body, so `kubectl describe pod` shows it.
@@ -29,6 +32,15 @@ REQUEST_TIMEOUT = 5.0
 # operator are three sources; each needs a few at most).
 MAX_CONNECTIONS = 32
 MAX_CONNECTIONS_PER_SOURCE = 8
+
+
+def _seconds(text: str) -> float | None:
+    """`maxAge`: a finite, non-negative number of seconds; anything else is absent."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -47,7 +59,7 @@ class AgentHTTPServer:
         healthz: Check,
         readyz: Check,
         registry: CollectorRegistry,
-        zones: Callable[[], bytes] | None = None,
+        zones: Callable[[float | None], bytes] | None = None,
     ) -> None:
         checks = {"/healthz": healthz, "/readyz": readyz}
 
@@ -61,8 +73,10 @@ class AgentHTTPServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                     return
-                if path == "/zones" and zones is not None:
-                    self._send(200, zones(), "application/json")
+                if path == ZONES_PATH and zones is not None:
+                    query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                    max_age = _seconds(query.get(ZONES_MAX_AGE_PARAMETER, [""])[-1])
+                    self._send(200, zones(max_age), "application/json")
                     return
                 check = checks.get(path)
                 if check is None:

@@ -11,6 +11,7 @@ changes nothing.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -101,6 +102,9 @@ class Agent:
         self.readiness = Readiness(False, "starting")
         self.zones_loaded = 0
         self.zone_states: dict[dns.name.Name, ZoneState] = {}
+        # One look at the engine's zones at a time (the loop's, or a /zones request's).
+        self._look_lock = threading.Lock()
+        self._looked_at = -math.inf
         self._reported: dict[str, str | None] | None = None
         self._pending_reason = ""
         self._last_pass = time.monotonic()
@@ -117,10 +121,28 @@ class Agent:
     def readyz(self) -> tuple[bool, str]:
         return self.readiness.ready, self.readiness.reason
 
-    def zones_document(self) -> bytes:
-        """GET /zones: what the engine says of each configured zone (see docs/agent.md)."""
+    def zones_document(self, max_age: float | None = None) -> bytes:
+        """GET /zones: what the engine says of each configured zone (see docs/agent.md).
+
+        With `max_age`, a look older than that many seconds is taken again now
+        (the serial monitor reads replicas' serials this way). Concurrent
+        requests wait for one look instead of each asking the engine.
+        """
+        if max_age is not None:
+            with self._look_lock:
+                if time.monotonic() - self._looked_at > max_age:
+                    self._look_at_zones()
         applied = self.applied.config_hash if self.applied else None
         return ZonesDocument(applied, self.zone_states).encode()
+
+    def _look_at_zones(self) -> dict[dns.name.Name, ZoneState] | None:
+        """The engine's zones now; the configured ones are published for /zones."""
+        states = self.probe.zone_states()
+        configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
+        # Replaced whole (the HTTP threads read it); unknown when the engine does not say.
+        self.zone_states = {z: states[z] for z in configured if z in states} if states else {}
+        self._looked_at = time.monotonic()
+        return states
 
     # ---- loop ------------------------------------------------------------------------
 
@@ -254,11 +276,13 @@ class Agent:
     def observe_engine(self) -> None:
         configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
         answering = self.applied is not None and self.probe.answering()
-        states = self.probe.zone_states() if answering else None
+        with self._look_lock:
+            if answering:
+                states = self._look_at_zones()
+            else:
+                states, self.zone_states = None, {}
         loaded = None if states is None else loaded_zones(states)
         missing = missing_zones(configured, loaded or set())
-        # Replaced whole (the HTTP thread reads it); unknown when the engine does not say.
-        self.zone_states = {z: states[z] for z in configured if z in states} if states else {}
         self.metrics.set_zone_expiry(
             {zone: state.expires for zone, state in self.zone_states.items() if state.expires}
         )

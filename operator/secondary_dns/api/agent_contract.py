@@ -172,6 +172,11 @@ DEFAULT_DATA_DIR = PurePosixPath("/var/lib/secondary-dns")
 HEALTHZ_PATH = "/healthz"
 READYZ_PATH = "/readyz"
 ZONES_PATH = "/zones"
+# GET /zones?maxAge=SECONDS: the engine's state read at most SECONDS ago (the agent
+# asks the engine again if its last look is older). Without it: the agent loop's
+# last look, up to a poll interval old. The serial monitor reads every zone's
+# serial of a replica in this one call instead of one SOA query per zone.
+ZONES_MAX_AGE_PARAMETER = "maxAge"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ from collections.abc import Iterable
 
 import aiohttp
 
-from secondary_dns.api.agent_contract import AGENT_PORT, ZONES_PATH, ZonesDocument
+from secondary_dns.api.agent_contract import (
+    AGENT_PORT,
+    ZONES_MAX_AGE_PARAMETER,
+    ZONES_PATH,
+    ZonesDocument,
+)
 
 DEFAULT_TIMEOUT = 2.0
 
@@ -26,8 +31,13 @@ async def fetch_zones(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     concurrency: int = 16,
+    max_age: float | None = None,
 ) -> dict[str, ZonesDocument]:
-    """GET http://ADDRESS:PORT/zones of every agent; an address that fails is left out."""
+    """GET http://ADDRESS:PORT/zones of every agent; an address that fails is left out.
+
+    `max_age`: the agent looks at its engine again when its last look is older.
+    """
+    query = "" if max_age is None else f"?{ZONES_MAX_AGE_PARAMETER}={max_age:g}"
     gate = asyncio.Semaphore(concurrency)
     found: dict[str, ZonesDocument] = {}
     client_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -37,7 +47,7 @@ async def fetch_zones(
             host = f"[{address}]" if ":" in address else address
             async with gate:
                 try:
-                    async with session.get(f"http://{host}:{port}{ZONES_PATH}") as response:
+                    async with session.get(f"http://{host}:{port}{ZONES_PATH}{query}") as response:
                         if response.status != 200:
                             return
                         data = await response.read()

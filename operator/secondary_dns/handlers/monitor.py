@@ -1,11 +1,27 @@
-"""The serial monitor's loop: probe -> evaluate -> status, metrics, repairs.
+"""The serial monitor's loop: observe -> evaluate -> status, metrics, repairs.
 
-Runs as one asyncio task in kopf's event loop: every round probes the SOA of
-every primary and every replica of every monitored zone (bounded concurrency,
-no thread per zone), evaluates each zone with the pure `status.serial.evaluate`,
-and writes the Zone's status only when it changed. It probes fast for a while
-after a NOTIFY or a configuration change, slowly in steady state. The NOTIFY
-relay's routes are refreshed from the same snapshot each round.
+Runs as one asyncio task in kopf's event loop. What it asks, and when
+(docs/serial-status.md):
+
+- **Replicas report**: every `steady_interval` one `GET /zones?maxAge=0` per
+  replica pod gives the serial of every zone it serves (the engine's own
+  statistics: named's statistics channel, `knotc zone-status`), instead of one
+  SOA query per zone per pod. A reported serial stands for an answer when the
+  monitor has seen that serial's SOA (from a primary or an earlier probe);
+  otherwise, and for replicas whose agent does not answer, the SOA is asked.
+- **Spot checks**: each report round also asks `spot_checks` zones of each
+  replica by SOA, in turn. A replica that answers an older serial than it reports
+  (or no answer) is distrusted for DISTRUST_SECONDS: all its zones are asked by
+  SOA meanwhile, and the probe's answer, what clients get, is what counts.
+- **Primaries on a budget** (`status.schedule.ProbeSchedule`): queries per second
+  shared by every zone's primaries, no zone later than its SOA refresh.
+- **Hot zones**: a NOTIFY the relay accepted or fanned out, a primary seen with a
+  new serial, or a change of what serves a zone makes that zone (and only that
+  zone) hot: its replicas and primaries are asked by SOA every few tens of
+  milliseconds until every replica serves the primary's serial.
+
+Each zone is evaluated with the pure `status.serial.evaluate` when something
+about it was observed, and its status written only when it changed.
 """
 
 from __future__ import annotations
@@ -15,19 +31,30 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import dns.serial
 
 from secondary_dns import metrics
 from secondary_dns.api import ObjectRef
-from secondary_dns.api.agent_contract import ZonesDocument
-from secondary_dns.api.soa import ProbeResult, ProbeTarget
+from secondary_dns.api.agent_contract import AGENT_PORT, ZonesDocument
+from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
 from secondary_dns.dns.agent_client import fetch_zones
 from secondary_dns.dns.notify import send_notify
 from secondary_dns.dns.probe import DEFAULT_ATTEMPTS, ProbeRequest, probe_all
 from secondary_dns.dns.relay import NotifyRelay
 from secondary_dns.handlers.targets import MonitoredZone, relay_routes
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
+from secondary_dns.status.schedule import (
+    DEFAULT_BUDGET,
+    DEFAULT_HOT_BUDGET,
+    DEFAULT_MIN_INTERVAL,
+    ProbeSchedule,
+    ScheduledZone,
+)
 from secondary_dns.status.serial import (
     DEFAULT_REPAIR_GRACE,
     DEFAULT_STALE_GRACE,
@@ -40,11 +67,24 @@ from secondary_dns.status.serial import (
 
 log = logging.getLogger(__name__)
 
+# Seconds between two report rounds (every replica's /zones, spot checks).
 STEADY_INTERVAL = 10.0
-FAST_INTERVAL = 0.5
-FAST_WINDOW = 30.0
-# How old a replica's expire timers may be before the next round asks its agent again.
-ENGINE_REFRESH_SECONDS = 5.0
+# SOA probes per replica pod per report round that check its report.
+SPOT_CHECKS = 2
+# How long a replica that answered differently than it reported is asked by SOA only.
+DISTRUST_SECONDS = 300.0
+# SOAs remembered per zone, by serial (a report's serial is resolved against them).
+SOA_MEMORY = 8
+# The loop never spins faster than this, whatever the schedule says.
+MIN_SLEEP = 0.005
+
+
+@dataclass(frozen=True)
+class _SpotCheck:
+    ref: ObjectRef
+    pod: str
+    address: str
+    reported: int
 
 
 class SerialMonitor:
@@ -55,125 +95,396 @@ class SerialMonitor:
         relay: NotifyRelay | None,
         *,
         steady_interval: float = STEADY_INTERVAL,
-        fast_interval: float = FAST_INTERVAL,
-        fast_window: float = FAST_WINDOW,
         timeout: float = 2.0,
         concurrency: int = 64,
         stale_grace: float = DEFAULT_STALE_GRACE,
         repair_grace: float = DEFAULT_REPAIR_GRACE,
         repair: bool = True,
+        budget: float = DEFAULT_BUDGET,
+        min_interval: float = DEFAULT_MIN_INTERVAL,
+        hot_budget: float = DEFAULT_HOT_BUDGET,
+        spot_checks: int = SPOT_CHECKS,
+        agent_port: int = AGENT_PORT,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # What to probe (handlers/targets.py), read from the published server states.
+        # What to watch (handlers/targets.py), read from the published server states.
         self.targets = targets
         self.zone_status = zone_status
         self.relay = relay
         self.steady_interval = steady_interval
-        self.fast_interval = fast_interval
-        self.fast_window = fast_window
         self.timeout = timeout
         self.concurrency = concurrency
         self.stale_grace = stale_grace
         self.repair_grace = repair_grace
         self.repair = repair
+        self.spot_checks = spot_checks
+        self.agent_port = agent_port
+        self.clock = clock
+        self.schedule = ProbeSchedule(budget, min_interval, hot_budget)
         self.histories: dict[ObjectRef, ZoneHistory] = {}
+        # Queries sent, by kind: "primary" and "replica" SOA probes, "report" GET /zones.
+        self.queries: Counter[str] = Counter()
+        self.report_mismatches = 0
         self._names: dict[ObjectRef, Any] = {}
-        self._fast_until = 0.0
+        self._zones: dict[ObjectRef, MonitoredZone] = {}
+        self._primary_results: dict[ObjectRef, list[ProbeResult]] = {}
+        self._replica_results: dict[ObjectRef, dict[str, ProbeResult]] = {}
+        self._soa: dict[ObjectRef, dict[int, SoaAnswer]] = {}
+        # replica address -> its agent's last /zones (this report round's)
+        self._reports: dict[str, ZonesDocument] = {}
+        self._distrusted: dict[str, float] = {}
+        self._spot_cursor: dict[str, int] = {}
+        # address -> the zones whose answer this report round took from its report
+        self._reported: dict[str, list[_SpotCheck]] = {}
+        self._next_report = -math.inf
+        self._targets_stale = True
+        self._watching = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard = threading.Lock()
-        # replica address -> (monotonic time fetched, its agent's /zones)
-        self._engines: dict[str, tuple[float, ZonesDocument]] = {}
+        # (zone, serial) heated from other threads, applied by the loop.
+        self._heat: list[tuple[ObjectRef | None, int | None]] = []
+
+    # ---- events (any thread)
 
     def poke(self) -> None:
-        """Probe fast for a while: a NOTIFY arrived or the configuration changed.
+        """What is served changed: read the targets now; changed zones turn hot."""
+        self._post(None, None)
 
-        Callable from any thread (kopf runs sync handlers in a thread pool).
+    def notified(self, ref: ObjectRef, serial: int | None = None) -> None:
+        """A NOTIFY for this Zone was accepted, or its fan-out acknowledged: probe it now.
+
+        Only this zone is probed fast (a NOTIFY says nothing of the others).
+        Callable from any thread (the relay runs in its own).
         """
+        self._post(ref, serial)
+
+    def _post(self, ref: ObjectRef | None, serial: int | None) -> None:
         with self._guard:
-            self._fast_until = time.monotonic() + self.fast_window
+            self._heat.append((ref, serial))
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ---- the loop
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         while True:
+            self._wake.clear()
             try:
-                await self.round()
+                await self.step()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # one bad round must not end monitoring
-                log.exception("serial monitor round failed")
-            with self._guard:
-                fast = time.monotonic() < self._fast_until
+            except Exception:  # one bad step must not end monitoring
+                log.exception("serial monitor step failed")
+            now = self.clock()
+            wake_at = min(self.schedule.next_wake(now), self._next_report)
             try:
-                await asyncio.wait_for(
-                    self._wake.wait(), self.fast_interval if fast else self.steady_interval
-                )
+                await asyncio.wait_for(self._wake.wait(), max(MIN_SLEEP, wake_at - now))
             except TimeoutError:
                 pass
-            self._wake.clear()
+
+    async def step(self) -> None:
+        """Everything due now: a report round, the primaries on the budget, hot zones."""
+        now = self.clock()
+        with self._guard:
+            heat, self._heat = self._heat, []
+        if any(ref is None for ref, _ in heat):
+            self._targets_stale = True
+        report_round = now >= self._next_report
+        if report_round or self._targets_stale:
+            await self._refresh_targets(now)
+        for ref, serial in heat:
+            if ref is not None:
+                self.schedule.heat(ref, now, serial)
+        due = self.schedule.due(now)
+        primaries = set(due.primaries) | {ref for ref, with_primaries in due.hot if with_primaries}
+        hot = {ref for ref, _ in due.hot}
+        if report_round:
+            self._next_report = now + self.steady_interval
+        await self.observe(primaries, hot, report_round)
 
     async def round(self) -> None:
+        """Everything at once: every primary, every replica's report (tests, the first look)."""
+        await self._refresh_targets(self.clock())
+        await self.observe(set(self._zones), set(), True)
+
+    async def _refresh_targets(self, now: float) -> None:
         zones = await asyncio.to_thread(self.targets)
         if self.relay is not None:
             self.relay.set_routes(relay_routes(zones))
-        requests: list[ProbeRequest] = []
-        # A primary's silence turns PrimaryUnreachable on at once, so a timed-out
-        # query to it is sent again (one lost datagram is not an outage). A
-        # replica gets one try: a pod that is gone shows as missing within one
-        # round, and Stale waits for its own grace anyway.
-        attempts: list[int] = []
-        for zone in zones:
-            for primary in zone.primaries:
-                requests.append((zone.name, primary))
-                attempts.append(DEFAULT_ATTEMPTS)
-            for target, _ in zone.replicas:
-                if target.address:
-                    requests.append((zone.name, ProbeTarget(target.address, target.port)))
-                    attempts.append(1)
-        probed, engines = await asyncio.gather(
-            probe_all(
-                requests, concurrency=self.concurrency, timeout=self.timeout, attempts=attempts
-            ),
-            self._engine_expiry(zones),
-        )
-        results = iter(probed)
-        now = time.time()
-        repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
-        live: set[ObjectRef] = set()
-        for zone in zones:
-            live.add(zone.ref)
-            self._names[zone.ref] = zone.name
-            primary_results = [next(results) for _ in zone.primaries]
-            replica_results: list[tuple[ReplicaTarget, ProbeResult | None]] = [
-                (target, next(results) if target.address else None) for target, _ in zone.replicas
-            ]
-            for result in primary_results:
-                if result.error:
-                    metrics.PROBE_ERRORS.labels(target="primary").inc()
-            for _, replica_result in replica_results:
-                if replica_result is not None and replica_result.error:
-                    metrics.PROBE_ERRORS.labels(target="replica").inc()
-            engine_expiry = {
-                target.pod: state.expires
-                for target, _ in zone.replicas
-                if target.address
-                and (document := engines.get(target.address)) is not None
-                and (state := document.zones.get(zone.name)) is not None
-                and state.expires is not None
+        current = {zone.ref: zone for zone in zones}
+        self.schedule.set_zones(
+            {
+                ref: ScheduledZone(
+                    len(zone.primaries), sum(1 for t, _ in zone.replicas if t.address)
+                )
+                for ref, zone in current.items()
             }
-            evaluation = await asyncio.to_thread(
-                self.record, zone, primary_results, replica_results, now, engine_expiry
-            )
+        )
+        if self._watching:
+            # What serves a zone changed (a replica came, went or moved): look at it now.
+            for ref, zone in current.items():
+                if self._zones.get(ref) != zone:
+                    self.schedule.heat(ref, now)
+        self._watching = True
+        self._zones = current
+        for gone in set(self._primary_results) - set(current):
+            self._primary_results.pop(gone, None)
+            self._replica_results.pop(gone, None)
+            self._soa.pop(gone, None)
+        self._targets_stale = False
+        self.forget_unmonitored(set(current))
+
+    # ---- observing
+
+    async def observe(
+        self, primaries: set[ObjectRef], hot: set[ObjectRef], report_round: bool
+    ) -> None:
+        """Ask what is due, then evaluate every zone something was learnt about."""
+        zones = self._zones
+        if report_round:
+            await self._read_reports(zones)
+        requests: list[ProbeRequest] = []
+        attempts: list[int] = []
+        # What each request is for: (zone, None) a primary, (zone, pod) a replica.
+        slots: list[tuple[ObjectRef, str | None]] = []
+
+        def ask(zone: MonitoredZone, target: ProbeTarget, pod: str | None) -> None:
+            requests.append((zone.name, target))
+            # A primary's silence turns PrimaryUnreachable on at once, so a timed-out
+            # query to it is sent again (one lost datagram is not an outage). A
+            # replica gets one try: a pod that is gone shows as missing at once, and
+            # Stale waits for its own grace anyway.
+            attempts.append(DEFAULT_ATTEMPTS if pod is None else 1)
+            slots.append((zone.ref, pod))
+
+        for ref in sorted(primaries):
+            zone = zones.get(ref)
+            if zone is None:
+                continue
+            if not zone.primaries:
+                self._primary_results[ref] = []
+            for primary in zone.primaries:
+                ask(zone, primary, None)
+        learnt = set(primaries) | hot
+        spot: list[tuple[int, _SpotCheck]] = []
+        now = self.clock()
+        if report_round:
+            self._reported = {}
+        # Outside a report round only the zones asked about now (at 10,000 zones the
+        # budget makes a step every few milliseconds; it must not walk them all).
+        for ref in sorted(zones) if report_round else sorted(learnt & set(zones)):
+            zone = zones[ref]
+            known = self._replica_results.setdefault(ref, {})
+            for target, _ in zone.replicas:
+                if not target.address:
+                    known.pop(target.pod, None)
+                    continue
+                probe_target = ProbeTarget(target.address, target.port)
+                if ref in hot:
+                    ask(zone, probe_target, target.pod)
+                    continue
+                if report_round:
+                    learnt.add(ref)
+                    reported = self._from_report(zone, target, now)
+                    if reported is None:
+                        ask(zone, probe_target, target.pod)
+                        continue
+                    assert reported.answer is not None
+                    known[target.pod] = reported
+                    self._reported.setdefault(target.address, []).append(
+                        _SpotCheck(ref, target.pod, target.address, reported.answer.serial)
+                    )
+                    continue
+                if target.pod not in known and ref in learnt:
+                    ask(zone, probe_target, target.pod)
+        if report_round:
+            for check in self._choose_spot_checks():
+                zone = zones[check.ref]
+                spot.append((len(requests), check))
+                target = next(t for t, _ in zone.replicas if t.pod == check.pod)
+                ask(zone, ProbeTarget(check.address, target.port), check.pod)
+        results = await self._probe(requests, attempts, slots)
+        for index, check in spot:
+            self._check_report(check, results[index], now)
+        for (ref, pod), result in zip(slots, results, strict=True):
+            if pod is None:
+                continue
+            self._replica_results.setdefault(ref, {})[pod] = result
+        await self._evaluate_all(sorted(ref for ref in learnt if ref in zones))
+
+    async def _probe(
+        self,
+        requests: Sequence[ProbeRequest],
+        attempts: Sequence[int],
+        slots: Sequence[tuple[ObjectRef, str | None]],
+    ) -> list[ProbeResult]:
+        if not requests:
+            return []
+        results = await probe_all(
+            requests, concurrency=self.concurrency, timeout=self.timeout, attempts=attempts
+        )
+        by_zone: dict[ObjectRef, list[ProbeResult]] = {}
+        for (ref, pod), result in zip(slots, results, strict=True):
+            kind = "primary" if pod is None else "replica"
+            self.queries[kind] += 1
+            metrics.SOA_PROBES.labels(target=kind).inc()
+            if result.error:
+                metrics.PROBE_ERRORS.labels(target=kind).inc()
+            if result.answer is not None:
+                self._remember_soa(ref, result.answer)
+            if pod is None:
+                by_zone.setdefault(ref, []).append(result)
+        for ref, primary_results in by_zone.items():
+            self._primary_results[ref] = primary_results
+        return results
+
+    def _remember_soa(self, ref: ObjectRef, answer: SoaAnswer) -> None:
+        known = self._soa.setdefault(ref, {})
+        known.pop(answer.serial, None)
+        known[answer.serial] = answer
+        while len(known) > SOA_MEMORY:
+            del known[next(iter(known))]
+
+    async def _read_reports(self, zones: Mapping[ObjectRef, MonitoredZone]) -> None:
+        addresses = {t.address for zone in zones.values() for t, _ in zone.replicas if t.address}
+        fetched = await fetch_zones(addresses, self.agent_port, timeout=self.timeout, max_age=0)
+        self.queries["report"] += len(addresses)
+        for address in addresses:
+            metrics.AGENT_REPORTS.labels(result="ok" if address in fetched else "error").inc()
+        self._reports = fetched
+
+    def _trusted(self, address: str, now: float) -> bool:
+        until = self._distrusted.get(address)
+        if until is None:
+            return True
+        if now < until:
+            return False
+        del self._distrusted[address]
+        return True
+
+    def _from_report(
+        self, zone: MonitoredZone, target: ReplicaTarget, now: float
+    ) -> ProbeResult | None:
+        """The replica's answer as its agent reports it; None when only a probe can tell."""
+        assert target.address
+        document = self._reports.get(target.address)
+        if document is None or not self._trusted(target.address, now):
+            return None
+        state = document.zones.get(zone.name)
+        if state is None or state.serial is None:
+            return None
+        soa = self._soa.get(zone.ref, {}).get(state.serial)
+        if soa is None:
+            return None
+        return ProbeResult(ProbeTarget(target.address, target.port), soa, None, 0.0, responded=True)
+
+    def _choose_spot_checks(self) -> list[_SpotCheck]:
+        """`spot_checks` zones per replica whose serials came from its report, in turn."""
+        checks: list[_SpotCheck] = []
+        for address, candidates in sorted(self._reported.items()):
+            start = self._spot_cursor.get(address, 0) % len(candidates)
+            count = min(self.spot_checks, len(candidates))
+            checks.extend(candidates[(start + i) % len(candidates)] for i in range(count))
+            self._spot_cursor[address] = start + count
+        return checks
+
+    def _check_report(self, check: _SpotCheck, result: ProbeResult, now: float) -> None:
+        """Does the replica answer what its agent reported? A newer answer is a transfer
+        that completed in between; an older one, or none, is a replica not to trust."""
+        answered = result.serial
+        if answered is not None and (
+            answered == check.reported
+            or dns.serial.Serial(answered) > dns.serial.Serial(check.reported)
+        ):
+            return
+        self.report_mismatches += 1
+        metrics.REPORT_MISMATCHES.inc()
+        self._distrusted[check.address] = now + DISTRUST_SECONDS
+        zone = self._zones.get(check.ref)
+        log.warning(
+            "replica %s reports serial %s for %s but answers %s; asking it by SOA for %.0fs",
+            check.pod,
+            check.reported,
+            zone.name if zone is not None else check.ref,
+            answered if answered is not None else result.error,
+            DISTRUST_SECONDS,
+        )
+
+    # ---- evaluating
+
+    async def _evaluate_all(self, refs: list[ObjectRef]) -> None:
+        wall = time.time()
+        work: list[tuple[MonitoredZone, list[ProbeResult], list[Any], dict[str, float]]] = []
+        for ref in refs:
+            zone = self._zones[ref]
+            primary_results = self._primary_results.get(ref)
+            if primary_results is None:
+                continue  # its primaries are not asked yet: nothing to compare with
+            known = self._replica_results.get(ref, {})
+            replica_results = [
+                (target, known.get(target.pod) if target.address else None)
+                for target, _ in zone.replicas
+            ]
+            if any(target.address and result is None for target, result in replica_results):
+                continue  # a replica not asked yet: the next step asks it
+            work.append((zone, primary_results, replica_results, self._engine_expiry(zone)))
+        if not work:
+            return
+        before = {zone.ref: self.histories.get(zone.ref) for zone, _, _, _ in work}
+        evaluations = await asyncio.to_thread(
+            lambda: [self.record(*item[:3], wall, item[3]) for item in work]
+        )
+        now = self.clock()
+        repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
+        for (zone, _, _, _), evaluation in zip(work, evaluations, strict=True):
             if evaluation is None:
                 continue
-            metrics.record_serial_evaluation(zone.ref.namespace, zone.name, evaluation, now)
+            self._follow(zone, evaluation, before[zone.ref], now)
+            metrics.record_serial_evaluation(zone.ref.namespace, zone.name, evaluation, wall)
             keys = {target.pod: key for target, key in zone.replicas}
             repairs.extend((zone, target, keys[target.pod]) for target in evaluation.repairs)
-        self.forget_unmonitored(live)
         if repairs and self.repair:
             await asyncio.gather(*(self._repair(*repair) for repair in repairs))
+
+    def _follow(
+        self,
+        zone: MonitoredZone,
+        evaluation: SerialEvaluation,
+        before: ZoneHistory | None,
+        now: float,
+    ) -> None:
+        """What the evaluation means for the schedule: a new primary serial, a zone in sync."""
+        ref = zone.ref
+        primary = evaluation.primary_serial
+        if primary is not None and evaluation.primary_reachable:
+            soa = evaluation.history.primary_soa
+            self.schedule.set_refresh(ref, float(soa.refresh) if soa is not None else None)
+            previous = before.primary_serial if before is not None else None
+            if previous is not None and previous != primary:
+                # A change: it may keep changing, and replicas must follow it now.
+                self.schedule.primary_changed(ref, now, self.schedule.is_hot(ref, now))
+                self.schedule.heat(ref, now)
+        if not self.schedule.is_hot(ref, now):
+            return
+        announced = self.schedule.hot_serial(ref)
+        caught_up = announced is None or (
+            primary is not None and dns.serial.Serial(primary) >= dns.serial.Serial(announced)
+        )
+        if caught_up and evaluation.replicas and all(v.in_sync for v in evaluation.replicas):
+            self.schedule.cool(ref)
+
+    def _engine_expiry(self, zone: MonitoredZone) -> dict[str, float]:
+        """Each replica's own expire timer for the zone, from its last report."""
+        expiry: dict[str, float] = {}
+        for target, _ in zone.replicas:
+            document = self._reports.get(target.address) if target.address else None
+            state = document.zones.get(zone.name) if document is not None else None
+            if state is not None and state.expires is not None:
+                expiry[target.pod] = state.expires
+        return expiry
 
     def forget_unmonitored(self, live: set[ObjectRef]) -> None:
         """Zones served nowhere any more: their clocks, metrics and serial half go."""
@@ -192,8 +503,9 @@ class SerialMonitor:
         now: float,
         engine_expiry: Mapping[str, float] | None = None,
     ) -> SerialEvaluation | None:
-        """Evaluate one round of one zone's probes and write its status if it changed."""
+        """Evaluate what is known of one zone and write its status if it changed."""
         known = self.histories.get(zone.ref)
+        self._names[zone.ref] = zone.name
 
         def evaluate_stored(current: Mapping[str, Any]) -> SerialEvaluation:
             previous = dict(current.get("status") or {})
@@ -216,28 +528,6 @@ class SerialMonitor:
         if evaluation is not None:
             self.histories[zone.ref] = evaluation.history
         return evaluation
-
-    async def _engine_expiry(self, zones: list[MonitoredZone]) -> dict[str, ZonesDocument]:
-        """Each replica's zone timers (address -> its agent's /zones), at most every few seconds.
-
-        They move only at refreshes (hours apart in production), so a fast round
-        after a NOTIFY reuses the last answer; an agent that does not answer is
-        left out and its replica falls back to what the probes infer.
-        """
-        addresses = {t.address for zone in zones for t, _ in zone.replicas if t.address}
-        now = time.monotonic()
-        fetched_at = {address: at for address, (at, _) in self._engines.items()}
-        due = [a for a in addresses if now - fetched_at.get(a, -math.inf) >= ENGINE_REFRESH_SECONDS]
-        if due:
-            fetched = await fetch_zones(due, timeout=self.timeout)
-            for address in due:
-                if address in fetched:
-                    self._engines[address] = (now, fetched[address])
-                else:
-                    self._engines.pop(address, None)
-        for gone in set(self._engines) - addresses:
-            del self._engines[gone]
-        return {address: document for address, (_, document) in self._engines.items()}
 
     async def _repair(self, zone: MonitoredZone, target: ReplicaTarget, key: Any) -> None:
         # The primary is ahead and this replica has not caught up: tell it now

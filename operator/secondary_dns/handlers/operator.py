@@ -121,9 +121,15 @@ async def start_dns(memo: kopf.Memo, **_: Any) -> None:
     relay: RelayThread | None = None
     listen = os.environ.get("SDNS_RELAY_LISTEN", "0.0.0.0:5353")
     if listen != "off":
-        # A NOTIFY means a new serial is on its way: probe fast for a while.
-        # poke() is thread-safe: the relay calls it from its own thread.
-        relay = RelayThread(NotifyRelay(on_notify=lambda route: monitor.poke()))
+        # A NOTIFY means a new serial of that zone is on its way: probe it (only it)
+        # fast, and once more the moment the replicas acknowledged the fan-out.
+        # notified() is thread-safe: the relay calls it from its own thread.
+        relay = RelayThread(
+            NotifyRelay(
+                on_notify=lambda route: monitor.notified(route.ref),
+                on_fanned_out=lambda route, serial: monitor.notified(route.ref, serial),
+            )
+        )
         host, port = _listen_address(listen)
         await asyncio.to_thread(relay.start, host, port)
         log.info("NOTIFY relay listening on %s:%d", host, relay.relay.bound_port)

@@ -110,11 +110,15 @@ class NotifyRelay:
         tcp_message_timeout: float = DEFAULT_TCP_MESSAGE_TIMEOUT,
         log_interval: float = DEFAULT_LOG_INTERVAL,
         on_notify: Callable[[RelayRoute], object] | None = None,
+        on_fanned_out: Callable[[RelayRoute, int | None], object] | None = None,
     ) -> None:
         # Called with the route of every Zone object a NOTIFY was accepted for (the
         # serial monitor probes faster after one), in the relay's event loop, which
         # may not be the caller's thread: it must be thread-safe and not block.
         self.on_notify = on_notify
+        # Called (same rules) when a fan-out round ended, with the serial it announced:
+        # the replicas have the NOTIFY now, so a probe can see them transfer.
+        self.on_fanned_out = on_fanned_out
         self._routes: tuple[RouteTable, Mapping[ObjectRef, RelayRoute]] = (
             MappingProxyType({}),
             MappingProxyType({}),
@@ -283,11 +287,16 @@ class NotifyRelay:
             self._again[route.ref] = later_serial(self._again[route.ref], serial)
         else:
             self._again[route.ref] = serial
-        if self.on_notify is not None:
-            try:
-                self.on_notify(route)
-            except Exception:  # a broken callback must not stop the relay answering
-                log.exception("NOTIFY relay: on_notify callback failed for %s", route.ref)
+        self._call(self.on_notify, route)
+
+    @staticmethod
+    def _call(callback: Callable[..., object] | None, route: RelayRoute, *arguments: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(route, *arguments)
+        except Exception:  # a broken callback must not stop the relay answering
+            log.exception("NOTIFY relay: callback failed for %s", route.ref)
 
     async def _fan_out(self, ref: ObjectRef, serial: int | None) -> None:
         try:
@@ -298,6 +307,7 @@ class NotifyRelay:
                     await asyncio.gather(
                         *(self._notify_replica(route.zone, t, k, serial) for t, k in route.targets)
                     )
+                    self._call(self.on_fanned_out, route, serial)
                 if ref not in self._again:
                     return
                 serial = self._again.pop(ref)

@@ -1,0 +1,168 @@
+"""The serial monitor against real engines: every zone's serial in one /zones call per replica.
+
+A real primary, one replica pod (the real engine, named or knotd, with the real
+agent serving /zones on the pod address) and the operator's SerialMonitor:
+what the monitor asked (SOA queries, agent reports) and what it concluded
+(the replica serial gauges a user scrapes, the zone's memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.name
+import pytest
+from prometheus_client import REGISTRY
+
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, free_port, make_zone
+from secondary_dns.agent.endpoints import AgentHTTPServer
+from secondary_dns.api import ObjectRef, TsigKey
+from secondary_dns.api.agent_contract import ZonesDocument, ZoneState
+from secondary_dns.api.soa import ProbeTarget
+from secondary_dns.handlers.monitor import SerialMonitor
+from secondary_dns.handlers.targets import MonitoredZone
+from secondary_dns.handlers.zone_status import ZoneStatusWriter
+from secondary_dns.k8s.api import Cluster
+from secondary_dns.status.serial import ReplicaTarget
+from tests.agent_configs import PrimaryZone
+from tests.dataplane.agent_harness import AgentPod
+from tests.dataplane.engines import Engine
+from tests.fake_cluster import FakeApiServer, custom_resource
+
+NS = "dns"
+ZONES = [f"z{i:02d}.test." for i in range(20)]
+POD = "edge-0"
+RELAY_KEY = TsigKey(dns.name.from_text("relay."), "hmac-sha256", b"r" * 32)
+
+
+def monitored(zones: list[str], primary: str, replica: str, engine: str) -> list[MonitoredZone]:
+    target = ReplicaTarget(POD, "edge", None, replica, engine=engine)
+    return [
+        MonitoredZone(
+            ref=ObjectRef(NS, zone.rstrip(".").replace(".", "-")),
+            name=dns.name.from_text(zone),
+            primaries=(ProbeTarget(primary),),
+            primary_keys=(),
+            notify_sources=(),
+            replicas=((target, RELAY_KEY),),
+        )
+        for zone in zones
+    ]
+
+
+def make_monitor(zones: list[MonitoredZone], agent_port: int, **options: object) -> SerialMonitor:
+    api = FakeApiServer()
+    for zone in zones:
+        api.apply(custom_resource("Zone", NS, zone.ref.name, {"zone": zone.name.to_text()}))
+    writer = ZoneStatusWriter(Cluster(api), lambda *_: None, lambda: "2026-01-01T00:00:00Z")
+    return SerialMonitor(
+        lambda: zones,
+        writer,
+        None,
+        agent_port=agent_port,
+        repair=False,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def replica_serial(monitor: SerialMonitor, zone: MonitoredZone) -> int | None:
+    return monitor.histories[zone.ref].replicas[POD].serial
+
+
+def scraped_serial(zone: MonitoredZone, engine: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "secondarydns_replica_serial",
+        {
+            "namespace": NS,
+            "zone": zone.name.to_text(),
+            "server": "edge",
+            "pod": POD,
+            "engine": engine,
+        },
+    )
+
+
+@pytest.fixture
+def primary(fleet: NamedFleet, transfer_key: TsigCredentials) -> PrimaryServer:
+    return fleet.start_primary([make_zone(zone, serial=1) for zone in ZONES], transfer_key)
+
+
+@pytest.fixture
+def pod(
+    fleet: NamedFleet,
+    transfer_key: TsigCredentials,
+    primary: PrimaryServer,
+    tmp_path: Path,
+    engine: Engine,
+) -> Iterator[AgentPod]:
+    address = fleet.address()
+    listen = f"{address}:{free_port()}"
+    with AgentPod(tmp_path / "pod", address, transfer_key, engine.name, listen) as agent_pod:
+        agent_pod.publish(agent_pod.bundle([PrimaryZone(z, primary.address) for z in ZONES]))
+        for zone in ZONES:
+            agent_pod.wait_until_serving(zone, 1)
+        yield agent_pod
+
+
+def test_replica_serials_come_from_one_report_per_pod_not_a_query_per_zone(
+    primary: PrimaryServer, pod: AgentPod, engine: Engine
+) -> None:
+    zones = monitored(ZONES, primary.address, pod.address, engine.name)
+    monitor = make_monitor(zones, pod.http.port)
+    # The first round has no SOA to match the reported serials with: it asks.
+    asyncio.run(monitor.round())
+    assert [replica_serial(monitor, zone) for zone in zones] == [1] * len(ZONES)
+
+    asked = dict(monitor.queries)
+    asyncio.run(monitor.round())
+    replica_queries = monitor.queries["replica"] - asked["replica"]
+    # One /zones answer for 20 zones; SOA queries only for the spot checks.
+    assert monitor.queries["report"] - asked["report"] == 1
+    assert replica_queries == monitor.spot_checks == 2
+    assert [replica_serial(monitor, zone) for zone in zones] == [1] * len(ZONES)
+    assert scraped_serial(zones[0], engine.name) == 1
+
+    # A change the replica transferred shows at the next round, at its new serial.
+    changed = zones[5]
+    serial = primary.set_record(changed.name, "www", "A", "192.0.2.80")
+    primary.notify(pod.dns, changed.name)
+    pod.wait_until_serving(changed.name.to_text(), serial)
+    asyncio.run(monitor.round())
+    assert replica_serial(monitor, changed) == serial == 2
+    assert scraped_serial(changed, engine.name) == 2
+    assert [replica_serial(monitor, z) for z in zones if z is not changed] == [1] * 19
+    assert monitor.report_mismatches == 0
+
+
+def test_a_replica_answering_older_than_it_reports_is_caught_by_spot_checks(
+    primary: PrimaryServer, pod: AgentPod, engine: Engine
+) -> None:
+    # The pod's agent says every zone is at serial 2; the engine serves 1 (the
+    # primary moved to 2 without telling it, and its refresh is an hour away).
+    zones = monitored(ZONES[:3], primary.address, pod.address, engine.name)
+    for zone in zones:
+        assert primary.set_record(zone.name, "www", "A", "192.0.2.81") == 2
+    claims = ZonesDocument(None, {zone.name: ZoneState(serial=2) for zone in zones}).encode()
+    liar = AgentHTTPServer(
+        f"{pod.address}:0", lambda: (True, ""), lambda: (True, ""), REGISTRY, lambda _: claims
+    )
+    liar.start()
+    try:
+        monitor = make_monitor(zones, liar.port, spot_checks=1)
+        asyncio.run(monitor.round())
+        asyncio.run(monitor.round())
+        # The second round took the report for every zone, and its one spot check
+        # found the lie: that zone shows what the replica answers.
+        assert monitor.report_mismatches == 1
+        assert sorted(replica_serial(monitor, zone) for zone in zones) == [1, 2, 2]
+        assert pod.dns.serial(zones[0].name) == 1
+
+        # From then on the replica is asked by SOA for every zone.
+        asked = monitor.queries["replica"]
+        asyncio.run(monitor.round())
+        assert monitor.queries["replica"] - asked == len(zones)
+        assert [replica_serial(monitor, zone) for zone in zones] == [1] * len(zones)
+    finally:
+        liar.stop()
