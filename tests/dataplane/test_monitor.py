@@ -9,24 +9,36 @@ what the monitor asked (SOA queries, agent reports) and what it concluded
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import dns.flags
+import dns.message
 import dns.name
+import dns.opcode
+import dns.query
+import dns.rcode
 import pytest
 from prometheus_client import REGISTRY
 
 from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, free_port, make_zone
 from secondary_dns.agent.endpoints import AgentHTTPServer
-from secondary_dns.api import ObjectRef, TsigKey
+from secondary_dns.api import ObjectRef
 from secondary_dns.api.agent_contract import ZonesDocument, ZoneState
 from secondary_dns.api.soa import ProbeTarget
+from secondary_dns.dns.relay import NotifyRelay
+from secondary_dns.handlers import monitor as monitor_module
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.targets import MonitoredZone
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.status.serial import ReplicaTarget
-from tests.agent_configs import PrimaryZone
+from tests.agent_configs import RELAY_KEY, PrimaryZone
 from tests.dataplane.agent_harness import AgentPod
 from tests.dataplane.engines import Engine
 from tests.fake_cluster import FakeApiServer, custom_resource
@@ -34,7 +46,6 @@ from tests.fake_cluster import FakeApiServer, custom_resource
 NS = "dns"
 ZONES = [f"z{i:02d}.test." for i in range(20)]
 POD = "edge-0"
-RELAY_KEY = TsigKey(dns.name.from_text("relay."), "hmac-sha256", b"r" * 32)
 
 
 def monitored(zones: list[str], primary: str, replica: str, engine: str) -> list[MonitoredZone]:
@@ -166,3 +177,147 @@ def test_a_replica_answering_older_than_it_reports_is_caught_by_spot_checks(
         assert [replica_serial(monitor, zone) for zone in zones] == [1] * len(zones)
     finally:
         liar.stop()
+
+
+def notify_from(source: str, zone: dns.name.Name, address: str, port: int) -> None:
+    """The primary's NOTIFY (RFC 1996), sent from its address to the relay."""
+    request = dns.message.make_query(zone, "SOA")
+    request.flags = dns.flags.AA
+    request.set_opcode(dns.opcode.NOTIFY)
+    response = dns.query.udp(request, address, port=port, timeout=2, source=source)
+    assert response.rcode() == dns.rcode.NOERROR
+
+
+def test_one_notify_makes_only_the_notified_zone_probed_fast(
+    fleet: NamedFleet,
+    transfer_key: TsigCredentials,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13 item 5: one accepted NOTIFY used to make the monitor probe every zone of
+    every tenant every 0.5 s (40 zones: 0 -> 1,280 SOA queries per 5 s)."""
+    names = [f"n{i:02d}.test." for i in range(40)]
+    primary = fleet.start_primary([make_zone(zone, serial=1) for zone in names], transfer_key)
+    agent_port = free_port()
+    relay_address = fleet.address()
+    with contextlib.ExitStack() as stack:
+        pods = []
+        for index in range(3):
+            address = fleet.address()
+            pod = stack.enter_context(
+                AgentPod(
+                    tmp_path / f"pod-{index}",
+                    address,
+                    transfer_key,
+                    "bind9",
+                    f"{address}:{agent_port}",
+                )
+            )
+            pod.publish(pod.bundle([PrimaryZone(z, primary.address) for z in names]))
+            pods.append(pod)
+        for pod in pods:
+            for zone in names:
+                pod.wait_until_serving(zone, 1)
+        network = (ipaddress.ip_network(f"{primary.address}/32"),)
+        zones = [
+            MonitoredZone(
+                ref=ObjectRef(NS, zone.rstrip(".").replace(".", "-")),
+                name=dns.name.from_text(zone),
+                primaries=(ProbeTarget(primary.address),),
+                primary_keys=(),
+                notify_sources=network,
+                replicas=tuple(
+                    (
+                        ReplicaTarget(f"edge-{i}", "edge", None, pod.address, engine="bind9"),
+                        RELAY_KEY,
+                    )
+                    for i, pod in enumerate(pods)
+                ),
+            )
+            for zone in names
+        ]
+        asked: list[tuple[float, dns.name.Name, str]] = []
+        real_probe_all = monitor_module.probe_all
+
+        async def recording(requests: Any, **options: Any) -> Any:
+            for request in requests:
+                kind = "primary" if request[1].address == primary.address else "replica"
+                asked.append((time.monotonic(), request[0], kind))
+            return await real_probe_all(requests, **options)
+
+        monkeypatch.setattr(monitor_module, "probe_all", recording)
+        notified = zones[17]
+
+        async def scenario() -> tuple[Counter[str], Counter[str], Counter[str], float]:
+            relay = NotifyRelay()
+            monitor = make_monitor(zones, agent_port)
+            monitor.relay = relay
+            relay.on_notify = lambda route: monitor.notified(route.ref)
+            relay.on_fanned_out = lambda route, serial: monitor.notified(route.ref, serial)
+            await relay.start(relay_address, 0)
+            task = asyncio.create_task(monitor.run())
+            try:
+
+                def all_synced(serial: int, only: list[MonitoredZone]) -> bool:
+                    return all(
+                        z.ref in monitor.histories
+                        and all(
+                            r.serial == serial for r in monitor.histories[z.ref].replicas.values()
+                        )
+                        and monitor.histories[z.ref].primary_serial == serial
+                        for z in only
+                    )
+
+                while not all_synced(1, zones):
+                    await asyncio.sleep(0.05)
+                # A steady window, after the first look at everything has settled.
+                await asyncio.sleep(5)
+                steady_from = time.monotonic()
+                await asyncio.sleep(5)
+                steady = window(asked, steady_from, steady_from + 5, notified)
+                serial = await asyncio.to_thread(
+                    primary.set_record, notified.name, "www", "A", "192.0.2.90"
+                )
+                started = time.monotonic()
+                await asyncio.to_thread(
+                    notify_from, primary.address, notified.name, relay_address, relay.bound_port
+                )
+                while not all_synced(serial, [notified]):
+                    await asyncio.sleep(0.005)
+                synced_after = time.monotonic() - started
+                await asyncio.sleep(max(0.0, started + 5 - time.monotonic()))
+                after = window(asked, started, started + 5, notified)
+                others_replica = Counter(
+                    kind
+                    for at, zone, kind in asked
+                    if started <= at < started + 5 and zone != notified.name and kind == "replica"
+                )
+                return steady, after, others_replica, synced_after
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await relay.stop()
+
+        steady, after, others_replica, synced_after = asyncio.run(scenario())
+    print(
+        f"\n40 zones, 3 replicas: SOA queries in 5 s, steady: {dict(steady)}; "
+        f"in the 5 s after one NOTIFY: {dict(after)}; "
+        f"the notified zone's status in sync {synced_after * 1000:.0f} ms after the NOTIFY"
+    )
+    # The notified zone was asked fast; every other zone only as in steady state:
+    # their replicas at most by the report rounds' spot checks (2 per replica).
+    assert after["notified replica"] >= 3
+    assert others_replica["replica"] <= 2 * 3
+    assert after["other primary"] <= steady["other primary"] + 40
+
+
+def window(
+    asked: list[tuple[float, dns.name.Name, str]], start: float, end: float, notified: MonitoredZone
+) -> Counter[str]:
+    """Queries between two times: (notified|other) (primary|replica)."""
+    return Counter(
+        f"{'notified' if zone == notified.name else 'other'} {kind}"
+        for at, zone, kind in asked
+        if start <= at < end
+    )
