@@ -1,35 +1,48 @@
-"""Propagation benchmark: primary serial bump -> every replica, and -> the Zone's status.
+"""Propagation benchmark: primary serves a new serial -> every replica, -> the Zone's status.
 
 Runs on the local cluster (real control plane, real named and knotd pods via the
 pod runner, a real BIND primary, the real operator). Each case serves the zone
 from one SecondaryServer per engine of --engines (default BIND 9 and Knot DNS, 3
 replicas each, all at once: the same primary, the same bumps, the same machine),
-and prints per engine p50/p95/p99 over N bumps for:
+and prints per engine p50/p99 over N bumps. Modes:
 
-- relay:   the primary NOTIFYs the operator's relay, which fans out to every replica;
-- refresh: no relay and no repair NOTIFY: replicas find the change on their SOA
+- relay:   the primary NOTIFYs the operator's relay (only it), which fans out to
+           every replica;
+- primary: the primary NOTIFYs every replica's pod IP itself (`also-notify`,
+           `notify-delay 0`), the relay hears nothing: BIND's own fan-out. The
+           `fanout` mode runs relay and primary bumps alternately in one case (the
+           same pods, the same zone), so the two fan-outs are compared in one run;
+- refresh: no NOTIFY at all and no repair: replicas find the change on their SOA
            refresh timer alone (the zone's SOA refresh is --refresh seconds, and the
            Zone's timers floor is lowered to allow it);
 
 each for a small zone and for a zone of --large-records A records with a
-one-record change (IXFR). The clock starts before the primary writes and reloads
-its zone file, so `replicas` includes the primary's own reload; `primary` shows
-that part alone. `status` is until the Zone's status shows the new serial for
-every replica of every engine (the operator's serial monitor; with the relay it
-probes fast after a NOTIFY, otherwise every 10 s).
+one-record change (IXFR).
+
+**Resolution.** The primary and every replica are polled concurrently, each with
+an SOA query every --poll-ms (5 ms) on its own grid, from before the primary
+reloads until each serves the new serial (localcluster/serial_watch.py). Every
+figure is measured from the moment the primary was first seen serving the
+serial, so both ends carry the same poll bias: a difference is exact to within
+one poll interval plus the answer's round trip (the largest round trip is
+printed). `status` is from the last replica's first answer of the serial to the
+arrival of the Zone version showing every replica in sync, from a `kubectl get
+-w` watch (no API polling in the loop).
 
 After the bumps, per engine: the resident memory of each replica's engine process
 (VmRSS, with the zone loaded), and the time a replica takes to serve the zone again
 after its engine is killed (SIGKILL; the pod runner restarts the container): from
 the new process's start (the `secondary-dns engine` wrapper, which execs the
-engine) until it answers the current serial, loaded from its data directory.
+engine) until it answers the current serial, loaded from its data directory
+(--restarts to include it).
 
-    make bench BENCH_ARGS="--bumps 20"
+    make bench BENCH_ARGS="--bumps 20 --modes fanout --sizes small"
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -42,14 +55,13 @@ from pathlib import Path
 
 import dns.name
 
-from localcluster import netns
+from localcluster import build, netns
 from localcluster.cluster import LocalCluster
-from localcluster.named import soa_serial
+from localcluster.constants import RELAY_ADDRESS
+from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
-    Propagation,
     apply,
     build_pod_image,
-    bump_and_measure,
     demo_zone,
     engine_pids,
     ensure_namespace,
@@ -62,9 +74,11 @@ from localcluster.scenario import (
     wait_synced,
     zone_manifest,
 )
+from localcluster.serial_watch import POLL_INTERVAL, StatusWatch, poll_serials
 from localcluster.waiting import wait_for
 
 ORIGIN = dns.name.from_text("bench.example.")
+PRIMARY = "primary"
 ZONE_OBJECT = "bench"
 REPLICAS = 3
 
@@ -75,20 +89,89 @@ def server_name(engine: str) -> str:
 
 @dataclass
 class EngineFigures:
-    """One engine's replicas in one case."""
+    """One engine's replicas in one case and fan-out."""
 
-    # Per bump: until every replica of this engine served the new serial.
+    # Per bump: from the primary serving the serial until every replica of this engine did.
     replicas_seconds: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
     restart_seconds: list[float] = field(default_factory=list)
 
 
 @dataclass
+class Bump:
+    serial: int
+    # Until the primary served the new serial, from before its zone file was written.
+    primary_reload_seconds: float
+    # From the primary serving it, by pod.
+    per_replica: dict[str, float]
+    # From the last replica serving it to the Zone status showing every replica in sync.
+    status_seconds: float
+    max_rtt: float
+
+
+@dataclass
 class Case:
     mode: str
     records: int
-    results: list[Propagation]
-    engines: dict[str, EngineFigures]
+    # by fan-out (relay, primary, refresh): the bumps and each engine's figures
+    bumps: dict[str, list[Bump]]
+    engines: dict[str, dict[str, EngineFigures]]
+    restarts: dict[str, EngineFigures] = field(default_factory=dict)
+
+
+def measure_bump(
+    primary: PrimaryServer,
+    replicas: dict[str, str],
+    watch: StatusWatch,
+    value: str,
+    timeout: float,
+    poll: float,
+) -> Bump:
+    """Change one record at the primary; poll it and every replica, read the status watch."""
+    serial = primary.serial(ORIGIN) or 0
+    wanted = (serial + 1) % 2**32
+    servers = {PRIMARY: primary.address, **replicas}
+
+    async def run() -> tuple[float, dict[str, float], float]:
+        start = time.monotonic()
+        polling = asyncio.create_task(
+            poll_serials(ORIGIN, servers, wanted, start + timeout, interval=poll)
+        )
+        written = await asyncio.to_thread(primary.set_record, ORIGIN, "demo", "TXT", f'"{value}"')
+        assert written == wanted, (written, wanted)
+        seen = await polling
+        missing = sorted(set(servers) - set(seen.at))
+        if missing:
+            raise TimeoutError(f"serial {wanted} not served by {missing} after {timeout:.0f}s")
+        return start, seen.at, seen.max_rtt
+
+    start, seen_at, max_rtt = asyncio.run(run())
+    served = seen_at.pop(PRIMARY)
+    last = max(seen_at.values())
+    status_at = watch.synced_at(wanted, since=served, timeout=timeout)
+    if status_at is None:
+        raise TimeoutError(f"the Zone status never showed serial {wanted} on every replica")
+    return Bump(
+        serial=wanted,
+        primary_reload_seconds=served - start,
+        per_replica={pod: at - served for pod, at in seen_at.items()},
+        status_seconds=max(0.0, status_at - last),
+        max_rtt=max_rtt,
+    )
+
+
+def set_fan_out(primary: PrimaryServer, fan_out: str, replicas: dict[str, str]) -> None:
+    """Who the primary NOTIFYs: the relay, every replica's pod IP, or nobody (refresh)."""
+    targets = {
+        "relay": [(RELAY_ADDRESS, 53)],
+        "primary": [(address, 53) for address in sorted(replicas.values())],
+        "refresh": [],
+    }[fan_out]
+    if list(primary.also_notify) == targets:
+        return
+    primary.also_notify = tuple(targets)
+    primary.write_config()
+    primary.rndc("reconfig")
 
 
 def rss_mib(pid: int) -> float:
@@ -141,19 +224,24 @@ def run_case(
     bumps: int,
     refresh: int,
     engines: Sequence[str],
+    poll: float,
+    restarts: bool,
 ) -> Case:
-    relay = mode == "relay"
+    notify = mode != "refresh"
+    fan_outs = {"fanout": ["relay", "primary"], "relay": ["relay"], "primary": ["primary"]}.get(
+        mode, ["refresh"]
+    )
     namespace = f"bench-{mode}-{records}-{uuid.uuid4().hex[:4]}"
     case_dir = workdir / namespace
     case_dir.mkdir(parents=True)
-    zone = demo_zone(ORIGIN.to_text(), hosts=records, refresh=refresh if not relay else 86400)
-    primary = start_primary(cluster, case_dir / "primary", zone, notify_relay=relay)
+    zone = demo_zone(ORIGIN.to_text(), hosts=records, refresh=refresh if not notify else 86400)
+    primary = start_primary(cluster, case_dir / "primary", zone, notify_relay=notify)
     try:
         with run_operator(
-            cluster, case_dir / "operator.log", relay=relay, repair=relay, probe_seconds=10
+            cluster, case_dir / "operator.log", relay=notify, repair=notify, probe_seconds=10
         ):
             ensure_namespace(cluster, namespace)
-            timers = None if relay else {"minRefreshSeconds": refresh, "minRetrySeconds": refresh}
+            timers = None if notify else {"minRefreshSeconds": refresh, "minRetrySeconds": refresh}
             servers = {engine: server_name(engine) for engine in engines}
             apply(
                 cluster,
@@ -173,43 +261,59 @@ def run_case(
                 for engine, server in servers.items()
             }
             addresses = {pod: a for pods in by_engine.values() for pod, a in pods.items()}
-            figures = {engine: EngineFigures() for engine in engines}
-            results = []
-            for bump in range(1, bumps + 1):
-                result = bump_and_measure(
-                    cluster,
-                    primary,
-                    ORIGIN,
-                    addresses,
-                    namespace,
-                    ZONE_OBJECT,
-                    f"bump {bump}",
-                    timeout=max(120, 4 * refresh),
-                )
-                results.append(result)
-                per_engine = {
-                    engine: max(result.per_replica[pod] for pod in pods)
-                    for engine, pods in by_engine.items()
-                }
-                for engine, seconds in per_engine.items():
-                    figures[engine].replicas_seconds.append(seconds)
-                print(
-                    f"  {mode:<8} {records:>7} bump {bump:>2}: "
-                    f"primary {result.primary_seconds:6.2f}s  "
-                    + "  ".join(f"{e} {s:6.2f}s" for e, s in per_engine.items())
-                    + f"  status {result.status_seconds:6.2f}s",
-                    flush=True,
-                )
-                time.sleep(0.5)
-            serial = results[-1].serial if results else primary.serial(ORIGIN) or 0
-            for engine, server in servers.items():
-                pids = engine_pids(cluster, namespace, server)
-                figures[engine].rss_mib = [rss_mib(pid) for pid in pids.values()]
-                for pod, address in sorted(by_engine[engine].items()):
-                    seconds = restart_seconds(cluster, namespace, server, pod, address, serial)
-                    figures[engine].restart_seconds.append(seconds)
-                    print(f"  {engine} {pod}: serving again {seconds:.2f}s after start", flush=True)
-            return Case(mode, records, results, figures)
+            figures = {f: {engine: EngineFigures() for engine in engines} for f in fan_outs}
+            results: dict[str, list[Bump]] = {f: [] for f in fan_outs}
+            kubectl = [
+                *("ip", "netns", "exec", cluster.netns),
+                *(str(build.binaries().kubectl), "--kubeconfig", str(cluster.kubeconfig)),
+                *("get", "zone", "-n", namespace, ZONE_OBJECT),
+            ]
+            with StatusWatch(kubectl, cluster.environment()) as watch:
+                for bump in range(1, bumps + 1):
+                    # Alternate fan-outs bump by bump: both see the same drift.
+                    fan_out = fan_outs[(bump - 1) % len(fan_outs)]
+                    set_fan_out(primary, fan_out, addresses)
+                    result = measure_bump(
+                        primary,
+                        addresses,
+                        watch,
+                        f"bump {bump}",
+                        timeout=max(120, 4 * refresh),
+                        poll=poll,
+                    )
+                    results[fan_out].append(result)
+                    per_engine = {
+                        engine: max(result.per_replica[pod] for pod in pods)
+                        for engine, pods in by_engine.items()
+                    }
+                    for engine, seconds in per_engine.items():
+                        figures[fan_out][engine].replicas_seconds.append(seconds)
+                    print(
+                        f"  {fan_out:<8} {records:>7} bump {bump:>2}: "
+                        f"primary reload {result.primary_reload_seconds * 1000:7.1f} ms  "
+                        + "  ".join(f"{e} {s * 1000:7.1f} ms" for e, s in per_engine.items())
+                        + f"  status {result.status_seconds * 1000:7.1f} ms"
+                        + f"  (max rtt {result.max_rtt * 1000:.1f} ms)",
+                        flush=True,
+                    )
+                    # Changes 2 s apart: BIND paces NOTIFYs and refreshes of one
+                    # zone (~0.5 s); this measures one change, not a burst.
+                    time.sleep(2.0)
+            case = Case(mode, records, results, figures)
+            if restarts:
+                serial = primary.serial(ORIGIN) or 0
+                for engine, server in servers.items():
+                    engine_figures = case.restarts.setdefault(engine, EngineFigures())
+                    pids = engine_pids(cluster, namespace, server)
+                    engine_figures.rss_mib = [rss_mib(pid) for pid in pids.values()]
+                    for pod, address in sorted(by_engine[engine].items()):
+                        seconds = restart_seconds(cluster, namespace, server, pod, address, serial)
+                        engine_figures.restart_seconds.append(seconds)
+                        print(
+                            f"  {engine} {pod}: serving again {seconds:.2f}s after start",
+                            flush=True,
+                        )
+            return case
     finally:
         primary.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -220,7 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--bumps", type=int, default=20)
-    parser.add_argument("--modes", default="relay,refresh")
+    parser.add_argument(
+        "--modes",
+        default="fanout,refresh",
+        help="fanout (relay and primary), relay, primary, refresh",
+    )
+    parser.add_argument("--poll-ms", type=float, default=POLL_INTERVAL * 1000)
+    parser.add_argument("--restarts", action="store_true", help="also RSS and restart times")
     parser.add_argument("--large-records", type=int, default=100_000)
     parser.add_argument("--sizes", default="small,large")
     parser.add_argument("--refresh", type=int, default=20, help="SOA refresh in refresh mode")
@@ -248,41 +358,58 @@ def main(argv: Sequence[str] | None = None) -> int:
                 records = sizes[size]
                 print(f"{mode} / {records} records, {args.bumps} bumps", flush=True)
                 cases.append(
-                    run_case(cluster, workdir, mode, records, args.bumps, args.refresh, engines)
+                    run_case(
+                        cluster,
+                        workdir,
+                        mode,
+                        records,
+                        args.bumps,
+                        args.refresh,
+                        engines,
+                        args.poll_ms / 1000,
+                        args.restarts,
+                    )
                 )
     finally:
         if not args.keep_cluster:
             cluster.down()
-    print_table(cases, engines)
+    print_table(cases, engines, args.poll_ms)
     return 0
 
 
-def print_table(cases: Sequence[Case], engines: Sequence[str]) -> None:
+def print_table(cases: Sequence[Case], engines: Sequence[str], poll_ms: float) -> None:
     print()
+    rtt = max((b.max_rtt for c in cases for bs in c.bumps.values() for b in bs), default=0.0)
     print(
-        f"one serial bump to {REPLICAS} replicas per engine over 3 failure zones (seconds); "
-        "memory: VmRSS of each replica's engine; restart: new process to serving again"
+        f"one serial change to {REPLICAS} replicas per engine (milliseconds from the primary "
+        f"serving it); resolution: each server polled every {poll_ms:g} ms, so each figure is "
+        f"exact to {poll_ms:g} ms + the answer's round trip (largest seen {rtt * 1000:.1f} ms); "
+        "status: from the last replica to the watch event showing every replica in sync"
     )
     print(
-        f"{'mode':<8} {'records':>8} {'engine':<6} {'n':>3}  {'primary p50':>11}  "
-        f"{'replicas p50':>12} {'p95':>6} {'p99':>6}  {'status p50':>10} {'p99':>6}  "
-        f"{'RSS MiB':>8}  {'restart p50':>11} {'max':>6}"
+        f"{'mode':<8} {'records':>8} {'fan-out':<8} {'engine':<6} {'n':>3}  "
+        f"{'every replica p50':>17} {'p99':>8}  {'status p50':>10} {'p99':>8}  "
+        f"{'primary reload p50':>18}"
     )
     for case in cases:
-        status = [r.status_seconds for r in case.results]
-        primary = [r.primary_seconds for r in case.results]
-        for engine in engines:
-            figures = case.engines[engine]
-            replicas = figures.replicas_seconds
+        for fan_out, bumps in case.bumps.items():
+            status = [b.status_seconds * 1000 for b in bumps]
+            reload = [b.primary_reload_seconds * 1000 for b in bumps]
+            for engine in engines:
+                replicas = [s * 1000 for s in case.engines[fan_out][engine].replicas_seconds]
+                print(
+                    f"{case.mode:<8} {case.records:>8} {fan_out:<8} {engine:<6} "
+                    f"{len(replicas):>3}  "
+                    f"{percentile(replicas, 0.5):>17.1f} {percentile(replicas, 0.99):>8.1f}  "
+                    f"{percentile(status, 0.5):>10.1f} {percentile(status, 0.99):>8.1f}  "
+                    f"{percentile(reload, 0.5):>18.1f}"
+                )
+        for engine, figures in case.restarts.items():
             rss = statistics.median(figures.rss_mib) if figures.rss_mib else float("nan")
             restart = figures.restart_seconds or [float("nan")]
             print(
-                f"{case.mode:<8} {case.records:>8} {engine:<6} {len(replicas):>3}  "
-                f"{percentile(primary, 0.5):>11.2f}  "
-                f"{percentile(replicas, 0.5):>12.2f} {percentile(replicas, 0.95):>6.2f} "
-                f"{percentile(replicas, 0.99):>6.2f}  "
-                f"{percentile(status, 0.5):>10.2f} {percentile(status, 0.99):>6.2f}  "
-                f"{rss:>8.1f}  {statistics.median(restart):>11.2f} {max(restart):>6.2f}"
+                f"  {engine}: RSS {rss:.1f} MiB per replica, restart to serving "
+                f"p50 {statistics.median(restart):.2f} s (max {max(restart):.2f} s)"
             )
 
 
