@@ -9,9 +9,11 @@ and prints per engine p50/p99 over N bumps. Modes:
 - relay:   the primary NOTIFYs the operator's relay (only it), which fans out to
            every replica;
 - primary: the primary NOTIFYs every replica's pod IP itself (`also-notify`,
-           `notify-delay 0`), the relay hears nothing: BIND's own fan-out. The
-           `fanout` mode runs relay and primary bumps alternately in one case (the
-           same pods, the same zone), so the two fan-outs are compared in one run;
+           `notify-delay 0`), the relay hears nothing: BIND's own fan-out;
+- silent:  the primary NOTIFYs nobody (a delayed or lost NOTIFY): the operator's
+           probe of the primary sees the change and NOTIFYs the replicas itself.
+           The `fanout` mode runs relay, primary and silent bumps in turn in one case
+           (the same pods, the same zone), so the fan-outs are compared in one run;
 - refresh: no NOTIFY at all and no repair: replicas find the change on their SOA
            refresh timer alone (the zone's SOA refresh is --refresh seconds, and the
            Zone's timers floor is lowered to allow it);
@@ -165,6 +167,7 @@ def set_fan_out(primary: PrimaryServer, fan_out: str, replicas: dict[str, str]) 
     targets = {
         "relay": [(RELAY_ADDRESS, 53)],
         "primary": [(address, 53) for address in sorted(replicas.values())],
+        "silent": [],
         "refresh": [],
     }[fan_out]
     if list(primary.also_notify) == targets:
@@ -228,9 +231,12 @@ def run_case(
     restarts: bool,
 ) -> Case:
     notify = mode != "refresh"
-    fan_outs = {"fanout": ["relay", "primary"], "relay": ["relay"], "primary": ["primary"]}.get(
-        mode, ["refresh"]
-    )
+    fan_outs = {
+        "fanout": ["relay", "primary", "silent"],
+        "relay": ["relay"],
+        "primary": ["primary"],
+        "silent": ["silent"],
+    }.get(mode, ["refresh"])
     namespace = f"bench-{mode}-{records}-{uuid.uuid4().hex[:4]}"
     case_dir = workdir / namespace
     case_dir.mkdir(parents=True)
@@ -327,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="fanout,refresh",
-        help="fanout (relay and primary), relay, primary, refresh",
+        help="fanout (relay, primary, silent in turn), relay, primary, silent, refresh",
     )
     parser.add_argument("--poll-ms", type=float, default=POLL_INTERVAL * 1000)
     parser.add_argument("--restarts", action="store_true", help="also RSS and restart times")

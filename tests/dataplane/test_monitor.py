@@ -321,3 +321,42 @@ def window(
         for at, zone, kind in asked
         if start <= at < end
     )
+
+
+def test_a_change_no_notify_announced_is_notified_to_the_replicas_by_the_monitor(
+    primary: PrimaryServer, pod: AgentPod, engine: Engine
+) -> None:
+    """A primary that delays or loses its NOTIFY: its next probe sees the change, and the
+    monitor NOTIFYs the replicas behind it at once (no repair grace: an hour here, as the
+    zone's refresh, so nothing else could make the replica transfer)."""
+    zones = monitored(ZONES[:4], primary.address, pod.address, engine.name)
+    monitor = make_monitor(zones, pod.http.port, repair_grace=3600.0)
+    monitor.repair = True
+    changed = zones[2]
+
+    async def scenario() -> float:
+        task = asyncio.create_task(monitor.run())
+        try:
+            while not all(
+                z.ref in monitor.histories and replica_serial(monitor, z) == 1 for z in zones
+            ):
+                await asyncio.sleep(0.05)
+            serial = await asyncio.to_thread(
+                primary.set_record, changed.name, "www", "A", "192.0.2.91"
+            )
+            served = time.monotonic()
+            while pod.dns.serial(changed.name) != serial:
+                assert time.monotonic() - served < 60, "the replica never got the change"
+                await asyncio.sleep(0.005)
+            return time.monotonic() - served
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    seconds = asyncio.run(scenario())
+    print(
+        f"\n{engine.name}: a change without NOTIFY served by the replica "
+        f"{seconds * 1000:.0f} ms later"
+    )
+    assert [pod.dns.serial(z.name) for z in zones if z is not changed] == [1, 1, 1]

@@ -52,8 +52,10 @@ from secondary_dns.status.schedule import (
     DEFAULT_BUDGET,
     DEFAULT_HOT_BUDGET,
     DEFAULT_MIN_INTERVAL,
+    HOT_SECONDS,
     ProbeSchedule,
     ScheduledZone,
+    later,
 )
 from secondary_dns.status.serial import (
     DEFAULT_REPAIR_GRACE,
@@ -144,6 +146,8 @@ class SerialMonitor:
         self._guard = threading.Lock()
         # (zone, serial) heated from other threads, applied by the loop.
         self._heat: list[tuple[ObjectRef | None, int | None]] = []
+        # zone -> (when, serial) of the last NOTIFY the relay accepted or fanned out
+        self._notifies: dict[ObjectRef, tuple[float, int | None]] = {}
 
     # ---- events (any thread)
 
@@ -198,6 +202,11 @@ class SerialMonitor:
         for ref, serial in heat:
             if ref is not None:
                 self.schedule.heat(ref, now, serial)
+                # The newest serial announced lately; a NOTIFY without one (the relay
+                # reports it on arrival, the serial with its fan-out) announces any.
+                known = self._notifies.get(ref)
+                recent = known[1] if known is not None and now - known[0] <= HOT_SECONDS else None
+                self._notifies[ref] = (now, None if serial is None else later(recent, serial))
         due = self.schedule.due(now)
         primaries = set(due.primaries) | {ref for ref, with_primaries in due.hot if with_primaries}
         hot = {ref for ref, _ in due.hot}
@@ -231,6 +240,7 @@ class SerialMonitor:
         self._watching = True
         self._zones = current
         for gone in set(self._primary_results) - set(current):
+            self._notifies.pop(gone, None)
             self._primary_results.pop(gone, None)
             self._replica_results.pop(gone, None)
             self._soa.pop(gone, None)
@@ -442,10 +452,11 @@ class SerialMonitor:
         for (zone, _, _, _), evaluation in zip(work, evaluations, strict=True):
             if evaluation is None:
                 continue
-            self._follow(zone, evaluation, before[zone.ref], now)
+            unannounced = self._follow(zone, evaluation, before[zone.ref], now)
             metrics.record_serial_evaluation(zone.ref.namespace, zone.name, evaluation, wall)
             keys = {target.pod: key for target, key in zone.replicas}
-            repairs.extend((zone, target, keys[target.pod]) for target in evaluation.repairs)
+            behind = {target.pod: target for target in [*evaluation.repairs, *unannounced]}
+            repairs.extend((zone, target, keys[pod]) for pod, target in sorted(behind.items()))
         if repairs and self.repair:
             await asyncio.gather(*(self._repair(*repair) for repair in repairs))
 
@@ -455,26 +466,45 @@ class SerialMonitor:
         evaluation: SerialEvaluation,
         before: ZoneHistory | None,
         now: float,
-    ) -> None:
-        """What the evaluation means for the schedule: a new primary serial, a zone in sync."""
+    ) -> list[ReplicaTarget]:
+        """What the evaluation means for the schedule: a new primary serial, a zone in sync.
+
+        Returns the replicas to NOTIFY at once: those behind a new primary serial
+        that no NOTIFY announced (the primary delays its NOTIFYs, BIND's
+        notify-delay, or they were lost), so that they do not wait for a repair
+        grace or their refresh timer.
+        """
         ref = zone.ref
         primary = evaluation.primary_serial
+        unannounced: list[ReplicaTarget] = []
         if primary is not None and evaluation.primary_reachable:
             soa = evaluation.history.primary_soa
             self.schedule.set_refresh(ref, float(soa.refresh) if soa is not None else None)
             previous = before.primary_serial if before is not None else None
             if previous is not None and previous != primary:
                 # A change: it may keep changing, and replicas must follow it now.
-                self.schedule.primary_changed(ref, now, self.schedule.is_hot(ref, now))
+                notified = self._announced(ref, primary, now)
+                self.schedule.primary_changed(ref, now, notified)
                 self.schedule.heat(ref, now)
+                if not notified:
+                    unannounced = [v.target for v in evaluation.replicas if v.behind]
         if not self.schedule.is_hot(ref, now):
-            return
+            return unannounced
         announced = self.schedule.hot_serial(ref)
         caught_up = announced is None or (
             primary is not None and dns.serial.Serial(primary) >= dns.serial.Serial(announced)
         )
         if caught_up and evaluation.replicas and all(v.in_sync for v in evaluation.replicas):
             self.schedule.cool(ref)
+        return unannounced
+
+    def _announced(self, ref: ObjectRef, serial: int, now: float) -> bool:
+        """Did a NOTIFY for the zone announce `serial` (or one without a serial) lately?"""
+        notify = self._notifies.get(ref)
+        if notify is None or now - notify[0] > HOT_SECONDS:
+            return False
+        announced = notify[1]
+        return announced is None or dns.serial.Serial(announced) >= dns.serial.Serial(serial)
 
     def _engine_expiry(self, zone: MonitoredZone) -> dict[str, float]:
         """Each replica's own expire timer for the zone, from its last report."""
