@@ -66,23 +66,39 @@ class StatusWatch:
     """Every version of one Zone as a watch delivers it: (arrival time, status)."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
-        self._process = subprocess.Popen(
-            [*argv, "--watch", "-o", "json"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        self._argv = [*argv, "--watch", "-o", "json"]
+        self._env = env
         self._events: list[tuple[float, dict[str, Any]]] = []
         self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._read, name="zone-watch", daemon=True)
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen[str] | None = None
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="zone-watch", daemon=True)
         self._thread.start()
 
-    def _read(self) -> None:
-        assert self._process.stdout is not None
+    def _run(self) -> None:
+        # A watch that ends (kubectl failed, the server closed it) is started again:
+        # its first answer is the object as it is, so nothing is missed for long.
+        while not self._stopping.is_set():
+            process = subprocess.Popen(
+                self._argv,
+                env=self._env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            self._process = process
+            self._read(process)
+            _, stderr = process.communicate()
+            if stderr.strip() and not self._stopping.is_set():
+                self.errors.append(stderr.strip())
+            self._stopping.wait(0.2)
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
         decoder = json.JSONDecoder()
         buffer = ""
-        for line in self._process.stdout:
+        for line in process.stdout:
             buffer += line
             # kubectl prints one indented JSON object per version, back to back.
             while buffer.strip():
@@ -109,13 +125,16 @@ class StatusWatch:
                     return None
                 self._changed.wait(left)
 
+    def last(self) -> dict[str, Any]:
+        """The newest status the watch delivered (for error messages)."""
+        with self._changed:
+            return self._events[-1][1] if self._events else {}
+
     def stop(self) -> None:
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        self._stopping.set()
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
         self._thread.join(timeout=10)
 
     def __enter__(self) -> StatusWatch:

@@ -263,6 +263,31 @@ def test_coalesced_notifies_announce_the_highest_serial() -> None:
     asyncio.run(scenario())
 
 
+def test_the_fan_out_is_reported_once_every_replica_has_answered() -> None:
+    """The serial monitor probes the zone the moment its replicas acknowledged the NOTIFY."""
+
+    async def scenario() -> None:
+        replicas = await start_replicas("edge", 3, delay=0.2)
+        reported: list[tuple[ObjectRef, int | None, int]] = []
+        running: list[NotifyRelay] = []
+
+        def fanned_out(route: Any, serial: int | None) -> None:
+            # How many replicas had answered by then (the relay counts answered NOTIFYs).
+            reported.append((route.ref, serial, running[0].relayed))
+
+        async with running_relay(on_fanned_out=fanned_out) as relay:
+            running.append(relay)
+            relay.set_routes(relay_routes([monitored("dns", "127.0.0.11", replicas)]))
+            await notify(relay, "127.0.0.11", serial=42)
+            await relay.wait_idle()
+        # Once, after all three answered (each answers 0.2 s late), with the serial.
+        assert reported == [(ObjectRef("dns", "example-com"), 42, 3)]
+        for transport in replicas.transports:
+            transport.close()
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------- TCP (issue 13, item 2)
 
 

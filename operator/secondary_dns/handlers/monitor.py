@@ -176,14 +176,16 @@ class SerialMonitor:
         self._wake = asyncio.Event()
         while True:
             self._wake.clear()
+            now = self.clock()
+            wake_at = now + self.steady_interval
             try:
                 await self.step()
+                now = self.clock()
+                wake_at = min(self.schedule.next_wake(now), self._next_report)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad step must not end monitoring
                 log.exception("serial monitor step failed")
-            now = self.clock()
-            wake_at = min(self.schedule.next_wake(now), self._next_report)
             try:
                 await asyncio.wait_for(self._wake.wait(), max(MIN_SLEEP, wake_at - now))
             except TimeoutError:
