@@ -44,7 +44,8 @@ demo: setup
 demo-down:
 	PYTHON=$(PY) hack/local-cluster down
 
-# Propagation benchmark (minutes): prints p50/p95 with the relay and without.
+# Propagation benchmark (minutes): p50/p99 in milliseconds for the relay, the primary's
+# own fan-out and a lost NOTIFY (bench/propagation.py --help).
 bench: setup
 	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/propagation.py $(BENCH_ARGS)
 
