@@ -22,7 +22,8 @@ and prints per engine p50/p99 over N bumps. Modes:
            Zone's timers floor is lowered to allow it);
 
 each for a small zone and for a zone of --large-records A records with a
-one-record change (IXFR).
+one-record change (IXFR), made by rewriting the primary's file (`--change file`) or
+by a TSIG-signed dynamic update (`--change update`).
 
 **Resolution.** The primary and every replica are polled concurrently, each with
 an SOA query every --poll-ms (5 ms) on its own grid, from before the primary
@@ -132,8 +133,12 @@ def measure_bump(
     value: str,
     timeout: float,
     poll: float,
+    update: bool = False,
 ) -> Bump:
-    """Change one record at the primary; poll it and every replica, read the status watch."""
+    """Change one record at the primary; poll it and every replica, read the status watch.
+
+    `update`: by a TSIG-signed dynamic update, else by rewriting its file and `rndc reload`.
+    """
     serial = primary.serial(ORIGIN) or 0
     wanted = (serial + 1) % 2**32
     servers = {PRIMARY: primary.address, **replicas}
@@ -143,7 +148,8 @@ def measure_bump(
         polling = asyncio.create_task(
             poll_serials(ORIGIN, servers, wanted, start + timeout, interval=poll)
         )
-        written = await asyncio.to_thread(primary.set_record, ORIGIN, "demo", "TXT", f'"{value}"')
+        change = primary.update_record if update else primary.set_record
+        written = await asyncio.to_thread(change, ORIGIN, "demo", "TXT", f'"{value}"')
         assert written == wanted, (written, wanted)
         seen = await polling
         missing = sorted(set(servers) - set(seen.at))
@@ -243,6 +249,7 @@ def run_case(
     poll: float,
     restarts: bool,
     gap: float,
+    update: bool,
 ) -> Case:
     notify = mode != "refresh"
     fan_outs = {
@@ -258,7 +265,9 @@ def run_case(
     case_dir = workdir / namespace
     case_dir.mkdir(parents=True)
     zone = demo_zone(ORIGIN.to_text(), hosts=records, refresh=refresh if not notify else 86400)
-    primary = start_primary(cluster, case_dir / "primary", zone, notify_relay=notify)
+    primary = start_primary(
+        cluster, case_dir / "primary", zone, notify_relay=notify, allow_update=update
+    )
     try:
         with run_operator(
             cluster, case_dir / "operator.log", relay=notify, repair=repair, probe_seconds=10
@@ -303,6 +312,7 @@ def run_case(
                         f"bump {bump}",
                         timeout=max(120, 4 * refresh),
                         poll=poll,
+                        update=update,
                     )
                     results[fan_out].append(result)
                     per_engine = {
@@ -356,6 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--poll-ms", type=float, default=POLL_INTERVAL * 1000)
     parser.add_argument("--restarts", action="store_true", help="also RSS and restart times")
     parser.add_argument(
+        "--change",
+        choices=("file", "update"),
+        default="file",
+        help="how the primary changes: its zone file and rndc reload, or TSIG-signed "
+        "dynamic updates (RFC 2136)",
+    )
+    parser.add_argument(
         "--gap",
         type=float,
         default=2.0,
@@ -399,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         args.poll_ms / 1000,
                         args.restarts,
                         args.gap,
+                        args.change == "update",
                     )
                 )
     finally:

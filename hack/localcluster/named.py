@@ -42,6 +42,7 @@ import dns.rdtypes.ANY.SOA
 import dns.serial
 import dns.tsig
 import dns.tsigkeyring
+import dns.update
 import dns.xfr
 import dns.zone
 
@@ -383,8 +384,11 @@ class PrimaryServer(NamedProcess):
         address: str,
         require_tsig: bool = True,
         also_notify: Iterable[tuple[str, int]] = (),
+        allow_update: bool = False,
     ) -> None:
         self.key = key
+        # Dynamic updates (RFC 2136) signed with `key` change the zones (`update_record`).
+        self.allow_update = allow_update
         self.rndc_key = TsigCredentials.generate("rndc-primary")
         self.control_port = 0
         self.require_tsig = require_tsig
@@ -443,14 +447,17 @@ class PrimaryServer(NamedProcess):
         transfer_acl = "".join(f"!{address}; " for address in self.refused) + transfer_acl
         zones = ""
         for origin, zone in sorted(self.zones.items()):
-            zone.to_file(str(self.zone_path(origin)), relativize=False)
+            # named owns the file of a zone it updates (with its journal): written once.
+            if not (self.allow_update and self.zone_path(origin).exists()):
+                zone.to_file(str(self.zone_path(origin)), relativize=False)
             zones += (
                 f'zone "{origin.to_text(omit_final_dot=True)}" {{\n'
                 "\ttype primary;\n"
                 f'\tfile "{self.zone_path(origin)}";\n'
                 # A reload of an edited file yields a journal entry, so IXFR works.
                 "\tixfr-from-differences yes;\n"
-                "};\n"
+                + (f'\tallow-update {{ key "{key_name}"; }};\n' if self.allow_update else "")
+                + "};\n"
             )
         rndc_name = self.rndc_key.name.to_text(omit_final_dot=True)
         self.conf.write_text(
@@ -509,6 +516,30 @@ class PrimaryServer(NamedProcess):
             txn.replace(dns.name.from_text(name, None), rdataset)
         bump_serial(zone)
         return self._publish(_origin(zone))
+
+    def update_record(
+        self, origin: str | dns.name.Name, name: str, rdtype: str, *rdatas: str, ttl: int = 300
+    ) -> int:
+        """Replace one RRset by a TSIG-signed dynamic update (RFC 2136); the new serial.
+
+        named increments the serial itself, as a primary managed by updates does.
+        """
+        zone_name = dns.name.from_text(origin) if isinstance(origin, str) else origin
+        update = dns.update.UpdateMessage(
+            zone_name,
+            keyring=self.key.keyring,
+            keyname=self.key.name,
+            keyalgorithm=self.key.algorithm,
+        )
+        update.replace(name, ttl, rdtype, *rdatas)
+        response = dns.query.tcp(update, self.address, port=self.port, timeout=5)
+        if response.rcode() != dns.rcode.NOERROR:
+            raise RuntimeError(
+                f"update of {zone_name} refused: {dns.rcode.to_text(response.rcode())}"
+            )
+        serial = self.serial(zone_name)
+        assert serial is not None
+        return serial
 
     def serve_zone(self, zone: dns.zone.Zone) -> int:
         """Replace a zone wholesale (e.g. by a bigger one); its serial must be newer."""

@@ -171,8 +171,12 @@ def start_primary(
     zone: dns.zone.Zone,
     *,
     notify_relay: bool = True,
+    allow_update: bool = False,
 ) -> PrimaryServer:
-    """A real BIND primary on PRIMARY_ADDRESS that NOTIFYs the relay (and only it)."""
+    """A real BIND primary on PRIMARY_ADDRESS that NOTIFYs the relay (and only it).
+
+    `allow_update`: its zones change by TSIG-signed dynamic updates (`update_record`).
+    """
     netns.require_inside(cluster.netns)
     netns.add_address(cluster.netns, PRIMARY_ADDRESS)
     primary = PrimaryServer(
@@ -181,6 +185,7 @@ def start_primary(
         TsigCredentials.generate("transfer-key"),
         address=PRIMARY_ADDRESS,
         also_notify=[(RELAY_ADDRESS, 53)] if notify_relay else [],
+        allow_update=allow_update,
     )
     primary.start()
     return primary

@@ -290,6 +290,8 @@ class SerialMonitor:
         for ref in sorted(zones) if report_round else sorted(learnt & set(zones)):
             zone = zones[ref]
             known = self._replica_results.setdefault(ref, {})
+            for gone in set(known) - {target.pod for target, _ in zone.replicas}:
+                del known[gone]  # a replica pod that no longer serves the zone
             for target, _ in zone.replicas:
                 if not target.address:
                     known.pop(target.pod, None)
