@@ -207,6 +207,14 @@ def render_named_conf(paths: EnginePaths) -> str:
         _statement("masterfile-format", "text"),
         # Per-zone counters (transfers, NOTIFY) on the statistics channel for the agent.
         _statement("zone-statistics", "yes"),
+        # BIND sends at most serial-query-rate refresh queries a second (default
+        # 20) and runs 2 transfers per primary: a replica starting with 2,000
+        # zones took 102 s to serve them all, 10,000 would take over 8 minutes
+        # (Knot, without such limits: 3.5 s; bench/many_zones.py). 500 SOA
+        # queries a second is little for a primary; it still caps its own
+        # outgoing transfers (transfers-out).
+        _statement("serial-query-rate", "500"),
+        _statement("transfers-per-ns", "10"),
     ]
     rndc_key = tokens.quoted_name(paths.rndc_key_name, "rndc key name")
     control_port = tokens.port(paths.control_port, "control port")
