@@ -43,8 +43,11 @@ def server_manifest(
     engine: str = agent_contract.ENGINE_BIND9,
     max_records: int | None = None,
     transfer_timeout: int | None = None,
+    responses_per_second: int | None = None,
 ) -> dict[str, Any]:
     limits: dict[str, int] = {}
+    if responses_per_second is not None:
+        limits["responsesPerSecond"] = responses_per_second
     if max_records is not None:
         limits["maxRecords"] = max_records
     if transfer_timeout is not None:

@@ -77,6 +77,8 @@ EXPECTED: dict[str, dict[tuple[str, str], int]] = {
         ("spec.limits.maxRecords", "minimum"): limits.MIN_RECORDS,
         ("spec.limits.maxRecords", "maximum"): limits.MAX_RECORDS,
         ("spec.limits.transferTimeoutSeconds", "minimum"): limits.MIN_TRANSFER_TIMEOUT,
+        ("spec.limits.responsesPerSecond", "minimum"): limits.MIN_RESPONSES_PER_SECOND,
+        ("spec.limits.responsesPerSecond", "maximum"): limits.MAX_RESPONSES_PER_SECOND,
         ("spec.limits.transferTimeoutSeconds", "maximum"): limits.MAX_TRANSFER_TIMEOUT,
         ("spec.podTemplate.nodeSelector", "maxProperties"): limits.MAX_LABELS,
         ("spec.podTemplate.nodeSelector.*", "maxLength"): limits.MAX_LABEL_VALUE,

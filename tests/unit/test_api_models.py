@@ -283,6 +283,7 @@ def test_crd_defaults_are_the_models_defaults() -> None:
         "spec.service.type": spec.service.type,
         "spec.storage.size": storage.size,
         "spec.stealth": spec.stealth,
+        "spec.limits.responsesPerSecond": spec.limits.responses_per_second,
     }
     assert crd_defaults(SECONDARY_SERVER_PLURAL) == models
     assert crd_defaults(ZONE_PLURAL) == {"spec.primaries[].port": Primary.port}

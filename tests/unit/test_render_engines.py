@@ -165,3 +165,31 @@ def test_a_retransfer_request_is_a_file_of_its_own_and_part_of_the_hash(render: 
         assert other.engine_files() == without.engine_files()
     assert len({without.config_hash, first.config_hash, second.config_hash}) == 3
     assert engine_hash(first) == engine_hash(without)
+
+
+def _with_limits(**values: int) -> RenderRequest:
+    request = minimal_request()
+    server_limits = dataclasses.replace(request.server.limits, **values)
+    return dataclasses.replace(
+        request, server=dataclasses.replace(request.server, limits=server_limits)
+    )
+
+
+def test_public_defaults_rate_limit_and_bound_every_zone(render: Render) -> None:
+    """Item 10 of issue 13: rate limiting on, and a zone size bound, unless the spec says."""
+    rendered = render(minimal_request())
+    text = "\n".join(
+        [
+            *rendered.files.values(),
+            *(t for shard in rendered.shards.values() for t in shard.files.values()),
+        ]
+    )
+    rate_limit = "responses-per-second 20;" if rendered.engine == "bind9" else "rate-limit: 20"
+    assert rate_limit in text
+    # A default bound, quietly: no EngineLimitations note for a value nobody wrote.
+    assert ("max-records 1000000;" if rendered.engine == "bind9" else "zone-max-size:") in text
+    assert not rendered.server_limitations
+    off = "\n".join(render(_with_limits(responses_per_second=0)).files.values())
+    assert "rate-limit" not in off and "rrl" not in off
+    with pytest.raises(RenderError, match="responsesPerSecond"):
+        render(_with_limits(responses_per_second=1001))

@@ -59,10 +59,19 @@ MIN_REPLICAS = 1
 MIN_DOMAINS = 1
 MAX_SOURCE_RANGES = 64
 MAX_TOLERATIONS = 32
-# BIND keeps max-records in 32 bits; 0 would mean "no limit", which is what
-# leaving the field out says.
+# BIND keeps max-records in 32 bits; 0 would mean "no limit". Leaving the field
+# out gives DEFAULT_RECORDS: a public secondary must not let one primary fill
+# its memory. A million records is far above a zone managed one object each, and
+# MAX_RECORDS is the way to say "as good as no limit".
 MIN_RECORDS = 1
 MAX_RECORDS = 2**32 - 1
+DEFAULT_RECORDS = 1_000_000
+# Response rate limiting (BIND rate-limit responses-per-second, Knot mod-rrl
+# rate-limit): identical answers per second to one client network (/24, /56).
+# 0 turns it off; BIND takes at most 1000 (named-checkconf).
+MIN_RESPONSES_PER_SECOND = 0
+MAX_RESPONSES_PER_SECOND = 1000
+DEFAULT_RESPONSES_PER_SECOND = 20
 # BIND counts max-transfer-time-in and max-transfer-idle-in in whole minutes,
 # 0..40320 (28 days, named-checkconf); the timeout is rounded up to minutes, so at
 # least one minute, and 0 ("no timeout" in BIND) is what leaving it out says.

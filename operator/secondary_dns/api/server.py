@@ -30,18 +30,21 @@ from secondary_dns.api.fields import (
     read_string_map,
 )
 from secondary_dns.api.limits import (
+    DEFAULT_RESPONSES_PER_SECOND,
     MAX_IMAGE,
     MAX_LABEL_VALUE,
     MAX_LABELS,
     MAX_QUANTITY_LENGTH,
     MAX_RECORDS,
     MAX_RESOURCE_QUANTITIES,
+    MAX_RESPONSES_PER_SECOND,
     MAX_SOURCE_RANGES,
     MAX_TOLERATIONS,
     MAX_TRANSFER_TIMEOUT,
     MIN_DOMAINS,
     MIN_RECORDS,
     MIN_REPLICAS,
+    MIN_RESPONSES_PER_SECOND,
     MIN_TRANSFER_TIMEOUT,
 )
 from secondary_dns.api.meta import SECONDARY_SERVER_KIND
@@ -104,10 +107,16 @@ class StorageSpec:
 
 @dataclass(frozen=True)
 class Limits:
-    """Protection from a hostile or broken primary; None leaves the engine's default."""
+    """Protection from a hostile or broken primary, and of others from this server.
+
+    None for max_records renders limits.DEFAULT_RECORDS; None for the timeout
+    leaves the engine's default (no limit).
+    """
 
     max_records: int | None = None
     transfer_timeout_seconds: int | None = None
+    # Response rate limiting; 0 turns it off.
+    responses_per_second: int = DEFAULT_RESPONSES_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -268,8 +277,21 @@ def _parse_storage(value: object) -> StorageSpec:
 
 def _parse_limits(value: object) -> Limits:
     path = "spec.limits"
-    limits = read_object(value, path, ("maxRecords", "transferTimeoutSeconds"))
+    limits = read_object(
+        value, path, ("maxRecords", "transferTimeoutSeconds", "responsesPerSecond")
+    )
+    responses = read_integer(
+        limits,
+        "responsesPerSecond",
+        path,
+        default=DEFAULT_RESPONSES_PER_SECOND,
+        minimum=MIN_RESPONSES_PER_SECOND,
+        maximum=MAX_RESPONSES_PER_SECOND,
+        what=" responses per second (0 turns rate limiting off)",
+    )
+    assert responses is not None  # a default is given
     return Limits(
+        responses_per_second=responses,
         max_records=read_integer(
             limits, "maxRecords", path, minimum=MIN_RECORDS, maximum=MAX_RECORDS, what=" records"
         ),

@@ -146,11 +146,14 @@ def _zone_statement(zone: PlannedZone, settings: RenderSettings) -> list[str]:
                     tokens.integer(value, limits.MIN_TIMER_SECONDS, limits.MAX_TIMER_SECONDS),
                 )
             )
-    if server_limits.max_records is not None:
-        # A transfer with more records than this fails and the zone keeps its
-        # previous copy: protection from a primary that grows without bound.
-        records = tokens.integer(server_limits.max_records, limits.MIN_RECORDS, limits.MAX_RECORDS)
-        body.append(_statement("max-records", records))
+    # A transfer with more records than this fails and the zone keeps its
+    # previous copy: protection from a primary that grows without bound.
+    records = tokens.integer(
+        limits.DEFAULT_RECORDS if server_limits.max_records is None else server_limits.max_records,
+        limits.MIN_RECORDS,
+        limits.MAX_RECORDS,
+    )
+    body.append(_statement("max-records", records))
     if server_limits.transfer_timeout_seconds is not None:
         minutes = tokens.integer(
             -(-server_limits.transfer_timeout_seconds // 60), 1, limits.MAX_TRANSFER_MINUTES
@@ -173,7 +176,36 @@ def _listen(paths: EnginePaths) -> list[str]:
     ]
 
 
-def render_named_conf(paths: EnginePaths) -> str:
+def _rate_limit(responses_per_second: int) -> list[str]:
+    """Response rate limiting (ARM "Response Rate Limiting"), or nothing for 0.
+
+    A public authoritative server is otherwise a reflector: spoofed queries make
+    it send larger answers to a victim. Past the rate, every second answer is
+    slipped (sent truncated, so a real client retries over TCP) and the others
+    dropped; the window of 5 s (BIND's default 15) lets a client that was
+    limited recover quickly.
+    """
+    if responses_per_second == 0:
+        return []
+    rate = tokens.integer(
+        responses_per_second,
+        limits.MIN_RESPONSES_PER_SECOND,
+        limits.MAX_RESPONSES_PER_SECOND,
+        "spec.limits.responsesPerSecond",
+    )
+    return _block(
+        "rate-limit",
+        [
+            _statement("responses-per-second", rate),
+            _statement("window", "5"),
+            _statement("slip", "2"),
+            # The pod's agent probes the engine on loopback for readiness.
+            "exempt-clients " + _inline_list(["127.0.0.0/8", "::1"]) + ";",
+        ],
+    )
+
+
+def render_named_conf(paths: EnginePaths, responses_per_second: int) -> str:
     """The server-wide part; zones come from the zones include."""
     options = [
         _statement("directory", tokens.quoted_path(paths.data_dir, "data directory")),
@@ -204,6 +236,9 @@ def render_named_conf(paths: EnginePaths) -> str:
         _statement("hostname", "none"),
         _statement("server-id", "none"),
         _statement("minimal-responses", "yes"),
+        # RFC 8482: one RRset for ANY, not the whole node (amplification).
+        _statement("minimal-any", "yes"),
+        *_rate_limit(responses_per_second),
         _statement("masterfile-format", "text"),
         # Per-zone counters (transfers, NOTIFY) on the statistics channel for the agent.
         _statement("zone-statistics", "yes"),
@@ -280,7 +315,10 @@ class Bind9Renderer:
     def main_files(self, settings: RenderSettings) -> tuple[dict[str, str], tuple[str, ...]]:
         try:
             tokens.config_name(settings.relay_key_name, "relay key name")
-            return {NAMED_CONF: render_named_conf(settings.paths)}, ()
+            named_conf = render_named_conf(
+                settings.paths, settings.server.limits.responses_per_second
+            )
+            return {NAMED_CONF: named_conf}, ()
         except UnsafeValueError as error:
             raise RenderError(str(error)) from None
 

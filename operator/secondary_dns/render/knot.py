@@ -210,7 +210,10 @@ def _server_limits(settings: RenderSettings) -> tuple[list[str], list[str], list
     server_items: list[str] = []
     zone_items: list[str] = []
     notes: list[str] = []
-    if server_limits.max_records is not None:
+    if server_limits.max_records is None:
+        # The default exists to bound memory, not to count records: no note.
+        zone_items.append(_item("zone-max-size", str(zone_max_size(limits.DEFAULT_RECORDS))))
+    else:
         records = int(
             tokens.integer(server_limits.max_records, limits.MIN_RECORDS, limits.MAX_RECORDS)
         )
@@ -253,8 +256,35 @@ def _listen(paths: EnginePaths) -> str:
     return _list(f"{tokens.address(address)}@{port}" for address in paths.listen_addresses)
 
 
-def render_knot_conf(paths: EnginePaths, server_items: Iterable[str]) -> str:
+def _rate_limit(responses_per_second: int) -> tuple[list[str], list[str]]:
+    """(mod-rrl section, default template items) for response rate limiting, or nothing for 0.
+
+    As BIND's rate-limit (render.bind9): past the rate, every second answer is
+    slipped (truncated, so a real client retries over TCP), the others dropped.
+    """
+    if responses_per_second == 0:
+        return [], []
+    rate = tokens.integer(
+        responses_per_second,
+        limits.MIN_RESPONSES_PER_SECOND,
+        limits.MAX_RESPONSES_PER_SECOND,
+        "spec.limits.responsesPerSecond",
+    )
+    items = [
+        _item("rate-limit", rate),
+        _item("slip", "2"),
+        # The pod's agent probes the engine on loopback for readiness.
+        _item("whitelist", _list(["127.0.0.0/8", "::1"])),
+    ]
+    section = ["mod-rrl:", *_entry("id", "default", items)]
+    return [*section, ""], [_item("global-module", "mod-rrl/default")]
+
+
+def render_knot_conf(
+    paths: EnginePaths, server_items: Iterable[str], responses_per_second: int
+) -> str:
     """The server-wide part; keys and zones come from the includes."""
+    rrl_section, rrl_items = _rate_limit(responses_per_second)
     lines = [
         "# Rendered by secondary-dns; do not edit: the operator rewrites it.",
         "server:",
@@ -288,6 +318,7 @@ def render_knot_conf(paths: EnginePaths, server_items: Iterable[str]) -> str:
         "database:",
         _item("storage", tokens.quoted_path(paths.data_dir, "data directory")),
         "",
+        *rrl_section,
         "template:",
         *_entry(
             "id",
@@ -299,6 +330,7 @@ def render_knot_conf(paths: EnginePaths, server_items: Iterable[str]) -> str:
                 # restarted replica serves is the last one it had.
                 _item("zonefile-sync", "0"),
                 _item("journal-content", "changes"),
+                *rrl_items,
             ],
         ),
         "",
@@ -390,7 +422,10 @@ class KnotRenderer:
         try:
             _name(settings.relay_key_name, "relay key name")
             server_items, _, server_notes = _server_limits(settings)
-            return {KNOT_CONF: render_knot_conf(settings.paths, server_items)}, tuple(server_notes)
+            knot_conf = render_knot_conf(
+                settings.paths, server_items, settings.server.limits.responses_per_second
+            )
+            return {KNOT_CONF: knot_conf}, tuple(server_notes)
         except UnsafeValueError as error:
             raise RenderError(str(error)) from None
 
