@@ -57,6 +57,7 @@ KINDS = {
     "statefulsets": "StatefulSet",
     "poddisruptionbudgets": "PodDisruptionBudget",
     "networkpolicies": "NetworkPolicy",
+    "endpointslices": "EndpointSlice",
     "roles": "Role",
     "rolebindings": "RoleBinding",
     "zones": "Zone",

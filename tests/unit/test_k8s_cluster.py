@@ -131,3 +131,28 @@ def test_lists_are_filtered_by_namespace_and_labels() -> None:
     found = cluster.list_children("v1", "ConfigMap", NS, "secondarydns.io/server=edge")
     assert [c["metadata"]["name"] for c in found] == ["edge-config"]
     assert cluster.list_children("v1", "ConfigMap", "other", "secondarydns.io/server=edge") == []
+
+
+def test_the_api_server_s_own_addresses_come_from_the_kubernetes_endpoint_slices() -> None:
+    server = FakeApiServer()
+    cluster = Cluster(server)
+    assert cluster.api_server_endpoints() == []
+    for name, service, address in (
+        ("kubernetes", "kubernetes", "10.0.0.1"),
+        ("other-abc", "other", "10.9.9.9"),  # another Service's slice: not the API server
+    ):
+        server.apply(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": name,
+                    "namespace": "default",
+                    "labels": {"kubernetes.io/service-name": service},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [address]}],
+                "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+            }
+        )
+    assert cluster.api_server_endpoints() == [("10.0.0.1", 6443)]

@@ -232,14 +232,49 @@ def test_network_policy_egress_only_to_the_served_zones_primaries_and_api() -> N
     )
     rendered = render_bind9(request)
     assert ObjectRef("dns", "c") in rendered.rejected
-    policy = children.build_network_policy(SERVER, rendered.plan.primary_ports)
+    api_server = [("10.0.0.2", 6443), ("10.0.0.1", 6443), ("fd00::1", 6443)]
+    policy = children.build_network_policy(
+        SERVER, rendered.plan.primary_ports, api_server, "sdns-system"
+    )
     egress = policy["spec"]["egress"]
+    # The API server by its own addresses and port (issue 13, item 10), not any
+    # address on 443/6443.
     assert [rule.get("to") for rule in egress] == [
         [{"ipBlock": {"cidr": "192.0.2.1/32"}}],
         [{"ipBlock": {"cidr": "2001:db8::1/128"}}],
-        None,  # the API server
+        [
+            {"ipBlock": {"cidr": "10.0.0.1/32"}},
+            {"ipBlock": {"cidr": "10.0.0.2/32"}},
+            {"ipBlock": {"cidr": "fd00::1/128"}},
+        ],
     ]
+    assert egress[2]["ports"] == [{"protocol": "TCP", "port": 6443}]
     assert {"protocol": "TCP", "port": 5353} in egress[1]["ports"]
+    # Without the API server's addresses (not readable), its ports, so agents keep working.
+    (*_, fallback) = children.build_network_policy(SERVER, rendered.plan.primary_ports)["spec"][
+        "egress"
+    ]
+    assert "to" not in fallback and {"protocol": "TCP", "port": 6443} in fallback["ports"]
+
+
+def test_network_policy_lets_only_the_operator_and_monitoring_reach_the_agent() -> None:
+    policy = children.build_network_policy(SERVER, [], (), "sdns-system")
+    dns_rule, agent_rule = policy["spec"]["ingress"]
+    # DNS from anywhere; the agent's port not among those.
+    assert "from" not in dns_rule
+    assert {p["port"] for p in dns_rule["ports"]} == {children.DNS_PORT}
+    assert agent_rule["ports"] == [{"protocol": "TCP", "port": children.AGENT_PORT}]
+    operator, monitoring = agent_rule["from"]
+    assert operator["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "sdns-system"}
+    }
+    assert operator["podSelector"]["matchLabels"][agent_contract.LABEL_COMPONENT] == "operator"
+    assert monitoring == {
+        "namespaceSelector": {"matchLabels": {children.MONITORING_NAMESPACE_LABEL: "true"}}
+    }
+    # An operator outside the cluster (development): monitoring only.
+    policy = children.build_network_policy(SERVER, [])
+    assert policy["spec"]["ingress"][1]["from"] == [monitoring]
 
 
 def test_agent_rbac_is_limited_to_its_own_objects() -> None:
@@ -249,3 +284,38 @@ def test_agent_rbac_is_limited_to_its_own_objects() -> None:
     assert rules["pods"]["resourceNames"] == ["edge-0", "edge-1"]
     assert "watch" not in rules["pods"]["verbs"]
     assert binding["subjects"][0]["name"] == "edge-agent"
+
+
+def test_pods_are_bounded_by_default_and_the_engine_s_resources_can_be_replaced() -> None:
+    """Issue 13, item 10: resources and emptyDir sizes, so a pod cannot take a node."""
+    pod = children.build_statefulset(SERVER, _server(), "abc")["spec"]["template"]["spec"]
+    engine, agent = pod["containers"]
+    assert engine["resources"] == children.ENGINE_RESOURCES
+    assert agent["resources"] == children.AGENT_RESOURCES
+    for container in (engine, agent):
+        assert container["resources"]["limits"]["memory"]
+        assert container["resources"]["requests"]["memory"]
+    empty_dirs = {v["name"]: v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v}
+    assert set(empty_dirs) == {"run", "tmp", "data"}
+    assert all(v.get("sizeLimit") for v in empty_dirs.values()), empty_dirs
+    assert empty_dirs["data"]["sizeLimit"] == "1Gi"
+
+    custom = {"requests": {"cpu": "1"}, "limits": {"memory": "4Gi"}}
+    spec = _server(engine={"resources": custom})
+    engine, _ = children.build_statefulset(SERVER, spec, "abc")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert engine["resources"] == custom
+
+
+def test_a_replica_leaves_the_service_before_its_engine_stops() -> None:
+    """Issue 13, item 11: preStop keeps named answering while the endpoint goes away."""
+    pod = children.build_statefulset(SERVER, _server(), "abc")["spec"]["template"]["spec"]
+    engine, agent = pod["containers"]
+    assert engine["lifecycle"]["preStop"] == {"sleep": {"seconds": children.PRE_STOP_SECONDS}}
+    # The engine still has time to stop cleanly after the hook.
+    assert pod["terminationGracePeriodSeconds"] > children.PRE_STOP_SECONDS + 10
+    # One slow /readyz (or a reload's moment) does not take a replica out.
+    readiness = agent["readinessProbe"]
+    assert readiness["failureThreshold"] > 1
+    assert readiness["timeoutSeconds"] < readiness["periodSeconds"] * readiness["failureThreshold"]

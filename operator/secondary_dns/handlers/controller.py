@@ -105,6 +105,7 @@ class Controller:
         refused_primary_networks: tuple[IPNetwork, ...] = (),
         default_image: str | None = None,
         queue: WorkQueue | None = None,
+        operator_namespace: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.states = ServerStates()
@@ -118,6 +119,7 @@ class Controller:
             self._changed,
             refused_primary_networks,
             default_image,
+            operator_namespace,
         )
         self.queue = queue if queue is not None else WorkQueue()
         # Called when what is served changed (the serial monitor probes fast then).

@@ -67,6 +67,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             os.environ.get(REFUSED_PRIMARY_NETWORKS_ENV, ""), REFUSED_PRIMARY_NETWORKS_ENV
         ),
         default_image=os.environ.get("SDNS_IMAGE") or None,
+        # The chart sets it from the downward API; outside a cluster there is none.
+        operator_namespace=os.environ.get("SDNS_OPERATOR_NAMESPACE") or None,
     )
     memo["controller"] = operator
     namespaces = [n for n in os.environ.get("SDNS_WATCH_NAMESPACES", "").split(",") if n]

@@ -107,8 +107,11 @@ class ServerReconciler:
         on_change: Callable[[], None],
         refused_primary_networks: tuple[IPNetwork, ...] = (),
         default_image: str | None = None,
+        operator_namespace: str | None = None,
     ) -> None:
         self.cluster = cluster
+        # Where the operator's pods run: they may reach the agents' port (NetworkPolicy).
+        self.operator_namespace = operator_namespace
         # The DNS pods' image when a spec names none (`secondary-dns operator --image`).
         self.default_image = default_image or children.DEFAULT_IMAGE
         # An operator setting: ranges no Zone's primary may be in (RenderRequest).
@@ -340,7 +343,14 @@ class ServerReconciler:
             self.cluster.apply(children.build_headless_service(identity))
             self.cluster.apply(children.build_client_service(identity, spec))
             self.cluster.apply(children.build_pod_disruption_budget(identity))
-            self.cluster.apply(children.build_network_policy(identity, rendered.plan.primary_ports))
+            self.cluster.apply(
+                children.build_network_policy(
+                    identity,
+                    rendered.plan.primary_ports,
+                    self.cluster.api_server_endpoints(),
+                    self.operator_namespace,
+                )
+            )
             statefulset = children.build_statefulset(
                 identity,
                 spec,

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ApiTransport", "Cluster", "KubernetesTransport", "new_api_client"]
 
+log = logging.getLogger(__name__)
+
 FIELD_MANAGER = "secondary-dns-operator"
 # Seconds to connect to the API server, and to wait for an answer once connected.
 CONNECT_TIMEOUT = 5.0
@@ -351,6 +353,31 @@ class Cluster:
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         return self._cached_list(resources.PODS, namespace, label_selector)
+
+    def api_server_endpoints(self) -> list[tuple[str, int]]:
+        """The API server's own (address, port)s: the `kubernetes` Service's EndpointSlices.
+
+        The port is the server's (6443 commonly), not the Service's 443: a
+        NetworkPolicy sees packets after the Service's translation.
+        """
+        found: set[tuple[str, int]] = set()
+        try:
+            slices = self.list_items(
+                "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                "kubernetes.io/service-name=kubernetes",
+            )
+        except ApiException as error:
+            if error.status not in (403, 404):
+                raise
+            # Not granted (an older chart): the caller falls back to the ports.
+            log.warning("cannot read the API server's EndpointSlices: %s", error.reason)
+            return []
+        for endpoint_slice in slices:
+            ports = [int(p["port"]) for p in endpoint_slice.get("ports") or [] if p.get("port")]
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                for address in endpoint.get("addresses") or []:
+                    found.update((str(address), port) for port in ports)
+        return sorted(found)
 
     def node_labels(self, names: Iterable[str]) -> dict[str, dict[str, str]]:
         """Nodes' labels (failure domains), read by name and kept until the cache expires."""

@@ -11,14 +11,22 @@ annotations, data keys, paths) come from `api.agent_contract`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import ipaddress
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from secondary_dns import __version__
-from secondary_dns.api import API_VERSION, SECONDARY_SERVER_KIND, ObjectRef, SecondaryServerSpec
+from secondary_dns.api import (
+    API_VERSION,
+    SECONDARY_SERVER_KIND,
+    ObjectRef,
+    SecondaryServerSpec,
+    StorageSpec,
+)
 from secondary_dns.api.agent_contract import (
     AGENT_PORT,
     ANNOTATION_CONFIG_HASH,
@@ -77,6 +85,36 @@ TOKEN_SECONDS = 3600
 # 1,752 probes on a busy 2-core machine (docs/local-cluster.md). 5 s is above
 # both, where kubelet's default of 1 s is not above the check.
 PROBE_TIMEOUT_SECONDS = 5
+# Readiness probes every 2 s; 3 failures in a row (6 s) make a replica unready,
+# so one slow answer on a busy node or the moment of a reload does not take a
+# replica, or every replica reloading the same change, out of the Service.
+# A replica that lost its engine is still out within 6 s.
+READINESS_FAILURE_THRESHOLD = 3
+# A deleted pod keeps answering this long before named gets SIGTERM: the
+# endpoint controller marks it terminating and kube-proxy (or the load
+# balancer) stops sending it queries meanwhile, so no query reaches a stopped
+# engine. kube-proxy's sync takes about a second; load balancers' health
+# checks can take longer (raise it where one sits in front). Within the grace period.
+PRE_STOP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 30
+# Bounded pods by default (issue 13, item 10): a node's other tenants must not
+# pay for a hostile primary or a leak. The engine's defaults hold a few zones of
+# the default maxRecords (1 000 000, api/limits.py) in memory, about 300 MiB for
+# named; spec.engine.resources replaces them as a whole. The agent (Python, the
+# API client and the assembled configuration) stays near 60 MiB.
+ENGINE_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"memory": "1Gi"},
+}
+AGENT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "10m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+# emptyDir sizes: the run directory (tmpfs, counted in the pod's memory) holds
+# the assembled configuration, keys and sockets; /tmp is scratch; the zone
+# copies get what a volume gets by default (spec.storage.size).
+RUN_SIZE_LIMIT = "64Mi"
+TMP_SIZE_LIMIT = "64Mi"
 
 
 def engine_paths(layout: PodLayout) -> EnginePaths:
@@ -460,9 +498,13 @@ def build_statefulset(
         ],
         "securityContext": _security_context(),
         "volumeMounts": mounts,
+        # Leave the Service before the engine stops (kubelet's sleep action:
+        # no binary needed in the container).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
-    if spec.engine.resources:
-        engine_container["resources"] = dict(spec.engine.resources)
+    engine_container["resources"] = copy.deepcopy(
+        dict(spec.engine.resources) if spec.engine.resources else ENGINE_RESOURCES
+    )
     agent_container: dict[str, Any] = {
         "name": "agent",
         "image": image,
@@ -486,7 +528,7 @@ def build_statefulset(
             "httpGet": {"path": READYZ_PATH, "port": "agent"},
             "periodSeconds": 2,
             "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
-            "failureThreshold": 1,
+            "failureThreshold": READINESS_FAILURE_THRESHOLD,
         },
         "livenessProbe": {
             "httpGet": {"path": HEALTHZ_PATH, "port": "agent"},
@@ -495,20 +537,20 @@ def build_statefulset(
             "failureThreshold": 6,
         },
         "securityContext": _security_context(),
-        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+        "resources": copy.deepcopy(AGENT_RESOURCES),
         "volumeMounts": [
             *mounts,
             {"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": True},
         ],
     }
     volumes: list[dict[str, Any]] = [
-        {"name": "run", "emptyDir": {"medium": "Memory"}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": RUN_SIZE_LIMIT}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
         _token_volume(),
     ]
     claims: list[dict[str, Any]] = []
     if spec.storage is None:
-        volumes.append({"name": "data", "emptyDir": {}})
+        volumes.append({"name": "data", "emptyDir": {"sizeLimit": StorageSpec().size}})
     else:
         claim_spec: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
@@ -537,7 +579,7 @@ def build_statefulset(
         "affinity": affinity,
         "containers": [engine_container, agent_container],
         "volumes": volumes,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
     if spec.pod_template.node_selector:
         pod_spec["nodeSelector"] = dict(sorted(spec.pod_template.node_selector.items()))
@@ -627,15 +669,46 @@ def build_pod_disruption_budget(server: ServerIdentity) -> dict[str, Any]:
     }
 
 
+# Who may reach the agent's HTTP port (/metrics, /zones): the operator's pods
+# (the chart's labels, in the operator's namespace) and any pod of a namespace an
+# administrator labelled for monitoring. Tenants cannot label namespaces.
+MONITORING_NAMESPACE_LABEL = "secondarydns.io/monitoring"
+OPERATOR_COMPONENT = "operator"
+
+
+def _agent_clients(operator_namespace: str | None) -> list[dict[str, Any]]:
+    peers: list[dict[str, Any]] = []
+    if operator_namespace:
+        peers.append(
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+                },
+                "podSelector": {
+                    "matchLabels": {LABEL_PART_OF: PART_OF, LABEL_COMPONENT: OPERATOR_COMPONENT}
+                },
+            }
+        )
+    peers.append({"namespaceSelector": {"matchLabels": {MONITORING_NAMESPACE_LABEL: "true"}}})
+    return peers
+
+
 def build_network_policy(
-    server: ServerIdentity, primary_ports: Iterable[tuple[IPNetwork, int]]
+    server: ServerIdentity,
+    primary_ports: Iterable[tuple[IPNetwork, int]],
+    api_server: Iterable[tuple[str, int]] = (),
+    operator_namespace: str | None = None,
 ) -> dict[str, Any]:
-    """DNS in from anywhere; out only to the served zones' primaries and the API server.
+    """DNS in from anywhere, the agent's port from the operator and monitoring; out only
+    to the served zones' primaries and the API server.
 
     Queries, NOTIFY and transfer requests all arrive on port 53, so the engine's
     ACLs (allow-notify, allow-transfer) decide those; the policy narrows what
     the pods can reach: the primaries of the zones the plan serves (not of a
-    Zone it left out), and the API server for the agent.
+    Zone it left out), and the API server's own addresses for the agent
+    (`api_server`, from the `kubernetes` Service's EndpointSlices). Without
+    them (not readable), any address on 443 and 6443, as before: an agent
+    that cannot reach the API would keep its replica unready.
     """
     ports: dict[IPNetwork, set[int]] = {}
     for network, port in primary_ports:
@@ -652,8 +725,20 @@ def build_network_policy(
                 ],
             }
         )
-    # The API server's address is not known from inside the spec; its ports are.
-    egress.append({"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]})
+    api_ports: dict[int, set[str]] = {}
+    for address, port in api_server:
+        api_ports.setdefault(port, set()).add(ipaddress.ip_network(address).compressed)
+    for port in sorted(api_ports):
+        egress.append(
+            {
+                "to": [{"ipBlock": {"cidr": cidr}} for cidr in sorted(api_ports[port])],
+                "ports": [{"protocol": "TCP", "port": port}],
+            }
+        )
+    if not api_ports:
+        egress.append(
+            {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -666,9 +751,12 @@ def build_network_policy(
                     "ports": [
                         {"protocol": "UDP", "port": DNS_PORT},
                         {"protocol": "TCP", "port": DNS_PORT},
-                        {"protocol": "TCP", "port": AGENT_PORT},
                     ]
-                }
+                },
+                {
+                    "from": _agent_clients(operator_namespace),
+                    "ports": [{"protocol": "TCP", "port": AGENT_PORT}],
+                },
             ],
             "egress": egress,
         },
