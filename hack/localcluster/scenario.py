@@ -228,7 +228,9 @@ def ensure_namespace(cluster: LocalCluster, namespace: str) -> None:
 
 
 def install_crds(cluster: LocalCluster) -> None:
+    """The CRDs, and the cluster-wide policy the agents run under (deploy/), as the chart has."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "deploy"))
     cluster.kubectl(
         "wait",
         "--for=condition=Established",
