@@ -210,3 +210,45 @@ def test_zones_with_max_age_ask_the_engine_again(layout: PodLayout) -> None:
     assert cached is not None and fresh is not None
     assert cached.zones[dns.name.from_text("a.test.")].serial == 1
     assert fresh.zones[dns.name.from_text("a.test.")].serial == 2
+
+
+def test_a_running_replica_applies_a_change_after_its_jitter(layout: PodLayout) -> None:
+    """Issue 13, item 11: replicas do not reconfigure (and pause) all at once."""
+    now = [1000.0]
+    first = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    control, reporter = ScriptedControl(layout), MemoryPodReporter()
+    delays: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        delays.append((low, high))
+        return 1.5
+
+    agent = Agent(
+        layout,
+        source,
+        reporter,
+        control,
+        ScriptedProbe(),
+        clock=lambda: now[0],
+        apply_jitter=2.0,
+        uniform=uniform,
+    )
+    agent.start()
+    agent.step()
+    # A fresh replica applies its first configuration at once.
+    assert agent.applied is not None and agent.applied.config_hash == first.config_hash
+    assert delays == []
+
+    second = bundle(layout, "a.test.", "b.test.")
+    source.set(shards_of(second), key_secret_of(second))
+    agent.step()
+    assert agent.applied.config_hash == first.config_hash and control.reconfigs == 0
+    now[0] += 1.0
+    agent.step()
+    assert agent.applied.config_hash == first.config_hash
+    now[0] += 0.6
+    agent.step()
+    assert agent.applied.config_hash == second.config_hash and control.reconfigs == 1
+    # One draw per change, within the configured jitter.
+    assert delays == [(0.0, 2.0)]

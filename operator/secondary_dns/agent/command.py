@@ -19,7 +19,7 @@ from secondary_dns.agent.knot import KnotControl, KnotProbe
 from secondary_dns.agent.metrics import AgentMetrics
 from secondary_dns.agent.named import NamedControl, NamedProbe
 from secondary_dns.agent.probe import EngineProbe
-from secondary_dns.agent.runner import Agent
+from secondary_dns.agent.runner import APPLY_JITTER_SECONDS, Agent
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
 
@@ -148,7 +148,15 @@ def run_agent(args: argparse.Namespace) -> int:
     source = KubernetesConfigSource(api_client(configuration), args.namespace, args.server)
     reporter = PodAnnotationReporter(api_client(configuration), args.namespace, args.pod)
     control, probe = engine_tools(args, layout)
-    agent = Agent(layout, source, reporter, control, probe, AgentMetrics(engine=args.engine))
+    agent = Agent(
+        layout,
+        source,
+        reporter,
+        control,
+        probe,
+        AgentMetrics(engine=args.engine),
+        apply_jitter=APPLY_JITTER_SECONDS,
+    )
     server = AgentHTTPServer(
         args.listen, agent.healthz, agent.readyz, agent.metrics.registry, agent.zones_document
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +49,11 @@ POLL_INTERVAL_SECONDS = 1.0
 STALL_SECONDS = 300.0
 # Once Ready, the flag survives agent restarts in the run directory (see check_readiness).
 READY_ONCE_FILE = "ready-once"
+# Every replica sees a new configuration at the same moment; named answers no
+# query while it reconfigures (exclusive mode). A running replica waits a random
+# part of this before it applies a change, so the replicas do not pause
+# together and the Service always has one answering. A fresh replica applies at once.
+APPLY_JITTER_SECONDS = 2.0
 
 
 class PodReporter(Protocol):
@@ -83,6 +89,8 @@ class Agent:
         *,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.time,
+        apply_jitter: float = 0.0,
+        uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.layout = layout
         self.source = source
@@ -92,6 +100,10 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         self.poll_interval = poll_interval
         self.clock = clock
+        self.apply_jitter = apply_jitter
+        self.uniform = uniform
+        # (config hash, keys hash) of a change seen, and when it is due (clock time).
+        self._due: tuple[tuple[str, str], float] | None = None
         self.directory = ConfigDirectory(layout)
         self.changed = threading.Event()
         self.applied: AppliedConfig | None = None
@@ -242,6 +254,8 @@ class Agent:
             return
         if action is Action.ALREADY_REJECTED:
             return
+        if self._waiting(desired):
+            return
         started = time.monotonic()
         try:
             outcome = self.directory.apply(desired, self.control)
@@ -272,6 +286,21 @@ class Agent:
         self.metrics.last_reload.set(self.clock())
         self.metrics.set_applied(desired.config_hash)
         self.metrics.zones_configured.set(len(desired.zones))
+
+    def _waiting(self, desired: DesiredConfig) -> bool:
+        """True while a running replica waits out its jitter for this change."""
+        if self.applied is None or self.apply_jitter <= 0:
+            return False
+        change = (desired.config_hash, desired.keys_hash)
+        if self._due is None or self._due[0] != change:
+            delay = self.uniform(0.0, self.apply_jitter)
+            self._due = (change, self.clock() + delay)
+            log.info("configuration %s seen; applying in %.1fs", desired.config_hash, delay)
+            # The loop polls every poll_interval; wake it at the due time instead.
+            timer = threading.Timer(delay, self.changed.set)
+            timer.daemon = True
+            timer.start()
+        return self.clock() < self._due[1]
 
     def observe_engine(self) -> None:
         configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
