@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages venv binaries image demo demo-down test test-unit test-dataplane test-cluster bench bench-pods bench-scale lint clean
+.PHONY: setup system-packages venv binaries image demo demo-down test test-unit test-dataplane test-cluster bench bench-pods bench-scale bench-availability lint clean
 
 setup: system-packages venv binaries image
 
@@ -48,6 +48,12 @@ demo-down:
 # own fan-out and a lost NOTIFY (bench/propagation.py --help).
 bench: setup
 	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/propagation.py $(BENCH_ARGS)
+
+# Availability benchmark (about 10 minutes): failed queries through the Service
+# while the StatefulSet rolls, a pod is deleted, the operator restarts, Zones come
+# and go and the primary is away (dnsperf).
+bench-availability: setup
+	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/availability.py $(BENCH_ARGS)
 
 # Pod start benchmark: scheduled -> containers running -> Ready, per DNS pod.
 bench-pods: setup
