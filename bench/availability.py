@@ -167,21 +167,11 @@ def write_queries(path: Path) -> None:
     path.write_text("".join(f"host{i}.{ORIGIN} A\n" for i in range(HOSTS)))
 
 
-def run_dnsperf(server: str, queries: Path, qps: int, seconds: int) -> DnsperfResult:
+def run_dnsperf(server: str, queries: Path, qps: int, seconds: int, clients: int) -> DnsperfResult:
+    """dnsperf's load; each of `clients` has a socket of its own (a flow kube-proxy balances)."""
+    argv = ["dnsperf", "-s", server, "-d", str(queries), "-Q", str(qps), "-l", str(seconds)]
     done = subprocess.run(
-        [
-            "dnsperf",
-            "-s",
-            server,
-            "-d",
-            str(queries),
-            "-Q",
-            str(qps),
-            "-l",
-            str(seconds),
-            "-t",
-            "2",
-        ],
+        [*argv, "-c", str(clients), "-t", "2"],
         capture_output=True,
         text=True,
         check=True,
@@ -227,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--qps", type=int, default=500, help="queries per second to the Service")
     parser.add_argument("--seconds", type=int, default=90, help="load per step")
+    parser.add_argument("--clients", type=int, default=1, help="dnsperf clients (sockets)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     args = parser.parse_args(argv)
     if shutil.which("dnsperf") is None:
@@ -336,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result: list[DnsperfResult] = []
                 load = threading.Thread(
                     target=lambda out=result: out.append(
-                        run_dnsperf(address, queries, args.qps, args.seconds)
+                        run_dnsperf(address, queries, args.qps, args.seconds, args.clients)
                     )
                 )
                 load.start()
@@ -357,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             primary.stop()
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         print(
-            f"\n{args.qps} qps to the Service for {args.seconds} s per step; "
+            f"\n{args.qps} qps from {args.clients} client(s) to the Service for {args.seconds} s "
+            "per step; "
             f"{args.replicas} replicas (bind9)"
         )
         print(
