@@ -240,17 +240,17 @@ def install_crds(cluster: LocalCluster) -> None:
     )
 
 
-def server_manifest(name: str, replicas: int = 3, engine: str = "bind9") -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "SecondaryServer",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "engine": {"type": engine},
-            "spread": {"minDomains": 3},
-        },
+def server_manifest(
+    name: str, replicas: int = 3, engine: str = "bind9", responses_per_second: int | None = None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "engine": {"type": engine},
+        "spread": {"minDomains": 3},
     }
+    if responses_per_second is not None:
+        spec["limits"] = {"responsesPerSecond": responses_per_second}
+    return {"apiVersion": API, "kind": "SecondaryServer", "metadata": {"name": name}, "spec": spec}
 
 
 def zone_manifest(

@@ -15,6 +15,7 @@ from typing import Any
 from localcluster import build
 from localcluster.cluster import LocalCluster
 from localcluster.constants import API_PORT
+from localcluster.waiting import wait_for
 from secondary_dns.api import ObjectRef
 from secondary_dns.render import children
 
@@ -94,6 +95,28 @@ def test_an_agent_token_patches_its_own_pod_and_not_a_sibling(
             cluster, token, "patch", "pod", "-n", namespace, pod, "-p", json.dumps(patch_)
         )
 
+    relabel_patch = {"metadata": {"labels": {"secondarydns.io/server": "other"}}}
+
+    def policy_in_effect() -> bool:
+        # The API server's admission plugin sees a new policy through its own
+        # informer, a moment after `apply` returns (longer on a busy machine):
+        # wait until it refuses a relabelling (dry run, nothing changes), then
+        # check each rule for real below.
+        dry_run = _as_token(
+            cluster,
+            token,
+            "patch",
+            "pod",
+            "-n",
+            namespace,
+            "edge-0",
+            "--dry-run=server",
+            "-p",
+            json.dumps(relabel_patch),
+        )
+        return dry_run.returncode != 0 and "labels" in dry_run.stderr
+
+    wait_for("the agent policy in effect", policy_in_effect, timeout=60)
     annotate = {"metadata": {"annotations": {"secondarydns.io/probe": "1"}}}
     own = patch("edge-0", annotate)
     assert own.returncode == 0, own.stderr
@@ -101,6 +124,6 @@ def test_an_agent_token_patches_its_own_pod_and_not_a_sibling(
     sibling = patch("edge-1", annotate)
     assert sibling.returncode != 0
     assert "only the pod its token was issued for" in sibling.stderr
-    relabel = patch("edge-0", {"metadata": {"labels": {"secondarydns.io/server": "other"}}})
+    relabel = patch("edge-0", relabel_patch)
     assert relabel.returncode != 0
     assert "labels" in relabel.stderr
