@@ -26,7 +26,8 @@ from typing import Any
 KUBERNETES_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
 KWOK_VERSION = "0.8.0"
-HELM_VERSION = "3.22.0"
+# v3.22.0 is served by the module proxy but not approved here; v3.21.4 is.
+HELM_VERSION = "3.21.4"
 KUBECONFORM_VERSION = "0.8.0"
 
 # All from k8s.io/kubernetes at KUBERNETES_VERSION, in one throwaway module
