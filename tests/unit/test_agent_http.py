@@ -102,7 +102,9 @@ def test_many_sources_cannot_lock_out_the_probe(server: AgentHTTPServer) -> None
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(st.binary(max_size=2048))
 def test_random_requests_never_stop_the_server(server: AgentHTTPServer, request: bytes) -> None:
