@@ -6,8 +6,9 @@ from one SecondaryServer per engine of --engines (default BIND 9 and Knot DNS, 3
 replicas each, all at once: the same primary, the same bumps, the same machine),
 and prints per engine p50/p99 over N bumps. Modes:
 
-- relay:   the primary NOTIFYs the operator's relay (only it), which fans out to
-           every replica;
+- relay:   the primary NOTIFYs the relay Service (the chart's relay, here as a
+           process; only it), which fans out to every replica and wakes the
+           operator's leader;
 - primary: the primary NOTIFYs every replica's pod IP itself (`also-notify`,
            `notify-delay 0`), the relay hears nothing: BIND's own fan-out;
 - fanout:  relay and primary bumps in turn in one case (the same pods, the same
@@ -61,9 +62,8 @@ from pathlib import Path
 
 import dns.name
 
-from localcluster import build, netns
+from localcluster import build, netns, release
 from localcluster.cluster import LocalCluster
-from localcluster.constants import RELAY_ADDRESS
 from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
     apply,
@@ -179,10 +179,12 @@ def measure_bump(
     )
 
 
-def set_fan_out(primary: PrimaryServer, fan_out: str, replicas: dict[str, str]) -> None:
+def set_fan_out(
+    primary: PrimaryServer, fan_out: str, replicas: dict[str, str], relay: tuple[str, int] | None
+) -> None:
     """Who the primary NOTIFYs: the relay, every replica's pod IP, or nobody (refresh)."""
     targets = {
-        "relay": [(RELAY_ADDRESS, 53)],
+        "relay": [relay] if relay else [],
         "primary": [(address, 53) for address in sorted(replicas.values())],
         # A NOTIFY to a port where nothing listens: lost. (`notify no` would not do:
         # BIND holds back the next NOTIFY across a reconfig from `notify no`.)
@@ -301,6 +303,7 @@ def run_case(
                 for engine, server in servers.items()
             }
             addresses = {pod: a for pods in by_engine.values() for pod, a in pods.items()}
+            relay_target = release.relay_notify_target(cluster) if notify else None
             figures = {f: {engine: EngineFigures() for engine in engines} for f in fan_outs}
             results: dict[str, list[Bump]] = {f: [] for f in fan_outs}
             kubectl = [
@@ -312,7 +315,7 @@ def run_case(
                 for bump in range(1, bumps + 1):
                     # Alternate fan-outs bump by bump: both see the same drift.
                     fan_out = fan_outs[(bump - 1) % len(fan_outs)]
-                    set_fan_out(primary, fan_out, addresses)
+                    set_fan_out(primary, fan_out, addresses, relay_target)
                     result = measure_bump(
                         primary,
                         addresses,

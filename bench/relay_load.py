@@ -16,7 +16,7 @@ Prints three figures, on loopback:
    connections to the relay.
 
 It only uses what the relay had before issue 13 too (NotifyRelay,
-handle_message, handlers.targets.relay_routes), so running it with an older
+handle_message, routes.relay_routes), so running it with an older
 tree on PYTHONPATH and `--mode same-loop` prints the figures from before.
 """
 
@@ -43,7 +43,7 @@ from secondary_dns.api import ObjectRef, TsigKey
 from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.dns.notify import make_notify
 from secondary_dns.dns.relay import NotifyRelay
-from secondary_dns.handlers.targets import MonitoredZone, relay_routes
+from secondary_dns.routes import MonitoredZone, relay_routes
 
 ZONE = dns.name.from_text("example.com.")
 HOST = "127.0.0.1"

@@ -52,9 +52,9 @@ import dns.rdatatype
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from localcluster import netns
+from localcluster import netns, release
 from localcluster.cluster import LocalCluster
-from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS
+from localcluster.constants import PRIMARY_ADDRESS
 from localcluster.named import PrimaryServer, TsigCredentials, make_zone
 from localcluster.scenario import (
     API,
@@ -336,7 +336,7 @@ def primary_for(cluster: LocalCluster, workdir: Path, zones: int) -> Iterator[Pr
         [make_zone(zone_name(i), serial=2026120101, hosts=1, refresh=86400) for i in range(zones)],
         TsigCredentials.generate("transfer-key"),
         address=PRIMARY_ADDRESS,
-        also_notify=[(RELAY_ADDRESS, 53)],
+        also_notify=[release.relay_notify_target(cluster)],
     )
     started = time.monotonic()
     primary.start()

@@ -13,10 +13,10 @@ from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.queue import ServerWork
-from secondary_dns.handlers.targets import MonitoredZone
 from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.k8s.informer import Informer
+from secondary_dns.routes import MonitoredZone
 from secondary_dns.status.serial import ReplicaTarget
 from tests.fake_cluster import FakeApiServer, custom_resource
 
@@ -111,17 +111,16 @@ class Operator:
     def zone_changed(self, name: str) -> None:
         self.catch_up()
 
-    def secret_changed(self, name: str) -> None:
-        self.controller.secret_changed(NS, name)
-        self.catch_up()
-
     def resync(self) -> None:
         self.catch_up()
         self.controller.resync()
         self.controller.drain()
 
-    def uses_secret(self, name: str) -> bool:
-        return self.controller.uses_secret(NS, name)
+    def secret_retry(self) -> None:
+        """The operator's short resync: servers with a Zone waiting for a Secret."""
+        self.catch_up()
+        self.controller.resync(full=False)
+        self.controller.drain()
 
     def probe(self, zone: str, primary: int | None, replicas: list[int | None], now: float) -> None:
         """One round of the serial monitor for `zone`: the primary and each replica answer
@@ -150,7 +149,7 @@ class Operator:
         self.monitor.forget_unmonitored({zone.ref for zone in self.monitored_zones().values()})
 
     def monitored_zones(self) -> dict[str, MonitoredZone]:
-        """What the serial monitor would probe and the relay route, by zone name."""
+        """What the serial monitor would probe, by zone name."""
         return {zone.name.to_text(): zone for zone in self.controller.monitored_zones()}
 
 

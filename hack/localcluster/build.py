@@ -29,6 +29,8 @@ KWOK_VERSION = "0.8.0"
 # v3.22.0 is served by the module proxy but not approved here; v3.21.4 is.
 HELM_VERSION = "3.21.4"
 KUBECONFORM_VERSION = "0.8.0"
+# promtool checks and unit-tests the chart's PrometheusRule (tests/unit/test_chart_rules.py).
+PROMETHEUS_VERSION = "0.316.0"
 
 # All from k8s.io/kubernetes at KUBERNETES_VERSION, in one throwaway module
 # (they share its module and build caches). kube-proxy programs the cluster
@@ -59,6 +61,7 @@ class Binaries:
     kwok_stages: Path
     helm: Path
     kubeconform: Path
+    promtool: Path
 
     def all(self) -> list[Path]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -82,6 +85,7 @@ def binaries(root: Path | None = None) -> Binaries:
         kwok_stages=root / f"kwok-v{KWOK_VERSION}" / "stages.yaml",
         helm=root / f"helm-v{HELM_VERSION}" / "helm",
         kubeconform=root / f"kubeconform-v{KUBECONFORM_VERSION}" / "kubeconform",
+        promtool=root / f"promtool-v{PROMETHEUS_VERSION}" / "promtool",
     )
 
 
@@ -293,6 +297,22 @@ def build_kubeconform(bins: Binaries) -> None:
         )
 
 
+def build_promtool(bins: Binaries) -> None:
+    """promtool from the Prometheus module of the same version (its rule evaluator).
+
+    Prometheus tags its Go module v0.3XX.Y for release 3.X.Y; the version
+    stamp is the module's (promtool --version prints it).
+    """
+    if not bins.promtool.exists():
+        _go_install(
+            "promtool",
+            "github.com/prometheus/prometheus/cmd/promtool",
+            PROMETHEUS_VERSION,
+            bins.promtool,
+            f"-s -w -X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION}",
+        )
+
+
 def ensure_binaries() -> Binaries:
     bins = binaries()
     if shutil.which("go") is None and not all(p.exists() for p in bins.all()):
@@ -302,6 +322,7 @@ def ensure_binaries() -> Binaries:
     build_kubernetes(bins)
     build_helm(bins)
     build_kubeconform(bins)
+    build_promtool(bins)
     return bins
 
 

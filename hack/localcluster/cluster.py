@@ -333,14 +333,20 @@ class LocalCluster:
             KWOK_DISREGARD_FLAG,
         ]
 
-    def _kwok_current(self, bins: build.Binaries) -> bool:
-        """True when kwok runs with the arguments this version starts it with."""
-        pid = self.component_pid("kwok")
+    def _runs_with(self, component: str, wanted: list[str]) -> bool:
+        """True when the component runs with the arguments this version starts it with."""
+        pid = self.component_pid(component)
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1] if pid else []
         except OSError:
             return False
-        return [a.decode() for a in argv] == self._kwok_argv(bins)
+        return [a.decode() for a in argv] == wanted
+
+    def _kwok_current(self, bins: build.Binaries) -> bool:
+        return self._runs_with("kwok", self._kwok_argv(bins))
+
+    def _kube_proxy_argv(self, bins: build.Binaries) -> list[str]:
+        return kubeproxy.argv(bins.kube_proxy, self._kube_proxy_kubeconfig(), nodes()[0].name)
 
     def _start_pod_runner(self) -> None:
         path = os.pathsep.join([str(HACK_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -369,15 +375,21 @@ class LocalCluster:
 
     def _start_kube_proxy(self, bins: build.Binaries) -> None:
         kubeproxy.prepare_service_route(self.netns)
-        node = nodes()[0].name
-        self._start(
-            "kube-proxy", kubeproxy.argv(bins.kube_proxy, self._kube_proxy_kubeconfig(), node)
-        )
+        self._start("kube-proxy", self._kube_proxy_argv(bins))
         self._wait("kube-proxy's rules", lambda: kubeproxy.programmed(self.netns), timeout=60)
 
     def _start_node_components(self, bins: build.Binaries) -> None:
-        """Start kube-proxy and the pod runner where they are not running."""
-        if self.component_pid("kube-proxy") is None:
+        """Start kube-proxy and the pod runner where they are not running.
+
+        A kube-proxy started with other arguments (an older version of this
+        file) is restarted: its rules are rewritten from the API on start.
+        """
+        pid = self.component_pid("kube-proxy")
+        if pid is not None and not self._runs_with("kube-proxy", self._kube_proxy_argv(bins)):
+            _log("restarting kube-proxy with its current arguments")
+            terminate({pid})
+            pid = None
+        if pid is None:
             self._start_kube_proxy(bins)
         if self.component_pid("pod-runner") is None:
             self._start_pod_runner()

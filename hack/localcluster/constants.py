@@ -59,4 +59,5 @@ KUBE_PROXY_METRICS_ADDRESS = "127.0.0.1:10249"
 # Addresses on the cluster namespace's lo, outside the pod, Service and
 # control-plane addresses.
 PRIMARY_ADDRESS = "10.250.0.10"
-RELAY_ADDRESS = "10.250.0.53"
+# The NOTIFY relay's replicas while they run as processes (hack/localcluster/release.py).
+RELAY_ADDRESSES = ("10.250.0.61", "10.250.0.62", "10.250.0.63")

@@ -2,12 +2,17 @@
 
 Builds or reuses the local cluster (real control plane, kwok nodes in three
 failure zones, the pod runner that runs each DNS pod's real named and agent),
-installs the CRDs, starts a real BIND primary that NOTIFYs the operator's relay,
-starts the operator, applies the example SecondaryServer and a Zone, then bumps
-the zone's serial a few times and shows how long each change took to reach every
-replica and the Zone's status. With `--mixed` the Zone is also served by the Knot
-DNS fleet of examples/secondaryserver-knot.yaml (three knotd pods beside the three
-named pods; the Zone's EngineDiverse condition). Ctrl-C (or `make demo-down`)
+installs the chart (`helm install`, as a user would: CRDs, RBAC, the operator
+and the NOTIFY relay), starts a real BIND primary that NOTIFYs the relay's
+Service, applies examples/ (the TSIG Secret, the SecondaryServer and the Zone,
+with this primary's address and key), then bumps the zone's serial a few times
+and shows how long each change took to reach every replica and the Zone's
+status. With `--mixed` the Zone is also served by the Knot DNS fleet of
+examples/secondaryserver-knot.yaml (three knotd pods beside the three named
+pods; the Zone's EngineDiverse condition). Until the pod runner runs the
+project's image, the chart's operator (2 replicas, one leading) and relay (2
+replicas) run as processes with the chart's ServiceAccount tokens
+(localcluster/release.py). Ctrl-C (or `make demo-down`)
 stops it.
 """
 
@@ -25,8 +30,10 @@ from typing import Any
 import dns.name
 import yaml
 
-from localcluster import netns
+from localcluster import netns, release
 from localcluster.cluster import LocalCluster
+from localcluster.constants import PRIMARY_ADDRESS
+from localcluster.named import TsigCredentials
 from localcluster.scenario import (
     REPO,
     Propagation,
@@ -35,7 +42,6 @@ from localcluster.scenario import (
     bump_and_measure,
     demo_zone,
     ensure_namespace,
-    install_crds,
     kubectl_json,
     replica_addresses,
     run_operator,
@@ -66,19 +72,26 @@ def example_server(example: str = "secondaryserver.yaml") -> dict[str, Any]:
     return server
 
 
-def zone_object(servers: Sequence[str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "secondarydns.io/v1alpha1",
-        "kind": "Zone",
-        "metadata": {"name": ZONE_OBJECT},
-        "spec": {
-            "zone": ORIGIN.to_text(),
-            "primaries": [
-                {"address": "10.250.0.10", "tsigKeySecretRef": {"name": SECRET}},
-            ],
-            "servers": list(servers),
-        },
-    }
+def example_objects(
+    primary_key: TsigCredentials, fleets: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """examples/ as a user applies them, with this cluster's primary and no cloud parts.
+
+    The Secrets of examples/tsig-secret.yaml (the primary's with this primary's
+    key), the SecondaryServers `fleets`, and examples/zone.yaml served by them.
+    """
+    secrets = list(yaml.safe_load_all((REPO / "examples" / "tsig-secret.yaml").read_text()))
+    for secret in secrets:
+        if secret["metadata"]["name"] == SECRET:
+            secret["stringData"] = {
+                "secret": primary_key.secret_base64,
+                "algorithm": primary_key.algorithm.to_text(omit_final_dot=True),
+                "name": primary_key.name.to_text(omit_final_dot=True),
+            }
+    zone: dict[str, Any] = yaml.safe_load((REPO / "examples" / "zone.yaml").read_text())
+    zone["spec"]["primaries"] = [{"address": PRIMARY_ADDRESS, "tsigKeySecretRef": {"name": SECRET}}]
+    zone["spec"]["servers"] = [fleet["metadata"]["name"] for fleet in fleets]
+    return [*secrets, *fleets, zone]
 
 
 def show(cluster: LocalCluster, *args: str) -> None:
@@ -125,34 +138,33 @@ def run(args: argparse.Namespace) -> int:
     workdir = cluster.state_dir / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    install_crds(cluster)
-    say("starting a real BIND primary for example.com on 10.250.0.10 (NOTIFY -> the relay)")
+    say(
+        f"helm install {release.RELEASE} charts/secondary-dns-operator -n {release.NAMESPACE} "
+        "(CRDs, RBAC, operator, NOTIFY relay)"
+    )
+    release.install(cluster, release.PROCESS_MODE)
+    show(cluster, "get", "deploy,svc,lease", "-n", release.NAMESPACE)
+    say("starting a real BIND primary for example.com on 10.250.0.10 (NOTIFY -> the relay Service)")
     primary = start_primary(cluster, workdir / "primary", demo_zone(ORIGIN.to_text(), hosts=20))
     try:
-        say(f"starting the operator (log: {workdir / 'operator.log'})")
-        with run_operator(cluster, workdir / "operator.log", probe_seconds=5) as operator:
+        say(
+            "running the chart's 2 operator replicas (one leads) and 2 relay replicas, as "
+            f"processes with their ServiceAccounts' tokens (logs: {workdir})"
+        )
+        with run_operator(
+            cluster, workdir / "operator.log", probe_seconds=5, operators=2, relays=2
+        ) as operator:
             ensure_namespace(cluster, NAMESPACE)
             servers = [SERVER, KNOT_SERVER] if args.mixed else [SERVER]
             fleets = [example_server()]
             if args.mixed:
-                say(
-                    "applying examples/secondaryserver.yaml (BIND 9) and "
-                    "examples/secondaryserver-knot.yaml (Knot DNS), 3 replicas each over 3 "
-                    "failure zones, and a Zone served by both"
-                )
                 fleets.append(example_server("secondaryserver-knot.yaml"))
-            else:
-                say(
-                    "applying examples/secondaryserver.yaml (3 replicas, 3 failure zones) "
-                    "and a Zone"
-                )
-            apply(
-                cluster,
-                NAMESPACE,
-                primary.key.secret_manifest(SECRET, NAMESPACE),
-                *fleets,
-                zone_object(servers),
+            say(
+                "kubectl apply -f examples/tsig-secret.yaml -f examples/secondaryserver.yaml "
+                + ("-f examples/secondaryserver-knot.yaml " if args.mixed else "")
+                + "-f examples/zone.yaml (with this primary's address and key; no LoadBalancer)"
             )
+            apply(cluster, NAMESPACE, *example_objects(primary.key, fleets))
             serial = primary.serial(ORIGIN)
             started = time.monotonic()
             wait_synced(cluster, NAMESPACE, ZONE_OBJECT, timeout=240)
@@ -202,6 +214,12 @@ def run(args: argparse.Namespace) -> int:
             )
             say("what a user looks at")
             show(cluster, "get", "sdns,dz", "-n", NAMESPACE, "-o", "wide")
+            notify = kubectl_json(cluster, "get", "dz", "-n", NAMESPACE, ZONE_OBJECT)["status"]
+            print(
+                f"the primary's administrator sends NOTIFY to {notify.get('notifyAddress')} "
+                "(the relay Service: status.notifyAddress, the NOTIFY column)",
+                flush=True,
+            )
             zone = kubectl_json(cluster, "get", "zone", "-n", NAMESPACE, ZONE_OBJECT)
             for cond in zone["status"]["conditions"]:
                 print(f"  {cond['type']}={cond['status']} ({cond['reason']}): {cond['message']}")

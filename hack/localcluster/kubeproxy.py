@@ -21,7 +21,6 @@ from localcluster.constants import (
     CONTROL_PLANE_ADDRESS,
     KUBE_PROXY_HEALTHZ_ADDRESS,
     KUBE_PROXY_METRICS_ADDRESS,
-    POD_CIDR,
     SERVICE_CIDR,
     SERVICE_ROUTE_DEVICE,
 )
@@ -67,7 +66,11 @@ def argv(binary: Path, kubeconfig: Path, node: str) -> list[str]:
         f"--kubeconfig={kubeconfig}",
         f"--proxy-mode={MODE}",
         f"--hostname-override={node}",
-        f"--cluster-cidr={POD_CIDR}",
+        # No --cluster-cidr: kube-proxy then masquerades no off-cluster traffic to
+        # a Service, so a primary's NOTIFY reaches the relay from the primary's
+        # own address, as through a LoadBalancer with externalTrafficPolicy:
+        # Local (docs/local-cluster.md). Hairpin traffic (a pod to a Service
+        # that picks itself) is masqueraded all the same, by the pod runner.
         # Health and metrics on the cluster namespace's loopback only.
         f"--healthz-bind-address={KUBE_PROXY_HEALTHZ_ADDRESS}",
         f"--metrics-bind-address={KUBE_PROXY_METRICS_ADDRESS}",

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,18 +25,17 @@ import dns.name
 import dns.zone
 
 import image
-from localcluster import netns, podstate
+from localcluster import netns, podstate, release
 from localcluster.cluster import LocalCluster
-from localcluster.constants import PRIMARY_ADDRESS, RELAY_ADDRESS, SERVICE_CIDR
+from localcluster.constants import PRIMARY_ADDRESS
 from localcluster.named import (
     PrimaryServer,
     TsigCredentials,
-    free_port,
     make_zone,
     soa_serial,
     zone_serial,
 )
-from localcluster.processes import stop_process_group
+from localcluster.release import Installation
 from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,32 +44,8 @@ API = "secondarydns.io/v1alpha1"
 
 # ---- the operator ------------------------------------------------------------
 
-
-@dataclass
-class OperatorProcess:
-    process: subprocess.Popen[bytes]
-    metrics_port: int
-    log: Path
-
-    def metrics_text(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text: str = response.read().decode()
-            return text
-
-    def metric(self, name: str, labels: str = "") -> float:
-        """Sum of a metric's samples whose label text contains `labels`."""
-        total = 0.0
-        for line in self.metrics_text().splitlines():
-            if line.startswith(name) and line[len(name)] in " {" and labels in line:
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+# The operator as the tests, the demo and the benchmark run it: the chart's.
+OperatorProcess = Installation
 
 
 @contextmanager
@@ -83,30 +55,24 @@ def run_operator(
     *,
     resync_seconds: float = 60,
     relay: bool = True,
+    relays: int = 1,
+    operators: int = 1,
     repair: bool = True,
     probe_seconds: float = 10,
     extra_env: Mapping[str, str] | None = None,
     pod_image: str | None = None,
-) -> Iterator[OperatorProcess]:
-    """`secondary-dns operator` as a process in the cluster namespace, stopped at the end.
+) -> Iterator[Installation]:
+    """The chart installed, its operator (and relay) replicas running, stopped at the end.
 
-    The relay listens on RELAY_ADDRESS:53 and that address is what Zones and
-    SecondaryServers publish as their NOTIFY target: the operator runs here as a
-    process beside the cluster, not as a pod behind a Service, so its address is
-    configured (docs/notify-relay.md). Its DNS pods run `pod_image`, by default
-    the image of this tree (its content tag, which `make image` builds): every
-    checkout on the machine shares one image store, and the version tag points
-    at whichever checkout built last.
+    `release.py` says how: the chart's Deployments with 0 replicas, their
+    containers as processes with their ServiceAccounts' tokens (the chart's
+    RBAC, never the admin's), the relay processes behind the chart's relay
+    Service. Zones publish that Service's address as their NOTIFY target. The
+    DNS pods run `pod_image`, by default the image of this tree (its content
+    tag, which `make image` builds): every checkout on the machine shares one
+    image store, and the version tag points at whichever checkout built last.
     """
-    port = free_port()
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO / "operator"), *filter(None, [env.get("PYTHONPATH")])]
-    )
-    env["SDNS_PROBE_SECONDS"] = str(probe_seconds)
-    # As a platform team sets it: no Zone may point the replicas at the cluster's
-    # own Services (docs/operator.md, --refused-primary-networks).
-    env["SDNS_REFUSED_PRIMARY_NETWORKS"] = SERVICE_CIDR
+    netns.require_inside(cluster.netns)
     pod_image = pod_image or tree_image()
     if not image.image_exists(pod_image):
         raise RuntimeError(
@@ -114,52 +80,34 @@ def run_operator(
             "ImagePullBackOff: run `make image` (or scenario.build_pod_image() before "
             "entering the cluster's namespace)"
         )
-    env["SDNS_IMAGE"] = pod_image
-    if relay:
-        netns.require_inside(cluster.netns)
-        netns.add_address(cluster.netns, RELAY_ADDRESS)
-        env["SDNS_RELAY_LISTEN"] = f"{RELAY_ADDRESS}:53"
-        env["SDNS_NOTIFY_ADDRESS"] = RELAY_ADDRESS
-    else:
-        env["SDNS_RELAY_LISTEN"] = "off"
-    if not repair:
-        env["SDNS_REPAIR"] = "off"
-    env.update(extra_env or {})
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "secondary_dns.cli",
-                "operator",
-                "--metrics-port",
-                str(port),
-                "--health-port",
-                "0",
-                "--resync-seconds",
-                str(resync_seconds),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    running = OperatorProcess(process, port, log)
+    release.install(cluster, release.PROCESS_MODE)
+    workdir = log.parent
+    started: list[release.ReleaseProcess] = []
     try:
-        wait_for("the operator's metrics endpoint", lambda: _metrics_up(running), timeout=60)
+        relay_processes = release.start_relays(cluster, workdir, relays) if relay else []
+        started += relay_processes
+        operator_processes = []
+        for index in range(operators):
+            name = log if index == 0 else log.with_name(f"{log.stem}-{index}{log.suffix}")
+            operator = release.start_operator(
+                cluster,
+                name,
+                identity=f"operator-{index}",
+                resync_seconds=resync_seconds,
+                probe_seconds=probe_seconds,
+                repair=repair,
+                pod_image=pod_image,
+                extra_env=extra_env,
+            )
+            started.append(operator)
+            operator_processes.append(operator)
+        running = Installation(operator_processes, relay_processes)
+        for operator in operator_processes:
+            wait_for("the operator's metrics endpoint", operator.ready, timeout=60)
         yield running
     finally:
-        stop_process_group(process, grace=15)
-
-
-def _metrics_up(running: OperatorProcess) -> bool:
-    if not running.alive():
-        raise RuntimeError(f"the operator exited:\n{running.log_text()[-4000:]}")
-    try:
-        running.metrics_text()
-    except OSError:
-        return False
-    return True
+        for process in reversed(started):
+            process.stop()
 
 
 # ---- the primary -------------------------------------------------------------
@@ -173,18 +121,20 @@ def start_primary(
     notify_relay: bool = True,
     allow_update: bool = False,
 ) -> PrimaryServer:
-    """A real BIND primary on PRIMARY_ADDRESS that NOTIFYs the relay (and only it).
+    """A real BIND primary on PRIMARY_ADDRESS that NOTIFYs the relay Service (and only it).
 
+    The chart is installed first (process mode) when it is not, for the Service's address.
     `allow_update`: its zones change by TSIG-signed dynamic updates (`update_record`).
     """
     netns.require_inside(cluster.netns)
     netns.add_address(cluster.netns, PRIMARY_ADDRESS)
+    also_notify = [release.relay_notify_target(cluster)] if notify_relay else []
     primary = PrimaryServer(
         workdir,
         [zone],
         TsigCredentials.generate("transfer-key"),
         address=PRIMARY_ADDRESS,
-        also_notify=[(RELAY_ADDRESS, 53)] if notify_relay else [],
+        also_notify=also_notify,
         allow_update=allow_update,
     )
     primary.start()

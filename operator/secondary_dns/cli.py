@@ -6,11 +6,13 @@ import argparse
 import ipaddress
 import os
 import secrets
+import socket
 import sys
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import dns.name
 import dns.tsig
@@ -35,6 +37,11 @@ from secondary_dns.render import EnginePaths, RenderError, RenderRequest, render
 from secondary_dns.render.children import DEFAULT_IMAGE
 from secondary_dns.render.engine import DEFAULT_RELAY_KEY_NAME
 from secondary_dns.render.inputs import select_zones, tsig_keys
+from secondary_dns.render.relay import ANNOTATION_WAKEUP_ADDRESS
+
+if TYPE_CHECKING:
+    # The handlers import kopf; the other commands must not need it.
+    from secondary_dns.handlers.operator import OperatorOptions
 
 # Exit codes of `secondary-dns render` (docs/render.md).
 EXIT_OK = 0
@@ -97,19 +104,98 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         action="append",
         metavar="NS",
-        help="watch only this namespace (repeatable); default: all namespaces",
+        help="watch only this namespace (repeatable); default: $SDNS_WATCH_NAMESPACES "
+        "(comma-separated), else all namespaces",
+    )
+    operator.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SDNS_WORKERS", "4")),
+        help="threads doing the queued work (env SDNS_WORKERS; default 4)",
     )
     operator.add_argument(
         "--metrics-port", type=int, default=8080, help="Prometheus /metrics (0: off)"
     )
     operator.add_argument(
-        "--health-port", type=int, default=8081, help="kopf liveness /healthz (0: off)"
+        "--health-port", type=int, default=8081, help="/healthz for liveness and readiness (0: off)"
     )
     operator.add_argument(
         "--resync-seconds",
         type=float,
         default=float(os.environ.get("SDNS_RESYNC_SECONDS", "60")),
-        help="level-triggered resync interval per SecondaryServer",
+        help="level-triggered resync interval (every SecondaryServer reconciled)",
+    )
+    operator.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=float(os.environ.get("SDNS_PROBE_SECONDS", "10")),
+        help="steady-state interval of the serial monitor's SOA probes",
+    )
+    operator.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("SDNS_OPERATOR_NAMESPACE") or _pod_namespace(),
+        metavar="NS",
+        help="the operator's own namespace: its Lease, the relay's plans and Service "
+        "(default: $SDNS_OPERATOR_NAMESPACE, else the pod's; none: no leader election, "
+        "no relay plans)",
+    )
+    operator.add_argument(
+        "--leader-election",
+        choices=("on", "off"),
+        default=os.environ.get("SDNS_LEADER_ELECTION", "on"),
+        help="hold a Lease before reconciling (on, the default, when an operator "
+        "namespace is known)",
+    )
+    operator.add_argument(
+        "--lease-name", default=os.environ.get("SDNS_LEASE_NAME", "secondary-dns-operator")
+    )
+    operator.add_argument(
+        "--lease-duration", type=float, default=float(os.environ.get("SDNS_LEASE_DURATION", "15"))
+    )
+    operator.add_argument(
+        "--renew-deadline", type=float, default=float(os.environ.get("SDNS_RENEW_DEADLINE", "10"))
+    )
+    operator.add_argument(
+        "--retry-period", type=float, default=float(os.environ.get("SDNS_RETRY_PERIOD", "2"))
+    )
+    operator.add_argument(
+        "--identity",
+        default=os.environ.get("POD_NAME") or socket.gethostname(),
+        help="this replica's name in the Lease (default: $POD_NAME, else the host name; "
+        "a random suffix is added)",
+    )
+    operator.add_argument(
+        "--relay-service",
+        default=os.environ.get("SDNS_RELAY_SERVICE") or None,
+        metavar="NAME",
+        help="the NOTIFY relay's Service in the operator namespace: its address is "
+        "published as status.notifyAddress",
+    )
+    operator.add_argument(
+        "--notify-address",
+        default=os.environ.get("SDNS_NOTIFY_ADDRESS") or None,
+        help="publish this NOTIFY address instead of the relay Service's (e.g. a DNS name "
+        "in front of it)",
+    )
+    operator.add_argument(
+        "--wakeup-listen",
+        default=os.environ.get("SDNS_WAKEUP_LISTEN") or None,
+        metavar="ADDRESS:PORT",
+        help="listen (UDP) for the NOTIFYs the relay forwards, and probe fast after each "
+        "(the chart: 0.0.0.0:5354); off when not given",
+    )
+    operator.add_argument(
+        "--advertise-address",
+        default=os.environ.get("POD_IP") or None,
+        metavar="ADDRESS",
+        help="where the relay reaches this replica's --wakeup-listen port; written on the "
+        "Lease while it leads (default: $POD_IP)",
+    )
+    operator.add_argument(
+        "--repair",
+        choices=("on", "off"),
+        default=os.environ.get("SDNS_REPAIR", "on"),
+        help="NOTIFY a replica the monitor sees behind (off only to measure refresh timers)",
     )
     operator.add_argument(
         "--refused-primary-networks",
@@ -128,6 +214,40 @@ def build_parser() -> argparse.ArgumentParser:
         f"(env SDNS_IMAGE; default {DEFAULT_IMAGE})",
     )
     operator.add_argument("--verbose", "-v", action="store_true")
+
+    relay = commands.add_parser(
+        "relay",
+        help="run the NOTIFY relay: accept NOTIFY from primaries, fan it out to every replica",
+        description="Listen for NOTIFY (UDP and TCP), accept it from a zone's primaries only, "
+        "and relay it, signed, to every replica. Routes come from the operator's relay plans "
+        "(Secrets in NAMESPACE) and a watch of the replicas' Pods; docs/notify-relay.md.",
+    )
+    relay.add_argument(
+        "--namespace",
+        default=os.environ.get("SDNS_OPERATOR_NAMESPACE") or _pod_namespace(),
+        metavar="NS",
+        help="where the operator publishes the relay plans (default: the pod's namespace)",
+    )
+    relay.add_argument(
+        "--lease-name",
+        default=os.environ.get("SDNS_LEASE_NAME") or None,
+        metavar="NAME",
+        help="the operator's Lease: NOTIFYs accepted are forwarded to the leader it names "
+        "(its serial monitor then probes fast); none: not forwarded",
+    )
+    relay.add_argument(
+        "--listen",
+        default=os.environ.get("SDNS_RELAY_LISTEN", "0.0.0.0:5353"),
+        metavar="ADDRESS:PORT",
+        help="where to listen for NOTIFY, UDP and TCP (default 0.0.0.0:5353)",
+    )
+    relay.add_argument(
+        "--metrics-port", type=int, default=8080, help="Prometheus /metrics (0: off)"
+    )
+    relay.add_argument(
+        "--health-port", type=int, default=8081, help="/healthz and /readyz (0: off)"
+    )
+    relay.add_argument("--verbose", "-v", action="store_true")
     agent_command.add_commands(commands)
     return parser
 
@@ -144,6 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return agent_command.run(args)
     if args.command == "operator":
         return run_operator(args)
+    if args.command == "relay":
+        from secondary_dns.relay.run import run as run_relay
+
+        return run_relay(
+            namespace=args.namespace,
+            listen=args.listen,
+            lease_name=args.lease_name,
+            metrics_port=args.metrics_port,
+            health_port=args.health_port,
+            verbose=args.verbose,
+        )
     return 0
 
 
@@ -155,19 +286,71 @@ def _cidr_list(text: str) -> str:
     return text
 
 
-def run_operator(args: argparse.Namespace) -> int:
-    # The resync interval is read when the handlers module registers its timer,
-    # the image when the controller starts.
-    os.environ["SDNS_RESYNC_SECONDS"] = str(args.resync_seconds)
-    os.environ[REFUSED_PRIMARY_NETWORKS_ENV] = args.refused_primary_networks
-    os.environ["SDNS_IMAGE"] = args.image
-    from secondary_dns.handlers.run import run
+# Where the kubelet mounts the pod's service account: its namespace is the pod's.
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+def _pod_namespace() -> str | None:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def operator_options(args: argparse.Namespace) -> OperatorOptions:
+    """What the operator runs with: the flags, each defaulting to its environment variable."""
+    from secondary_dns.handlers.operator import OperatorOptions
+
+    return OperatorOptions(
+        namespaces=tuple(args.namespace or _env_list("SDNS_WATCH_NAMESPACES")),
+        workers=args.workers,
+        kubeconfig=os.environ.get("KUBECONFIG") or None,
+        resync_seconds=args.resync_seconds,
+        probe_seconds=args.probe_seconds,
+        repair=args.repair == "on",
+        operator_namespace=args.operator_namespace,
+        relay_service=args.relay_service,
+        notify_address=args.notify_address,
+        refused_primary_networks=args.refused_primary_networks,
+        image=args.image,
+        wakeup_listen=args.wakeup_listen,
+    )
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    from secondary_dns.handlers.run import run
+    from secondary_dns.k8s.lease import LeaseConfig
+
+    options = operator_options(args)
+    annotations: tuple[tuple[str, str], ...] = ()
+    if args.wakeup_listen and args.advertise_address:
+        port = args.wakeup_listen.rpartition(":")[2]
+        host = args.advertise_address
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        annotations = ((ANNOTATION_WAKEUP_ADDRESS, target),)
+    lease = None
+    if args.leader_election == "on" and args.operator_namespace:
+        lease = LeaseConfig(
+            namespace=args.operator_namespace,
+            name=args.lease_name,
+            # Unique per process, as controller-runtime's hostname_uuid: a restarted
+            # replica must not think it still holds its predecessor's Lease.
+            identity=f"{args.identity}_{uuid.uuid4().hex[:8]}",
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+            annotations=annotations,
+        )
     return run(
-        namespaces=args.namespace or [],
+        options,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         verbose=args.verbose,
+        lease=lease,
     )
 
 

@@ -34,6 +34,11 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+LEADER = Gauge(
+    "secondarydns_leader",
+    "1 while this operator replica holds the leader Lease (reconciles, writes status), else 0.",
+)
+
 # ---- NOTIFY relay (secondary_dns.dns.relay). No per-replica or per-zone labels on
 # counters: a fleet of 10^5 zones would make 10^5 series per counter.
 NOTIFY_RECEIVED = Counter(
@@ -76,6 +81,19 @@ REPORT_MISMATCHES = Counter(
     "secondarydns_replica_report_mismatches_total",
     "Spot checks where a replica answered an older serial (or none) than its agent reported.",
 )
+MONITOR_WAKEUPS = Counter(
+    "secondarydns_monitor_wakeups_total",
+    "NOTIFYs the relay forwarded to the leader (signed with a relay key): the serial "
+    "monitor probes fast after each.",
+)
+RELAY_ZONES = Gauge(
+    "secondarydns_relay_zones",
+    "Zones the NOTIFY relay has a route for (from the operator's relay plans).",
+)
+RELAY_TARGETS = Gauge(
+    "secondarydns_relay_targets",
+    "Replica addresses the NOTIFY relay fans out to, over all zones.",
+)
 PROBE_ERRORS = Counter(
     "secondarydns_probe_errors_total",
     "SOA probes that got no authoritative answer, by target (primary, replica).",
@@ -91,6 +109,23 @@ ZONE_PRIMARY_SERIAL = Gauge(
 ZONE_LAST_PROBE = Gauge(
     "secondarydns_zone_last_probe_timestamp_seconds",
     "When a primary of the zone last answered an SOA probe (Unix time).",
+    ["namespace", "zone"],
+)
+ZONE_SOA_REFRESH = Gauge(
+    "secondarydns_zone_soa_refresh_seconds",
+    "The SOA refresh interval of the primary's copy of the zone: a replica behind for "
+    "longer has missed a refresh (RFC 2182 section 7).",
+    ["namespace", "zone"],
+)
+ZONE_SOA_EXPIRE = Gauge(
+    "secondarydns_zone_soa_expire_seconds",
+    "The SOA expire interval of the primary's copy of the zone.",
+    ["namespace", "zone"],
+)
+ZONE_SERIAL_REGRESSED = Gauge(
+    "secondarydns_zone_serial_regressed",
+    "1 while the primary serves a serial older (RFC 1982) than the replicas: they keep "
+    "the newer copy and will not transfer until the serial passes theirs.",
     ["namespace", "zone"],
 )
 REPLICA_SERIAL = Gauge(
@@ -143,6 +178,12 @@ class SerialEvaluationLike(Protocol):
     @property
     def primary_serial(self) -> int | None: ...
     @property
+    def primary_refresh(self) -> int | None: ...
+    @property
+    def primary_expire(self) -> int | None: ...
+    @property
+    def regressed(self) -> bool: ...
+    @property
     def history(self) -> _ZoneHistoryLike: ...
     @property
     def replicas(self) -> Sequence[_ReplicaVerdictLike]: ...
@@ -188,6 +229,15 @@ def record_serial_evaluation(
             ZONE_PRIMARY_SERIAL.labels(namespace, zone_text).set(evaluation.primary_serial)
         else:
             _remove(ZONE_PRIMARY_SERIAL, namespace, zone_text)
+        for gauge, value in (
+            (ZONE_SOA_REFRESH, evaluation.primary_refresh),
+            (ZONE_SOA_EXPIRE, evaluation.primary_expire),
+        ):
+            if value is not None:
+                gauge.labels(namespace, zone_text).set(value)
+            else:
+                _remove(gauge, namespace, zone_text)
+        ZONE_SERIAL_REGRESSED.labels(namespace, zone_text).set(1 if evaluation.regressed else 0)
         seen_at = evaluation.history.primary_seen_at
         if seen_at is not None:
             ZONE_LAST_PROBE.labels(namespace, zone_text).set(seen_at)
@@ -215,5 +265,11 @@ def forget_zone(namespace: str, zone: dns.name.Name | str) -> None:
     with _series_lock:
         for server, pod, engine in _replica_series.pop((namespace, zone_text), set()):
             _remove_replica(namespace, zone_text, server, pod, engine)
-        _remove(ZONE_PRIMARY_SERIAL, namespace, zone_text)
-        _remove(ZONE_LAST_PROBE, namespace, zone_text)
+        for gauge in (
+            ZONE_PRIMARY_SERIAL,
+            ZONE_LAST_PROBE,
+            ZONE_SOA_REFRESH,
+            ZONE_SOA_EXPIRE,
+            ZONE_SERIAL_REGRESSED,
+        ):
+            _remove(gauge, namespace, zone_text)

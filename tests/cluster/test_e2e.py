@@ -21,9 +21,8 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from localcluster import netns
+from localcluster import netns, release
 from localcluster.cluster import LocalCluster
-from localcluster.constants import RELAY_ADDRESS
 from localcluster.named import PrimaryServer, soa_serial
 from localcluster.scenario import (
     OperatorProcess,
@@ -90,7 +89,8 @@ def setup(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> It
 
 def test_serial_bump_reaches_every_replica_and_status(setup: Setup) -> None:
     zone = setup.zone()
-    assert zone["status"]["notifyAddress"] == RELAY_ADDRESS
+    # Published by itself: the relay Service's ClusterIP, the address the primary notifies.
+    assert zone["status"]["notifyAddress"] == release.relay_service_address(setup.cluster)
     serial = setup.primary.set_record(ORIGIN, "www", "A", "192.0.2.80")
     addresses = setup.replicas()
     assert len(addresses) == 3
@@ -109,6 +109,8 @@ def test_serial_bump_reaches_every_replica_and_status(setup: Setup) -> None:
     ready = condition(synced, "Ready")
     assert ready is not None and ready["status"] == "True", ready
     assert setup.operator.metric("secondarydns_notify_relayed_total") > 0
+    # The relay told the leader too (its serial monitor probed fast).
+    assert setup.operator.operator.metric("secondarydns_monitor_wakeups_total") > 0
 
 
 def test_primary_down_is_reported_and_replicas_keep_answering(setup: Setup) -> None:
@@ -202,7 +204,8 @@ def test_notify_from_unlisted_address_is_dropped(setup: Setup) -> None:
     notify = dns.message.make_query(ORIGIN, dns.rdatatype.SOA)
     notify.set_opcode(dns.opcode.NOTIFY)
     with pytest.raises(dns.exception.Timeout):  # dropped: no answer at all
-        dns.query.udp(notify, RELAY_ADDRESS, port=53, source=stranger, timeout=2)
+        relay_service = release.relay_service_address(setup.cluster)
+        dns.query.udp(notify, relay_service, port=53, source=stranger, timeout=2)
     wait_for(
         "the rejection to be counted",
         lambda: (

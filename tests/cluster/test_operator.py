@@ -18,10 +18,12 @@ from localcluster.scenario import tree_image
 from localcluster.waiting import wait_for
 from tests.cluster.operator_fixture import (
     OperatorProcess,
+    Written,
     apply,
     condition,
     get_json,
     run_operator,
+    written_objects,
 )
 
 API = "secondarydns.io/v1alpha1"
@@ -284,26 +286,28 @@ def test_zones_follow_into_config_and_a_resync_writes_nothing(
         timeout=90,
     )
 
-    def versions() -> dict[str, str]:
-        found: dict[str, str] = {}
-        for kind in (
-            "secondaryservers",
-            "zones",
-            "configmaps",
-            "secrets",
-            "statefulsets",
-            "services",
-        ):
-            for item in get_json(cluster, kind, "-n", namespace)["items"]:
-                found[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
-        return found
+    def versions() -> Written:
+        return written_objects(cluster, namespace)
+
+    # What kept moving, for the failure message: whether something writes
+    # periodically (a bug) or a slow machine is still rolling pods out.
+    moved: list[str] = []
 
     def settled() -> bool:
         before = (versions(), operator.metric("secondarydns_api_writes_total"))
         time.sleep(4)
-        return (versions(), operator.metric("secondarydns_api_writes_total")) == before
+        after = (versions(), operator.metric("secondarydns_api_writes_total"))
+        if after != before:
+            changed = sorted(
+                k for k in {*before[0], *after[0]} if before[0].get(k) != after[0].get(k)
+            )
+            moved.append(f"{changed} writes {before[1]:.0f}->{after[1]:.0f}")
+        return after == before
 
-    wait_for("the operator to settle", settled, timeout=90, every=0)
+    try:
+        wait_for("the operator to settle", settled, timeout=90, every=0)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}; what moved, last rounds: {moved[-4:]}") from None
     resyncs_before = operator.metric("secondarydns_reconciles_total")
     before = versions()
     writes = operator.metric("secondarydns_api_writes_total")

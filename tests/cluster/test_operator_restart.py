@@ -8,41 +8,15 @@ from pathlib import Path
 from crdutil import install_crds
 from localcluster.cluster import LocalCluster
 from localcluster.waiting import wait_for
-from tests.cluster.operator_fixture import apply, condition, get_json, run_operator
-from tests.cluster.test_operator import server, tsig_secret, zone
-
-KINDS = (
-    "secondaryservers",
-    "zones",
-    "configmaps",
-    "secrets",
-    "statefulsets",
-    "services",
-    "poddisruptionbudgets",
-    "networkpolicies",
-    "roles",
-    "rolebindings",
-    "serviceaccounts",
+from tests.cluster.operator_fixture import (
+    apply,
+    condition,
+    get_json,
+    run_operator,
+    settled_objects,
+    written_objects,
 )
-
-
-def _versions(cluster: LocalCluster, namespace: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for kind in KINDS:
-        for item in get_json(cluster, kind, "-n", namespace)["items"]:
-            found[f"{kind}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
-    return found
-
-
-def _settle(cluster: LocalCluster, namespace: str) -> dict[str, str]:
-    def settled() -> dict[str, str] | None:
-        before = _versions(cluster, namespace)
-        time.sleep(4)
-        after = _versions(cluster, namespace)
-        return after if after == before else None
-
-    found: dict[str, str] = wait_for("objects to settle", settled, timeout=120, every=0)
-    return found
+from tests.cluster.test_operator import server, tsig_secret, zone
 
 
 def test_restart_writes_nothing(cluster: LocalCluster, namespace: str, tmp_path: Path) -> None:
@@ -73,7 +47,7 @@ def test_restart_writes_nothing(cluster: LocalCluster, namespace: str, tmp_path:
             ),
             timeout=90,
         )
-        before = _settle(cluster, namespace)
+        before = settled_objects(cluster, namespace)
         zone_before = get_json(cluster, "zone", "-n", namespace, "example")["status"]
         assert first.alive()
 
@@ -85,7 +59,7 @@ def test_restart_writes_nothing(cluster: LocalCluster, namespace: str, tmp_path:
             timeout=60,
         )
         time.sleep(5)
-        after = _versions(cluster, namespace)
+        after = written_objects(cluster, namespace)
     changed = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
     zone_after = get_json(cluster, "zone", "-n", namespace, "example")["status"]
     assert not changed, (

@@ -32,7 +32,7 @@ from localcluster.waiting import wait_for
 from secondary_dns.api import ObjectRef, TsigKey
 from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.dns.relay import NotifyRelay, RelayRoute, RelayThread
-from secondary_dns.handlers.targets import MonitoredZone, relay_routes
+from secondary_dns.routes import MonitoredZone, relay_routes
 from secondary_dns.status.serial import ReplicaTarget
 from tests.dataplane.rendered import ZONE as ZONE_TEXT
 from tests.dataplane.rendered import RenderedSecondary, start_example_secondary
@@ -272,7 +272,7 @@ def test_one_zone_name_for_two_tenants_reaches_only_each_tenants_secondaries(
 
     Each tenant's secondaries are rendered by the project from that tenant's
     Zone; the relay's routes come from the same code the operator runs
-    (`handlers.targets.relay_routes`). A serial bump at one tenant's primary must
+    (`routes.relay_routes`). A serial bump at one tenant's primary must
     reach that tenant's secondaries and not one NOTIFY the other's.
     """
     relay_address = fleet.address()

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from secondary_dns import __version__
-from secondary_dns.cli import build_parser, main
+from secondary_dns.cli import build_parser, main, operator_options
 
 
 def test_version_flag_prints_version(capsys: object) -> None:
@@ -33,3 +33,20 @@ def test_operator_refused_primary_networks_are_checked_at_start(
     with pytest.raises(SystemExit):
         build_parser().parse_args(["operator", "--refused-primary-networks", "10.96.0.1/12"])
     assert "--refused-primary-networks[0]" in capsys.readouterr().err
+
+
+def test_watched_namespaces_from_the_flag_else_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SDNS_WATCH_NAMESPACES", "dns, tenant-a,")
+    monkeypatch.setenv("SDNS_WORKERS", "2")
+    options = operator_options(build_parser().parse_args(["operator"]))
+    assert options.namespaces == ("dns", "tenant-a")
+    assert options.workers == 2
+    flagged = build_parser().parse_args(["operator", "-n", "edge", "--workers", "8"])
+    assert (operator_options(flagged).namespaces, operator_options(flagged).workers) == (
+        ("edge",),
+        8,
+    )
+    monkeypatch.delenv("SDNS_WATCH_NAMESPACES")
+    assert operator_options(build_parser().parse_args(["operator"])).namespaces == ()

@@ -15,7 +15,7 @@ from localcluster.constants import (
     CONTROL_PLANE_ADDRESS,
     POD_CIDR,
     PRIMARY_ADDRESS,
-    RELAY_ADDRESS,
+    RELAY_ADDRESSES,
     SERVICE_CIDR,
 )
 
@@ -64,7 +64,7 @@ def test_controllers_run_local_single_instance_and_cluster_wide() -> None:
 
 def test_flux_addresses_stay_apart_from_every_other_local_address() -> None:
     ours = [gitserver.ADDRESS, flux.SOURCE_CONTROLLER_ADDRESS, flux.KUSTOMIZE_CONTROLLER_ADDRESS]
-    others = [CONTROL_PLANE_ADDRESS, PRIMARY_ADDRESS, RELAY_ADDRESS]
+    others = [CONTROL_PLANE_ADDRESS, PRIMARY_ADDRESS, *RELAY_ADDRESSES]
     assert len(set(ours + others)) == len(ours + others)
     for address in ours:
         ip = ipaddress.ip_address(address)

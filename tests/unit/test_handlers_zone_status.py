@@ -101,7 +101,7 @@ def test_a_configuration_fault_decides_ready_before_any_serial(
     # Stored serials (from before) do not count for the zone served again: the new
     # configuration is rolling out, then the monitor looks afresh.
     api.apply(tsig_secret())
-    operator.secret_changed("tsig")
+    operator.secret_retry()
     assert condition(zone(api), "ConfigValid")["reason"] == "Rendered"
     assert ready(api) == ("False", "Progressing")
     run_statefulset(api, NS, "edge")

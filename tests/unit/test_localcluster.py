@@ -52,10 +52,11 @@ def test_cache_is_keyed_by_version(tmp_path: Path) -> None:
     assert f"kwok-v{build.KWOK_VERSION}" in str(bins.kwok)
     assert bins.helm == tmp_path / f"helm-v{build.HELM_VERSION}/helm"
     assert bins.kubeconform == tmp_path / f"kubeconform-v{build.KUBECONFORM_VERSION}/kubeconform"
-    assert len(set(bins.all())) == 10
+    assert bins.promtool == tmp_path / f"promtool-v{build.PROMETHEUS_VERSION}/promtool"
+    assert len(set(bins.all())) == 11
     # kubectl's directory first on PATH, each directory once.
     dirs = bins.path_dirs()
-    assert dirs[0] == str(bins.kubectl.parent) and len(dirs) == len(set(dirs)) == 5
+    assert dirs[0] == str(bins.kubectl.parent) and len(dirs) == len(set(dirs)) == 6
 
 
 def test_helm_is_stamped_with_the_kubernetes_version_of_its_client_go() -> None:
@@ -69,7 +70,8 @@ def test_kube_proxy_serves_the_cluster_namespace_only() -> None:
     argv = kubeproxy.argv(Path("/bin/kube-proxy"), Path("/k"), "kwok-zone-a-1")
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in argv[1:])
     assert flags["proxy-mode"] == "nftables"
-    assert flags["cluster-cidr"] == POD_CIDR
+    # Off-cluster sources (a primary) keep their address through a Service.
+    assert "cluster-cidr" not in flags
     assert flags["hostname-override"] == "kwok-zone-a-1"
     assert flags["healthz-bind-address"].startswith("127.0.0.1:")
     assert flags["metrics-bind-address"].startswith("127.0.0.1:")

@@ -33,7 +33,7 @@ from secondary_dns.api import ObjectRef, TsigKey
 from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.dns.notify import make_notify
 from secondary_dns.dns.relay import NotifyRelay
-from secondary_dns.handlers.targets import MonitoredZone, relay_routes
+from secondary_dns.routes import MonitoredZone, relay_routes
 from secondary_dns.status.serial import ReplicaTarget
 
 ZONE = dns.name.from_text("example.com.")

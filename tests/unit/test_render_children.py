@@ -281,6 +281,8 @@ def test_agent_rbac_is_limited_to_its_own_objects() -> None:
     _, role, binding = children.build_agent_rbac(SERVER, replicas=2)
     rules = {r["resources"][0]: r for r in role["rules"]}
     assert rules["secrets"]["resourceNames"] == ["edge-keys"]
+    # get only: granting list/watch would need the operator to list every Secret.
+    assert rules["secrets"]["verbs"] == ["get"]
     assert rules["pods"]["resourceNames"] == ["edge-0", "edge-1"]
     assert "watch" not in rules["pods"]["verbs"]
     assert binding["subjects"][0]["name"] == "edge-agent"

@@ -22,17 +22,17 @@ from kubernetes.client.exceptions import ApiException
 from secondary_dns.agent.assemble import ConfigShard, KeySecret
 from secondary_dns.agent.source import Snapshot
 from secondary_dns.api import agent_contract
+from secondary_dns.k8s.watch import (
+    BACKOFF_INITIAL_SECONDS,
+    BACKOFF_MAX_SECONDS,
+    REQUEST_TIMEOUT_SECONDS,
+    ObjectWatch,
+)
 
 log = logging.getLogger(__name__)
 
 # Untyped parts of the client, used through Any so strict mypy accepts the calls.
 _config_loader: Any = kubernetes.config
-_watch_module: Any = kubernetes.watch
-
-WATCH_TIMEOUT_SECONDS = 300
-BACKOFF_INITIAL_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 30.0
-REQUEST_TIMEOUT_SECONDS = 30.0
 
 
 def load_client_configuration(kubeconfig: str | None) -> Any:
@@ -92,99 +92,92 @@ def secret_from_object(obj: Mapping[str, Any]) -> KeySecret:
     )
 
 
-class ObjectWatch:
-    """The current objects of one list+watch, by name, kept in a thread."""
+class KeysSecretByName:
+    """The `<server>-keys` Secret, read by name when the ConfigMaps ask for another one.
+
+    The agent's Role grants `get` on that one Secret and nothing else on Secrets:
+    to grant list/watch (even by resourceName), the operator would have to hold
+    list/watch on every Secret of the cluster (RBAC escalation prevention). The
+    operator writes the Secret before the ConfigMaps that name its hash
+    (`keys-hash`), so a ConfigMap announcing a hash the Secret held here does not
+    carry means: read it again. Read once at start, again when asked, and at
+    least every REFRESH_SECONDS (a failed read is retried with a backoff).
+    """
+
+    REFRESH_SECONDS = 60.0
 
     def __init__(
         self,
-        what: str,
-        list_function: Callable[..., Any],
-        watch_arguments: Mapping[str, str],
+        core: Any,
+        namespace: str,
+        name: str,
         changed: Callable[[], None],
         stop: threading.Event,
     ) -> None:
-        self.what = what
-        self.list_function = list_function
-        self.watch_arguments = dict(watch_arguments)
+        self.core = core
+        self.namespace = namespace
+        self.name = name
         self.changed = changed
         self.stop_event = stop
-        self.objects: dict[str, dict[str, Any]] = {}
         self.synced = False
-        self.lock = threading.Lock()
-        self._watch: Any = None
-        self._thread = threading.Thread(target=self._run, name=f"watch-{what}", daemon=True)
+        self._secret: dict[str, Any] | None = None
+        self._wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="get-keys-secret", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.stop()
+        self._wanted.set()
 
-    def _list(self) -> str:
-        response = self.list_function(
-            **self.watch_arguments,
-            _preload_content=False,
-            _request_timeout=REQUEST_TIMEOUT_SECONDS,
-        )
-        document = json.loads(response.data)
-        with self.lock:
-            self.objects = {_name(item): item for item in document.get("items") or []}
-            self.synced = True
-        self.changed()
-        return str(document.get("metadata", {}).get("resourceVersion", ""))
+    def want(self, keys_hashes: set[str]) -> None:
+        """The ConfigMaps name these key hashes: read the Secret again if it has another."""
+        with self._lock:
+            held = _annotations(self._secret or {}).get(agent_contract.ANNOTATION_KEYS_HASH)
+        if keys_hashes and held not in keys_hashes:
+            self._wanted.set()
 
-    def _watch_from(self, resource_version: str) -> None:
-        while not self.stop_event.is_set():
-            self._watch = _watch_module.Watch()
-            for event in self._watch.stream(
-                self.list_function,
-                **self.watch_arguments,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_TIMEOUT_SECONDS,
-                _request_timeout=WATCH_TIMEOUT_SECONDS + REQUEST_TIMEOUT_SECONDS,
-            ):
-                if self.stop_event.is_set():
-                    return
-                kind, obj = event["type"], event["raw_object"]
-                resource_version = str(
-                    (obj.get("metadata") or {}).get("resourceVersion", resource_version)
-                )
-                if kind == "BOOKMARK":
-                    continue
-                with self.lock:
-                    if kind == "DELETED":
-                        self.objects.pop(_name(obj), None)
-                    else:
-                        self.objects[_name(obj)] = obj
-                self.changed()
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [self._secret] if self._secret is not None else []
+
+    def _read(self) -> None:
+        try:
+            response = self.core.read_namespaced_secret(
+                self.name,
+                self.namespace,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+            secret: dict[str, Any] | None = json.loads(response.data)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            secret = None
+        with self._lock:
+            changed = secret != self._secret or not self.synced
+            self._secret, self.synced = secret, True
+        if changed:
+            self.changed()
 
     def _run(self) -> None:
         backoff = BACKOFF_INITIAL_SECONDS
         while not self.stop_event.is_set():
+            self._wanted.clear()
             try:
-                resource_version = self._list()
+                self._read()
                 backoff = BACKOFF_INITIAL_SECONDS
-                self._watch_from(resource_version)
-            except ApiException as error:
-                if error.status == 410:
-                    log.info("watch of %s expired; listing again", self.what)
-                    continue
-                log.warning("watch of %s failed: %s %s", self.what, error.status, error.reason)
-            except Exception as error:  # any I/O failure: back off, list again
-                log.warning("watch of %s failed: %s", self.what, error)
-            # Jitter so the replicas of a fleet do not hit a recovering API server together.
-            self.stop_event.wait(backoff * random.uniform(0.5, 1.0))
-            backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
-
-    def items(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.objects.values())
+                wait = self.REFRESH_SECONDS
+            except Exception as error:  # any I/O failure: back off, read again
+                log.warning("reading Secret %s failed: %s", self.name, error)
+                wait = backoff * random.uniform(0.5, 1.0)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+            self._wanted.wait(wait)
 
 
 class KubernetesConfigSource:
-    """The config ConfigMaps (by label) and the `<server>-keys` Secret (by name)."""
+    """The config ConfigMaps (watched by label) and the `<server>-keys` Secret (by name)."""
 
     def __init__(self, api_client: Any, namespace: str, server: str) -> None:
         self.core = kubernetes.client.CoreV1Api(api_client)
@@ -192,8 +185,27 @@ class KubernetesConfigSource:
         self.server = server
         self._stop = threading.Event()
         self._watches: list[ObjectWatch] = []
+        self._secret: KeysSecretByName | None = None
 
     def start(self, changed: Callable[[], None]) -> None:
+        secret = KeysSecretByName(
+            self.core,
+            self.namespace,
+            agent_contract.keys_secret_name(self.server),
+            changed,
+            self._stop,
+        )
+
+        def configmaps_changed() -> None:
+            secret.want(
+                {
+                    shard.keys_hash
+                    for shard in map(shard_from_configmap, self._configmaps.items())
+                    if shard.keys_hash
+                }
+            )
+            changed()
+
         self._configmaps = ObjectWatch(
             "configmaps",
             self.core.list_namespaced_config_map,
@@ -201,29 +213,18 @@ class KubernetesConfigSource:
                 "namespace": self.namespace,
                 "label_selector": agent_contract.config_selector(self.server),
             },
-            changed,
+            configmaps_changed,
             self._stop,
         )
-        # RBAC grants this Secret by resourceName only; list/watch are allowed
-        # for a resourceName when the request selects exactly that name.
-        self._secrets = ObjectWatch(
-            "secret",
-            self.core.list_namespaced_secret,
-            {
-                "namespace": self.namespace,
-                "field_selector": f"metadata.name={agent_contract.keys_secret_name(self.server)}",
-            },
-            changed,
-            self._stop,
-        )
-        self._watches = [self._configmaps, self._secrets]
-        for watch in self._watches:
-            watch.start()
+        self._watches = [self._configmaps]
+        self._secret = secret
+        secret.start()
+        self._configmaps.start()
 
     def snapshot(self) -> Snapshot:
-        if not self._watches:
+        if not self._watches or self._secret is None:
             return Snapshot((), None, synced=False)
-        secrets = [secret_from_object(obj) for obj in self._secrets.items()]
+        secrets = [secret_from_object(obj) for obj in self._secret.items()]
         return Snapshot(
             shards=tuple(
                 sorted(
@@ -232,13 +233,15 @@ class KubernetesConfigSource:
                 )
             ),
             secret=secrets[0] if secrets else None,
-            synced=all(watch.synced for watch in self._watches),
+            synced=self._configmaps.synced and self._secret.synced,
         )
 
     def stop(self) -> None:
         self._stop.set()
         for watch in self._watches:
             watch.stop()
+        if self._secret is not None:
+            self._secret.stop()
 
 
 class PodAnnotationReporter:

@@ -10,7 +10,7 @@ time, and hand it to the part that owns it, one file per concern:
 - zones.py: a Zone's configuration half, from the servers that select it;
 - zone_status.py: a Zone's whole status, written by this and by the monitor;
 - state.py: what each server's last reconcile published, for everyone else;
-- targets.py: what the serial monitor probes and the relay routes.
+- targets.py: what the serial monitor probes (routes.py: what the relay routes).
 
 A burst of Zone events becomes one reconcile of their server (the queue merges
 marks of one key); a key is never worked on by two workers at once, so one
@@ -28,18 +28,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from secondary_dns import metrics
-from secondary_dns.api import IPNetwork, ObjectRef, SpecError
+from secondary_dns.api import IPNetwork, ObjectRef, SpecError, conditions
 from secondary_dns.api.agent_contract import LABEL_SERVER
 from secondary_dns.handlers.events import EventPoster
 from secondary_dns.handlers.queue import ServerWork, WorkQueue, ZoneWork
 from secondary_dns.handlers.server_status import ServerStatusWriter
 from secondary_dns.handlers.servers import ServerReconciler
 from secondary_dns.handlers.state import ServerState, ServerStates
-from secondary_dns.handlers.targets import MonitoredZone, monitored_zones
+from secondary_dns.handlers.targets import monitored_zones
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
 from secondary_dns.handlers.zones import ZoneObserver
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.k8s.informer import DELETED
+from secondary_dns.render.relay import relay_plan_secret_name, secret_server
+from secondary_dns.routes import MonitoredZone
 from secondary_dns.status.times import timestamp_text
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class Controller:
         default_image: str | None = None,
         queue: WorkQueue | None = None,
         operator_namespace: str | None = None,
+        relay_plans_namespace: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.states = ServerStates()
@@ -120,7 +123,9 @@ class Controller:
             refused_primary_networks,
             default_image,
             operator_namespace,
+            relay_plans_namespace,
         )
+        self.relay_plans_namespace = relay_plans_namespace
         self.queue = queue if queue is not None else WorkQueue()
         # Called when what is served changed (the serial monitor probes fast then).
         self.on_change: Callable[[], None] = lambda: None
@@ -174,24 +179,58 @@ class Controller:
             # Our own writes are kept by the cache without an event: this is someone else's.
             self.queue.add(ref, ServerWork(children=True))
 
-    def secret_changed(self, namespace: str, name: str) -> None:
-        """A TSIG key appeared, changed or went away: the servers using it render again."""
-        for ref, state in sorted(self.states.all().items()):
-            if ref.namespace == namespace and name in state.secrets:
-                self.queue.add(ref, ServerWork(secrets=True))
+    def resync(self, full: bool = True) -> None:
+        """Level-triggered catch-up, called by the resync thread (handlers/operator.py).
 
-    def uses_secret(self, namespace: str, name: str) -> bool:
-        return any(
-            ref.namespace == namespace and name in state.secrets
-            for ref, state in self.states.all().items()
-        )
-
-    def resync(self) -> None:
-        """Every server, as if everything about it changed: drift is put right here."""
+        `full`: every server, as if everything about it changed (drift is put
+        right, Secrets are read again). Otherwise only the servers with a Zone
+        left out for a missing or unusable TSIG Secret: the operator reads
+        Secrets by name and does not watch them (it may not list the cluster's
+        Secrets), so this is how such a Zone heals within seconds of its Secret
+        appearing. A key changed in place is picked up by the next full resync.
+        """
+        if not full:
+            for ref, state in sorted(self.states.all().items()):
+                if _waits_for_secret(state):
+                    self.queue.add(ref, ServerWork(secrets=True))
+            return
         self.cluster.cache.expire()
         known = {ObjectRef.of(obj) for obj in self.cluster.cached_servers()}
         for ref in sorted(known | set(self.states.all())):
             self.queue.add(ref, ServerWork(resync=True))
+
+    # ---- the relay's plans and address ------------------------------------------
+
+    def set_notify_address(self, address: str | None) -> None:
+        """The relay Service got (or changed) its address: every status shows the new one."""
+        if address == self.server_status.notify_address:
+            return
+        log.info("NOTIFY address is now %s", address)
+        self.server_status.notify_address = address
+        self.zones.notify_address = address
+        for ref in sorted(self.states.all()):
+            self.queue.add(ref, ServerWork(resync=True))
+
+    def _delete_relay_plan(self, ref: ObjectRef) -> None:
+        if self.relay_plans_namespace:
+            name = relay_plan_secret_name(ref)
+            self.cluster.delete("v1", "Secret", self.relay_plans_namespace, name)
+
+    def sweep_relay_plans(self) -> None:
+        """Delete the relay plans of servers deleted while no operator was leading.
+
+        Plans live in the operator's namespace and cannot be owned by a server in
+        another one, so garbage collection does not remove them.
+        """
+        if not self.relay_plans_namespace:
+            return
+        for secret in self.cluster.list_children(
+            "v1", "Secret", self.relay_plans_namespace, "secondarydns.io/relay-plan"
+        ):
+            ref = secret_server(secret)
+            if ref is not None and self.cluster.get_server(ref.namespace, ref.name) is None:
+                log.info("deleting the relay plan of %s (the server is gone)", ref)
+                self._delete_relay_plan(ref)
 
     # ---- workers -------------------------------------------------------------------
 
@@ -252,6 +291,7 @@ class Controller:
             removed = self.states.remove(ref)
             self.server_status.forget(ref)
             self.servers.forget(ref)
+            self._delete_relay_plan(ref)
             self._refresh_zones(set(removed.zones) if removed is not None else set())
             return
         full = previous is None or work.spec or work.zones or work.children
@@ -319,6 +359,13 @@ class Controller:
     def monitored_zones(self) -> list[MonitoredZone]:
         """What the serial monitor and the NOTIFY relay work from, as last published."""
         return monitored_zones(self.states.all())
+
+
+def _waits_for_secret(state: ServerState) -> bool:
+    return any(
+        rejection.reason in (conditions.SECRET_NOT_FOUND, conditions.INVALID_TSIG_KEY)
+        for rejection in state.rendered.rejected.values()
+    )
 
 
 def _generation(obj: Mapping[str, Any] | None) -> Any:

@@ -46,8 +46,9 @@ from secondary_dns.dns.agent_client import fetch_zones
 from secondary_dns.dns.notify import send_notify
 from secondary_dns.dns.probe import DEFAULT_ATTEMPTS, ProbeRequest, probe_all
 from secondary_dns.dns.relay import NotifyRelay
-from secondary_dns.handlers.targets import MonitoredZone, relay_routes
+from secondary_dns.dns.wakeup import NotifyListener
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
+from secondary_dns.routes import MonitoredZone, relay_routes, wakeup_routes
 from secondary_dns.status.schedule import (
     DEFAULT_BUDGET,
     DEFAULT_HOT_BUDGET,
@@ -108,11 +109,16 @@ class SerialMonitor:
         spot_checks: int = SPOT_CHECKS,
         agent_port: int = AGENT_PORT,
         clock: Callable[[], float] = time.monotonic,
+        wakeup: NotifyListener | None = None,
     ) -> None:
         # What to watch (handlers/targets.py), read from the published server states.
         self.targets = targets
         self.zone_status = zone_status
+        # An in-process relay (tests; the operator's relay is its own Deployment) and
+        # where the relay Deployment's forwarded NOTIFYs arrive (dns/wakeup.py): the
+        # routes of both follow the zones monitored.
         self.relay = relay
+        self.wakeup = wakeup
         self.steady_interval = steady_interval
         self.timeout = timeout
         self.concurrency = concurrency
@@ -225,6 +231,8 @@ class SerialMonitor:
         zones = await asyncio.to_thread(self.targets)
         if self.relay is not None:
             self.relay.set_routes(relay_routes(zones))
+        if self.wakeup is not None:
+            self.wakeup.set_routes(wakeup_routes(zones))
         current = {zone.ref: zone for zone in zones}
         self.schedule.set_zones(
             {

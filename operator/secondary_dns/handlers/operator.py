@@ -1,40 +1,79 @@
-"""kopf registrations: startup and cleanup, and the one watch kopf keeps; no logic of its own.
+"""kopf registrations: startup and cleanup; no logic of its own.
 
-The controller, its watch caches and workers, the serial monitor and the NOTIFY
-relay are made at startup and kept in kopf's memo (the operator-wide one),
-never in module globals. SecondaryServers, Zones, Pods and the servers'
-children are watched by the operator's own informers (handlers/watches.py),
-whose events mark work in the controller's queue; worker threads do it. kopf
-watches only Secrets (filtered to the ones a Zone uses), and a resync thread
-marks every server at SDNS_RESYNC_SECONDS so drift is put right. Nothing is kept
-in annotations, so a resync (or an operator restart) that finds nothing to do
-writes nothing.
+The controller, its watch caches and workers and the serial monitor are made at
+startup and kept in kopf's memo (the operator-wide one), never in module
+globals; the options come in that memo from `handlers/run.py`. kopf starts
+only once this replica holds the Lease (handlers/run.py), so the caches, the
+workers, every write and every status are the leader's alone.
+
+SecondaryServers, Zones, Pods and the servers' children are watched by the
+operator's own informers (handlers/watches.py), whose events mark work in the
+controller's queue; worker threads do it. Secrets are not watched at all (that
+would need list/watch on every Secret of the watched namespaces): a Zone's key
+Secret is read by name, servers with a Zone waiting for its Secret are looked
+at again every `secret_retry_seconds`, and a full resync every
+`resync_seconds` puts drift right and picks up keys changed in place. Nothing
+is kept in annotations, so a resync (or an operator restart) that finds
+nothing to do writes nothing.
+
+The NOTIFY relay is not here: it is its own Deployment (`secondary-dns
+relay`), fed with the relay plans the reconciler publishes; it forwards what
+it accepts and what it fanned out to the leader's NOTIFY listener
+(dns/wakeup.py), which heats that zone in the serial monitor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
+import kubernetes
 
-from secondary_dns.api.agent_contract import LABEL_SERVER
-from secondary_dns.api.fields import REFUSED_PRIMARY_NETWORKS_ENV, parse_cidr_list
-from secondary_dns.dns.relay import NotifyRelay, RelayThread
+from secondary_dns.api.fields import parse_cidr_list
+from secondary_dns.dns.wakeup import NotifyListener
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.handlers.events import ApiEventPoster
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster, KubernetesTransport, new_api_client
+from secondary_dns.k8s.watch import ObjectWatch
+from secondary_dns.render.relay import notify_address
 
 PREFIX = "secondarydns.io"
 log = logging.getLogger(__name__)
-# Worker threads doing the queued work (servers and Zones in parallel, one key at a time).
-WORKERS = int(os.environ.get("SDNS_WORKERS", "4"))
-RESYNC_SECONDS = float(os.environ.get("SDNS_RESYNC_SECONDS", "60"))
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    """What `secondary-dns operator` was asked to do (cli.py -> handlers/run.py -> memo)."""
+
+    # The namespaces watched; none: every namespace.
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    # Every server is reconciled this often (drift, keys changed in place).
+    resync_seconds: float = 60.0
+    # How often servers with a Zone waiting for its TSIG Secret are looked at again.
+    secret_retry_seconds: float = 5.0
+    probe_seconds: float = 10.0
+    repair: bool = True
+    # Worker threads doing the queued work (servers and Zones in parallel, one key at a time).
+    workers: int = 4
+    # The operator's own namespace: the relay's plans go there, its Service is there.
+    operator_namespace: str | None = None
+    relay_service: str | None = None
+    # An explicit NOTIFY address (overrides the relay Service's).
+    notify_address: str | None = None
+    # Networks no Zone's primary may be in (CIDR list text; e.g. the Service range).
+    refused_primary_networks: str = ""
+    # The DNS pods' image when a SecondaryServer names none (--image).
+    image: str | None = None
+    # Where the relay's forwarded NOTIFYs arrive (HOST:PORT; dns/wakeup.py), if anywhere.
+    wakeup_listen: str | None = None
 
 
 def controller(memo: kopf.Memo) -> Controller:
@@ -42,6 +81,11 @@ def controller(memo: kopf.Memo) -> Controller:
     if not isinstance(found, Controller):
         raise RuntimeError("the operator has not started")
     return found
+
+
+def options(memo: kopf.Memo) -> OperatorOptions:
+    found = memo.get("options")
+    return found if isinstance(found, OperatorOptions) else OperatorOptions()
 
 
 @kopf.on.startup()
@@ -52,91 +96,116 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.posting.level = logging.INFO
-    # Watches are re-established well before load balancers cut idle streams.
-    settings.watching.server_timeout = 270
-    settings.watching.client_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
-    transport = KubernetesTransport(new_api_client(os.environ.get("KUBECONFIG") or None))
+    # No watching of CRDs and namespaces for ones that appear later (it needs
+    # list/watch on every CRD of the cluster): kopf watches nothing here.
+    settings.scanning.disabled = True
+    opts = options(memo)
+    transport = KubernetesTransport(new_api_client(opts.kubeconfig))
     cluster = Cluster(transport)
     operator = Controller(
         cluster,
         ApiEventPoster(cluster),
-        notify_address=os.environ.get("SDNS_NOTIFY_ADDRESS") or None,
+        notify_address=opts.notify_address,
+        relay_plans_namespace=opts.operator_namespace,
         # --refused-primary-networks (cli.py checked it): e.g. the Service range.
         refused_primary_networks=parse_cidr_list(
-            os.environ.get(REFUSED_PRIMARY_NETWORKS_ENV, ""), REFUSED_PRIMARY_NETWORKS_ENV
+            opts.refused_primary_networks, "--refused-primary-networks"
         ),
-        default_image=os.environ.get("SDNS_IMAGE") or None,
-        # The chart sets it from the downward API; outside a cluster there is none.
-        operator_namespace=os.environ.get("SDNS_OPERATOR_NAMESPACE") or None,
+        default_image=opts.image,
+        # The chart's namespace (the pod's): the agents' port admits only it.
+        operator_namespace=opts.operator_namespace,
     )
     memo["controller"] = operator
-    namespaces = [n for n in os.environ.get("SDNS_WATCH_NAMESPACES", "").split(",") if n]
-    add_watches(transport, operator, namespaces)
+    add_watches(transport, operator, list(opts.namespaces))
 
 
 @kopf.on.startup()
 async def start_watches(memo: kopf.Memo, **_: Any) -> None:
-    """Informers, then (once every cache is filled) the workers and the resync."""
+    """Informers, then (once every cache is filled) the workers, the resync, the relay Service."""
     operator = controller(memo)
+    opts = options(memo)
     stop = threading.Event()
     memo["stop"] = stop
     operator.cluster.cache.start(stop)
     while not await asyncio.to_thread(operator.cluster.cache.wait_synced, 1.0):
         log.info("waiting for the watch caches to list everything")
-    for index in range(WORKERS):
+    await asyncio.to_thread(operator.sweep_relay_plans)
+    for index in range(opts.workers):
         threading.Thread(
             target=operator.run_worker, args=(stop,), name=f"worker-{index}", daemon=True
         ).start()
-
-    def resync() -> None:
-        # The first resync at once: whatever changed while no operator ran.
-        while not stop.is_set():
-            operator.resync()
-            stop.wait(RESYNC_SECONDS)
-
-    threading.Thread(target=resync, name="resync", daemon=True).start()
+    threading.Thread(
+        target=_resync, args=(operator, opts, stop), name="resync", daemon=True
+    ).start()
+    if opts.relay_service and opts.operator_namespace and opts.notify_address is None:
+        _watch_relay_service(operator, opts, stop)
 
 
-def _listen_address(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
+def _resync(operator: Controller, opts: OperatorOptions, stop: threading.Event) -> None:
+    """Level-triggered catch-up: every server at once (whatever changed while no operator
+    ran), then every `resync_seconds`; in between, the servers waiting for a Secret."""
+    last_full = -float("inf")
+    while not stop.is_set():
+        full = time.monotonic() - last_full >= opts.resync_seconds
+        if full:
+            last_full = time.monotonic()
+        try:
+            operator.resync(full)
+        except Exception:  # the next round tries again; one failure must not end resyncs
+            log.exception("resync failed")
+        stop.wait(min(opts.secret_retry_seconds, opts.resync_seconds))
+
+
+def _watch_relay_service(
+    operator: Controller, opts: OperatorOptions, stop: threading.Event
+) -> ObjectWatch:
+    """Follow the relay Service (its ClusterIP, its load balancer's ingress) into status."""
+    assert opts.relay_service and opts.operator_namespace
+    core = kubernetes.client.CoreV1Api(new_api_client(opts.kubeconfig))
+
+    def changed() -> None:
+        services = watch.items()
+        operator.set_notify_address(notify_address(services[0] if services else None))
+
+    watch = ObjectWatch(
+        f"service {opts.relay_service}",
+        core.list_namespaced_service,
+        {
+            "namespace": opts.operator_namespace,
+            "field_selector": f"metadata.name={opts.relay_service}",
+        },
+        changed,
+        stop,
+    )
+    watch.start()
+    return watch
 
 
 @kopf.on.startup()
 async def start_dns(memo: kopf.Memo, **_: Any) -> None:
-    """The serial monitor in kopf's event loop; the NOTIFY relay in a thread of its own.
-
-    The relay parses whatever anyone sends it: in its own event loop, a flood of
-    it never delays a reconcile or a status write (docs/notify-relay.md).
-    """
+    """The serial monitor in kopf's event loop; the listener for the relay's NOTIFYs."""
     operator = controller(memo)
+    opts = options(memo)
     monitor = SerialMonitor(
         operator.monitored_zones,
         operator.zone_status,
         None,
-        steady_interval=float(os.environ.get("SDNS_PROBE_SECONDS", "10")),
+        steady_interval=opts.probe_seconds,
         # Off only to measure the refresh timer alone (bench/propagation.py).
-        repair=os.environ.get("SDNS_REPAIR", "on") != "off",
+        repair=opts.repair,
     )
+    wakeup: NotifyListener | None = None
+    if opts.wakeup_listen:
+        # A NOTIFY the relay accepted means a new serial of that zone is on its way:
+        # probe it (only it) fast, and once more when the relay's fan-out was
+        # acknowledged (it forwards that too, with the serial).
+        wakeup = NotifyListener(on_notify=monitor.notified)
+        listen_host, _colon, listen_port = opts.wakeup_listen.rpartition(":")
+        await wakeup.start(listen_host.strip("[]") or "0.0.0.0", int(listen_port))
+        monitor.wakeup = wakeup
+    memo["wakeup"] = wakeup
     operator.on_change = monitor.poke
-    relay: RelayThread | None = None
-    listen = os.environ.get("SDNS_RELAY_LISTEN", "0.0.0.0:5353")
-    if listen != "off":
-        # A NOTIFY means a new serial of that zone is on its way: probe it (only it)
-        # fast, and once more the moment the replicas acknowledged the fan-out.
-        # notified() is thread-safe: the relay calls it from its own thread.
-        relay = RelayThread(
-            NotifyRelay(
-                on_notify=lambda route: monitor.notified(route.ref),
-                on_fanned_out=lambda route, serial: monitor.notified(route.ref, serial),
-            )
-        )
-        host, port = _listen_address(listen)
-        await asyncio.to_thread(relay.start, host, port)
-        log.info("NOTIFY relay listening on %s:%d", host, relay.relay.bound_port)
-        monitor.relay = relay.relay
-    memo["relay"] = relay
     memo["tasks"] = [asyncio.create_task(monitor.run(), name="serial-monitor")]
 
 
@@ -149,16 +218,6 @@ async def stop_dns(memo: kopf.Memo, **_: Any) -> None:
     stop = memo.get("stop")
     if isinstance(stop, threading.Event):
         stop.set()
-    relay = memo.get("relay")
-    if isinstance(relay, RelayThread):
-        await asyncio.to_thread(relay.stop)
-
-
-def _referenced_secret(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> bool:
-    return bool(namespace and name) and controller(memo).uses_secret(str(namespace), str(name))
-
-
-@kopf.on.event("", "v1", "secrets", labels={LABEL_SERVER: kopf.ABSENT}, when=_referenced_secret)
-def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    # A TSIG key appeared, changed or went away: the servers using it re-render.
-    controller(memo).secret_changed(str(namespace), name)
+    wakeup = memo.get("wakeup")
+    if isinstance(wakeup, NotifyListener):
+        await wakeup.stop()

@@ -53,7 +53,14 @@ from secondary_dns.render.engine import (
     secret_refs,
 )
 from secondary_dns.render.inputs import key_lookup
+from secondary_dns.render.relay import build_relay_plan_secret, relay_plan
 from secondary_dns.render.shards import ConfigBuilder
+
+# On the relay plan Secrets, which have no owner to be garbage-collected with.
+RELAY_PLAN_LABELS = {
+    "app.kubernetes.io/managed-by": "secondary-dns-operator",
+    "app.kubernetes.io/part-of": "secondary-dns",
+}
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +115,7 @@ class ServerReconciler:
         refused_primary_networks: tuple[IPNetwork, ...] = (),
         default_image: str | None = None,
         operator_namespace: str | None = None,
+        relay_plans_namespace: str | None = None,
     ) -> None:
         self.cluster = cluster
         # Where the operator's pods run: they may reach the agents' port (NetworkPolicy).
@@ -120,6 +128,9 @@ class ServerReconciler:
         self.status = status
         # Called when what a server serves changed (the serial monitor looks now).
         self.on_change = on_change
+        # Where the NOTIFY relay reads its plans (the operator's namespace); None:
+        # no relay Deployment to feed (a developer's operator without the chart).
+        self.relay_plans_namespace = relay_plans_namespace
         self.models: dict[ObjectRef, ServerModel] = {}
 
     def forget(self, ref: ObjectRef) -> None:
@@ -359,6 +370,11 @@ class ServerReconciler:
             )
             created = first and self.cluster.live(statefulset) is None
             self.cluster.apply(statefulset)
+            if self.relay_plans_namespace:
+                plan = relay_plan(identity.ref, rendered.plan, relay_key)
+                self.cluster.apply(
+                    build_relay_plan_secret(plan, self.relay_plans_namespace, RELAY_PLAN_LABELS)
+                )
         except ApiException as error:
             message = f"applying children failed: {error.status} {error.reason}: {error.body}"
             log.warning("%s: %s", identity.ref, message)

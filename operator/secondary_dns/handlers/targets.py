@@ -1,34 +1,22 @@
-"""What the serial monitor probes and the NOTIFY relay routes, from the published plans.
+"""What the serial monitor probes, from the servers' published states.
 
 Everything here is derived from the servers' `ServerState`s, that is from the
 same ZonePlan that produced their configuration and NetworkPolicy: a Zone the
-planner left out is neither probed nor relayed.
+planner left out is neither probed nor relayed. The routes made of these
+zones (the relay's, the wakeup listener's) are in `secondary_dns/routes.py`,
+which the relay Deployment shares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 
-import dns.name
-
-from secondary_dns.api import IPNetwork, ObjectRef, TsigKey
+from secondary_dns.api import ObjectRef, TsigKey
 from secondary_dns.api.soa import ProbeTarget
-from secondary_dns.dns.relay import RelayRoute
 from secondary_dns.handlers.state import ServerState
+from secondary_dns.routes import MonitoredZone
 from secondary_dns.status.serial import ReplicaTarget
-
-
-@dataclass(frozen=True)
-class MonitoredZone:
-    ref: ObjectRef
-    name: dns.name.Name
-    primaries: tuple[ProbeTarget, ...]
-    primary_keys: tuple[TsigKey, ...] = field(repr=False)
-    # Where a NOTIFY for this zone may come from: its primaries and notify.allowFrom.
-    notify_sources: tuple[IPNetwork, ...]
-    # Every replica of every server that serves the zone, with that server's relay key.
-    replicas: tuple[tuple[ReplicaTarget, TsigKey], ...] = field(repr=False)
 
 
 def monitored_zones(states: Mapping[ObjectRef, ServerState]) -> list[MonitoredZone]:
@@ -70,21 +58,3 @@ def _replicas(
         )
         for name in state.replica_names()
     )
-
-
-def relay_routes(zones: Iterable[MonitoredZone]) -> list[RelayRoute]:
-    """One route per Zone object: two tenants serving one zone name never share one."""
-    return [
-        RelayRoute(
-            ref=zone.ref,
-            zone=zone.name,
-            allowed_sources=zone.notify_sources,
-            allowed_keys=zone.primary_keys,
-            targets=tuple(
-                (ProbeTarget(target.address, target.port), key)
-                for target, key in zone.replicas
-                if target.address
-            ),
-        )
-        for zone in zones
-    ]

@@ -67,6 +67,9 @@ def _object_path(api_version: str, kind: str, namespace: str, name: str | None =
 @dataclass(frozen=True)
 class KubernetesTransport:
     api_client: kubernetes.client.ApiClient
+    # Off for the leader election's Lease: secondarydns_api_writes_total counts
+    # the writes reconciling makes, which a renewal every 2 s would drown.
+    count_writes: bool = True
     # (connect, read) seconds for every request but a watch.
     timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT)
 
@@ -102,8 +105,9 @@ class KubernetesTransport:
             raise ApiException(
                 status=response.status, reason=response.reason, body=raw.decode(errors="replace")
             )
-        if method != "GET":
+        if method != "GET" and self.count_writes:
             metrics.API_WRITES.labels(method=method).inc()
+            log.debug("API write: %s %s", method, path)
         return json.loads(raw) if raw else None
 
     def watch(

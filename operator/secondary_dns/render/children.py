@@ -780,11 +780,13 @@ def build_agent_rbac(server: ServerIdentity, replicas: int) -> list[dict[str, An
             "metadata": _metadata(server, name, "agent"),
             "rules": [
                 {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+                # get only: granting list/watch would need the operator to hold
+                # list/watch on every Secret (agent/kube.py KeysSecretByName).
                 {
                     "apiGroups": [""],
                     "resources": ["secrets"],
                     "resourceNames": [keys_secret(server)],
-                    "verbs": ["get", "list", "watch"],
+                    "verbs": ["get"],
                 },
                 {
                     "apiGroups": [""],

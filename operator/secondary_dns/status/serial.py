@@ -251,6 +251,10 @@ class SerialEvaluation:
     primaries_disagree: bool
     regressed: bool
     replicas: tuple[ReplicaVerdict, ...]
+    # The SOA refresh and expire of the primary's copy (the last one seen): what
+    # "stale past its refresh" is measured against (metrics, alerts).
+    primary_refresh: int | None = None
+    primary_expire: int | None = None
 
     @property
     def serial_status(self) -> SerialStatus:
@@ -598,6 +602,8 @@ def evaluate(
         primaries_disagree=primary.disagree,
         regressed=regressed,
         replicas=tuple(verdicts),
+        primary_refresh=primary.soa.refresh if primary.soa else None,
+        primary_expire=primary.soa.expire if primary.soa else None,
     )
 
 

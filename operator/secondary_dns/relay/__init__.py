@@ -1,0 +1,1 @@
+"""The NOTIFY relay as its own Deployment: `secondary-dns relay` (docs/notify-relay.md)."""

@@ -1,0 +1,219 @@
+"""What the NOTIFY relay needs of one SecondaryServer, from its render plan (pure).
+
+The relay runs as its own Deployment (`secondary-dns relay`, docs/notify-relay.md)
+so that it keeps working while the operator's leader is replaced. It must not
+render anything itself: that would need every Zone's TSIG Secrets, in every
+namespace. So the operator derives, from the same ZonePlan that produced a
+server's configuration and NetworkPolicy, a `RelayPlan`: for each zone served,
+who may notify (the primaries' addresses and keys) and the server's relay key.
+It publishes that as one Secret per server in its own namespace
+(`build_relay_plan_secret`), and the relay reads those Secrets and nothing else
+secret; it takes the replicas' addresses from its own watch of their Pods. A
+Zone the planner left out reaches no relay plan.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import dns.name
+
+from secondary_dns.api import IPNetwork, ObjectRef, TsigKey
+from secondary_dns.render.engine import ZonePlan
+
+# The label the relay selects its Secrets by, in the operator's namespace.
+LABEL_RELAY_PLAN = "secondarydns.io/relay-plan"
+# Which SecondaryServer a relay plan belongs to (Secrets cannot be owned across
+# namespaces, so the operator deletes them itself when the server goes away).
+ANNOTATION_SERVER = "secondarydns.io/server"
+PLAN_DATA_KEY = "plan.json"
+# On the operator's Lease, written by its holder: where the relay forwards the
+# NOTIFYs it accepts (HOST:PORT), so the leader's serial monitor probes fast.
+ANNOTATION_WAKEUP_ADDRESS = "secondarydns.io/wakeup-address"
+PLAN_VERSION = 1
+DNS_PORT = 53
+
+
+@dataclass(frozen=True)
+class RelayZone:
+    ref: ObjectRef
+    zone: dns.name.Name
+    # The zone's primaries as /32 or /128, plus spec.notify.allowFrom.
+    notify_sources: tuple[IPNetwork, ...]
+    # A NOTIFY signed with one of these is accepted from any address.
+    primary_keys: tuple[TsigKey, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RelayPlan:
+    """One SecondaryServer's zones as the relay routes them."""
+
+    server: ObjectRef
+    # The key the relay signs its NOTIFYs to this server's replicas with.
+    relay_key: TsigKey = field(repr=False)
+    zones: tuple[RelayZone, ...]
+    # The port the replicas serve DNS on.
+    port: int = DNS_PORT
+
+
+def relay_plan(server: ObjectRef, plan: ZonePlan, relay_key: TsigKey) -> RelayPlan:
+    return RelayPlan(
+        server=server,
+        relay_key=relay_key,
+        zones=tuple(
+            RelayZone(
+                ref=planned.ref,
+                zone=planned.zone,
+                notify_sources=planned.notify_sources,
+                primary_keys=tuple(
+                    plan.key(p.key_name) for p in planned.primaries if p.key_name is not None
+                ),
+            )
+            for planned in sorted(plan.zones, key=lambda z: z.ref)
+        ),
+    )
+
+
+def relay_plan_secret_name(server: ObjectRef) -> str:
+    """A DNS subdomain of at most 63 characters, unique per server, readable enough."""
+    digest = hashlib.sha256(f"{server.namespace}/{server.name}".encode()).hexdigest()[:10]
+    return f"relay-plan-{server.name[:40]}-{digest}"
+
+
+def _key_document(key: TsigKey) -> dict[str, str]:
+    return {
+        "name": key.name.to_text(),
+        "algorithm": key.algorithm.to_text(),
+        "secret": key.secret_base64,
+    }
+
+
+def relay_plan_document(plan: RelayPlan) -> str:
+    """The plan as sorted JSON: identical plans give identical Secrets (no write)."""
+    document = {
+        "version": PLAN_VERSION,
+        "server": {"namespace": plan.server.namespace, "name": plan.server.name},
+        "port": plan.port,
+        "relayKey": _key_document(plan.relay_key),
+        "zones": [
+            {
+                "namespace": zone.ref.namespace,
+                "name": zone.ref.name,
+                "zone": zone.zone.to_text(),
+                "notifySources": [str(network) for network in zone.notify_sources],
+                "primaryKeys": [_key_document(key) for key in zone.primary_keys],
+            }
+            for zone in plan.zones
+        ],
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def build_relay_plan_secret(
+    plan: RelayPlan, namespace: str, labels: Mapping[str, str]
+) -> dict[str, Any]:
+    """The Secret, in the operator's namespace, the relay reads the plan from."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": relay_plan_secret_name(plan.server),
+            "namespace": namespace,
+            "labels": {**labels, LABEL_RELAY_PLAN: "true"},
+            "annotations": {ANNOTATION_SERVER: f"{plan.server.namespace}/{plan.server.name}"},
+        },
+        "type": "Opaque",
+        "data": {
+            PLAN_DATA_KEY: base64.b64encode(relay_plan_document(plan).encode()).decode("ascii")
+        },
+    }
+
+
+def secret_server(secret: Mapping[str, Any]) -> ObjectRef | None:
+    """The server a relay plan Secret belongs to, from its annotation."""
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    namespace, _, name = str(annotations.get(ANNOTATION_SERVER, "")).partition("/")
+    return ObjectRef(namespace, name) if namespace and name else None
+
+
+class RelayPlanError(ValueError):
+    """A relay plan Secret that cannot be read (written by another version, or by hand)."""
+
+
+def _parse_key(document: Any) -> TsigKey:
+    return TsigKey(
+        name=dns.name.from_text(str(document["name"])),
+        algorithm=dns.name.from_text(str(document["algorithm"])),
+        secret=base64.b64decode(str(document["secret"]), validate=True),
+    )
+
+
+def parse_relay_plan_secret(secret: Mapping[str, Any]) -> RelayPlan:
+    """The plan in a Secret built by build_relay_plan_secret, or RelayPlanError."""
+    name = (secret.get("metadata") or {}).get("name", "?")
+    try:
+        encoded = (secret.get("data") or {})[PLAN_DATA_KEY]
+        document = json.loads(base64.b64decode(encoded, validate=True))
+        if document.get("version") != PLAN_VERSION:
+            raise RelayPlanError(f"Secret {name}: plan version {document.get('version')!r}")
+        return RelayPlan(
+            server=ObjectRef(document["server"]["namespace"], document["server"]["name"]),
+            relay_key=_parse_key(document["relayKey"]),
+            port=int(document["port"]),
+            zones=tuple(
+                RelayZone(
+                    ref=ObjectRef(zone["namespace"], zone["name"]),
+                    zone=dns.name.from_text(zone["zone"]),
+                    notify_sources=tuple(
+                        ipaddress.ip_network(text) for text in zone["notifySources"]
+                    ),
+                    primary_keys=tuple(_parse_key(key) for key in zone["primaryKeys"]),
+                )
+                for zone in document["zones"]
+            ),
+        )
+    except RelayPlanError:
+        raise
+    except Exception as error:  # anything unreadable: the relay skips this one Secret
+        raise RelayPlanError(f"Secret {name}: {type(error).__name__}: {error}") from None
+
+
+# ---- the address primaries notify ---------------------------------------------------
+
+
+def notify_address(service: Mapping[str, Any] | None) -> str | None:
+    """The relay Service's address for primaries, as `status.notifyAddress` shows it.
+
+    A LoadBalancer's ingress (what primaries outside the cluster reach) once the
+    load balancer has one, else the ClusterIP; `ADDRESS` when the Service's DNS
+    port is 53, `ADDRESS:PORT` (IPv6 `[ADDRESS]:PORT`) otherwise. None while the
+    Service does not exist or has no address yet.
+    """
+    if not service:
+        return None
+    spec = service.get("spec") or {}
+    address: str | None = None
+    if spec.get("type") == "LoadBalancer":
+        for ingress in ((service.get("status") or {}).get("loadBalancer") or {}).get(
+            "ingress"
+        ) or []:
+            address = ingress.get("ip") or ingress.get("hostname")
+            if address:
+                break
+    if not address:
+        cluster_ip = spec.get("clusterIP")
+        address = cluster_ip if cluster_ip and cluster_ip != "None" else None
+    if not address:
+        return None
+    ports = spec.get("ports") or []
+    udp = [p for p in ports if (p.get("protocol") or "TCP") == "UDP"] or ports
+    port = int(udp[0].get("port", DNS_PORT)) if udp else DNS_PORT
+    if port == DNS_PORT:
+        return str(address)
+    return f"[{address}]:{port}" if ":" in str(address) else f"{address}:{port}"
