@@ -131,6 +131,15 @@ async def start_watches(memo: kopf.Memo, **_: Any) -> None:
     while not await asyncio.to_thread(operator.cluster.cache.wait_synced, 1.0):
         log.info("waiting for the watch caches to list everything")
     await asyncio.to_thread(operator.sweep_relay_plans)
+    if opts.relay_service and opts.operator_namespace and opts.notify_address is None:
+        # The NOTIFY address before the first reconcile: a status written without it
+        # and again with it would be two writes a restart has no reason to make.
+        relay_service = _watch_relay_service(operator, opts, stop)
+        log.info("reading the relay Service %s", opts.relay_service)
+        while not relay_service.synced:
+            await asyncio.sleep(0.1)
+        # Its listing's callback may still be running: the same (idempotent) update here.
+        _relay_service_changed(operator, relay_service)
     for index in range(opts.workers):
         threading.Thread(
             target=operator.run_worker, args=(stop,), name=f"worker-{index}", daemon=True
@@ -138,8 +147,6 @@ async def start_watches(memo: kopf.Memo, **_: Any) -> None:
     threading.Thread(
         target=_resync, args=(operator, opts, stop), name="resync", daemon=True
     ).start()
-    if opts.relay_service and opts.operator_namespace and opts.notify_address is None:
-        _watch_relay_service(operator, opts, stop)
 
 
 def _resync(operator: Controller, opts: OperatorOptions, stop: threading.Event) -> None:
@@ -164,10 +171,6 @@ def _watch_relay_service(
     assert opts.relay_service and opts.operator_namespace
     core = kubernetes.client.CoreV1Api(new_api_client(opts.kubeconfig))
 
-    def changed() -> None:
-        services = watch.items()
-        operator.set_notify_address(notify_address(services[0] if services else None))
-
     watch = ObjectWatch(
         f"service {opts.relay_service}",
         core.list_namespaced_service,
@@ -175,11 +178,16 @@ def _watch_relay_service(
             "namespace": opts.operator_namespace,
             "field_selector": f"metadata.name={opts.relay_service}",
         },
-        changed,
+        lambda: _relay_service_changed(operator, watch),
         stop,
     )
     watch.start()
     return watch
+
+
+def _relay_service_changed(operator: Controller, watch: ObjectWatch) -> None:
+    services = watch.items()
+    operator.set_notify_address(notify_address(services[0] if services else None))
 
 
 @kopf.on.startup()
