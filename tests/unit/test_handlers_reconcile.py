@@ -218,6 +218,42 @@ def test_nothing_is_written_when_nothing_changed_also_after_a_restart(
     assert not [event for event in restarted.events if event[3] == "Created"]
 
 
+def test_a_new_leader_listing_zones_before_their_servers_writes_no_zone_status(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """A Zone seen before its server must not look served by none for a moment:
+    ConfigValid would flap False and back (a takeover or restart, issue 12)."""
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    versions, writes = api.versions(), len(api.writes)
+
+    restarted = start_operator(api)
+    restarted.controller.listing = True  # as handlers/operator.py starts the caches
+    # The Zones' cache lists first, then every other one.
+    zones_first = sorted(restarted.informers, key=lambda i: i.resource.kind != "Zone")
+    for informer in zones_first:
+        informer.watch_once()
+    restarted.controller.caches_synced()
+    restarted.controller.drain()
+    restarted.resync()
+    assert api.writes[writes:] == []
+    assert api.versions() == versions
+    assert condition(zone(api), "ConfigValid")["status"] == "True"
+
+
+def test_caches_synced_gives_a_zone_served_by_no_server_its_status(api: FakeApiServer) -> None:
+    api.apply(zone_manifest("orphan", "orphan.example.", servers=["nowhere"]))
+    fresh = start_operator(api)
+    fresh.controller.listing = True
+    fresh.sync_caches()
+    fresh.controller.drain()
+    assert (zone(api, "orphan") or {}).get("status") is None  # nothing decided while listing
+    fresh.controller.caches_synced()
+    fresh.controller.drain()
+    assert condition(zone(api, "orphan"), "ConfigValid")["status"] == "False"
+
+
 def test_status_is_written_only_when_it_changes(api: FakeApiServer, operator: Operator) -> None:
     operator.reconcile_server("edge")
     status_writes = [path for _, path in api.writes if path.endswith("/status")]

@@ -38,6 +38,7 @@ from secondary_dns.handlers.state import ServerState, ServerStates
 from secondary_dns.handlers.targets import monitored_zones
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
 from secondary_dns.handlers.zones import ZoneObserver
+from secondary_dns.k8s import resources
 from secondary_dns.k8s.api import Cluster
 from secondary_dns.k8s.informer import DELETED
 from secondary_dns.render.relay import relay_plan_secret_name, secret_server
@@ -129,6 +130,9 @@ class Controller:
         self.queue = queue if queue is not None else WorkQueue()
         # Called when what is served changed (the serial monitor probes fast then).
         self.on_change: Callable[[], None] = lambda: None
+        # True while the watch caches make their first lists (handlers/operator.py):
+        # a Zone listed before its servers would look served by none.
+        self.listing = False
         # Failed keys: how long the next retry waits.
         self._retry: dict[Hashable, float] = {}
         self._guard = threading.Lock()
@@ -149,7 +153,8 @@ class Controller:
         self, event: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
     ) -> None:
         ref = _declared_ref(event, old, new)
-        if ref is None:
+        if ref is None or self.listing:
+            # While listing: `caches_synced` looks at every Zone once all is listed.
             return
         servers = self.zones.servers_of(ref, [zone for zone in (old, new) if zone is not None])
         for server in servers:
@@ -178,6 +183,20 @@ class Controller:
         else:
             # Our own writes are kept by the cache without an event: this is someone else's.
             self.queue.add(ref, ServerWork(children=True))
+
+    def caches_synced(self) -> None:
+        """Every watch cache has listed: the Zones served by no server get their status.
+
+        The Zones of the servers are the resync's (every server, at once). Deciding
+        while the caches were still listing could find a Zone before its server and
+        write `ConfigValid=False` (served by no server) for a moment: a new leader or
+        a restart would then flap Zones' status.
+        """
+        self.listing = False
+        for zone in self.cluster.cache.all_items(resources.ZONES):
+            ref = ObjectRef.of(zone)
+            if not self.zones.servers_of(ref, [zone]):
+                self.queue.add(ZoneKey(ref), ZoneWork())
 
     def resync(self, full: bool = True) -> None:
         """Level-triggered catch-up, called by the resync thread (handlers/operator.py).

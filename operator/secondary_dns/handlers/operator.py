@@ -127,9 +127,11 @@ async def start_watches(memo: kopf.Memo, **_: Any) -> None:
     opts = options(memo)
     stop = threading.Event()
     memo["stop"] = stop
+    operator.listing = True
     operator.cluster.cache.start(stop)
     while not await asyncio.to_thread(operator.cluster.cache.wait_synced, 1.0):
         log.info("waiting for the watch caches to list everything")
+    operator.caches_synced()
     await asyncio.to_thread(operator.sweep_relay_plans)
     if opts.relay_service and opts.operator_namespace and opts.notify_address is None:
         # The NOTIFY address before the first reconcile: a status written without it
