@@ -147,6 +147,10 @@ WHY: dict[tuple[str, str, str], str] = {
     ("operator", "ClusterRole", "rbac.authorization.k8s.io/rolebindings"): (
         "bind the agent's Role to its ServiceAccount; list, watch: the children's watch cache"
     ),
+    ("operator", "Role:default", "discovery.k8s.io/endpointslices"): (
+        "the API server's own addresses (the `kubernetes` Service's EndpointSlices), the "
+        "only egress each server's NetworkPolicy gives the agents besides the primaries"
+    ),
     ("operator", "Role", "coordination.k8s.io/leases"): (
         "leader election: create the Lease once, then get and update only it"
     ),
@@ -171,6 +175,13 @@ def _component(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"]["labels"]["app.kubernetes.io/component"])
 
 
+def _scope(obj: Mapping[str, Any]) -> str:
+    """ClusterRole, Role (the release namespace) or Role:NS for a Role in another one."""
+    if obj["kind"] == "Role" and obj["metadata"].get("name", "").endswith("-api-endpoints"):
+        return f"Role:{obj['metadata']['namespace']}"
+    return str(obj["kind"])
+
+
 def rbac_rows(objects: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str, str, str]]:
     """(who, scope, resource, verbs, resourceNames) per resource of every rule."""
     rows = []
@@ -183,7 +194,7 @@ def rbac_rows(objects: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str,
                     rows.append(
                         (
                             _component(obj),
-                            obj["kind"],
+                            _scope(obj),
                             f"{group}/{resource}" if group else resource,
                             ", ".join(rule["verbs"]),
                             ", ".join(rule.get("resourceNames", [])),
@@ -198,7 +209,9 @@ def rbac_table(objects: Iterable[Mapping[str, Any]]) -> str:
         "|---|---|---|---|---|",
     ]
     for who, scope, resource, verbs, names in rbac_rows(objects):
-        where = "cluster" if scope == "ClusterRole" else "release namespace"
+        where = {"ClusterRole": "cluster", "Role": "release namespace"}.get(
+            scope, f"namespace `{scope.partition(':')[2]}`"
+        )
         only = " (only the operator's Lease)" if names else ""
         why = WHY.get((who, scope, resource), "UNEXPLAINED")
         lines.append(f"| {who} | {where} | `{resource}` | {verbs}{only} | {why} |")
