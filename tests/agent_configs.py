@@ -128,7 +128,16 @@ def render_bundle(
             "apiVersion": API_VERSION,
             "kind": "SecondaryServer",
             "metadata": {"name": SERVER, "namespace": NAMESPACE},
-            "spec": {"replicas": 3, "engine": {"type": engine}},
+            "spec": {
+                "replicas": 3,
+                "engine": {"type": engine},
+                # No response rate limit in the agent harness: its pollers and the
+                # serial monitor under test query from one /24 and share one
+                # budget (and one error budget while 40 zones load), which starved
+                # them in a test of the monitor. The limit has its own tests
+                # (tests/dataplane/test_public_defaults.py).
+                "limits": {"responsesPerSecond": 0},
+            },
         }
     )
     parsed = []
