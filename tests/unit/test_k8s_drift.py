@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from fractions import Fraction
 from typing import Any
 
 import kubernetes
 import pytest
 
 from secondary_dns.api import ObjectRef, parse_secondary_server
+from secondary_dns.api.quantity import value as quantity
 from secondary_dns.k8s.api import KubernetesTransport
-from secondary_dns.k8s.drift import matches, quantity
+from secondary_dns.k8s.drift import matches
 from secondary_dns.render import children
 from tests.handlers_harness import server_manifest
 
@@ -92,6 +94,8 @@ def test_quantities_compare_by_value() -> None:
     assert quantity("1Gi") == quantity(str(2**30))
     assert quantity("1e3") == quantity("1k")
     assert quantity("abc") is None and quantity(True) is None
+    assert quantity("1e1.5") is None and quantity("Mi") is None and quantity(".") is None
+    assert quantity("100m") == Fraction(1, 10) and quantity("1.5Ki") == 1536
     desired = {"kind": "Pod", "spec": {"cpu": "0.5", "on": True}}
     assert matches(desired, {"spec": {"cpu": "500m", "on": True}})
     assert not matches(desired, {"spec": {"cpu": "500m", "on": "true"}})

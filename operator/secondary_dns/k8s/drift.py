@@ -26,50 +26,12 @@ Quantities compare by value ("0.5" CPU is stored as "500m"), and a Secret's
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-_QUANTITY = re.compile(
-    r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
-    r"(?:(?P<exponent>[eE][+-]?[0-9]+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)$"
-)
-_SUFFIXES = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
+from secondary_dns.api import quantity
+
 _WHOLE_DATA_KINDS = ("ConfigMap", "Secret")
-
-
-def quantity(value: object) -> Decimal | None:
-    """A Kubernetes resource quantity's value, None when `value` is not one."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    match = _QUANTITY.match(str(value))
-    if match is None:
-        return None
-    try:
-        number = Decimal(match["number"])
-        if match["exponent"]:
-            number *= Decimal(10) ** int(match["exponent"][1:])
-        return number * _SUFFIXES[match["suffix"] or ""]
-    except (InvalidOperation, ValueError):
-        return None
 
 
 def _same_scalar(desired: object, live: object) -> bool:
@@ -77,7 +39,7 @@ def _same_scalar(desired: object, live: object) -> bool:
         return True
     if isinstance(desired, bool) or isinstance(live, bool):
         return False
-    wanted, found = quantity(desired), quantity(live)
+    wanted, found = quantity.value(desired), quantity.value(live)
     return wanted is not None and wanted == found
 
 
