@@ -188,6 +188,54 @@ def test_the_first_failing_rule_decides_ready(
     assert verdict.message
 
 
+# The rules whose failure passes by itself (work under way): Reconciling=True.
+PROGRESS = {"rollout_in_progress", "not_synced", "awaiting_serials"}
+CONFIG = {
+    "spec_invalid",
+    "server_not_found",
+    "no_servers_selected",
+    "rejected_by_a_server",
+    "engine_rejected_config",
+}
+
+
+@pytest.mark.parametrize(
+    ("rule", "config", "serial", "status", "reason"), CHAIN, ids=[case[0] for case in CHAIN]
+)
+def test_stalled_and_reconciling_follow_kstatus_conventions(
+    rule: str, config: ZoneConfig, serial: SerialStatus | None, status: str, reason: str
+) -> None:
+    """Every configuration fault is Stalled (kstatus Failed) with Ready's reason and
+    message; work under way is Reconciling (InProgress); faults outside the
+    configuration (the primary, the serials) are neither: Ready=False says it."""
+    result = zone_status({}, config, serial, NOW)
+    stalled, reconciling, ready_ = (
+        _cond(result, "Stalled"),
+        _cond(result, "Reconciling"),
+        _cond(result, "Ready"),
+    )
+    assert (stalled["status"] == TRUE) == (rule in CONFIG)
+    assert (reconciling["status"] == TRUE) == (rule in PROGRESS)
+    if rule in CONFIG:
+        assert (stalled["reason"], stalled["message"]) == (ready_["reason"], ready_["message"])
+    if rule in PROGRESS:
+        assert (reconciling["reason"], reconciling["message"]) == (
+            ready_["reason"],
+            ready_["message"],
+        )
+    # Every reason is one of ours, never a generic one.
+    assert reconciling["reason"] == ready_["reason"]
+
+
+def test_a_ready_zone_is_neither_stalled_nor_reconciling() -> None:
+    result = zone_status({}, _config(), _serial(), NOW)
+    assert [_cond(result, t)["status"] for t in ("Ready", "Stalled", "Reconciling")] == [
+        TRUE,
+        FALSE,
+        FALSE,
+    ]
+
+
 def test_ready_when_every_rule_passes_with_synced_s_message() -> None:
     verdict = ready(ReadyInputs(_config(), _serial()))
     assert (verdict.status, verdict.reason) == (TRUE, conditions.IN_SYNC)
@@ -222,7 +270,12 @@ def test_zone_conditions_explain_themselves() -> None:
     missing = zone_status({}, _config(missing_servers=("nosuch",)), None, NOW)
     assert _cond(missing, "ConfigValid")["reason"] == "ServerNotFound"
     assert "nosuch" in _cond(missing, "ConfigValid")["message"]
-    assert _cond(missing, "Stalled")["status"] == "False"
+    # Stalled too: it needs someone to act (kstatus: Failed, so Flux fails at once).
+    assert (_cond(missing, "Stalled")["status"], _cond(missing, "Stalled")["reason"]) == (
+        "True",
+        "ServerNotFound",
+    )
+    assert _cond(missing, "Stalled")["message"] == _cond(missing, "ConfigValid")["message"]
 
     error = SpecError("spec.zone", "bad: use a.example")
     invalid = zone_status({"zone": "old."}, _config(zone_name=None, spec_error=error), None, NOW)

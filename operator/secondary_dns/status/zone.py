@@ -273,8 +273,39 @@ def ready(inputs: ReadyInputs) -> Condition:
     return Condition(conditions.READY, TRUE, conditions.IN_SYNC, synced.message if synced else "")
 
 
+# What Ready waits for while it is False for a reason that passes by itself:
+# the rollout, the first probes, a transfer. Reconciling=True then, so GitOps
+# tools show progress; anything else is a fault for someone to look at.
+PROGRESS_RULES: tuple[Rule, ...] = (rollout_in_progress, not_synced, awaiting_serials)
+
+
+def reconciling(inputs: ReadyInputs) -> Condition:
+    """Reconciling=True while Ready is False (or Unknown) only because work is under way."""
+    for rule in READY_RULES:
+        failure = rule(inputs)
+        if failure is None:
+            continue
+        if rule in PROGRESS_RULES:
+            return Condition(conditions.RECONCILING, TRUE, failure.reason, failure.message)
+        return Condition(
+            conditions.RECONCILING,
+            FALSE,
+            failure.reason,
+            "nothing is under way that would make this Zone Ready by itself; Ready says why",
+        )
+    return Condition(conditions.RECONCILING, FALSE, conditions.IN_SYNC, "every replica in sync")
+
+
 def config_verdicts(config: ZoneConfig) -> tuple[Condition, Condition]:
-    """ConfigValid and Stalled: Stalled only for a spec the operator cannot act on."""
+    """ConfigValid and Stalled: Stalled for every configuration the operator cannot serve.
+
+    A missing or bad TSIG Secret, an unknown server, a conflict, a refused primary
+    or a configuration the engine rejects need someone to change something, as an
+    invalid spec does: kstatus reads Stalled=True as Failed, so Flux's health check
+    fails at once naming the Zone (instead of waiting for its timeout) and Argo CD
+    shows Degraded. Stalled goes back to False by itself once the cause is fixed
+    (the Secret created, the server applied): the operator looks again.
+    """
     failure = first_failure(CONFIG_RULES, ReadyInputs(config, None))
     if failure is None:
         limited = [v for v in config.verdicts if v.limitations]
@@ -298,15 +329,9 @@ def config_verdicts(config: ZoneConfig) -> tuple[Condition, Condition]:
                 conditions.STALLED, FALSE, conditions.RENDERED, "the operator can act on this Zone"
             ),
         )
-    stalled = failure.reason == conditions.INVALID_SPEC
     return (
         Condition(conditions.CONFIG_VALID, FALSE, failure.reason, failure.message),
-        Condition(
-            conditions.STALLED,
-            TRUE if stalled else FALSE,
-            failure.reason if stalled else conditions.RENDERED,
-            failure.message if stalled else "the operator can act on this Zone",
-        ),
+        Condition(conditions.STALLED, TRUE, failure.reason, failure.message),
     )
 
 
@@ -411,7 +436,8 @@ def zone_status(
     if request is not None:
         status["retransferRequest"] = request
     config_valid, stalled = config_verdicts(config)
-    verdicts = [config_valid, ready(ReadyInputs(config, serial)), stalled]
+    inputs = ReadyInputs(config, serial)
+    verdicts = [config_valid, ready(inputs), stalled, reconciling(inputs)]
     open_condition = transfer_open(config)
     if open_condition is not None:
         verdicts.append(open_condition)
