@@ -177,6 +177,8 @@ class FakeApiServer:
     # (method, path) of every request that changed something, in order.
     writes: list[tuple[str, str]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # The fieldManager of every status patch, in order (None: the request named none).
+    status_managers: list[str | None] = field(default_factory=list)
     # (resourceVersion, event type, key, object) of every change, for watches.
     events: list[tuple[int, str, Key, dict[str, Any]]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
@@ -250,6 +252,7 @@ class FakeApiServer:
         if method == "PATCH" and match["status"]:
             if content_type != "application/merge-patch+json":
                 raise _error(415, "Unsupported Media Type", content_type)
+            self.status_managers.append(params.get("fieldManager"))
             return self._patch_status(key, body, path)
         if method == "PATCH" and content_type == "application/apply-patch+yaml":
             applied = json.loads(body) if isinstance(body, str) else body

@@ -88,6 +88,8 @@ def test_status_is_written_only_when_it_changed() -> None:
     assert cluster.update_status(ZONE_PLURAL, NS, "example", lambda _: {"synced": "0/0"})
     zone = server.get("secondarydns.io/v1alpha1", "Zone", NS, "example")
     assert zone is not None and zone["status"] == {"synced": "0/0"}
+    # Each under the operator's name, as its applies are (managedFields tell it apart).
+    assert server.status_managers == [FIELD_MANAGER, FIELD_MANAGER]
 
 
 def test_status_computed_from_a_stale_copy_is_recomputed_after_a_conflict() -> None:

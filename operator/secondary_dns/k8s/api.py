@@ -329,6 +329,10 @@ class Cluster:
                     "PATCH",
                     self._custom_path(plural, namespace, name) + "/status",
                     body=patch,
+                    # Under the operator's own name in managedFields (else the
+                    # client's user agent, "OpenAPI-Generator"): who wrote what is
+                    # how a GitOps user tells the operator from their controller.
+                    query=[("fieldManager", FIELD_MANAGER)],
                     content_type="application/merge-patch+json",
                 )
             except ApiException as error:
