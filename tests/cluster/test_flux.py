@@ -419,8 +419,8 @@ def our_crds(cluster: LocalCluster) -> None:
             kstatus.IN_PROGRESS,
             "1/3 behind",
         ),
-        # No conditions at all (a Zone the operator has not seen yet): Current.
-        # Flux's wait then passes before the operator has said anything.
+        # Conditions empty at the observed generation: Current. A Zone the
+        # operator has not looked at yet is not this: see the test below.
         ([], 0, kstatus.CURRENT, "Resource is current"),
     ],
     ids=[
@@ -455,3 +455,15 @@ def test_kstatus_of_a_zone_follows_its_conditions(
     assert (result.kind, result.name, result.status) == ("Zone", "example-com", expected)
     if message is not None:
         assert result.message == message
+
+
+@pytest.mark.usefixtures("our_crds")
+def test_a_zone_nobody_has_looked_at_is_in_progress(cluster: LocalCluster, namespace: str) -> None:
+    """The CRD defaults status to observedGeneration 0: Flux's wait cannot pass it
+    before the operator has written a status (no operator runs here)."""
+    _apply(cluster, {**ZONE, "metadata": {"name": "example-com", "namespace": namespace}})
+    stored = _get(cluster, "-n", namespace, "zone", "example-com")
+    assert stored is not None and stored["status"] == {"observedGeneration": 0}
+    [result] = kstatus.of_objects(cluster, "-n", namespace, "zone", "example-com")
+    assert result.status == kstatus.IN_PROGRESS
+    assert result.message == "Zone generation is 1, but latest observed generation is 0"
