@@ -832,8 +832,6 @@ class PodWorker:
                 )
             grace = int(grace - (time.monotonic() - started))
         grace = max(grace, MINIMUM_GRACE_SECONDS)
-        for worker in container.probes.values():
-            worker.stop()
         cid = str(container.record.id)
         self.runner.runc.kill(cid, container.stop_signal)
         deadline = time.monotonic() + grace
@@ -848,6 +846,10 @@ class PodWorker:
                 self._poll(container)
                 if container.running:
                     time.sleep(0.1)
+        # Readiness is probed until the container is gone (below, _kill_all).
+        for worker in container.probes.values():
+            worker.stop()
+        self.wake.set()
 
     def _finish(
         self, container: Container, exit_code: int, signum: int | None, unknown: bool = False
@@ -909,13 +911,31 @@ class PodWorker:
         return text or None
 
     def _kill_all(self, pod: Mapping[str, Any], grace: int) -> None:
-        """Every running container at once (kubelet stops them in parallel)."""
+        """Every running container at once (kubelet stops them in parallel).
+
+        As kubelet's SyncTerminatingPod: liveness and startup probes stop first,
+        readiness is probed on through the preStop hooks and the grace period,
+        and the status follows it meanwhile. A terminating pod that turns
+        unready is no longer a *serving* endpoint, which is what makes
+        kube-proxy drop the UDP conntrack flows still pinned to it
+        (docs/local-cluster.md, "A pod leaving a Service").
+        """
         running = [c for c in self.containers.values() if c.running]
+        for container in running:
+            for kind in (LIVENESS, STARTUP):
+                worker = container.probes.get(kind)
+                if worker is not None:
+                    worker.stop()
         threads = [
             threading.Thread(target=self._kill, args=(pod, c, grace), daemon=True) for c in running
         ]
         for thread in threads:
             thread.start()
+        while any(thread.is_alive() for thread in threads):
+            self.wake.wait(0.5)
+            self.wake.clear()
+            if grace > 0:
+                self._write_status(self.pod)
         for thread in threads:
             thread.join()
 

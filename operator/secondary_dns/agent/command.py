@@ -84,6 +84,16 @@ def add_commands(commands: Any) -> None:
     agent.add_argument("--named-checkconf", default="named-checkconf", metavar="PATH")
     agent.add_argument("--rndc", default="rndc", metavar="PATH")
     agent.add_argument("--knotc", default="knotc", metavar="PATH")
+    agent.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=(
+            "on SIGTERM, answer /readyz 503 (draining) for this long before stopping, so the "
+            "pod leaves its Services while the engine still answers; default: stop at once"
+        ),
+    )
 
     engine = commands.add_parser(
         "engine",
@@ -157,15 +167,36 @@ def run_agent(args: argparse.Namespace) -> int:
         AgentMetrics(engine=args.engine),
         apply_jitter=APPLY_JITTER_SECONDS,
     )
-    server = AgentHTTPServer(
-        args.listen, agent.healthz, agent.readyz, agent.metrics.registry, agent.zones_document
-    )
     stop = threading.Event()
+    draining = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
+    def readyz() -> tuple[bool, str]:
+        # A terminating pod turns unready first: kube-proxy then moves the UDP
+        # flows still pinned to it (conntrack) while its engine still answers;
+        # the engine's preStop outlasts the readiness probe's failure threshold
+        # (render/children.py PRE_STOP_SECONDS, docs/agent.md).
+        if draining.is_set():
+            return False, "draining: the pod is terminating"
+        return agent.readyz()
+
+    server = AgentHTTPServer(
+        args.listen, agent.healthz, readyz, agent.metrics.registry, agent.zones_document
+    )
+
+    def finish() -> None:
         stop.set()
         agent.changed.set()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGTERM and args.drain_seconds > 0 and not draining.is_set():
+            log.info("signal %d: draining for %gs, then stopping", signum, args.drain_seconds)
+            draining.set()
+            timer = threading.Timer(args.drain_seconds, finish)
+            timer.daemon = True
+            timer.start()
+            return
+        log.info("signal %d: stopping", signum)
+        finish()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -89,13 +89,20 @@ PROBE_TIMEOUT_SECONDS = 5
 # so one slow answer on a busy node or the moment of a reload does not take a
 # replica, or every replica reloading the same change, out of the Service.
 # A replica that lost its engine is still out within 6 s.
+READINESS_PERIOD_SECONDS = 2
 READINESS_FAILURE_THRESHOLD = 3
-# A deleted pod keeps answering this long before named gets SIGTERM: the
-# endpoint controller marks it terminating and kube-proxy (or the load
-# balancer) stops sending it queries meanwhile, so no query reaches a stopped
-# engine. kube-proxy's sync takes about a second; load balancers' health
-# checks can take longer (raise it where one sits in front). Within the grace period.
-PRE_STOP_SECONDS = 5
+# A deleted pod keeps answering this long before its engine gets SIGTERM.
+# Meanwhile the agent fails /readyz (--drain-seconds, the same time), kubelet
+# sees READINESS_FAILURE_THRESHOLD failures (at most 6 s), the pod stops being a
+# *serving* endpoint and kube-proxy deletes the UDP conntrack entries still
+# pinned to it (it keeps those of a terminating endpoint that is serving:
+# pkg/proxy/conntrack/cleanup.go). A client that reuses its source port
+# (dnsperf, a forwarder) is moved to another replica then, not when named has
+# stopped: with 5 s here it lost its queries for about 0.5 s (docs/local-cluster.md,
+# "A pod leaving a Service"). 6 s + the EndpointSlice and kube-proxy's sync
+# (about 1 s) + margin; load balancers' health checks can take longer (raise it
+# where one sits in front). Within the grace period.
+PRE_STOP_SECONDS = 10
 TERMINATION_GRACE_SECONDS = 30
 # Bounded pods by default (issue 13, item 10): a node's other tenants must not
 # pay for a hostile primary or a leak. The engine's defaults hold a few zones of
@@ -519,6 +526,8 @@ def build_statefulset(
             str(paths.data_dir),
             "--listen",
             f"0.0.0.0:{AGENT_PORT}",
+            "--drain-seconds",
+            str(PRE_STOP_SECONDS),
         ],
         "env": downward_env,
         "ports": [{"name": "agent", "containerPort": AGENT_PORT, "protocol": "TCP"}],
@@ -526,7 +535,7 @@ def build_statefulset(
         # a fresh replica never gets queries for zones it does not have yet.
         "readinessProbe": {
             "httpGet": {"path": READYZ_PATH, "port": "agent"},
-            "periodSeconds": 2,
+            "periodSeconds": READINESS_PERIOD_SECONDS,
             "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "failureThreshold": READINESS_FAILURE_THRESHOLD,
         },
