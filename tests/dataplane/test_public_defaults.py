@@ -6,14 +6,19 @@ rendered with the defaults and with rate limiting turned off.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rdatatype
 
+from secondary_dns.api.soa import ProbeTarget
+from secondary_dns.dns.probe import probe_soa
 from tests.dataplane.engines import Engine
 from tests.dataplane.rendered import ZONE, ExampleSecondary, server_manifest
 
@@ -90,3 +95,44 @@ def test_any_is_answered_with_one_rrset(
     ]
     print(f"{engine.name} ANY: flags {dns.flags.to_text(response.flags)}, {rrsets}")
     assert len(rrsets) <= 1
+
+
+def test_the_operators_probes_are_answered_while_its_network_is_rate_limited(
+    example_secondary: ExampleSecondary, engine: Engine
+) -> None:
+    """Clients in the operator's /24 (pods of its node) ask the zone's SOA past the rate.
+
+    The serial monitor asks each replica once (attempts=1, monitor.py); a UDP
+    answer dropped by response rate limiting would read as a replica that does
+    not answer, and a spot check would distrust it. The probe asks again over
+    TCP, which the limit never applies to.
+    """
+    secondary = example_secondary(engine=engine.name)
+    process = secondary.process
+    serial = process.serial(dns.name.from_text(ZONE))
+    stop = threading.Event()
+
+    def flood() -> None:
+        # Same source address as the probes (both ask from this namespace).
+        query = dns.message.make_query(ZONE, "SOA")
+        query.flags &= ~dns.flags.RD
+        wire = query.to_wire()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            while not stop.is_set():
+                sock.sendto(wire, (process.address, process.port))
+                stop.wait(0.005)  # about 200 a second, 10 times the default rate
+
+    flooding = threading.Thread(target=flood, daemon=True)
+    flooding.start()
+    try:
+        time.sleep(1)
+        target = ProbeTarget(process.address, process.port)
+        results = [
+            asyncio.run(probe_soa(dns.name.from_text(ZONE), target, attempts=1)) for _ in range(12)
+        ]
+    finally:
+        stop.set()
+        flooding.join()
+    over_tcp = sum(result.used_tcp for result in results)
+    print(f"{engine.name}: 12 probes under a flood, {over_tcp} answered over TCP")
+    assert [(result.serial, result.error) for result in results] == [(serial, None)] * 12

@@ -130,9 +130,14 @@ async def probe_soa(
 ) -> ProbeResult:
     """Ask `target` for the SOA of `zone`: UDP, TCP when the answer is truncated.
 
-    A timeout is tried again, up to `attempts` queries in all (each with a new
-    ID and `timeout` of its own); any answer, also a refusal, is final. Never
-    raises for DNS or network failures; they are in `ProbeResult.error`.
+    A timeout is tried again, up to `attempts` UDP queries in all (each with a
+    new ID and `timeout` of its own), then once over TCP: response rate
+    limiting (BIND's rate-limit, Knot's mod-rrl; on by default in the replicas,
+    spec.limits.responsesPerSecond) drops or truncates UDP answers past the
+    rate of a client's network, a /24 that the operator's pod shares with other
+    pods of its node, and never limits TCP (docs/serial-status.md). Any answer,
+    also a refusal, is final. Never raises for DNS or network failures; they
+    are in `ProbeResult.error`.
     """
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
@@ -142,14 +147,14 @@ async def probe_soa(
         if not result.timed_out:
             break
         result = await _probe_once(zone, target, timeout, key)
-    # rtt of the attempt that answered; a final timeout reports the whole wait.
-    if result.timed_out and attempts > 1:
-        result = replace(
-            result,
-            error=f"timeout after {attempts} attempts of {timeout:g}s",
-            rtt_seconds=time.monotonic() - started,
-        )
-    return result
+    if not result.timed_out:
+        return result  # rtt of the attempt that answered
+    over_tcp = await _probe_with_message(zone, target, timeout, key, tcp_only=True)
+    if over_tcp.responded:
+        return replace(over_tcp, rtt_seconds=time.monotonic() - started)
+    # A final timeout reports the whole wait.
+    udp = f"timeout after {attempts} attempts of {timeout:g}s" if attempts > 1 else result.error
+    return replace(result, error=f"{udp}, also over TCP", rtt_seconds=time.monotonic() - started)
 
 
 async def _probe_once(
