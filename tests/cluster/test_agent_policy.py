@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from localcluster import build
 from localcluster.cluster import LocalCluster
 from localcluster.constants import API_PORT
 from localcluster.waiting import wait_for
-from secondary_dns.api import ObjectRef
+from secondary_dns.api import ObjectRef, agent_contract
 from secondary_dns.render import children
 
 POLICY = Path(__file__).parents[2] / "deploy" / "agent-own-pod-policy.yaml"
+OPERATOR_SOURCE = Path(__file__).parents[2] / "operator"
 
 
 def _pod(namespace: str, name: str) -> dict[str, Any]:
@@ -127,3 +129,122 @@ def test_an_agent_token_patches_its_own_pod_and_not_a_sibling(
     relabel = patch("edge-0", relabel_patch)
     assert relabel.returncode != 0
     assert "labels" in relabel.stderr
+
+
+# The agent's own config source (agent/kube.py) with nothing but the agent's token,
+# in the cluster namespace: it waits for the ConfigMap names given on stdin, one
+# set per line, and prints each set once it has seen it.
+_AGENT_SOURCE = """
+import json, sys, time
+import kubernetes
+from secondary_dns.agent.kube import KubernetesConfigSource
+
+host, ca, token, namespace = sys.argv[1:5]
+configuration = kubernetes.client.Configuration()
+configuration.host = host
+configuration.ssl_ca_cert = ca
+configuration.api_key = {"authorization": "Bearer " + token}
+source = KubernetesConfigSource(kubernetes.client.ApiClient(configuration), namespace, "edge")
+source.start(lambda: None)
+for line in sys.stdin:
+    wanted = sorted(json.loads(line))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        snapshot = source.snapshot()
+        seen = sorted(shard.name for shard in snapshot.shards)
+        if snapshot.synced and seen == wanted:
+            break
+        time.sleep(0.2)
+    print(json.dumps(seen), flush=True)
+source.stop()
+"""
+
+
+def _config_map(
+    namespace: str, name: str, annotations: dict[str, str], data: dict[str, str]
+) -> Any:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "data": data,
+    }
+
+
+def _root(namespace: str, shards: dict[str, str]) -> Any:
+    manifest = agent_contract.encode_shards_file(shards)
+    return _config_map(namespace, "edge-config", {}, {agent_contract.SHARDS_FILE: manifest})
+
+
+def _shard(namespace: str, shard: str, hash_: str) -> Any:
+    annotations = {
+        agent_contract.ANNOTATION_SHARD: shard,
+        agent_contract.ANNOTATION_SHARD_HASH: hash_,
+        agent_contract.ANNOTATION_SHARD_CONFIGMAPS: "1",
+    }
+    return _config_map(namespace, f"edge-zones-{shard}", annotations, {"zones-x.conf": ""})
+
+
+def test_an_agent_token_reads_its_own_config_maps_by_name_and_no_other(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """Issue 13, item 3: the root watched by name, its shards read by name; nothing listed."""
+    identity = children.ServerIdentity(ObjectRef(namespace, "edge"), "uid-1", {})
+    objects = [
+        *children.build_agent_rbac(identity, replicas=1),
+        _shard(namespace, "0a", "a" * 64),
+        _root(namespace, {"0a": "a" * 64}),
+        _config_map(namespace, "someone-else", {}, {"password": "x"}),
+    ]
+    for obj in objects:
+        obj["metadata"].pop("ownerReferences", None)
+    apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
+    token = cluster.kubectl(
+        "create", "token", "-n", namespace, children.agent_service_account_name(identity)
+    ).stdout.strip()
+
+    listed = _as_token(cluster, token, "get", "configmaps", "-n", namespace)
+    assert listed.returncode != 0 and "forbidden" in listed.stderr.lower()
+    other = _as_token(cluster, token, "get", "configmap", "-n", namespace, "someone-else")
+    assert other.returncode != 0 and "forbidden" in other.stderr.lower()
+
+    agent = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            cluster.netns,
+            sys.executable,
+            "-c",
+            _AGENT_SOURCE,
+            f"https://127.0.0.1:{API_PORT}",
+            str(cluster.pki / "ca.crt"),
+            token,
+            namespace,
+        ],  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**cluster.environment(), "PYTHONPATH": str(OPERATOR_SOURCE)},
+    )
+    assert agent.stdin is not None and agent.stdout is not None
+    try:
+        agent.stdin.write(json.dumps(["edge-config", "edge-zones-0a"]) + "\n")
+        agent.stdin.flush()
+        assert json.loads(agent.stdout.readline()) == ["edge-config", "edge-zones-0a"]
+        # A new shard, then the root that names it (the operator's order): the
+        # watch of the root by name sees it, the shard is read by name.
+        later = [_shard(namespace, "ff", "b" * 64), _root(namespace, {"ff": "b" * 64})]
+        apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": later})
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
+        agent.stdin.write(json.dumps(["edge-config", "edge-zones-ff"]) + "\n")
+        agent.stdin.flush()
+        assert json.loads(agent.stdout.readline()) == ["edge-config", "edge-zones-ff"]
+    finally:
+        agent.stdin.close()
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()

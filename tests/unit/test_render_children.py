@@ -280,6 +280,27 @@ def test_network_policy_lets_only_the_operator_and_monitoring_reach_the_agent() 
 def test_agent_rbac_is_limited_to_its_own_objects() -> None:
     _, role, binding = children.build_agent_rbac(SERVER, replicas=2)
     rules = {r["resources"][0]: r for r in role["rules"]}
+    root, shards = (r for r in role["rules"] if r["resources"] == ["configmaps"])
+    # The root is watched by name (one name: a field selector RBAC can authorize);
+    # the shards it names are read by name; no ConfigMap is listed by label.
+    assert root == {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["edge-config"],
+        "verbs": ["get", "list", "watch"],
+    }
+    assert shards["verbs"] == ["get"]
+    assert len(shards["resourceNames"]) == 256
+    assert shards["resourceNames"][:2] == ["edge-zones-00", "edge-zones-01"]
+    # A further part of a big shard, once it exists.
+    _, role, _ = children.build_agent_rbac(
+        SERVER, replicas=2, config_maps=["edge-config", "edge-zones-00", "edge-zones-00-1"]
+    )
+    assert role["rules"][1]["resourceNames"][:3] == [
+        "edge-zones-00",
+        "edge-zones-00-1",
+        "edge-zones-01",
+    ]
     assert rules["secrets"]["resourceNames"] == ["edge-keys"]
     # get only: granting list/watch would need the operator to list every Secret.
     assert rules["secrets"]["verbs"] == ["get"]

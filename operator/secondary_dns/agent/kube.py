@@ -176,8 +176,146 @@ class KeysSecretByName:
             self._wanted.wait(wait)
 
 
+class ShardConfigMapsByName:
+    """The shard ConfigMaps the root's manifest names, each read by name.
+
+    The agent's Role grants its ConfigMaps by name only (render/children.py
+    build_agent_rbac): listing or watching by label would need every ConfigMap
+    of the namespace, since RBAC authorizes a list or watch by resourceName only
+    for a single name (a `metadata.name=` field selector). The operator writes a
+    shard before the root that names its hash, so the root's manifest says which
+    shards to read: a shard held at the named hash is not read again; one read
+    at another hash (a newer root is on its way) is read again after a backoff.
+    """
+
+    def __init__(
+        self,
+        core: Any,
+        namespace: str,
+        server: str,
+        changed: Callable[[], None],
+        stop: threading.Event,
+    ) -> None:
+        self.core = core
+        self.namespace = namespace
+        self.server = server
+        self.changed = changed
+        self.stop_event = stop
+        self._manifest: dict[str, str] | None = None
+        # shard -> its ConfigMaps (the first, then its further parts)
+        self._shards: dict[str, list[dict[str, Any]]] = {}
+        self._read_for: dict[str, str] | None = None
+        self._wanted = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="get-shards", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._wanted.set()
+
+    @property
+    def synced(self) -> bool:
+        """Every shard of the wanted manifest has been read once (at any hash)."""
+        with self._lock:
+            return self._manifest is not None and self._read_for == self._manifest
+
+    def want(self, manifest: Mapping[str, str]) -> None:
+        """The root names these shards at these hashes ({} for no root or no shard)."""
+        with self._lock:
+            if self._manifest == manifest:
+                return
+            self._manifest = dict(manifest)
+        self._wanted.set()
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [obj for shard in sorted(self._shards) for obj in self._shards[shard]]
+
+    def _get(self, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.core.read_namespaced_config_map(
+                name,
+                self.namespace,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return None
+        found: dict[str, Any] = json.loads(response.data)
+        return found
+
+    def _read_shard(self, shard: str) -> list[dict[str, Any]]:
+        first = self._get(agent_contract.shard_config_map_name(self.server, shard))
+        if first is None:
+            return []
+        count = _annotations(first).get(agent_contract.ANNOTATION_SHARD_CONFIGMAPS, "1")
+        parts = int(count) if count.isascii() and count.isdigit() else 1
+        found = [first]
+        for part in range(1, parts):
+            further = self._get(agent_contract.shard_config_map_name(self.server, shard, part))
+            if further is not None:
+                found.append(further)
+        return found
+
+    def _held_hash(self, shard: str) -> str | None:
+        objects = self._shards.get(shard)
+        if not objects:
+            return None
+        return _annotations(objects[0]).get(agent_contract.ANNOTATION_SHARD_HASH)
+
+    def _pass(self) -> bool:
+        """Read what the manifest names and is not held; True when all is at its hash."""
+        with self._lock:
+            manifest = dict(self._manifest or {})
+            stale = [shard for shard, hash_ in manifest.items() if self._held_hash(shard) != hash_]
+        read = {shard: self._read_shard(shard) for shard in sorted(stale)}
+        with self._lock:
+            for shard in set(self._shards) - set(manifest):
+                del self._shards[shard]
+            self._shards.update(read)
+            complete = all(self._held_hash(shard) == hash_ for shard, hash_ in manifest.items())
+            newly_synced = self._read_for != manifest and self._manifest == manifest
+            if self._manifest == manifest:
+                self._read_for = manifest
+        if read or newly_synced:
+            self.changed()
+        return complete
+
+    def _run(self) -> None:
+        backoff = BACKOFF_INITIAL_SECONDS
+        while not self.stop_event.is_set():
+            self._wanted.wait()
+            self._wanted.clear()
+            if self.stop_event.is_set():
+                return
+            try:
+                if self._pass():
+                    backoff = BACKOFF_INITIAL_SECONDS
+                    continue
+                log.info("a shard ConfigMap is not at the root's hash yet; reading it again")
+            except Exception as error:  # any I/O failure: back off, read again
+                log.warning("reading shard ConfigMaps failed: %s", error)
+            self.stop_event.wait(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+            self._wanted.set()
+
+
+def shards_of_root(root: Mapping[str, Any] | None) -> dict[str, str]:
+    """{shard: hash} the root ConfigMap names; {} without a root or with a bad manifest
+    (assembly reports that one)."""
+    text = ((root or {}).get("data") or {}).get(agent_contract.SHARDS_FILE)
+    if not isinstance(text, str):
+        return {}
+    parsed = agent_contract.parse_shards_file(text)
+    return parsed if isinstance(parsed, dict) else {}
+
+
 class KubernetesConfigSource:
-    """The config ConfigMaps (watched by label) and the `<server>-keys` Secret (by name)."""
+    """The root ConfigMap (watched by name), its shards and the `<server>-keys` Secret (by name)."""
 
     def __init__(self, api_client: Any, namespace: str, server: str) -> None:
         self.core = kubernetes.client.CoreV1Api(api_client)
@@ -186,6 +324,7 @@ class KubernetesConfigSource:
         self._stop = threading.Event()
         self._watches: list[ObjectWatch] = []
         self._secret: KeysSecretByName | None = None
+        self._shards: ShardConfigMapsByName
 
     def start(self, changed: Callable[[], None]) -> None:
         secret = KeysSecretByName(
@@ -196,30 +335,31 @@ class KubernetesConfigSource:
             self._stop,
         )
 
-        def configmaps_changed() -> None:
+        shards = ShardConfigMapsByName(self.core, self.namespace, self.server, changed, self._stop)
+
+        def root_changed() -> None:
+            roots = self._root.items()
             secret.want(
-                {
-                    shard.keys_hash
-                    for shard in map(shard_from_configmap, self._configmaps.items())
-                    if shard.keys_hash
-                }
+                {root.keys_hash for root in map(shard_from_configmap, roots) if root.keys_hash}
             )
+            if self._root.synced:
+                shards.want(shards_of_root(roots[0] if roots else None))
             changed()
 
-        self._configmaps = ObjectWatch(
+        root = agent_contract.root_config_map_name(self.server)
+        self._root = ObjectWatch(
             "configmaps",
             self.core.list_namespaced_config_map,
-            {
-                "namespace": self.namespace,
-                "label_selector": agent_contract.config_selector(self.server),
-            },
-            configmaps_changed,
+            {"namespace": self.namespace, "field_selector": f"metadata.name={root}"},
+            root_changed,
             self._stop,
         )
-        self._watches = [self._configmaps]
+        self._watches = [self._root]
         self._secret = secret
+        self._shards = shards
         secret.start()
-        self._configmaps.start()
+        shards.start()
+        self._root.start()
 
     def snapshot(self) -> Snapshot:
         if not self._watches or self._secret is None:
@@ -228,12 +368,15 @@ class KubernetesConfigSource:
         return Snapshot(
             shards=tuple(
                 sorted(
-                    (shard_from_configmap(obj) for obj in self._configmaps.items()),
+                    (
+                        shard_from_configmap(obj)
+                        for obj in [*self._root.items(), *self._shards.items()]
+                    ),
                     key=lambda shard: shard.name,
                 )
             ),
             secret=secrets[0] if secrets else None,
-            synced=self._configmaps.synced and self._secret.synced,
+            synced=self._root.synced and self._shards.synced and self._secret.synced,
         )
 
     def stop(self) -> None:
@@ -242,6 +385,7 @@ class KubernetesConfigSource:
             watch.stop()
         if self._secret is not None:
             self._secret.stop()
+        self._shards.stop()
 
 
 class PodAnnotationReporter:

@@ -342,15 +342,17 @@ class ServerReconciler:
         key_file = renderer.render_key_file([*rendered.tsig_keys, relay_key])
         created = False
         try:
+            config_maps = self._config_maps(identity, model, children.text_hash(key_file))
+            names = [c["metadata"]["name"] for c in config_maps]
+            # The Role first: it names the agent's ConfigMaps (a new part of a big shard).
+            for rbac in children.build_agent_rbac(identity, spec.replicas, names):
+                self.cluster.apply(rbac)
             self.cluster.apply(children.build_keys_secret(identity, key_file))
             # Shards before the root that names them: an agent never sees a root
             # whose shards are not there yet for longer than the writes take.
-            config_maps = self._config_maps(identity, model, children.text_hash(key_file))
             for config_map in config_maps:
                 self.cluster.apply(config_map)
-            self._delete_stale_config_maps(identity, {c["metadata"]["name"] for c in config_maps})
-            for rbac in children.build_agent_rbac(identity, spec.replicas):
-                self.cluster.apply(rbac)
+            self._delete_stale_config_maps(identity, set(names))
             self.cluster.apply(children.build_headless_service(identity))
             self.cluster.apply(children.build_client_service(identity, spec))
             self.cluster.apply(children.build_pod_disruption_budget(identity))

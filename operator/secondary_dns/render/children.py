@@ -55,6 +55,7 @@ from secondary_dns.api.agent_contract import (
     shard_config_map_name,
 )
 from secondary_dns.render.engine import EnginePaths, RenderedConfig, RenderedShard
+from secondary_dns.render.shards import every_shard
 from secondary_dns.render.tokens import IPNetwork
 
 APP_NAME = "secondary-dns"
@@ -772,8 +773,25 @@ def build_network_policy(
     }
 
 
-def build_agent_rbac(server: ServerIdentity, replicas: int) -> list[dict[str, Any]]:
-    """Least privilege for the agent: its own ConfigMaps, key Secret and Pods."""
+def agent_config_map_names(server: ServerIdentity, present: Iterable[str] = ()) -> list[str]:
+    """The shard ConfigMaps the agent may read: the first of every possible shard, and
+    the `present` ones (further parts of a shard above a ConfigMap's size).
+
+    Every shard is named up front, so the Role does not change as zones fill shards;
+    the further parts exist only for a shard above 1 MiB (half a million zones).
+    """
+    first = {shard_config_map_name(server.name, shard) for shard in every_shard()}
+    return sorted(first | set(present) - {config_map_name(server)})
+
+
+def build_agent_rbac(
+    server: ServerIdentity, replicas: int, config_maps: Iterable[str] = ()
+) -> list[dict[str, Any]]:
+    """Least privilege for the agent: its own ConfigMaps, key Secret and Pods.
+
+    `config_maps`: the config ConfigMaps that exist (build_config_maps), so that
+    a further part of a big shard is readable before the root names it.
+    """
     name = agent_service_account_name(server)
     pods = [f"{statefulset_name(server)}-{ordinal}" for ordinal in range(replicas)]
     return [
@@ -788,7 +806,21 @@ def build_agent_rbac(server: ServerIdentity, replicas: int) -> list[dict[str, An
             "kind": "Role",
             "metadata": _metadata(server, name, "agent"),
             "rules": [
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+                # The root is watched by name: RBAC authorizes a list or watch by
+                # resourceName for one name (a metadata.name field selector) only.
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [config_map_name(server)],
+                    "verbs": ["get", "list", "watch"],
+                },
+                # The shards the root names are read by name (agent/kube.py).
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": agent_config_map_names(server, config_maps),
+                    "verbs": ["get"],
+                },
                 # get only: granting list/watch would need the operator to hold
                 # list/watch on every Secret (agent/kube.py KeysSecretByName).
                 {

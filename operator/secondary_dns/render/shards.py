@@ -42,6 +42,11 @@ from secondary_dns.render.engine import (
 SHARD_COUNT = 256
 
 
+def every_shard() -> list[str]:
+    """Every shard name shard_of can give (the agent's Role names their ConfigMaps)."""
+    return [f"{index:02x}" for index in range(SHARD_COUNT)]
+
+
 def shard_of(zone: dns.name.Name) -> str:
     """The shard a zone name belongs to: stable across restarts, versions and hosts."""
     digest = hashlib.sha256(zone.canonicalize().to_text().encode()).digest()

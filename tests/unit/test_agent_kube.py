@@ -1,0 +1,122 @@
+"""The agent reads the shards its root names, each by name (agent/kube.py), with a fake API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from localcluster.waiting import wait_for
+from secondary_dns.agent.kube import ShardConfigMapsByName, shards_of_root
+from secondary_dns.api import agent_contract
+
+HASH_A, HASH_B, HASH_C = ("a" * 64, "b" * 64, "c" * 64)
+
+
+@dataclass
+class _Response:
+    data: bytes
+
+
+class FakeCore:
+    """read_namespaced_config_map only, as the agent's Role allows for shards; counts reads."""
+
+    def __init__(self) -> None:
+        self.config_maps: dict[str, dict[str, Any]] = {}
+        self.reads: list[str] = []
+        self.lock = threading.Lock()
+
+    def put(self, shard: str, hash_: str, parts: int = 1) -> None:
+        with self.lock:
+            for part in range(parts):
+                name = agent_contract.shard_config_map_name("edge", shard, part)
+                self.config_maps[name] = {
+                    "metadata": {
+                        "name": name,
+                        "annotations": {
+                            agent_contract.ANNOTATION_SHARD: shard,
+                            agent_contract.ANNOTATION_SHARD_HASH: hash_,
+                            agent_contract.ANNOTATION_SHARD_CONFIGMAPS: str(parts),
+                        },
+                    },
+                    "data": {f"part{part}": shard},
+                }
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> _Response:
+        with self.lock:
+            self.reads.append(name)
+            if name not in self.config_maps:
+                raise ApiException(status=404, reason="Not Found")
+            return _Response(json.dumps(self.config_maps[name]).encode())
+
+
+def _names(shards: ShardConfigMapsByName) -> list[str]:
+    return [obj["metadata"]["name"] for obj in shards.items()]
+
+
+def test_the_shards_a_root_names_are_read_by_name_and_only_when_their_hash_moves() -> None:
+    core, stop = FakeCore(), threading.Event()
+    core.put("0a", HASH_A)
+    core.put("ff", HASH_B, parts=2)
+    changes = threading.Event()
+    shards = ShardConfigMapsByName(core, "ns", "edge", changes.set, stop)
+    shards.start()
+    try:
+        assert not shards.synced  # no root seen yet
+        shards.want({"0a": HASH_A, "ff": HASH_B})
+        wait_for("synced", lambda: shards.synced, timeout=10, every=0.02)
+        assert _names(shards) == ["edge-zones-0a", "edge-zones-ff", "edge-zones-ff-1"]
+        assert sorted(core.reads) == ["edge-zones-0a", "edge-zones-ff", "edge-zones-ff-1"]
+        # One shard changed (the operator writes it before the root): read it alone.
+        core.reads.clear()
+        core.put("0a", HASH_C)
+        shards.want({"0a": HASH_C, "ff": HASH_B})
+        wait_for(
+            "0a read",
+            lambda: shards.synced and core.reads == ["edge-zones-0a"],
+            timeout=10,
+            every=0.02,
+        )
+        # A shard the root no longer names is dropped, nothing is read.
+        core.reads.clear()
+        shards.want({"0a": HASH_C})
+        wait_for("ff dropped", lambda: _names(shards) == ["edge-zones-0a"], timeout=10, every=0.02)
+        assert core.reads == []
+    finally:
+        stop.set()
+        shards.stop()
+
+
+def test_a_shard_behind_the_root_is_read_again_until_it_catches_up() -> None:
+    core, stop = FakeCore(), threading.Event()
+    core.put("0a", HASH_A)
+    shards = ShardConfigMapsByName(core, "ns", "edge", lambda: None, stop)
+    shards.start()
+    try:
+        shards.want({"0a": HASH_B})
+        wait_for(
+            "synced", lambda: shards.synced, timeout=10, every=0.02
+        )  # read once: assembly waits for the hash
+        core.put("0a", HASH_B)
+        wait_for(
+            "the shard at the root's hash",
+            lambda: (
+                shards.items()[0]["metadata"]["annotations"][agent_contract.ANNOTATION_SHARD_HASH]
+                == HASH_B
+            ),
+            timeout=10,
+            every=0.05,
+        )
+    finally:
+        stop.set()
+        shards.stop()
+
+
+def test_no_root_or_a_bad_manifest_names_no_shard() -> None:
+    assert shards_of_root(None) == {}
+    assert shards_of_root({"data": {agent_contract.SHARDS_FILE: "not json"}}) == {}
+    manifest = agent_contract.encode_shards_file({"0a": HASH_A})
+    assert shards_of_root({"data": {agent_contract.SHARDS_FILE: manifest}}) == {"0a": HASH_A}
