@@ -18,20 +18,29 @@ REFUSED after it had answered the zone (bindy's issue #486: a restarted pod
 served an empty zone). Timeouts of a replica that is being replaced are not
 failures of the service and are counted apart.
 
-For each step it prints queries sent, answered, and failed (lost, i.e. timed
+Two clients load the Service at once, because kube-proxy balances UDP by
+flow (its conntrack entry), not by query: dnsperf keeps one source port per
+client (`--clients`) for its whole run, as a forwarder or a load generator
+does, so a flow stays on one replica until kube-proxy deletes its entry;
+a second client sends each query from a new socket (`--fresh-qps`), a new
+source port and flow per query, as stub and recursive resolvers do (RFC 5452).
+
+For each step it prints, per client, queries sent and failed (lost, i.e. timed
 out, SERVFAIL, REFUSED, or any other code than NOERROR). The queries are A
 queries for the zone's host names, spread over many names, so the default
 response rate limit (20 identical answers a second per client network) is not
 what is measured.
 
-    make bench-availability BENCH_ARGS="--qps 500"
+    make bench-availability BENCH_ARGS="--qps 500 --clients 10"
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -167,6 +176,57 @@ def write_queries(path: Path) -> None:
     path.write_text("".join(f"host{i}.{ORIGIN} A\n" for i in range(HOSTS)))
 
 
+async def _fresh_port_load(
+    server: str, names: Sequence[str], qps: int, seconds: int, timeout: float
+) -> DnsperfResult:
+    loop = asyncio.get_running_loop()
+    result = DnsperfResult()
+    wires = []
+    for name in names:
+        query = dns.message.make_query(name, "A")
+        query.flags &= ~dns.flags.RD
+        wires.append(bytearray(query.to_wire()))
+
+    async def one(index: int) -> None:
+        wire = bytes(wires[index % len(wires)])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            # Connected: the kernel picks a fresh ephemeral port, a flow of its own.
+            sock.connect((server, 53))
+            try:
+                await loop.sock_sendall(sock, wire)
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+                response = dns.message.from_wire(data)
+            except (TimeoutError, OSError, dns.exception.DNSException):
+                result.lost += 1  # ECONNREFUSED (an ICMP port unreachable) included
+                return
+        result.completed += 1
+        code = dns.rcode.to_text(response.rcode())
+        result.codes[code] = result.codes.get(code, 0) + 1
+
+    tasks = []
+    started = loop.time()
+    for index in range(qps * seconds):
+        delay = started + index / qps - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        result.sent += 1
+        tasks.append(asyncio.create_task(one(index)))
+    await asyncio.gather(*tasks)
+    return result
+
+
+def run_fresh_ports(server: str, qps: int, seconds: int, timeout: float = 2.0) -> DnsperfResult:
+    """Queries each from a new socket, so a new source port and conntrack flow per query.
+
+    What stub resolvers and recursive resolvers do (RFC 5452 §9.2: a random
+    source port per query), so kube-proxy balances every query afresh, where
+    dnsperf keeps one source port per client for its whole run.
+    """
+    names = [f"host{i}.{ORIGIN}" for i in range(HOSTS)]
+    return asyncio.run(_fresh_port_load(server, names, qps, seconds, timeout))
+
+
 def run_dnsperf(server: str, queries: Path, qps: int, seconds: int, clients: int) -> DnsperfResult:
     """dnsperf's load; each of `clients` has a socket of its own (a flow kube-proxy balances)."""
     argv = ["dnsperf", "-s", server, "-d", str(queries), "-Q", str(qps), "-l", str(seconds)]
@@ -178,6 +238,12 @@ def run_dnsperf(server: str, queries: Path, qps: int, seconds: int, clients: int
         timeout=seconds + 60,
     )
     return parse_dnsperf(done.stdout)
+
+
+def _failures(result: DnsperfResult) -> str:
+    return f"lost {result.lost}" + "".join(
+        f", {code} {n}" for code, n in sorted(result.codes.items()) if code != "NOERROR"
+    )
 
 
 def _pods(cluster: LocalCluster, namespace: str) -> list[dict[str, object]]:
@@ -216,8 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cluster", default="sdns-bench")
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--qps", type=int, default=500, help="queries per second to the Service")
-    parser.add_argument("--seconds", type=int, default=90, help="load per step")
+    parser.add_argument("--seconds", type=int, default=120, help="load per step")
     parser.add_argument("--clients", type=int, default=1, help="dnsperf clients (sockets)")
+    parser.add_argument(
+        "--fresh-qps",
+        type=int,
+        default=200,
+        help="queries per second to the Service from a new source port each (0: none)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     args = parser.parse_args(argv)
     if shutil.which("dnsperf") is None:
@@ -231,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir.mkdir()
     queries = workdir / "queries.txt"
     write_queries(queries)
-    rows: list[tuple[str, DnsperfResult, Counter[str], list[str]]] = []
+    rows: list[tuple[str, DnsperfResult, DnsperfResult | None, Counter[str], list[str]]] = []
     try:
         netns.enter(cluster.netns)
         install_crds(cluster)
@@ -326,11 +398,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 prober.reset()
                 result: list[DnsperfResult] = []
                 load = threading.Thread(
+                    daemon=True,
                     target=lambda out=result: out.append(
                         run_dnsperf(address, queries, args.qps, args.seconds, args.clients)
-                    )
+                    ),
+                )
+                fresh: list[DnsperfResult] = []
+                fresh_load = threading.Thread(
+                    daemon=True,
+                    target=lambda out=fresh: out.append(
+                        run_fresh_ports(address, args.fresh_qps, args.seconds)
+                    ),
                 )
                 load.start()
+                if args.fresh_qps:
+                    fresh_load.start()
                 time.sleep(3)
                 started = time.monotonic()
                 if action is not None:
@@ -340,34 +422,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if took + 3 > args.seconds:
                     print(f"  {name} outlasted the load: raise --seconds", flush=True)
                 load.join()
+                if args.fresh_qps:
+                    fresh_load.join()
                 outcomes, regressions = prober.reset()
-                rows.append((name, result[0], outcomes, regressions))
+                rows.append((name, result[0], fresh[0] if fresh else None, outcomes, regressions))
             prober.stop.set()
         finally:
             operator.__exit__(None, None, None)
             primary.stop()
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         print(
-            f"\n{args.qps} qps from {args.clients} client(s) to the Service for {args.seconds} s "
-            "per step; "
-            f"{args.replicas} replicas (bind9)"
+            f"\nto the Service for {args.seconds} s per step: dnsperf {args.qps} qps from "
+            f"{args.clients} source port(s) (fixed for the run), and {args.fresh_qps} qps from "
+            f"a new source port per query; {args.replicas} replicas (bind9)"
         )
         print(
-            f"{'step':<14}{'sent':>8}{'answered':>10}{'failed':>8}  failures         "
-            "replica probes (by pod address)"
+            f"{'step':<14}{'dnsperf sent':>13}{'failed':>8}  {'failures':<16}"
+            f"{'fresh sent':>11}{'failed':>8}  {'failures':<16}replica probes (by pod address)"
         )
-        for name, perf, outcomes, regressions in rows:
-            failures = f"lost {perf.lost}" + "".join(
-                f", {code} {n}" for code, n in sorted(perf.codes.items()) if code != "NOERROR"
-            )
+        for name, perf, fresh_perf, outcomes, regressions in rows:
             probes = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+            fresh_text = (
+                f"{fresh_perf.sent:>11}{fresh_perf.failed:>8}  {_failures(fresh_perf):<16}"
+                if fresh_perf
+                else f"{'-':>11}{'-':>8}  {'':<16}"
+            )
             print(
-                f"{name:<14}{perf.sent:>8}{perf.answered:>10}{perf.failed:>8}  "
-                f"{failures:<16} {probes}"
+                f"{name:<14}{perf.sent:>13}{perf.failed:>8}  {_failures(perf):<16}"
+                f"{fresh_text}{probes}"
             )
             for regression in regressions:
                 print(f"  REGRESSION: {regression}")
-        regressed = sum(len(r) for *_, r in rows)
+        regressed = sum(len(row[-1]) for row in rows)
         print(f"replicas that answered an error for a zone they served before: {regressed}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
