@@ -272,6 +272,24 @@ def test_pods_serve_the_zone_at_their_own_ips_and_come_back_after_deletion(
         victim_pids = set(_container_pids(cluster, victim).values())
         deleted = time.monotonic()
         cluster.kubectl("delete", "pod", "-n", namespace, f"{SERVER}-1", "--wait=false")
+        # It leaves its Services before its engine stops (docs/agent.md, "Shutdown"):
+        # unready, so no longer a serving endpoint whose UDP flows kube-proxy keeps,
+        # while it still answers.
+        victim_ip = victim["status"]["podIP"]
+
+        def unready_and_answering() -> bool:
+            uid = victim["metadata"]["uid"]
+            found = [p for p in _pods(cluster, namespace) if p["metadata"]["uid"] == uid]
+            return (
+                bool(found)
+                and not _is_ready(found[0])
+                and _readyz(victim_ip) == 503  # draining
+                and _serial(victim_ip) == SERIAL
+            )
+
+        wait_for("the deleted pod unready while it answers", unready_and_answering, 30, 0.5)
+        unready = time.monotonic() - deleted
+        print(f"pod deleted -> unready while its engine answers: {unready:.1f}s")
         wait_for(
             "the deleted pod's processes and namespace to go",
             lambda: (
