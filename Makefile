@@ -49,9 +49,10 @@ demo-down:
 bench: setup
 	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/propagation.py $(BENCH_ARGS)
 
-# Availability benchmark (about 10 minutes): failed queries through the Service
+# Availability benchmark (about 15 minutes): failed queries through the Service
 # while the StatefulSet rolls, a pod is deleted, the operator restarts, Zones come
-# and go and the primary is away (dnsperf).
+# and go and the primary is away (dnsperf's fixed source ports, and a client with a
+# new source port per query).
 bench-availability: setup
 	PYTHON=$(PY) PYTHONPATH=hack:operator $(PY) bench/availability.py $(BENCH_ARGS)
 
