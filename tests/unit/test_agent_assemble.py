@@ -200,6 +200,25 @@ def test_one_file_in_two_shards_is_invalid() -> None:
     assert isinstance(result, Invalid) and "written twice" in result.reason
 
 
+def test_one_zone_in_two_shards_is_invalid() -> None:
+    # The agent checks a changed shard without the unchanged ones (files.py): only
+    # sound while no zone is declared by two shards.
+    other = {"zones-0b.conf": 'zone "b.test" { type secondary; };\n', "zones.json": '["b.test."]'}
+    manifest = {"0a": SHARD_HASH, "0b": config_hash(other)}
+    result = assemble(
+        [shard(), shard(other, name="edge-zones-0b", shard_name="0b"), root(root_files(manifest))],
+        SECRET,
+    )
+    assert isinstance(result, Invalid) and "zone b.test. is in another shard" in result.reason
+
+
+def test_the_files_of_each_shard_are_known() -> None:
+    result = assemble([shard(), root()], SECRET)
+    assert isinstance(result, DesiredConfig)
+    assert result.shard_files == {"0a": ("zones-0a.conf",)}
+    assert result.root_files == {"named.conf": NAMED_CONF, "zones.conf": ROOT_FILES["zones.conf"]}
+
+
 @pytest.mark.parametrize(
     "text", ['{"a.test.": 1}', '["a.test"]', "not json", '["a..test."]', "[1]"]
 )

@@ -24,6 +24,7 @@ from secondary_dns.agent.named import NamedControl, ensure_rndc_key
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
 from secondary_dns.render import renderer_for
+from secondary_dns.render.shards import shard_of
 from tests.agent_configs import (
     RELAY_KEY,
     Bundle,
@@ -232,3 +233,107 @@ def test_an_unreachable_engine_keeps_the_new_files_and_asks_for_a_retry(pod: Pod
     outcome = directory.apply(desired(second), down)
     assert outcome.applied and outcome.reload_pending
     assert served_text(layout, "zones.conf") == second.files["zones.conf"]
+
+
+class CheckRecording:
+    """Runs the real checker and keeps which shard files it was given non-empty."""
+
+    checked: list[set[str]]
+
+    def check(self, conf: Path) -> str | None:
+        self.checked.append(
+            {path.name for path in conf.parent.glob("zones-*.conf") if path.read_text()}
+        )
+        return super().check(conf)  # type: ignore[misc]
+
+
+class CheckedNamed(CheckRecording, RecordingNamed):
+    pass
+
+
+class CheckedKnot(CheckRecording, RecordingKnot):
+    pass
+
+
+def checked_control(pod: Pod) -> CheckedNamed | CheckedKnot:
+    control = (
+        CheckedKnot(pod.layout)
+        if pod.engine == agent_contract.ENGINE_KNOT
+        else CheckedNamed(pod.layout)
+    )
+    control.answer, control.checked = OK, []
+    control.prepare()
+    return control
+
+
+ZONES = [f"z{index}.test." for index in range(40)]
+
+
+def zone_in_a_used_shard(zones: list[str]) -> str:
+    """A new zone name whose shard already holds one of `zones` (the zones include stays)."""
+    used = {shard_of(dns.name.from_text(zone)) for zone in zones}
+    return next(
+        name
+        for name in (f"new{index}.test." for index in range(1000))
+        if shard_of(dns.name.from_text(name)) in used
+    )
+
+
+def test_a_one_zone_change_checks_only_its_shard(pod: Pod) -> None:
+    control = checked_control(pod)
+    directory = ConfigDirectory(pod.layout)
+    first = desired(pod.bundle(*ZONES))
+    assert directory.apply(first, control).shards_checked == len(first.shards)
+    added = zone_in_a_used_shard(ZONES)
+    second = desired(pod.bundle(*ZONES, added))
+    outcome = directory.apply(second, control)
+    assert outcome.applied and control.reloads == 1
+    assert (outcome.shards_checked, outcome.shards) == (1, len(second.shards))
+    shard = shard_of(dns.name.from_text(added))
+    assert control.checked[-1] == {agent_contract.shard_file_name(shard)}
+    # What is served is every shard, whole: only the check skipped the unchanged ones.
+    assert added.rstrip(".") in served_text(pod.layout)
+    assert all(zone.rstrip(".") in served_text(pod.layout) for zone in ZONES)
+
+
+def test_a_bad_changed_shard_is_refused_by_the_shard_check(pod: Pod) -> None:
+    control = checked_control(pod)
+    directory = ConfigDirectory(pod.layout)
+    good = pod.bundle(*ZONES)
+    directory.apply(desired(good), control)
+    link = os.readlink(pod.layout.config_dir)
+    first_shard = sorted(good.shards)[0]
+    shard_file = agent_contract.shard_file_name(first_shard)
+    bad = good.with_file(shard_file, good.shards[first_shard][shard_file] + NONSENSE[pod.engine])
+    outcome = directory.apply(desired(bad), control)
+    assert not outcome.applied and outcome.message.startswith(control.checker + ": ")
+    assert control.checked[-1] == {shard_file}
+    assert control.reloads == 0 and os.readlink(pod.layout.config_dir) == link
+
+
+def test_new_keys_or_a_new_shard_check_everything(pod: Pod) -> None:
+    control = checked_control(pod)
+    directory = ConfigDirectory(pod.layout)
+    first = desired(pod.bundle(*ZONES))
+    directory.apply(first, control)
+    # A zone in a shard the configuration did not have: the zones include changes.
+    used = {shard_of(dns.name.from_text(zone)) for zone in ZONES}
+    fresh = next(
+        name
+        for name in (f"fresh{index}.test." for index in range(1000))
+        if shard_of(dns.name.from_text(name)) not in used
+    )
+    second = desired(pod.bundle(*ZONES, fresh))
+    assert directory.apply(second, control).shards_checked == len(second.shards)
+    # Same files, another key file: every shard is checked against it.
+    rekeyed = DesiredConfig(
+        second.config_hash,
+        "other-keys",
+        second.files,
+        second.zones,
+        second.key_file + "\n",
+        shards=second.shards,
+        shard_files=second.shard_files,
+    )
+    assert directory.apply(rekeyed, control).shards_checked == len(second.shards)
+    assert len(control.checked[-1]) == len(second.shards)

@@ -9,6 +9,7 @@ import dns.name
 from secondary_dns.api.agent_contract import (
     ZonesDocument,
     ZoneState,
+    canonical_order,
     encode_zones_file,
     parse_zones_file,
 )
@@ -63,3 +64,27 @@ def test_the_zones_file_round_trips_sorted_and_absolute() -> None:
     assert json.loads(text) == ["a.test.", "b.test."]
     assert parse_zones_file(text) == (A, B)
     assert "not absolute" in str(parse_zones_file('["a.test"]'))
+
+
+def test_canonical_order_is_dns_names_own_order() -> None:
+    names = [
+        dns.name.from_text(text)
+        for text in (
+            "example.",
+            "a.example.",
+            "yljkjljk.a.example.",
+            "Z.a.example.",
+            "zABC.a.EXAMPLE.",
+            "z.example.",
+            "\\001.z.example.",
+            "*.z.example.",
+            "\\200.z.example.",
+            "b.",
+            "a-b.",
+            "a.",
+            "aa.",
+            ".",
+        )
+    ]
+    for shuffled in (names, names[::-1], names[3:] + names[:3]):
+        assert sorted(shuffled, key=canonical_order) == sorted(shuffled)

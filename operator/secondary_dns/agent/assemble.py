@@ -67,6 +67,14 @@ class DesiredConfig:
     retransfer: Mapping[dns.name.Name, str] = field(default_factory=dict)
     # shard -> its hash: which shards a later configuration changed.
     shards: Mapping[str, str] = field(default_factory=dict)
+    # shard -> the names of its engine files (in `files`); the other files are the root's.
+    shard_files: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def root_files(self) -> dict[str, str]:
+        """The files that belong to no shard (the engine's main file, the zones include)."""
+        in_shards = {name for names in self.shard_files.values() for name in names}
+        return {name: text for name, text in self.files.items() if name not in in_shards}
 
     @property
     def identity(self) -> tuple[str, str]:
@@ -225,6 +233,7 @@ def assemble(configmaps: Iterable[ConfigShard], secret: KeySecret | None) -> Ass
     files = dict(root_files)
     zones: set[dns.name.Name] = set()
     retransfer: dict[dns.name.Name, str] = {}
+    shard_files: dict[str, tuple[str, ...]] = {}
     for shard, shard_hash in sorted(manifest.items()):
         read = _read_shard(shard, shard_hash, by_shard.get((shard, shard_hash), []))
         if isinstance(read, Pending):
@@ -234,8 +243,15 @@ def assemble(configmaps: Iterable[ConfigShard], secret: KeySecret | None) -> Ass
         clash = sorted(set(files) & set(read.files))
         if clash:
             return Invalid(wanted_hash, f"shard {shard}: file {clash[0]} is written twice")
+        twice = sorted(zones.intersection(read.zones))
+        if twice:
+            # A zone is in the shard its name hashes to, and only there. The agent
+            # relies on it: a changed shard is checked without the unchanged ones
+            # (files.py), so two shards must never declare the same zone.
+            return Invalid(wanted_hash, f"shard {shard}: zone {twice[0]} is in another shard too")
         files.update(read.files)
         zones.update(read.zones)
+        shard_files[shard] = tuple(sorted(read.files))
         retransfer.update(read.retransfer)
     if secret is None:
         return Pending(f"waiting for the key Secret (keys hash {keys_hash[:12]})")
@@ -250,10 +266,11 @@ def assemble(configmaps: Iterable[ConfigShard], secret: KeySecret | None) -> Ass
         config_hash=wanted_hash,
         keys_hash=keys_hash,
         files=dict(sorted(files.items())),
-        zones=tuple(sorted(zones)),
+        zones=tuple(sorted(zones, key=agent_contract.canonical_order)),
         key_file=secret.key_file,
         retransfer=retransfer,
         shards=dict(manifest),
+        shard_files=shard_files,
     )
 
 

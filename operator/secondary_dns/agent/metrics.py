@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import dns.name
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 RELOAD_RESULTS = ("success", "rejected", "failed")
 RETRANSFER_RESULTS = ("requested", "refused")
@@ -38,6 +38,15 @@ class AgentMetrics:
         )
         for result in RETRANSFER_RESULTS:
             self.retransfers.labels(result=result)
+        self.apply_seconds = Histogram(
+            "secondarydns_agent_apply_duration_seconds",
+            "Seconds per step of a successful configuration apply: check (the engine's "
+            "checker on the changed shards, or on everything), write (swap the files in), "
+            "reload (rndc reconfig, knotc reload).",
+            ["step"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
         self.config_applied = Gauge(
             "secondarydns_agent_config_applied_info",
             "The configuration the engine serves: 1 for its config hash.",

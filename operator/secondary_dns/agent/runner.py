@@ -21,7 +21,7 @@ from typing import Protocol
 
 import dns.name
 
-from secondary_dns.agent.assemble import DesiredConfig, Invalid, Pending, assemble
+from secondary_dns.agent.assemble import Assembly, DesiredConfig, Invalid, Pending, assemble
 from secondary_dns.agent.control import EngineControl
 from secondary_dns.agent.decide import (
     Action,
@@ -35,10 +35,10 @@ from secondary_dns.agent.decide import (
     pod_annotations,
     retransfers_due,
 )
-from secondary_dns.agent.files import ConfigDirectory
+from secondary_dns.agent.files import ApplyOutcome, ConfigDirectory
 from secondary_dns.agent.metrics import AgentMetrics
 from secondary_dns.agent.probe import EngineProbe, loaded_zones
-from secondary_dns.agent.source import ConfigSource
+from secondary_dns.agent.source import ConfigSource, Snapshot
 from secondary_dns.api.agent_contract import PodLayout, ZonesDocument, ZoneState
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ READY_ONCE_FILE = "ready-once"
 # part of this before it applies a change, so the replicas do not pause
 # together and the Service always has one answering. A fresh replica applies at once.
 APPLY_JITTER_SECONDS = 2.0
+# How often a replica whose zones are all loaded asks the engine for every zone's
+# state (BIND's statistics channel, knotc zone-status: at 10,000 zones megabytes of
+# JSON or text). The operator's /zones?maxAge requests take a fresh look when they
+# need one; until every zone is loaded, and after a new configuration, every pass looks.
+STEADY_LOOK_SECONDS = 10.0
 
 
 class PodReporter(Protocol):
@@ -109,6 +114,8 @@ class Agent:
         self.applied: AppliedConfig | None = None
         self.rejection: Rejection | None = None
         self.reload_pending = False
+        # The last successful apply: its steps' durations and how much was checked.
+        self.last_apply: ApplyOutcome | None = None
         # Zones whose new spec.retransferRequest the engine has not been told about yet.
         self.retransfers_pending: set[dns.name.Name] = set()
         self.readiness = Readiness(False, "starting")
@@ -117,6 +124,13 @@ class Agent:
         # One look at the engine's zones at a time (the loop's, or a /zones request's).
         self._look_lock = threading.Lock()
         self._looked_at = -math.inf
+        # What the last look saw (every zone the engine has), and under which configuration.
+        self._states: dict[dns.name.Name, ZoneState] | None = None
+        self._looked_config: str | None = None
+        # The last snapshot assembled and what it gave: assembling is pure, and at
+        # 10,000 zones it parses and sorts every zone name (tenths of a second), so an
+        # unchanged snapshot is not assembled again at every pass.
+        self._assembled: tuple[Snapshot, Assembly] | None = None
         self._reported: dict[str, str | None] | None = None
         self._pending_reason = ""
         self._last_pass = time.monotonic()
@@ -154,6 +168,8 @@ class Agent:
         # Replaced whole (the HTTP threads read it); unknown when the engine does not say.
         self.zone_states = {z: states[z] for z in configured if z in states} if states else {}
         self._looked_at = time.monotonic()
+        self._states = states
+        self._looked_config = self.applied.config_hash if self.applied else None
         return states
 
     # ---- loop ------------------------------------------------------------------------
@@ -196,7 +212,9 @@ class Agent:
         snapshot = self.source.snapshot()
         if not snapshot.synced:
             return
-        result = assemble(snapshot.shards, snapshot.secret)
+        if self._assembled is None or self._assembled[0] != snapshot:
+            self._assembled = (snapshot, assemble(snapshot.shards, snapshot.secret))
+        result = self._assembled[1]
         if isinstance(result, Pending):
             if result.reason != self._pending_reason:
                 log.info("configuration pending: %s", result.reason)
@@ -269,12 +287,18 @@ class Agent:
             self.metrics.reloads.labels(result="rejected").inc()
             return
         log.info(
-            "configuration %s applied in %.3fs (%d zones): %s",
+            "configuration %s applied in %.3fs (%d zones; checked %d of %d shards; %s): %s",
             desired.config_hash,
             time.monotonic() - started,
             len(desired.zones),
+            outcome.shards_checked,
+            outcome.shards,
+            ", ".join(f"{step} {value:.3f}s" for step, value in outcome.seconds.items()),
             outcome.message,
         )
+        self.last_apply = outcome
+        for step, value in outcome.seconds.items():
+            self.metrics.apply_seconds.labels(step=step).observe(value)
         previous = self.applied
         self.applied = AppliedConfig(
             desired.config_hash, desired.keys_hash, desired.zones, desired.retransfer
@@ -302,14 +326,27 @@ class Agent:
             timer.start()
         return self.clock() < self._due[1]
 
+    def _look_due(self) -> bool:
+        """A new look at the engine's zones: at once while something is to be seen
+        (a new configuration, zones not loaded yet), else every STEADY_LOOK_SECONDS."""
+        applied = self.applied.config_hash if self.applied else None
+        return (
+            self._states is None
+            or applied != self._looked_config
+            or self.zones_loaded < len(self.applied.zones if self.applied else ())
+            or time.monotonic() - self._looked_at >= STEADY_LOOK_SECONDS
+        )
+
     def observe_engine(self) -> None:
         configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
         answering = self.applied is not None and self.probe.answering()
         with self._look_lock:
-            if answering:
+            if not answering:
+                states, self.zone_states, self._states = None, {}, None
+            elif self._look_due():
                 states = self._look_at_zones()
             else:
-                states, self.zone_states = None, {}
+                states = self._states
         loaded = None if states is None else loaded_zones(states)
         missing = missing_zones(configured, loaded or set())
         self.metrics.set_zone_expiry(

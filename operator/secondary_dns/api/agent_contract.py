@@ -241,6 +241,13 @@ def encode_zones_file(zones: Iterable[dns.name.Name]) -> str:
     return json.dumps(sorted(zone.to_text() for zone in zones)) + "\n"
 
 
+def canonical_order(name: dns.name.Name) -> tuple[bytes, ...]:
+    """A sort key giving dns.name's own order (RFC 4034 6.1: labels from the root,
+    case-insensitive): sorting 10,000 names by it takes milliseconds, by
+    `Name.__lt__` (fullcompare per comparison) a good part of a second."""
+    return tuple(label.lower() for label in reversed(name.labels))
+
+
 def parse_zones_file(text: str) -> tuple[dns.name.Name, ...] | str:
     """zones.json: a JSON list of absolute zone names; an error text otherwise."""
     try:
@@ -257,7 +264,7 @@ def parse_zones_file(text: str) -> tuple[dns.name.Name, ...] | str:
             zones.append(dns.name.from_text(item))
         except dns.exception.DNSException as error:
             return f"{ZONES_FILE}: zone {item!r}: {error}"
-    return tuple(sorted(set(zones)))
+    return tuple(sorted(set(zones), key=canonical_order))
 
 
 # ---- retransfer.json --------------------------------------------------------------
