@@ -12,6 +12,7 @@ from secondary_dns.status.schedule import (
     HOT_FAST_INTERVAL,
     HOT_SECONDS,
     HOT_SLOW_INTERVAL,
+    PRIMARY_BATCH_SECONDS,
     ProbeSchedule,
     ScheduledZone,
     spread_budget,
@@ -124,3 +125,17 @@ def test_forgotten_zones_are_never_due() -> None:
     assert schedule.next_wake(3.0) >= 3.0
     assert schedule.interval(zones[0]) is None
     assert math.isfinite(schedule.interval(zones[1]) or math.inf)
+
+
+def test_steady_primary_probes_go_out_in_batches() -> None:
+    """Woken when next_wake says, the monitor takes a batch of probes per step, not one."""
+    schedule, _ = schedule_of(1000, budget=50.0)
+    now, steps, probes = 0.0, 0, 0
+    while now < 20.0:
+        due = schedule.due(now)
+        if due.primaries:
+            steps += 1
+            probes += len(due.primaries)
+        now = max(schedule.next_wake(now), now + 0.001)
+    assert probes == pytest.approx(20.0 * 50.0, rel=0.1)
+    assert steps <= 20.0 / PRIMARY_BATCH_SECONDS + 2

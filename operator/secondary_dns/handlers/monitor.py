@@ -80,6 +80,13 @@ DISTRUST_SECONDS = 300.0
 SOA_MEMORY = 8
 # The loop never spins faster than this, whatever the schedule says.
 MIN_SLEEP = 0.005
+# A zone in sync whose inputs did not change since it was last evaluated (no new
+# primary probe, every replica reporting what it reported) is evaluated again at
+# least this often, not at every report round: at 10,000 zones a round would
+# otherwise evaluate (and compare the status of) every zone every STEADY_INTERVAL.
+# What moves with time alone for a zone in sync (refresh overdue, expiry near) is
+# measured in hours.
+RECHECK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,9 @@ class SerialMonitor:
         # address -> the zones whose answer this report round took from its report
         self._reported: dict[str, list[_SpotCheck]] = {}
         self._next_report = -math.inf
+        # zone -> (the primary results, the replicas' answers, the expiry it was last
+        # evaluated with, and when), for RECHECK_SECONDS.
+        self._evaluated: dict[ObjectRef, tuple[object, object, object, float]] = {}
         self._targets_stale = True
         self._watching = False
         self._wake: asyncio.Event | None = None
@@ -250,6 +260,7 @@ class SerialMonitor:
         self._watching = True
         self._zones = current
         for gone in set(self._primary_results) - set(current):
+            self._evaluated.pop(gone, None)
             self._notifies.pop(gone, None)
             self._primary_results.pop(gone, None)
             self._replica_results.pop(gone, None)
@@ -437,8 +448,50 @@ class SerialMonitor:
 
     # ---- evaluating
 
+    def _unchanged_in_sync(
+        self,
+        ref: ObjectRef,
+        primary_results: list[ProbeResult],
+        replica_results: list[tuple[ReplicaTarget, ProbeResult | None]],
+        expiry: Mapping[str, float],
+        now: float,
+    ) -> bool:
+        """True when the zone's last evaluation saw exactly this, in sync, lately.
+
+        The primary results are compared by identity (each probe is a new list:
+        a new probe is always evaluated, so the last-probe clock moves); the
+        replicas by what they answered (report rounds make new results of the
+        same answers). Remembers these inputs when they call for an evaluation.
+        """
+        answers = tuple(
+            (target.pod, target.address, result.serial if result else None,
+             result.error if result else None)
+            for target, result in replica_results
+        )  # fmt: skip
+        expiry_key = tuple(sorted(expiry.items()))
+        last = self._evaluated.get(ref)
+        serials = {result.serial for result in primary_results}
+        in_sync = (
+            len(serials) == 1
+            and None not in serials
+            and all(result.error is None for result in primary_results)
+            and all(serial in serials and error is None for _, _, serial, error in answers)
+        )
+        if (
+            in_sync
+            and last is not None
+            and last[0] is primary_results
+            and last[1] == answers
+            and last[2] == expiry_key
+            and now - last[3] < RECHECK_SECONDS
+        ):
+            return True
+        self._evaluated[ref] = (primary_results, answers, expiry_key, now)
+        return False
+
     async def _evaluate_all(self, refs: list[ObjectRef]) -> None:
         wall = time.time()
+        now = self.clock()
         work: list[tuple[MonitoredZone, list[ProbeResult], list[Any], dict[str, float]]] = []
         for ref in refs:
             zone = self._zones[ref]
@@ -452,7 +505,10 @@ class SerialMonitor:
             ]
             if any(target.address and result is None for target, result in replica_results):
                 continue  # a replica not asked yet: the next step asks it
-            work.append((zone, primary_results, replica_results, self._engine_expiry(zone)))
+            expiry = self._engine_expiry(zone)
+            if self._unchanged_in_sync(ref, primary_results, replica_results, expiry, now):
+                continue
+            work.append((zone, primary_results, replica_results, expiry))
         if not work:
             return
         before = {zone.ref: self.histories.get(zone.ref) for zone, _, _, _ in work}

@@ -104,8 +104,9 @@ class ZoneStatusWriter:
             try:
                 self.cluster.update_status(ZONE_PLURAL, ref.namespace, ref.name, compute)
             except Exception as error:  # an API error or timeout: this Zone's write alone
-                # The evaluation stands (its repairs go out, the next round writes the
-                # status); the monitor's round goes on with the other zones.
+                # The evaluation stands (its repairs go out; the zone's next primary
+                # probe, or RECHECK_SECONDS, writes the status); the monitor's round
+                # goes on with the other zones.
                 log.warning("status of Zone %s not written: %s", ref, error)
                 metrics.STATUS_WRITE_ERRORS.inc()
         return outcome.get("evaluation")

@@ -65,6 +65,11 @@ HOT_SECONDS = 30.0
 
 # Weights decay and intervals follow at most this often (a recomputation is O(zones)).
 RECOMPUTE_SECONDS = 1.0
+# Steady primary probes go out in batches at most this often: at a budget of 50
+# queries a second, 12 probes a step instead of one step (a wake-up, a probe round,
+# an evaluation handed to a thread) per probe; a probe is at most this late, far
+# below any zone's interval (min_interval is 0.5 s).
+PRIMARY_BATCH_SECONDS = 0.25
 
 
 @dataclass
@@ -203,6 +208,8 @@ class ProbeSchedule:
     _dirty: bool = False
     _recomputed_at: float = -math.inf
     _next_decay: float = math.inf
+    # When the last steady primary probes were taken (see PRIMARY_BATCH_SECONDS).
+    _primary_batch_at: float = -math.inf
 
     def __post_init__(self) -> None:
         if self.budget <= 0 or self.hot_budget <= 0 or self.min_interval <= 0:
@@ -328,6 +335,7 @@ class ProbeSchedule:
                 break
             heapq.heappop(self._primary_heap)
             primaries.append(ref)
+            self._primary_batch_at = now
             state.last_primary = now
             state.due = now + state.interval
             self._reschedule(ref, state)
@@ -347,7 +355,8 @@ class ProbeSchedule:
         if self._primary_heap:
             due_at, _, ref = self._primary_heap[0]
             cost = self._zones[ref].zone.primaries
-            times.append(max(due_at, self._bucket.ready_at(cost, now)))
+            batch_at = self._primary_batch_at + PRIMARY_BATCH_SECONDS
+            times.append(max(due_at, self._bucket.ready_at(cost, now), batch_at))
         return max(now, min(times))
 
     # ---- internals
