@@ -33,6 +33,8 @@ import argparse
 import concurrent.futures
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -307,6 +309,11 @@ class Figures:
     quiet_writes: float = 0.0
     creation_writes: float = 0.0
     one_zone: list[OneZone] = field(default_factory=list)
+    # The machine's 1-minute load average at the end of the quiet minute (other
+    # sessions share its cores: the CPU figure is read beside it).
+    quiet_load: float = 0.0
+    # The operator's functions by share of the quiet minute's samples (--profile).
+    profile: list[tuple[float, str]] = field(default_factory=list)
 
 
 def create_zones(api: Any, namespace: str, indices: Sequence[int]) -> None:
@@ -347,7 +354,39 @@ def primary_for(cluster: LocalCluster, workdir: Path, zones: int) -> Iterator[Pr
         primary.stop()
 
 
-def run(cluster: LocalCluster, workdir: Path, zones: int, quiet_seconds: float) -> Figures:
+def profile_quiet(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the operator while it holds the GIL (its CPU, not its waits)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        print("py-spy is not installed (pip install py-spy): no profile", flush=True)
+        return None
+    argv = [py_spy, "record", "--gil", "-r", "100", "-f", "raw", "-p", str(pid)]
+    argv += ["-d", str(int(seconds)), "-o", str(output)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def read_profile(path: Path, top: int = 25) -> list[tuple[float, str]]:
+    """The functions most often on the stack (inclusive), as shares of every sample."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        total += count
+        for frame in set(stack.split(";")):
+            if "secondary_dns/" in frame:
+                inclusive[frame] = inclusive.get(frame, 0) + count
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return [(count / max(total, 1), frame) for frame, count in ranked]
+
+
+def run(
+    cluster: LocalCluster,
+    workdir: Path,
+    zones: int,
+    quiet_seconds: float,
+    profile: Path | None = None,
+) -> Figures:
     namespace = f"scale-{zones}-{uuid.uuid4().hex[:4]}"
     figures = Figures(zones)
     client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
@@ -397,14 +436,19 @@ def run(cluster: LocalCluster, workdir: Path, zones: int, quiet_seconds: float) 
             writes_before = api_writes(operator)
             cpu_before = cpu_seconds(pid)
             quiet_started = time.monotonic()
+            spy = profile_quiet(pid, quiet_seconds, profile) if profile else None
             time.sleep(quiet_seconds)
             elapsed = time.monotonic() - quiet_started
+            figures.quiet_load = os.getloadavg()[0]
+            if spy is not None and profile is not None:
+                spy.wait(timeout=60)
+                figures.profile = read_profile(profile)
             figures.quiet_seconds = elapsed
             figures.cpu_percent = 100 * (cpu_seconds(pid) - cpu_before) / elapsed
             figures.quiet_writes = api_writes(operator) - writes_before
             print(
-                f"quiet {elapsed:.0f} s: CPU {figures.cpu_percent:.1f} % of a core, "
-                f"{figures.quiet_writes:.0f} API writes",
+                f"quiet {elapsed:.0f} s: CPU {figures.cpu_percent:.1f} % of a core "
+                f"(load average {figures.quiet_load:.1f}), {figures.quiet_writes:.0f} API writes",
                 flush=True,
             )
             figures.one_zone = one_zone_changes(operator, custom, namespace, addresses, extra)
@@ -490,7 +534,8 @@ def print_figures(figures: Figures) -> None:
         (
             f"operator CPU, quiet {figures.quiet_seconds:.0f} s",
             f"{figures.cpu_percent:.1f} % of a core",
-            f"clock ticks, 10 ms over {figures.quiet_seconds:.0f} s",
+            f"clock ticks, 10 ms over {figures.quiet_seconds:.0f} s; "
+            f"load average {figures.quiet_load:.1f}",
         ),
         (
             f"API writes, quiet {figures.quiet_seconds:.0f} s",
@@ -522,6 +567,10 @@ def print_figures(figures: Figures) -> None:
     value_width = max(len(row[1]) for row in rows)
     for label, value, resolution in rows:
         print(f"  {label:<{width}}  {value:>{value_width}}  ({resolution})")
+    if figures.profile:
+        print("\nquiet minute, operator functions by share of GIL-holding samples (py-spy):")
+        for share, frame in figures.profile:
+            print(f"  {share * 100:5.1f} %  {frame}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -532,6 +581,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet-seconds", type=float, default=60)
     parser.add_argument("--cluster", default=os.environ.get("SDNS_CLUSTER", "sdns-bench"))
     parser.add_argument("--keep-cluster", action="store_true")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="sample the operator with py-spy in the quiet minute (raw stacks to FILE)",
+    )
     args = parser.parse_args(argv)
 
     cluster = LocalCluster(args.cluster)
@@ -543,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
-        figures = run(cluster, workdir, args.zones, args.quiet_seconds)
+        figures = run(cluster, workdir, args.zones, args.quiet_seconds, args.profile)
     finally:
         if not args.keep_cluster:
             cluster.down()
