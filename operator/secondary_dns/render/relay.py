@@ -15,9 +15,11 @@ Zone the planner left out reaches no relay plan.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import ipaddress
 import json
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +34,15 @@ LABEL_RELAY_PLAN = "secondarydns.io/relay-plan"
 # Which SecondaryServer a relay plan belongs to (Secrets cannot be owned across
 # namespaces, so the operator deletes them itself when the server goes away).
 ANNOTATION_SERVER = "secondarydns.io/server"
-PLAN_DATA_KEY = "plan.json"
+# The plan, gzip-compressed: a Secret holds at most 1 MiB, and the plan of 10,000
+# zones is about 2.5 MB of JSON (each zone repeats its primaries' keys), about
+# 0.2 MB compressed. PLAN_DATA_KEY_UNCOMPRESSED is what earlier operators wrote;
+# the relay still reads it.
+PLAN_DATA_KEY = "plan.json.gz"
+PLAN_DATA_KEY_UNCOMPRESSED = "plan.json"
+# A plan larger than this once decompressed is refused (the Secret's 1 MiB of
+# gzip could otherwise expand without bound).
+MAX_PLAN_BYTES = 256 * 1024 * 1024
 # On the operator's Lease, written by its holder: where the relay forwards the
 # NOTIFYs it accepts (HOST:PORT), so the leader's serial monitor probes fast.
 ANNOTATION_WAKEUP_ADDRESS = "secondarydns.io/wakeup-address"
@@ -130,7 +140,10 @@ def build_relay_plan_secret(
         },
         "type": "Opaque",
         "data": {
-            PLAN_DATA_KEY: base64.b64encode(relay_plan_document(plan).encode()).decode("ascii")
+            # mtime=0: identical plans give identical bytes (no write).
+            PLAN_DATA_KEY: base64.b64encode(
+                gzip.compress(relay_plan_document(plan).encode(), mtime=0)
+            ).decode("ascii")
         },
     }
 
@@ -154,12 +167,24 @@ def _parse_key(document: Any) -> TsigKey:
     )
 
 
+def _gunzip(data: bytes) -> bytes:
+    inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)  # gzip framing
+    text = inflate.decompress(data, MAX_PLAN_BYTES)
+    if inflate.unconsumed_tail or not inflate.eof:
+        raise ValueError(f"the plan is truncated or larger than {MAX_PLAN_BYTES} bytes")
+    return text
+
+
 def parse_relay_plan_secret(secret: Mapping[str, Any]) -> RelayPlan:
     """The plan in a Secret built by build_relay_plan_secret, or RelayPlanError."""
     name = (secret.get("metadata") or {}).get("name", "?")
     try:
-        encoded = (secret.get("data") or {})[PLAN_DATA_KEY]
-        document = json.loads(base64.b64decode(encoded, validate=True))
+        data = secret.get("data") or {}
+        if PLAN_DATA_KEY in data:
+            text = _gunzip(base64.b64decode(data[PLAN_DATA_KEY], validate=True))
+        else:
+            text = base64.b64decode(data[PLAN_DATA_KEY_UNCOMPRESSED], validate=True)
+        document = json.loads(text)
         if document.get("version") != PLAN_VERSION:
             raise RelayPlanError(f"Secret {name}: plan version {document.get('version')!r}")
         return RelayPlan(
