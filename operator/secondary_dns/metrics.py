@@ -259,6 +259,12 @@ def record_serial_evaluation(
         _replica_series[key] = current
 
 
+def record_primary_seen(namespace: str, zone: dns.name.Name | str, seen_at: float) -> None:
+    """A primary answered what it answered before (the monitor evaluated nothing new)."""
+    with _series_lock:
+        ZONE_LAST_PROBE.labels(namespace, _zone_text(zone)).set(seen_at)
+
+
 def forget_zone(namespace: str, zone: dns.name.Name | str) -> None:
     """Remove every serial series of a zone (deleted, or no longer served here)."""
     zone_text = _zone_text(zone)

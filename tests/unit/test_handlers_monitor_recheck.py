@@ -40,10 +40,10 @@ def test_a_zone_in_sync_with_the_same_answers_is_not_evaluated_again() -> None:
 def test_a_new_probe_a_new_answer_or_a_zone_out_of_sync_is_evaluated() -> None:
     watcher, primaries = monitor(), [answer(5)]
     watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {}, 0.0)
-    # A new primary probe (a new list), even with the same serial: the clocks move.
-    assert not watcher._unchanged_in_sync(REF, [answer(5)], replicas(5, 5, 5), {}, 1.0)
-    primaries = watcher._evaluated[REF][0]
-    assert isinstance(primaries, list)
+    # A new primary probe with the same answer: unchanged (only its clock moves).
+    assert watcher._unchanged_in_sync(REF, [answer(5)], replicas(5, 5, 5), {}, 1.0)
+    assert not watcher._unchanged_in_sync(REF, [answer(6)], replicas(6, 6, 6), {}, 1.5)
+    primaries = [answer(5)]
     assert not watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 4), {}, 2.0)
     # Behind: every round evaluates it (Stale waits for its grace, measured in time).
     assert not watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 4), {}, 3.0)

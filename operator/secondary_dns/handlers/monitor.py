@@ -27,6 +27,7 @@ about it was observed, and its status written only when it changed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import threading
@@ -155,6 +156,8 @@ class SerialMonitor:
         # zone -> (the primary results, the replicas' answers, the expiry it was last
         # evaluated with, and when), for RECHECK_SECONDS.
         self._evaluated: dict[ObjectRef, tuple[object, object, object, float]] = {}
+        # zone -> the primary results last taken into account (a new list: a new probe).
+        self._probed_at: dict[ObjectRef, list[ProbeResult]] = {}
         self._targets_stale = True
         self._watching = False
         self._wake: asyncio.Event | None = None
@@ -261,6 +264,7 @@ class SerialMonitor:
         self._zones = current
         for gone in set(self._primary_results) - set(current):
             self._evaluated.pop(gone, None)
+            self._probed_at.pop(gone, None)
             self._notifies.pop(gone, None)
             self._primary_results.pop(gone, None)
             self._replica_results.pop(gone, None)
@@ -456,13 +460,15 @@ class SerialMonitor:
         expiry: Mapping[str, float],
         now: float,
     ) -> bool:
-        """True when the zone's last evaluation saw exactly this, in sync, lately.
+        """True when the zone's last evaluation saw the same answers, in sync, lately.
 
-        The primary results are compared by identity (each probe is a new list:
-        a new probe is always evaluated, so the last-probe clock moves); the
-        replicas by what they answered (report rounds make new results of the
-        same answers). Remembers these inputs when they call for an evaluation.
+        Primaries and replicas are compared by what they answered (each probe
+        and each report round makes new results of the same answers).
+        Remembers these inputs when they call for an evaluation.
         """
+        primary_answers = tuple(
+            (result.target, result.serial, result.error) for result in primary_results
+        )
         answers = tuple(
             (target.pod, target.address, result.serial if result else None,
              result.error if result else None)
@@ -480,14 +486,27 @@ class SerialMonitor:
         if (
             in_sync
             and last is not None
-            and last[0] is primary_results
+            and last[0] == primary_answers
             and last[1] == answers
             and last[2] == expiry_key
             and now - last[3] < RECHECK_SECONDS
         ):
             return True
-        self._evaluated[ref] = (primary_results, answers, expiry_key, now)
+        self._evaluated[ref] = (primary_answers, answers, expiry_key, now)
         return False
+
+    def _primary_seen(self, zone: MonitoredZone, wall: float) -> None:
+        """A primary answered the serial it answered before: only its clock moves.
+
+        The light half of an evaluation (the last-probe metric, and the history a
+        later evaluation measures PrimaryUnreachable from); the budget's probes of
+        zones in sync, most of the monitor's steady work, end here.
+        """
+        history = self.histories.get(zone.ref)
+        if history is None:
+            return
+        self.histories[zone.ref] = dataclasses.replace(history, primary_seen_at=wall)
+        metrics.record_primary_seen(zone.ref.namespace, zone.name, wall)
 
     async def _evaluate_all(self, refs: list[ObjectRef]) -> None:
         wall = time.time()
@@ -506,8 +525,14 @@ class SerialMonitor:
             if any(target.address and result is None for target, result in replica_results):
                 continue  # a replica not asked yet: the next step asks it
             expiry = self._engine_expiry(zone)
-            if self._unchanged_in_sync(ref, primary_results, replica_results, expiry, now):
+            # A hot zone is always evaluated: the evaluation is what cools it.
+            unchanged = self._unchanged_in_sync(ref, primary_results, replica_results, expiry, now)
+            if unchanged and not self.schedule.is_hot(ref, now):
+                if self._probed_at.get(ref) is not primary_results:
+                    self._primary_seen(zone, wall)
+                    self._probed_at[ref] = primary_results
                 continue
+            self._probed_at[ref] = primary_results
             work.append((zone, primary_results, replica_results, expiry))
         if not work:
             return
