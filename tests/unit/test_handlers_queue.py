@@ -80,3 +80,26 @@ def test_a_worker_waiting_for_work_wakes_up_when_it_comes() -> None:
     # Stopping ends a wait with nothing.
     stop.set()
     assert queue.take(stop, timeout=30) is None
+
+
+def test_server_work_goes_before_zone_status_work_which_keeps_its_order() -> None:
+    clock = Clock()
+    queue = WorkQueue(window=0.05, clock=clock)
+    stop = threading.Event()
+    zones = [ObjectRef("dns", f"z{i}") for i in range(5)]
+    for zone in zones:
+        queue.add(zone, ZoneWork())
+    clock.now += 0.01
+    queue.add(EDGE, ServerWork(zones=frozenset({A})))
+    clock.now += 0.05
+    assert len(queue) == 6
+    # The server was marked last, and still goes first: it publishes configurations.
+    assert queue.take(stop, timeout=0) == (EDGE, ServerWork(zones=frozenset({A})))
+    first = queue.take(stop, timeout=0)
+    assert first == (zones[0], ZoneWork())
+    # The head being worked on, the next in arrival order comes.
+    assert queue.take(stop, timeout=0) == (zones[1], ZoneWork())
+    queue.done(zones[0])
+    queue.add(zones[0], ZoneWork())  # marked again: to the back
+    taken = [queue.take(stop, timeout=0, ignore_window=True) for _ in range(4)]
+    assert [item[0] for item in taken if item] == [*zones[2:], zones[0]]

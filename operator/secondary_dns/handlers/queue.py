@@ -53,7 +53,7 @@ class ServerWork:
 
 @dataclass(frozen=True)
 class ZoneWork:
-    """A Zone no server serves: only its status is written."""
+    """Write one Zone's status (its servers' outcome for it changed, or none serves it)."""
 
     def merged(self, other: ZoneWork) -> ZoneWork:
         return self
@@ -73,23 +73,32 @@ class WorkQueue:
     window: float = COALESCE_SECONDS
     clock: Callable[[], float] = time.monotonic
     _pending: dict[Hashable, _Pending] = field(default_factory=dict)
+    # ZoneWork, in arrival order (see _ready).
+    _zones: dict[Hashable, _Pending] = field(default_factory=dict)
     _active: set[Hashable] = field(default_factory=set)
     _condition: threading.Condition = field(default_factory=threading.Condition)
 
     def add(self, key: Hashable, work: Work) -> None:
         with self._condition:
-            pending = self._pending.get(key)
+            lane = self._zones if isinstance(work, ZoneWork) else self._pending
+            pending = lane.get(key)
             if pending is None:
-                self._pending[key] = _Pending(work, self.clock() + self.window)
+                lane[key] = _Pending(work, self.clock() + self.window)
             else:
                 pending.work = pending.work.merged(work)  # type: ignore[arg-type]
             self._condition.notify()
 
     def __len__(self) -> int:
         with self._condition:
-            return len(self._pending)
+            return len(self._pending) + len(self._zones)
 
     def _ready(self, now: float, ignore_window: bool) -> Hashable | None:
+        """Server work first (it publishes configurations), then Zone status work.
+
+        Server keys are few; Zone keys can be every Zone (a server's change of
+        outcome refreshes each Zone's status as work of its own), so they are
+        kept in arrival order and only their head is looked at.
+        """
         best: Hashable | None = None
         best_at = 0.0
         for key, pending in self._pending.items():
@@ -97,7 +106,14 @@ class WorkQueue:
                 continue
             if best is None or pending.ready_at < best_at:
                 best, best_at = key, pending.ready_at
-        return best
+        if best is not None:
+            return best
+        for key, pending in self._zones.items():
+            if pending.ready_at > now and not ignore_window:
+                return None  # arrival order: the later ones are not ready either
+            if key not in self._active:
+                return key
+        return None
 
     def take(
         self, stop: threading.Event, timeout: float = 1.0, ignore_window: bool = False
@@ -110,12 +126,14 @@ class WorkQueue:
                 key = self._ready(now, ignore_window)
                 if key is not None:
                     self._active.add(key)
-                    return key, self._pending.pop(key).work
+                    lane = self._pending if key in self._pending else self._zones
+                    return key, lane.pop(key).work
                 if now >= deadline:
                     return None
                 waits = [
                     p.ready_at - now for k, p in self._pending.items() if k not in self._active
                 ]
+                waits += [p.ready_at - now for p in list(self._zones.values())[:1]]
                 self._condition.wait(min([deadline - now, *[w for w in waits if w > 0]]))
         return None
 
