@@ -125,6 +125,8 @@ class Controller:
         # True while the watch caches make their first lists (handlers/operator.py):
         # a Zone listed before its servers would look served by none.
         self.listing = False
+        # (the published states, the monitored zones built from them)
+        self._monitored: tuple[Mapping[ObjectRef, ServerState], list[MonitoredZone]] | None = None
         # Failed keys: how long the next retry waits.
         self._retry: dict[Hashable, float] = {}
         self._guard = threading.Lock()
@@ -374,8 +376,18 @@ class Controller:
     # ---- serial monitoring -----------------------------------------------------
 
     def monitored_zones(self) -> list[MonitoredZone]:
-        """What the serial monitor and the NOTIFY relay work from, as last published."""
-        return monitored_zones(self.states.all())
+        """What the serial monitor and the NOTIFY relay work from, as last published.
+
+        The same list object while no server's state was published anew: the
+        monitor asks every report round (10 s), and building it, with the routes
+        that follow from it, is O(zones).
+        """
+        states = self.states.all()
+        known = self._monitored
+        if known is None or known[0] is not states:
+            known = (states, monitored_zones(states))
+            self._monitored = known
+        return known[1]
 
 
 def _waits_for_secret(state: ServerState) -> bool:

@@ -161,6 +161,7 @@ class SerialMonitor:
         # zone -> the primary results last taken into account (a new list: a new probe).
         self._probed_at: dict[ObjectRef, list[ProbeResult]] = {}
         self._targets_stale = True
+        self._targets_seen: list[MonitoredZone] | None = None
         self._watching = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -244,6 +245,12 @@ class SerialMonitor:
 
     async def _refresh_targets(self, now: float) -> None:
         zones = await asyncio.to_thread(self.targets)
+        if zones is self._targets_seen:
+            # The same list as last time (the controller keeps it while no server's
+            # state is published anew): routes and schedule are already these.
+            self._targets_stale = False
+            return
+        self._targets_seen = zones
         if self.relay is not None:
             self.relay.set_routes(relay_routes(zones))
         if self.wakeup is not None:
