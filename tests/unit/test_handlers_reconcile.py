@@ -125,6 +125,26 @@ def test_ready_replicas_make_the_server_ready_and_the_zone_await_serials(
     assert (ready["status"], ready["reason"]) == ("Unknown", "AwaitingSerials")
 
 
+def test_a_new_notify_address_reaches_the_server_and_every_zone(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    operator.probe("example.com.", 5, [5, 5, 5], 1.0)
+    operator.catch_up()
+    assert condition(zone(api), "Synced")["status"] == "True"
+    # In sync, the Zone's status follows nothing a server's resync reads: only the
+    # address itself makes it written (a LoadBalancer got its ingress, found by
+    # tests/cluster/test_chart.py).
+    operator.controller.set_notify_address("192.0.2.53")
+    operator.controller.drain()
+
+    server = api.get(API, "SecondaryServer", NS, "edge")
+    assert server is not None and server["status"]["notifyAddress"] == "192.0.2.53"
+    assert (zone(api) or {})["status"]["notifyAddress"] == "192.0.2.53"
+
+
 def test_a_zone_with_a_missing_secret_is_left_out_until_the_secret_appears(
     api: FakeApiServer, operator: Operator
 ) -> None:

@@ -221,8 +221,12 @@ class Controller:
         log.info("NOTIFY address is now %s", address)
         self.server_status.notify_address = address
         self.zones.notify_address = address
-        for ref in sorted(self.states.all()):
+        states = self.states.all()
+        for ref in sorted(states):
             self.queue.add(ref, ServerWork(resync=True))
+        # A resync that changes nothing writes no Zone status (see work_server), so
+        # the Zones' statuses are work of their own here.
+        self._refresh_zones({zone for state in states.values() for zone in state.zones})
 
     def _delete_relay_plan(self, ref: ObjectRef) -> None:
         if self.relay_plans_namespace:
