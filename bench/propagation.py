@@ -271,8 +271,17 @@ def run_case(
         cluster, case_dir / "primary", zone, notify_relay=notify, allow_update=update
     )
     try:
+        # Processes (the chart's containers with its tokens): the cases without the relay
+        # or without repair have no chart value, and every case runs alike to compare.
         with run_operator(
-            cluster, case_dir / "operator.log", relay=notify, repair=repair, probe_seconds=10
+            cluster,
+            case_dir / "operator.log",
+            relay=notify,
+            repair=repair,
+            probe_seconds=10,
+            operators=1,
+            relays=1,
+            pods=False,
         ):
             ensure_namespace(cluster, namespace)
             timers = None if notify else {"minRefreshSeconds": refresh, "minRetrySeconds": refresh}

@@ -58,6 +58,7 @@ from localcluster import netns, release
 from localcluster.cluster import LocalCluster
 from localcluster.constants import PRIMARY_ADDRESS
 from localcluster.named import PrimaryServer, TsigCredentials, make_zone
+from localcluster.release import ProcessInstallation
 from localcluster.scenario import (
     API,
     OperatorProcess,
@@ -397,7 +398,10 @@ def run(
     extra = zones  # served by the primary from the start; its Zone comes later
     with (
         primary_for(cluster, workdir / "primary", zones + 1) as primary,
-        run_operator(cluster, workdir / "operator.log") as operator,
+        # A process: its RSS and CPU are read from /proc of operator.process.
+        run_operator(
+            cluster, workdir / "operator.log", operators=1, relays=1, pods=False
+        ) as operator,
     ):
         ensure_namespace(cluster, namespace)
         apply(
@@ -429,6 +433,7 @@ def run(
             figures.converged_seconds = done - last_created
             figures.creation_writes = api_writes(operator) - writes_before
             print(f"every Zone converged {figures.converged_seconds:.1f} s after the last one")
+            assert isinstance(operator, ProcessInstallation)
             pid = operator.process.pid
             figures.rss_mib = _proc_status(pid, "VmRSS")
             figures.peak_rss_mib = _proc_status(pid, "VmHWM")

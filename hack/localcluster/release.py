@@ -13,6 +13,7 @@ what reaches the Service (the address primaries NOTIFY) to them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,14 +21,15 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
-from localcluster import build, netns
+from localcluster import build, netns, podstate
 from localcluster.cluster import LocalCluster
 from localcluster.constants import RELAY_ADDRESSES, SERVICE_CIDR
 from localcluster.named import free_port
@@ -71,22 +73,37 @@ def installed_values(
     return dict(json.loads(result.stdout) or {})
 
 
-def adopt_crds(cluster: LocalCluster, release: str = RELEASE, namespace: str = NAMESPACE) -> None:
-    """Let the release take over CRDs applied earlier with kubectl (tests, older demos).
+def _adoptable() -> list[tuple[str, str]]:
+    """(kind, name) of the cluster-scoped objects the chart carries from crds/ and deploy/."""
+    found = []
+    for path in [
+        *sorted((REPO / "crds").glob("*.yaml")),
+        *sorted((REPO / "deploy").glob("*.yaml")),
+    ]:
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                found.append((str(document["kind"]).lower(), str(document["metadata"]["name"])))
+    return found
+
+
+def adopt_cluster_scoped(
+    cluster: LocalCluster, release: str = RELEASE, namespace: str = NAMESPACE
+) -> None:
+    """Let the release take over the CRDs and the agents' pod policy applied earlier with
+    kubectl (tests, older demos).
 
     Helm refuses to install over objects it does not own; these labels and
     annotations are how it recognises its own (what a user migrating from
-    `kubectl apply -f crds/` does once).
+    `kubectl apply -f crds/ -f deploy/` does once).
     """
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        name = yaml.safe_load(path.read_text())["metadata"]["name"]
-        if cluster.kubectl("get", "crd", name, check=False).returncode != 0:
+    for kind, name in _adoptable():
+        if cluster.kubectl("get", kind, name, check=False).returncode != 0:
             continue
-        cluster.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
+        cluster.kubectl("label", "--overwrite", kind, name, "app.kubernetes.io/managed-by=Helm")
         cluster.kubectl(
             "annotate",
             "--overwrite",
-            "crd",
+            kind,
             name,
             f"meta.helm.sh/release-name={release}",
             f"meta.helm.sh/release-namespace={namespace}",
@@ -116,7 +133,7 @@ def install(
         and installed_values(cluster, release, namespace) == wanted
     ):
         return False
-    adopt_crds(cluster, release, namespace)
+    adopt_cluster_scoped(cluster, release, namespace)
     directory = workdir or cluster.state_dir
     values_file = directory / f"values-{release}.yaml"
     values_file.write_text(yaml.safe_dump(wanted))
@@ -156,11 +173,17 @@ def relay_service_address(cluster: LocalCluster, namespace: str = NAMESPACE) -> 
     return result.stdout.strip()
 
 
-def relay_notify_target(cluster: LocalCluster) -> tuple[str, int]:
-    """Where a primary sends NOTIFY: the relay Service (the chart installed first, in
-    process mode, when it is not)."""
+def ensure_installed(cluster: LocalCluster) -> None:
+    """The release as it is, or the chart installed (with no replicas yet) when it is not:
+    the CRDs, the agents' pod policy and the relay Service come with it."""
     if installed_values(cluster) is None:
         install(cluster, PROCESS_MODE)
+
+
+def relay_notify_target(cluster: LocalCluster) -> tuple[str, int]:
+    """Where a primary sends NOTIFY: the relay Service (the chart installed first when it
+    is not)."""
+    ensure_installed(cluster)
     return (relay_service_address(cluster), 53)
 
 
@@ -362,32 +385,55 @@ def publish_relay_endpoints(
     cluster.kubectl("apply", "-f", "-", input=json.dumps(slice_))
 
 
-@dataclass
+class Replica(Protocol):
+    """One replica of the chart's Deployments: a pod of the image, or a process."""
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def log(self) -> Path: ...
+
+    def metric(self, name: str, labels: str = "") -> float: ...
+
+    def metrics_text(self) -> str: ...
+
+    def alive(self) -> bool: ...
+
+    def log_text(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 class Installation:
-    """The chart's operator and relay replicas as processes: what a test or the demo runs."""
-
-    operators: list[ReleaseProcess]
-    relays: list[ReleaseProcess] = field(default_factory=list)
+    """The chart's operator and relay replicas, running: what a test or the demo runs."""
 
     @property
-    def operator(self) -> ReleaseProcess:
-        return self.operators[0]
+    def operators(self) -> Sequence[Replica]:
+        raise NotImplementedError
 
-    # What older callers used of the single operator process.
     @property
-    def metrics_port(self) -> int:
-        return self.operator.metrics_port
+    def relays(self) -> Sequence[Replica]:
+        raise NotImplementedError
+
+    def leader_identity(self) -> str | None:
+        return None
+
+    @property
+    def operator(self) -> Replica:
+        """The leading operator replica (the first one while none leads)."""
+        operators = list(self.operators)
+        leader = self.leader_identity()
+        return next((o for o in operators if o.identity == leader), operators[0])
 
     @property
     def log(self) -> Path:
         return self.operator.log
 
-    @property
-    def process(self) -> subprocess.Popen[bytes]:
-        return self.operator.process
-
     def metric(self, name: str, labels: str = "") -> float:
-        """Sum over every process (the relay's counters are in the relay processes)."""
+        """Sum over every replica (the relay's counters are in the relay replicas)."""
         return sum(
             _metric(p.metrics_text(), name, labels)
             for p in [*self.operators, *self.relays]
@@ -402,6 +448,30 @@ class Installation:
 
     def log_text(self) -> str:
         return self.operator.log_text()
+
+
+@dataclass
+class ProcessInstallation(Installation):
+    """The chart's containers as processes with its ServiceAccounts' tokens (see below)."""
+
+    operator_processes: list[ReleaseProcess]
+    relay_processes: list[ReleaseProcess] = field(default_factory=list)
+
+    @property
+    def operators(self) -> Sequence[ReleaseProcess]:
+        return self.operator_processes
+
+    @property
+    def relays(self) -> Sequence[ReleaseProcess]:
+        return self.relay_processes
+
+    @property
+    def metrics_port(self) -> int:
+        return self.operator_processes[0].metrics_port
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.operator_processes[0].process
 
 
 def start_relays(cluster: LocalCluster, workdir: Path, count: int) -> list[ReleaseProcess]:
@@ -460,6 +530,16 @@ class ReleasePod:
     container: str
     namespace: str = NAMESPACE
     metrics_port: int = 8080
+    uid: str = ""
+
+    @property
+    def identity(self) -> str:
+        """Its name in the Lease (the chart passes the pod's name; a random suffix follows)."""
+        return self.name
+
+    @property
+    def log(self) -> Path:
+        return self.cluster.logs / "pods" / f"{self.namespace}_{self.name}_{self.container}.log"
 
     def metrics_text(self) -> str:
         netns.require_inside(self.cluster.netns)
@@ -469,8 +549,31 @@ class ReleasePod:
         return _metric(self.metrics_text(), name, labels)
 
     def log_text(self) -> str:
-        path = self.cluster.logs / "pods" / f"{self.namespace}_{self.name}_{self.container}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def pid(self) -> int | None:
+        """The container's process as the pod runner records it (podstate.py), if it runs."""
+        directory = podstate.pods_dir(self.cluster.state_dir) / self.uid
+        for name, _, record in podstate.container_records(directory):
+            if name == self.container and record.running():
+                return record.pid
+        return None
+
+    def alive(self) -> bool:
+        return self.pid() is not None
+
+    def kill(self) -> None:
+        """SIGKILL the container's process, as when its node dies: no clean-up, no Lease
+        released. The pod runner then restarts the container (restartPolicy Always), as
+        kubelet would on a node that comes back."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """`kubectl delete pod`: SIGTERM, the grace period, and the Deployment's replacement."""
+        self.cluster.kubectl("delete", "pod", self.name, "-n", self.namespace, "--wait=true")
 
 
 def release_pods(
@@ -491,7 +594,14 @@ def release_pods(
         )
         if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
             found.append(
-                ReleasePod(cluster, pod["metadata"]["name"], status["podIP"], component, namespace)
+                ReleasePod(
+                    cluster,
+                    pod["metadata"]["name"],
+                    status["podIP"],
+                    component,
+                    namespace,
+                    uid=pod["metadata"]["uid"],
+                )
             )
     return found
 
@@ -508,3 +618,96 @@ def leader_pod(cluster: LocalCluster, namespace: str = NAMESPACE) -> str | None:
         return None
     holder = (json.loads(lease.stdout).get("spec") or {}).get("holderIdentity") or ""
     return holder.rpartition("_")[0] or None
+
+
+def restart_counts(cluster: LocalCluster, namespace: str = NAMESPACE) -> dict[str, int]:
+    """Container restarts of every pod of the release (pod -> restarts)."""
+    listed = json.loads(
+        cluster.kubectl(
+            "get", "pods", "-n", namespace, "-o", "json",
+            "-l", f"app.kubernetes.io/instance={RELEASE}",
+        ).stdout
+    )  # fmt: skip
+    return {
+        pod["metadata"]["name"]: sum(
+            c.get("restartCount", 0)
+            for c in (pod.get("status") or {}).get("containerStatuses") or []
+        )
+        for pod in listed["items"]
+    }
+
+
+@dataclass
+class PodInstallation(Installation):
+    """The chart's Deployments running as pods of the image: what users deploy."""
+
+    cluster: LocalCluster
+    operator_replicas: int
+    relay_replicas: int
+    namespace: str = NAMESPACE
+    restarts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def operators(self) -> Sequence[ReleasePod]:
+        return release_pods(self.cluster, "operator", self.namespace)
+
+    @property
+    def relays(self) -> Sequence[ReleasePod]:
+        return release_pods(self.cluster, "relay", self.namespace)
+
+    def leader_identity(self) -> str | None:
+        return leader_pod(self.cluster, self.namespace)
+
+    def alive(self) -> bool:
+        """Every replica Ready, and none restarted since it started: no crash, no crash-loop."""
+        return (
+            len(self.operators) == self.operator_replicas
+            and len(self.relays) == self.relay_replicas
+            and restart_counts(self.cluster, self.namespace) == self.restarts
+        )
+
+    def log_text(self) -> str:
+        return "\n".join(pod.log_text() for pod in self.operators)
+
+
+def scale(cluster: LocalCluster, operators: int, relays: int, namespace: str = NAMESPACE) -> None:
+    for name, replicas in ((OPERATOR, operators), (RELAY, relays)):
+        cluster.kubectl("scale", "deployment", name, "-n", namespace, f"--replicas={replicas}")
+
+
+@contextmanager
+def running_pods(
+    cluster: LocalCluster, values: Mapping[str, Any], namespace: str = NAMESPACE
+) -> Iterator[PodInstallation]:
+    """The chart installed with `values` (pod_values), its replicas Ready; scaled to 0 after.
+
+    Scaled, not uninstalled: the next user with the same values finds the
+    release as it is and only scales it up again (no helm run, no rollout).
+    The relay Service's endpoints are the relay pods' (the EndpointSlice
+    controller's); a slice left by the process mode is removed.
+    """
+    netns.require_inside(cluster.netns)
+    operators, relays = values["operator"]["replicas"], values["relay"]["replicas"]
+    install(cluster, values)
+    cluster.kubectl(
+        "delete", "endpointslice", f"{RELAY}-processes", "-n", namespace, "--ignore-not-found"
+    )
+    scale(cluster, operators, relays, namespace)
+    try:
+        wait_rolled_out(cluster, namespace)
+        for component, count in (("operator", operators), ("relay", relays)):
+
+            def all_ready(component: str = component, count: int = count) -> bool:
+                return len(release_pods(cluster, component, namespace)) == count
+
+            wait_for(f"{count} {component} pods Ready", all_ready, timeout=240)
+        wait_for("an operator pod holding the Lease", lambda: leader_pod(cluster, namespace))
+        yield PodInstallation(
+            cluster, operators, relays, namespace, restart_counts(cluster, namespace)
+        )
+    finally:
+        scale(cluster, 0, 0, namespace)
+        cluster.kubectl(
+            "wait", "--for=delete", "pods", "-n", namespace, "--timeout=120s",
+            "-l", f"app.kubernetes.io/instance={RELEASE}", check=False,
+        )  # fmt: skip

@@ -35,7 +35,7 @@ from localcluster.named import (
     soa_serial,
     zone_serial,
 )
-from localcluster.release import Installation
+from localcluster.release import Installation, ProcessInstallation
 from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,22 +55,28 @@ def run_operator(
     *,
     resync_seconds: float = 60,
     relay: bool = True,
-    relays: int = 1,
-    operators: int = 1,
+    relays: int = 2,
+    operators: int = 2,
     repair: bool = True,
     probe_seconds: float = 10,
     extra_env: Mapping[str, str] | None = None,
     pod_image: str | None = None,
+    pods: bool = True,
 ) -> Iterator[Installation]:
-    """The chart installed, its operator (and relay) replicas running, stopped at the end.
+    """The chart installed, its operator and relay replicas running; stopped at the end.
 
-    `release.py` says how: the chart's Deployments with 0 replicas, their
-    containers as processes with their ServiceAccounts' tokens (the chart's
-    RBAC, never the admin's), the relay processes behind the chart's relay
-    Service. Zones publish that Service's address as their NOTIFY target. The
-    DNS pods run `pod_image`, by default the image of this tree (its content
-    tag, which `make image` builds): every checkout on the machine shares one
-    image store, and the version tag points at whichever checkout built last.
+    As users get it (`pods`, the default): the chart's Deployments as pods of
+    `pod_image` (by default this tree's image, its content tag, which `make
+    image` builds: every checkout on the machine shares one image store, and the
+    version tag points at whichever checkout built last), run by the pod runner,
+    with in-cluster credentials and the relay pods behind the relay Service
+    (`release.running_pods`; `log` is unused: the pods' logs are the pod runner's).
+    Zones publish that Service's address as their NOTIFY target.
+
+    `pods=False` runs the same containers as processes here instead, with
+    tokens of the chart's ServiceAccounts (never the admin's): only for what a
+    pod cannot give, said at each caller (docs/local-cluster.md), and for
+    settings the chart has no value for (`relay=False`, `repair=False`, `extra_env`).
     """
     netns.require_inside(cluster.netns)
     pod_image = pod_image or tree_image()
@@ -80,6 +86,19 @@ def run_operator(
             "ImagePullBackOff: run `make image` (or scenario.build_pod_image() before "
             "entering the cluster's namespace)"
         )
+    if pods:
+        if not relay or not repair or extra_env:
+            raise ValueError("relay=False, repair=False and extra_env need pods=False")
+        values = release.pod_values(
+            pod_image,
+            operators=operators,
+            relays=relays,
+            probe_seconds=probe_seconds,
+            resync_seconds=resync_seconds,
+        )
+        with release.running_pods(cluster, values) as installation:
+            yield installation
+        return
     release.install(cluster, release.PROCESS_MODE)
     workdir = log.parent
     started: list[release.ReleaseProcess] = []
@@ -101,7 +120,7 @@ def run_operator(
             )
             started.append(operator)
             operator_processes.append(operator)
-        running = Installation(operator_processes, relay_processes)
+        running = ProcessInstallation(operator_processes, relay_processes)
         for operator in operator_processes:
             wait_for("the operator's metrics endpoint", operator.ready, timeout=60)
         yield running
@@ -178,9 +197,9 @@ def ensure_namespace(cluster: LocalCluster, namespace: str) -> None:
 
 
 def install_crds(cluster: LocalCluster) -> None:
-    """The CRDs, and the cluster-wide policy the agents run under (deploy/), as the chart has."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "deploy"))
+    """The CRDs, and the cluster-wide policy the agents run under, through the chart
+    (`helm install`, as users get them; the release as it is when installed)."""
+    release.ensure_installed(cluster)
     cluster.kubectl(
         "wait",
         "--for=condition=Established",

@@ -1,19 +1,22 @@
 """Two operator replicas, one leader (a Lease), and a NOTIFY relay that does not need one.
 
-Both operators and both relays run as processes with the chart's ServiceAccount
-tokens (localcluster/release.py), the relays behind the chart's relay Service.
-The leader is killed (SIGKILL, as when its node dies) and the other takes over
-once the Lease runs out; nothing is written twice and no Zone status flaps.
-While no operator leads, a NOTIFY from the primary to the relay Service still
-reaches every replica (their SOA refresh is a day: only the NOTIFY explains it).
-The figures are printed (pytest -s).
+The chart's Deployments as users get them: 2 operator and 2 relay pods of this
+tree's image, run by the pod runner with runc, with in-cluster credentials
+(localcluster/release.py, running_pods), the relay pods behind the relay
+Service. The leader's container is SIGKILLed through the pod runner's record
+of it (as when its node dies: no clean-up, no Lease released) and the standby
+pod takes over once the Lease runs out; nothing is written twice and no Zone
+status flaps. While no operator leads, a NOTIFY from the primary to the relay
+Service still reaches every replica (their SOA refresh is a day: only the
+NOTIFY explains it). A leader pod deleted (`kubectl delete pod`: SIGTERM, the
+Lease released) hands over at once. The figures are printed (pytest -s).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import pytest
 from localcluster import release
 from localcluster.cluster import LocalCluster
 from localcluster.named import PrimaryServer, soa_serial
-from localcluster.release import Installation, ReleaseProcess
+from localcluster.release import PodInstallation, ReleasePod
 from localcluster.scenario import (
     apply,
     demo_zone,
@@ -52,42 +55,40 @@ class Fleet:
     namespace: str
     workdir: Path
     primary: PrimaryServer
-    installation: Installation
-    extra: list[ReleaseProcess] = field(default_factory=list)
+    installation: PodInstallation
 
-    def leaders(self) -> list[ReleaseProcess]:
-        return [
-            p for p in self.installation.operators if p.alive() and p.metric("secondarydns_leader")
-        ]
+    def leader_and_standby(self) -> tuple[ReleasePod, ReleasePod]:
+        """Two Ready operator pods, one of them leading (a killed one restarted first)."""
 
-    def leader_and_standby(self) -> tuple[ReleaseProcess, ReleaseProcess]:
-        """Two live operators, one of them leading (a killed one is replaced first)."""
-        for index, process in enumerate(self.installation.operators):
-            if not process.alive():
-                replacement = release.start_operator(
-                    self.cluster,
-                    self.workdir / f"operator-{len(self.extra) + 2}.log",
-                    identity=f"operator-{len(self.extra) + 2}",
-                    probe_seconds=2,
-                    resync_seconds=10,
+        def found() -> tuple[ReleasePod, ReleasePod] | None:
+            pods = self.installation.operators
+            holder = self.lease_holder().rpartition("_")[0]
+            if len(pods) != 2 or holder not in {p.name for p in pods}:
+                return None
+            leader = next(p for p in pods if p.name == holder)
+            standby = next(p for p in pods if p is not leader)
+            try:
+                leading = (
+                    leader.metric("secondarydns_leader"),
+                    standby.metric("secondarydns_leader"),
                 )
-                self.extra.append(replacement)
-                self.installation.operators[index] = replacement
-                wait_for("the new operator's metrics", replacement.ready, timeout=60)
-        leader: ReleaseProcess = wait_for(
-            "one operator leading",
-            lambda: found[0] if len(found := self.leaders()) == 1 else None,
-            timeout=60,
+            except OSError:
+                return None
+            return (leader, standby) if leading == (1, 0) else None
+
+        pair: tuple[ReleasePod, ReleasePod] = wait_for(
+            "two operator pods Ready, one leading", found, timeout=180
         )
-        standby = next(p for p in self.installation.operators if p is not leader)
-        assert standby.metric("secondarydns_leader") == 0
-        return leader, standby
+        return pair
 
     def lease_holder(self) -> str:
         lease = kubectl_json(
             self.cluster, "get", "lease", "-n", release.NAMESPACE, release.OPERATOR
         )
-        return str(lease["spec"].get("holderIdentity") or "")
+        return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+
+    def relayed(self) -> float:
+        return sum(r.metric("secondarydns_notify_relayed_total") for r in self.installation.relays)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,7 @@ def fleet(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> It
             probe_seconds=2,
             resync_seconds=10,
         ) as installation:
+            assert isinstance(installation, PodInstallation)
             apply(
                 cluster,
                 namespace,
@@ -115,12 +117,7 @@ def fleet(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> It
                 zone_manifest(ZONE_OBJECT, ORIGIN.to_text(), SERVER, "transfer"),
             )
             wait_synced(cluster, namespace, ZONE_OBJECT, timeout=240)
-            fleet = Fleet(cluster, namespace, workdir, primary, installation)
-            try:
-                yield fleet
-            finally:
-                for process in fleet.extra:
-                    process.stop()
+            yield Fleet(cluster, namespace, workdir, primary, installation)
     finally:
         primary.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -134,6 +131,7 @@ def test_the_standby_takes_over_without_writing_twice(fleet: Fleet) -> None:
     server_before = kubectl_json(fleet.cluster, "get", "sdns", "-n", fleet.namespace, SERVER)
     writes_before = standby.metric("secondarydns_api_writes_total")
 
+    old_holder = fleet.lease_holder()
     killed = time.monotonic()
     leader.kill()
     wait_for(
@@ -144,8 +142,14 @@ def test_the_standby_takes_over_without_writing_twice(fleet: Fleet) -> None:
     )
     takeover = time.monotonic() - killed
     holder = fleet.lease_holder()
-    print(f"\ntakeover after SIGKILL of the leader: {takeover:.1f}s (Lease held by {holder})")
+    print(
+        f"\ntakeover after SIGKILL of the leader pod's container: {takeover:.1f}s "
+        f"(Lease held by {holder}, before by {old_holder})"
+    )
     assert holder.startswith(f"{standby.identity}_")
+    # The killed container is restarted by the pod runner (restartPolicy Always) and
+    # waits as a standby: a fresh candidate must see the Lease unchanged for a whole
+    # lease duration first (k8s/lease.py), so it never races the standby.
 
     # The new leader reconciles everything once and then resyncs (every 10 s):
     # nothing may change, and no one else may have written.
@@ -158,15 +162,17 @@ def test_the_standby_takes_over_without_writing_twice(fleet: Fleet) -> None:
     assert changed == {}, (changed, server_before["status"], server_after["status"])
     # No Zone status flapping: the very same status, not a rewritten one.
     assert zone_status(fleet.cluster, fleet.namespace, ZONE_OBJECT) == zone_before
+    # The killed pod's container, restarted, waits as the standby and writes nothing.
+    new_leader, restarted = fleet.leader_and_standby()
+    assert (new_leader.name, restarted.name) == (standby.name, leader.name)
+    assert restarted.metric("secondarydns_api_writes_total") == 0
 
 
 def test_notify_reaches_every_replica_while_no_operator_leads(fleet: Fleet) -> None:
     leader, standby = fleet.leader_and_standby()
     addresses = replica_addresses(fleet.cluster, fleet.namespace, SERVER)
     assert len(addresses) == 3
-    relayed_before = sum(
-        r.metric("secondarydns_notify_relayed_total") for r in fleet.installation.relays
-    )
+    relayed_before = fleet.relayed()
 
     leader.kill()
     killed = bumped = time.monotonic()
@@ -191,8 +197,8 @@ def test_notify_reaches_every_replica_while_no_operator_leads(fleet: Fleet) -> N
     # Only the relay can have done it: no operator led (so no repair NOTIFY),
     # and the replicas' SOA refresh is a day.
     assert no_leader
-    relayed = sum(r.metric("secondarydns_notify_relayed_total") for r in fleet.installation.relays)
-    assert relayed - relayed_before >= 3
+    assert len(fleet.installation.relays) == 2
+    assert fleet.relayed() - relayed_before >= 3
 
     wait_for("the standby to lead", lambda: standby.metric("secondarydns_leader") == 1, timeout=60)
     status: dict[str, Any] = wait_for(
@@ -228,15 +234,30 @@ def test_notify_reaches_every_replica_while_no_operator_leads(fleet: Fleet) -> N
     print(f"with a leader again: Zone status at the new serial {time.monotonic() - bumped:.2f}s")
 
 
-def test_a_leader_stopped_cleanly_hands_over_at_once(fleet: Fleet) -> None:
+def test_a_leader_pod_deleted_hands_over_at_once(fleet: Fleet) -> None:
     leader, standby = fleet.leader_and_standby()
+    old_holder = fleet.lease_holder()
+    released_before = leader.log_text().count("released the lease")
     stopped = time.monotonic()
-    leader.stop()  # SIGTERM: a rolling update or a drain; the Lease is released
-    wait_for(
-        "the standby to lead",
-        lambda: standby.metric("secondarydns_leader") == 1,
+    # kubectl delete pod: SIGTERM (a rolling update, a drain); the Lease is released,
+    # so whoever asks first takes it at once: the standby, or the Deployment's
+    # replacement pod if it is up first (a released Lease needs no waiting).
+    fleet.cluster.kubectl("delete", "pod", leader.name, "-n", release.NAMESPACE, "--wait=false")
+    holder: str = wait_for(
+        "another operator pod to hold the Lease",
+        lambda: (h := fleet.lease_holder()) and h != old_holder and h,
         timeout=60,
         every=0.1,
     )
-    print(f"\nhandover after SIGTERM of the leader: {time.monotonic() - stopped:.1f}s")
-    assert "released the lease" in leader.log_text()
+    handover = time.monotonic() - stopped
+    taker = "the standby" if holder.startswith(f"{standby.identity}_") else "the replacement pod"
+    print(f"\nhandover after deleting the leader pod: {handover:.1f}s (to {taker}, {holder})")
+    assert not holder.startswith(f"{leader.identity}_")
+    wait_for(
+        "the deleted leader's log to say it released the Lease",
+        lambda: leader.log_text().count("released the lease") > released_before,
+        timeout=60,
+    )
+    # The Deployment's replacement makes two again, one leading.
+    new_leader, new_standby = fleet.leader_and_standby()
+    assert leader.name not in {new_leader.name, new_standby.name}

@@ -37,6 +37,23 @@ def test_the_chart_ships_the_crds_byte_for_byte() -> None:
         )
 
 
+POLICY = REPO / "deploy" / "agent-own-pod-policy.yaml"
+
+
+def test_the_chart_ships_the_agent_pod_policy_byte_for_byte(tmp_path: Path) -> None:
+    shipped = CHART / "files" / POLICY.name
+    assert shipped.read_bytes() == POLICY.read_bytes(), (
+        f"{shipped} differs from {POLICY}: copy deploy/{POLICY.name} into the chart's files/"
+    )
+    # Rendered as it is (cluster-scoped, no release labels), and left out when off.
+    source = [d for d in yaml.safe_load_all(POLICY.read_text()) if d]
+    kinds = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    rendered = [o for o in template(tmp_path) if o["kind"] in kinds]
+    assert rendered == source
+    off = template(tmp_path, {"agentPodPolicy": {"enabled": False}})
+    assert not [o for o in off if o["kind"] in kinds]
+
+
 def _crds(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in find(objects, "CustomResourceDefinition")}
 
