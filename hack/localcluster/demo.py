@@ -9,16 +9,16 @@ with this primary's address and key), then bumps the zone's serial a few times
 and shows how long each change took to reach every replica and the Zone's
 status. With `--mixed` the Zone is also served by the Knot DNS fleet of
 examples/secondaryserver-knot.yaml (three knotd pods beside the three named
-pods; the Zone's EngineDiverse condition). Until the pod runner runs the
-project's image, the chart's operator (2 replicas, one leading) and relay (2
-replicas) run as processes with the chart's ServiceAccount tokens
-(localcluster/release.py). Ctrl-C (or `make demo-down`)
-stops it.
+pods; the Zone's EngineDiverse condition). The chart's operator (2 replicas,
+one leading) and relay (2 replicas) run as a user gets them: pods of this
+tree's image, run by the pod runner with runc (localcluster/release.py,
+running_pods). Ctrl-C (or `make demo-down`) stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import statistics
@@ -133,27 +133,28 @@ def run(args: argparse.Namespace) -> int:
     say(f"starting the local cluster {cluster.name!r} (first run builds Kubernetes: ~15 min)")
     cluster.up()
     say("the pods' image: this tree's (built unless it is in local storage)")
-    build_pod_image()
+    image = build_pod_image()
     netns.enter(cluster.netns)
     workdir = cluster.state_dir / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     say(
         f"helm install {release.RELEASE} charts/secondary-dns-operator -n {release.NAMESPACE} "
-        "(CRDs, RBAC, operator, NOTIFY relay)"
+        f"--set image.tag={image.rpartition(':')[2]} (CRDs, RBAC, the agents' pod policy; "
+        "the operator's 2 replicas, one leading, and the NOTIFY relay's 2: pods of the image)"
     )
-    release.install(cluster, release.PROCESS_MODE)
-    show(cluster, "get", "deploy,svc,lease", "-n", release.NAMESPACE)
-    say("starting a real BIND primary for example.com on 10.250.0.10 (NOTIFY -> the relay Service)")
-    primary = start_primary(cluster, workdir / "primary", demo_zone(ORIGIN.to_text(), hosts=20))
+    primary = None
     try:
-        say(
-            "running the chart's 2 operator replicas (one leads) and 2 relay replicas, as "
-            f"processes with their ServiceAccounts' tokens (logs: {workdir})"
-        )
-        with run_operator(
-            cluster, workdir / "operator.log", probe_seconds=5, operators=2, relays=2
-        ) as operator:
+        with run_operator(cluster, workdir / "operator.log", probe_seconds=5) as operator:
+            assert isinstance(operator, release.PodInstallation)
+            show(cluster, "get", "deploy,pods,svc,lease", "-n", release.NAMESPACE, "-o", "wide")
+            say(
+                "starting a real BIND primary for example.com on 10.250.0.10 "
+                "(NOTIFY -> the relay Service)"
+            )
+            primary = start_primary(
+                cluster, workdir / "primary", demo_zone(ORIGIN.to_text(), hosts=20)
+            )
             ensure_namespace(cluster, NAMESPACE)
             servers = [SERVER, KNOT_SERVER] if args.mixed else [SERVER]
             fleets = [example_server()]
@@ -233,20 +234,26 @@ def run(args: argparse.Namespace) -> int:
                 f"{ORIGIN.to_text()} SOA +norec\n"
                 f"  hack/local-cluster exec -- curl -s {next(iter(addresses.values()))}:8081/zones"
                 f"   # the engine's own expire timer per zone\n"
-                f"  hack/local-cluster exec -- curl -s 127.0.0.1:{operator.metrics_port}/metrics "
-                f"| grep ^secondarydns_\n"
-                f"  logs: {cluster.logs} and {workdir}",
+                f"  hack/local-cluster exec -- curl -s {operator.operator.ip}:8080/metrics "
+                f"| grep ^secondarydns_   # the leading operator pod\n"
+                f"  hack/local-cluster exec -- kubectl get pods -n {release.NAMESPACE} -o wide\n"
+                f"  logs: {cluster.logs} (the pods': {cluster.logs / 'pods'}) and {workdir}",
                 flush=True,
             )
             if args.exit:
                 return 0
             say("running; Ctrl-C (or `make demo-down`) stops the demo and the cluster")
             while operator.alive():
-                time.sleep(1)
-            print(f"the operator exited; see {operator.log}", file=sys.stderr)
+                time.sleep(5)
+            print(
+                "an operator or relay pod stopped being Ready or restarted; see "
+                f"{cluster.logs / 'pods'}",
+                file=sys.stderr,
+            )
             return 1
     finally:
-        primary.stop()
+        if primary is not None:
+            primary.stop()
         if not args.keep_cluster:
             say("stopping the local cluster")
             cluster.down()
@@ -254,7 +261,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hack/demo", description=__doc__)
-    parser.add_argument("--cluster", default="sdns", help="local cluster name (default: sdns)")
+    parser.add_argument(
+        "--cluster",
+        default=os.environ.get("SDNS_CLUSTER", "sdns"),
+        help="local cluster name (default: %(default)s, env SDNS_CLUSTER as for make demo-down)",
+    )
     parser.add_argument("--bumps", type=int, default=5, help="serial bumps to time")
     parser.add_argument("--exit", action="store_true", help="stop after the bumps (no Ctrl-C)")
     parser.add_argument(

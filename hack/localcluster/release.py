@@ -124,7 +124,7 @@ def install(
     True when helm ran. CRDs come with the release (crds.enabled, kept on uninstall).
     """
     wanted = json.loads(json.dumps(dict(values or {})))
-    marker = cluster.state_dir / f"release-{namespace}-{release}.json"
+    marker = _marker(cluster, release, namespace)
     installed = {"values": wanted, "chart": chart_digest()}
     if (
         not extra
@@ -158,6 +158,11 @@ def install(
     return True
 
 
+def _marker(cluster: LocalCluster, release: str, namespace: str) -> Path:
+    """What was last installed (values, chart digest), so an unchanged release is not."""
+    return cluster.state_dir / f"release-{namespace}-{release}.json"
+
+
 def chart_digest() -> str:
     """A hash of the chart's files: a changed chart is installed again."""
     digest = hashlib.sha256()
@@ -174,10 +179,22 @@ def relay_service_address(cluster: LocalCluster, namespace: str = NAMESPACE) -> 
 
 
 def ensure_installed(cluster: LocalCluster) -> None:
-    """The release as it is, or the chart installed (with no replicas yet) when it is not:
-    the CRDs, the agents' pod policy and the relay Service come with it."""
-    if installed_values(cluster) is None:
+    """The release of this chart: the CRDs, the agents' pod policy and the relay Service.
+
+    Installed with no replicas when there is none; one installed from another
+    version of the chart is upgraded with its values, its replicas at 0 (only
+    run_operator runs them).
+    """
+    values = installed_values(cluster)
+    if values is None:
         install(cluster, PROCESS_MODE)
+        return
+    marker = _marker(cluster, RELEASE, NAMESPACE)
+    if marker.exists() and json.loads(marker.read_text()).get("chart") == chart_digest():
+        return
+    for component in ("operator", "relay"):
+        values[component] = {**(values.get(component) or {}), "replicas": 0}
+    install(cluster, values)
 
 
 def relay_notify_target(cluster: LocalCluster) -> tuple[str, int]:
@@ -657,6 +674,13 @@ class PodInstallation(Installation):
 
     def leader_identity(self) -> str | None:
         return leader_pod(self.cluster, self.namespace)
+
+    @property
+    def operator(self) -> ReleasePod:
+        """The leading operator pod (the first one while none leads)."""
+        pods = self.operators
+        leader = self.leader_identity()
+        return next((p for p in pods if p.name == leader), pods[0])
 
     def alive(self) -> bool:
         """Every replica Ready, and none restarted since it started: no crash, no crash-loop."""

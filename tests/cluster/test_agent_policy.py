@@ -1,8 +1,9 @@
 """An agent's token changes its own Pod only (issue 13, item 3).
 
 Against the real API server: the agent's Role (render/children.py) and the
-ValidatingAdmissionPolicy in deploy/agent-own-pod-policy.yaml, with a token
-bound to one pod as kubelet projects it into the agent container.
+ValidatingAdmissionPolicy of deploy/agent-own-pod-policy.yaml as the chart
+installs it (agentPodPolicy.enabled, the default), with a token bound to one
+pod as kubelet projects it into the agent container.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from localcluster import build
+from localcluster import build, release
 from localcluster.cluster import LocalCluster
 from localcluster.constants import API_PORT
+from localcluster.scenario import kubectl_json
 from localcluster.waiting import wait_for
 from secondary_dns.api import ObjectRef, agent_contract
 from secondary_dns.render import children
 
-POLICY = Path(__file__).parents[2] / "deploy" / "agent-own-pod-policy.yaml"
+POLICY = "secondary-dns-agent-own-pod"
 OPERATOR_SOURCE = Path(__file__).parents[2] / "operator"
 
 
@@ -61,7 +63,8 @@ def _as_token(cluster: LocalCluster, token: str, *args: str) -> subprocess.Compl
 def test_an_agent_token_patches_its_own_pod_and_not_a_sibling(
     cluster: LocalCluster, namespace: str
 ) -> None:
-    cluster.kubectl("apply", "-f", str(POLICY))
+    release.ensure_installed(cluster)
+    assert kubectl_json(cluster, "get", "validatingadmissionpolicy", POLICY) is not None
     identity = children.ServerIdentity(ObjectRef(namespace, "edge"), "uid-1", {})
     objects = [
         *children.build_agent_rbac(identity, replicas=2),
