@@ -322,7 +322,7 @@ def served_zone(
                 zone_manifest(zone_object, origin, list(servers), "transfer"),
             )
             yield ServedZone(namespace, primary, op)
-            print(f"operator log: {workdir / 'operator.log'}")
+            print(f"operator log: {op.log}")
     finally:
         primary.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

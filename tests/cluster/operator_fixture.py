@@ -1,7 +1,8 @@
-"""The real operator (`secondary-dns operator`) as a process against the test cluster.
+"""The real operator against the test cluster: the chart's pods of this tree's image.
 
-The tests start it exactly as the demo and the benchmark do (localcluster.scenario);
-only the resync is shorter, so that "a resync writes nothing" is seen quickly.
+The tests start it exactly as the demo does (localcluster.scenario.run_operator:
+`helm install`, 2 operator and 2 relay pods run by the pod runner); only the
+resync is shorter, so that "a resync writes nothing" is seen quickly.
 """
 
 from __future__ import annotations

@@ -140,16 +140,13 @@ def _deployment(cluster: LocalCluster, name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def fresh_release(cluster: LocalCluster) -> Iterator[None]:
-    """The session's release uninstalled first; installed again (process mode) afterwards."""
-    release.helm(
-        cluster, "uninstall", release.RELEASE, "-n", release.NAMESPACE, "--wait", check=False
-    )
+    """The session's release uninstalled first (its pods gone); installed again with no
+    replicas afterwards (run_operator scales it up as it needs)."""
+    release.uninstall(cluster)
     try:
         yield
     finally:
-        release.helm(
-            cluster, "uninstall", release.RELEASE, "-n", release.NAMESPACE, "--wait", check=False
-        )
+        release.uninstall(cluster)
         release.install(cluster, release.PROCESS_MODE)
         cluster.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
 

@@ -41,7 +41,7 @@ def operator(
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     with run_operator(cluster, log) as running:
         yield running
-    print(f"operator log: {log}")
+        print(f"operator log (the leading pod's): {running.log}")
 
 
 def server(name: str, replicas: int = 3, **spec: Any) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def operator(
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     with run_operator(cluster, log) as running:
         yield running
-    print(f"operator log: {log}")
+        print(f"operator log (the leading pod's): {running.log}")
 
 
 @pytest.fixture
@@ -446,7 +446,7 @@ def test_the_server_s_service_answers_at_its_cluster_ip_over_udp_and_tcp(
     assert ipaddress.ip_address(address) in ipaddress.ip_network(SERVICE_CIDR)
     assert address not in {p["status"]["podIP"] for p in pods}
 
-    # From the cluster namespace (this process; where the operator probes from).
+    # From the cluster namespace (this process; where a primary outside the pods is).
     # kube-proxy programs the Service once its EndpointSlice lists Ready pods.
     for tcp in (False, True):
         wait_for(f"{address} over {'TCP' if tcp else 'UDP'}", lambda t=tcp: _answers(address, t))
