@@ -593,18 +593,23 @@ class ReleasePod:
         self.cluster.kubectl("delete", "pod", self.name, "-n", self.namespace, "--wait=true")
 
 
+def _pods(cluster: LocalCluster, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    """The release's Pods (`selector`: more labels, after a comma)."""
+    listed = json.loads(
+        cluster.kubectl(
+            "get", "pods", "-n", namespace, "-o", "json",
+            "-l", f"app.kubernetes.io/instance={RELEASE}{selector}",
+        ).stdout
+    )  # fmt: skip
+    return list(listed["items"])
+
+
 def release_pods(
     cluster: LocalCluster, component: str, namespace: str = NAMESPACE
 ) -> list[ReleasePod]:
     """The Running, Ready replicas of one component (operator, relay)."""
-    listed = json.loads(
-        cluster.kubectl(
-            "get", "pods", "-n", namespace, "-o", "json",
-            "-l", f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}",
-        ).stdout
-    )  # fmt: skip
     found = []
-    for pod in listed["items"]:
+    for pod in _pods(cluster, namespace, f",app.kubernetes.io/component={component}"):
         status = pod.get("status") or {}
         ready = any(
             c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
@@ -623,34 +628,53 @@ def release_pods(
     return found
 
 
+def rolled_out(cluster: LocalCluster, name: str, namespace: str = NAMESPACE) -> bool:
+    """`kubectl rollout status` as a predicate: every replica of the current template
+    available (kubectl's own wait would outlive the wrapper's timeout on a busy machine)."""
+    found = cluster.kubectl("get", "deployment", name, "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        return False
+    deployment = json.loads(found.stdout)
+    status, wanted = deployment.get("status") or {}, deployment["spec"].get("replicas", 1)
+    return bool(
+        status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
+        and status.get("updatedReplicas", 0) == wanted
+        and status.get("availableReplicas", 0) == wanted
+        and status.get("replicas", 0) == wanted
+    )
+
+
 def wait_rolled_out(cluster: LocalCluster, namespace: str = NAMESPACE) -> None:
     for name in (OPERATOR, RELAY):
-        cluster.kubectl("rollout", "status", "deployment", name, "-n", namespace, "--timeout=240s")
+
+        def done(name: str = name) -> bool:
+            return rolled_out(cluster, name, namespace)
+
+        wait_for(f"{name} rolled out", done, timeout=300)
 
 
 def leader_pod(cluster: LocalCluster, namespace: str = NAMESPACE) -> str | None:
-    """The operator pod holding the Lease (its identity is `<pod name>_<random>`)."""
+    """The Ready operator pod holding the Lease (its identity is `<pod name>_<random>`).
+
+    None while the Lease names no one, or a pod that is gone (a killed leader's
+    name stays in it until a standby takes it over).
+    """
     lease = cluster.kubectl("get", "lease", OPERATOR, "-n", namespace, "-o", "json", check=False)
     if lease.returncode != 0:
         return None
     holder = (json.loads(lease.stdout).get("spec") or {}).get("holderIdentity") or ""
-    return holder.rpartition("_")[0] or None
+    pod = holder.rpartition("_")[0]
+    return pod if pod in {p.name for p in release_pods(cluster, "operator", namespace)} else None
 
 
 def restart_counts(cluster: LocalCluster, namespace: str = NAMESPACE) -> dict[str, int]:
     """Container restarts of every pod of the release (pod -> restarts)."""
-    listed = json.loads(
-        cluster.kubectl(
-            "get", "pods", "-n", namespace, "-o", "json",
-            "-l", f"app.kubernetes.io/instance={RELEASE}",
-        ).stdout
-    )  # fmt: skip
     return {
         pod["metadata"]["name"]: sum(
             c.get("restartCount", 0)
             for c in (pod.get("status") or {}).get("containerStatuses") or []
         )
-        for pod in listed["items"]
+        for pod in _pods(cluster, namespace)
         if not pod["metadata"].get("deletionTimestamp")
     }
 

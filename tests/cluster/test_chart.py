@@ -262,10 +262,11 @@ def test_install_examples_ready_upgrade_rolls_uninstall_keeps(
     rolled = _deployment(cluster, release.OPERATOR)
     assert rolled["spec"]["template"] != first_hash
     assert "--resync-seconds=30" in rolled["spec"]["template"]["spec"]["containers"][0]["args"]
-    cluster.kubectl(
-        "rollout", "status", "deployment", release.OPERATOR, "-n", release.NAMESPACE,
-        "--timeout=120s",
-    )  # fmt: skip
+    wait_for(
+        "the operator rolled out",
+        lambda: release.rolled_out(cluster, release.OPERATOR),
+        timeout=300,
+    )
     sets = kubectl_json(
         cluster, "get", "replicasets", "-n", release.NAMESPACE,
         "-l", "app.kubernetes.io/component=operator",
