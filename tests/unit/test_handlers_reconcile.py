@@ -238,6 +238,21 @@ def test_nothing_is_written_when_nothing_changed_also_after_a_restart(
     assert not [event for event in restarted.events if event[3] == "Created"]
 
 
+def test_a_zone_seen_before_its_new_server_is_reconciled_is_not_a_fault(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """Server and Zone applied together: the Zone's work may run first. It must not
+    say NoServersSelected (Stalled: Flux would fail at once) while the server's
+    reconcile is on its way (found by tests/cluster/test_operator.py)."""
+    operator.sync_caches()
+    operator.controller.zones.refresh(NS, "example-com")
+    for type_, status in (("ConfigValid", "Unknown"), ("Stalled", "False")):
+        found = condition(zone(api), type_)
+        assert (found["status"], found["reason"]) == (status, "ServerNotReconciled")
+    operator.catch_up()
+    assert condition(zone(api), "ConfigValid")["reason"] == "Rendered"
+
+
 def test_a_new_leader_listing_zones_before_their_servers_writes_no_zone_status(
     api: FakeApiServer, operator: Operator
 ) -> None:

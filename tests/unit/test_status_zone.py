@@ -118,6 +118,13 @@ CHAIN: list[tuple[str, ZoneConfig, SerialStatus | None, str, str]] = [
         conditions.CONFIG_REJECTED,
     ),
     (
+        "servers_pending",
+        _config(verdicts=(_verdict(replicas_current=1),), pending_servers=("new",)),
+        None,
+        UNKNOWN,
+        conditions.SERVER_NOT_RECONCILED,
+    ),
+    (
         "rollout_in_progress",
         _config(verdicts=(_verdict(replicas_current=1),)),
         None,
@@ -189,7 +196,7 @@ def test_the_first_failing_rule_decides_ready(
 
 
 # The rules whose failure passes by itself (work under way): Reconciling=True.
-PROGRESS = {"rollout_in_progress", "not_synced", "awaiting_serials"}
+PROGRESS = {"servers_pending", "rollout_in_progress", "not_synced", "awaiting_serials"}
 CONFIG = {
     "spec_invalid",
     "server_not_found",
@@ -285,6 +292,17 @@ def test_zone_conditions_explain_themselves() -> None:
 
     none = zone_status({}, _config(verdicts=()), None, NOW)
     assert _cond(none, "ConfigValid")["reason"] == "NoServersSelected"
+
+    # Selected by a server not reconciled yet (applied together with the Zone): no
+    # fault, work under way; kstatus keeps waiting instead of failing.
+    pending = zone_status({}, _config(verdicts=(), pending_servers=("edge",)), None, NOW)
+    for type_, status in (("ConfigValid", "Unknown"), ("Stalled", "False"), ("Ready", "Unknown")):
+        assert (_cond(pending, type_)["status"], _cond(pending, type_)["reason"]) == (
+            status,
+            "ServerNotReconciled",
+        )
+    assert _cond(pending, "Reconciling")["status"] == "True"
+    assert "SecondaryServer edge" in _cond(pending, "Ready")["message"]
 
 
 def test_either_writer_computes_the_same_status_and_an_unchanged_world_writes_nothing() -> None:

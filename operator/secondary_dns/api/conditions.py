@@ -50,6 +50,9 @@ SECRET_NOT_FOUND = "SecretNotFound"
 INVALID_TSIG_KEY = "InvalidTsigKey"
 SERVER_NOT_FOUND = "ServerNotFound"
 NO_SERVERS_SELECTED = "NoServersSelected"
+# A SecondaryServer selects the Zone but has not rendered it yet (just created, or
+# its own spec is invalid: its Stalled condition says so).
+SERVER_NOT_RECONCILED = "ServerNotReconciled"
 ZONE_CONFLICT = "ZoneConflict"
 # A primary inside a range the operator refuses (--refused-primary-networks).
 PRIMARY_NOT_ALLOWED = "PrimaryNotAllowed"

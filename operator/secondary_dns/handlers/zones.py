@@ -62,13 +62,16 @@ class ZoneObserver:
         servers = self.cluster.list_servers(ref.namespace)
         names = {server["metadata"]["name"] for server in servers}
         verdicts = []
+        pending = []
         for server in sorted(servers, key=lambda s: s["metadata"]["name"]):
             server_ref = ObjectRef.of(server)
             if not spec.serves_on(server_ref.name, _labels(server)):
                 continue
             state = self.states.get(server_ref)
             if state is None:
-                continue  # not reconciled yet; its reconcile refreshes this zone
+                # Not reconciled yet; its reconcile refreshes this zone.
+                pending.append(server_ref.name)
+                continue
             verdicts.append(
                 verdict_for(ref, server_ref.name, state.rendered, state.pods, state.replicas)
             )
@@ -77,6 +80,7 @@ class ZoneObserver:
             spec.zone.to_text(),
             missing_servers=tuple(sorted(set(spec.servers or ()) - names)),
             verdicts=tuple(verdicts),
+            pending_servers=tuple(pending),
             notify_address=self.notify_address,
             retransfer_request=spec.retransfer_request,
             open_transfer=open_transfer_entries(spec),

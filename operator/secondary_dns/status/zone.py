@@ -85,6 +85,10 @@ class ZoneConfig:
     missing_servers: tuple[str, ...] = ()
     # One per SecondaryServer that selects the Zone and has been reconciled.
     verdicts: tuple[ServerVerdict, ...] = ()
+    # SecondaryServers that select the Zone but have not been reconciled yet: a
+    # Zone applied together with its server is seen first, and must not read as
+    # served by none (NoServersSelected, a configuration fault) meanwhile.
+    pending_servers: tuple[str, ...] = ()
     # Where the zone's primaries send NOTIFY (the operator's relay), when known.
     notify_address: str | None = None
     # spec.retransferRequest of the Zone as read now.
@@ -148,7 +152,7 @@ def server_not_found(inputs: ReadyInputs) -> Failure | None:
 
 
 def no_servers_selected(inputs: ReadyInputs) -> Failure | None:
-    if inputs.config.verdicts:
+    if inputs.config.verdicts or inputs.config.pending_servers:
         return None
     return Failure(
         conditions.NO_SERVERS_SELECTED,
@@ -176,6 +180,19 @@ def engine_rejected_config(inputs: ReadyInputs) -> Failure | None:
                 f"keeps its last good one; {verdict.pod_errors[0]}",
             )
     return None
+
+
+def servers_pending(inputs: ReadyInputs) -> Failure | None:
+    pending = inputs.config.pending_servers
+    if not pending:
+        return None
+    return Failure(
+        conditions.SERVER_NOT_RECONCILED,
+        f"SecondaryServer {', '.join(pending)} selects this zone and has not rendered it "
+        "yet; it does at its next reconcile (if its Stalled condition is True, fix that "
+        "SecondaryServer)",
+        UNKNOWN,
+    )
 
 
 def rollout_in_progress(inputs: ReadyInputs) -> Failure | None:
@@ -245,6 +262,7 @@ CONFIG_RULES: tuple[Rule, ...] = (
 )
 READY_RULES: tuple[Rule, ...] = (
     *CONFIG_RULES,
+    servers_pending,
     rollout_in_progress,
     serial_regressed,
     primary_unreachable,
@@ -276,7 +294,12 @@ def ready(inputs: ReadyInputs) -> Condition:
 # What Ready waits for while it is False for a reason that passes by itself:
 # the rollout, the first probes, a transfer. Reconciling=True then, so GitOps
 # tools show progress; anything else is a fault for someone to look at.
-PROGRESS_RULES: tuple[Rule, ...] = (rollout_in_progress, not_synced, awaiting_serials)
+PROGRESS_RULES: tuple[Rule, ...] = (
+    servers_pending,
+    rollout_in_progress,
+    not_synced,
+    awaiting_serials,
+)
 
 
 def reconciling(inputs: ReadyInputs) -> Condition:
@@ -307,6 +330,16 @@ def config_verdicts(config: ZoneConfig) -> tuple[Condition, Condition]:
     (the Secret created, the server applied): the operator looks again.
     """
     failure = first_failure(CONFIG_RULES, ReadyInputs(config, None))
+    pending = servers_pending(ReadyInputs(config, None))
+    if failure is None and pending is not None:
+        # Not a fault: the server's reconcile is on its way (or the server itself
+        # is Stalled, and says why). Unknown, so GitOps tools keep waiting.
+        return (
+            Condition(conditions.CONFIG_VALID, UNKNOWN, pending.reason, pending.message),
+            Condition(
+                conditions.STALLED, FALSE, pending.reason, "the operator can act on this Zone"
+            ),
+        )
     if failure is None:
         limited = [v for v in config.verdicts if v.limitations]
         return (
