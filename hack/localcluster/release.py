@@ -33,7 +33,7 @@ from localcluster import build, netns, podstate
 from localcluster.cluster import LocalCluster
 from localcluster.constants import RELAY_ADDRESSES, SERVICE_CIDR
 from localcluster.named import free_port
-from localcluster.processes import stop_process_group
+from localcluster.processes import pid_alive, stop_process_group
 from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -584,9 +584,12 @@ class ReleasePod:
         released. The pod runner then restarts the container (restartPolicy Always), as
         kubelet would on a node that comes back."""
         pid = self.pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        if pid is None:
+            # Nothing killed would look like a takeover that never happens.
+            raise RuntimeError(f"pod {self.name}: no running {self.container} container to kill")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(f"pod {self.name}'s process {pid} to die", lambda: not pid_alive(pid), timeout=10)
 
     def stop(self) -> None:
         """`kubectl delete pod`: SIGTERM, the grace period, and the Deployment's replacement."""
