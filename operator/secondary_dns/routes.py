@@ -35,6 +35,15 @@ class MonitoredZone:
     replicas: tuple[tuple[ReplicaTarget, TsigKey], ...] = field(repr=False)
 
 
+def add_zone(zones: dict[ObjectRef, MonitoredZone], zone: MonitoredZone) -> None:
+    """Put one server's view of `zone` in `zones`: a Zone that another server serves
+    too is one entry, with the replicas of both."""
+    known = zones.get(zone.ref)
+    zones[zone.ref] = (
+        zone if known is None else replace(known, replicas=known.replicas + zone.replicas)
+    )
+
+
 def zones_from_relay_plans(
     plans: Iterable[RelayPlan], pods: Mapping[ObjectRef, Sequence[tuple[str, str]]]
 ) -> list[MonitoredZone]:
@@ -56,17 +65,16 @@ def zones_from_relay_plans(
             for name, address in pods.get(plan.server, ())
         )  # fmt: skip
         for zone in plan.zones:
-            known = zones.get(zone.ref)
-            if known is not None:
-                zones[zone.ref] = replace(known, replicas=known.replicas + replicas)
-                continue
-            zones[zone.ref] = MonitoredZone(
-                ref=zone.ref,
-                name=zone.zone,
-                primaries=(),
-                primary_keys=zone.primary_keys,
-                notify_sources=zone.notify_sources,
-                replicas=replicas,
+            add_zone(
+                zones,
+                MonitoredZone(
+                    ref=zone.ref,
+                    name=zone.zone,
+                    primaries=(),
+                    primary_keys=zone.primary_keys,
+                    notify_sources=zone.notify_sources,
+                    replicas=replicas,
+                ),
             )
     return [zones[ref] for ref in sorted(zones)]
 

@@ -10,12 +10,11 @@ which the relay Deployment shares.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from secondary_dns.api import ObjectRef, TsigKey
 from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.handlers.state import ServerState
-from secondary_dns.routes import MonitoredZone
+from secondary_dns.routes import MonitoredZone, add_zone
 from secondary_dns.status.serial import ReplicaTarget
 
 
@@ -26,17 +25,18 @@ def monitored_zones(states: Mapping[ObjectRef, ServerState]) -> list[MonitoredZo
         replicas = _replicas(server_ref, state)
         plan = state.rendered.plan
         for planned in plan.zones:
-            known = zones.get(planned.ref)
-            if known is not None:
-                zones[planned.ref] = replace(known, replicas=known.replicas + replicas)
-                continue
-            zones[planned.ref] = MonitoredZone(
-                ref=planned.ref,
-                name=planned.zone,
-                primaries=tuple(ProbeTarget(str(p.address), p.port) for p in planned.primaries),
-                primary_keys=tuple(plan.key(p.key_name) for p in planned.primaries if p.key_name),
-                notify_sources=planned.notify_sources,
-                replicas=replicas,
+            add_zone(
+                zones,
+                MonitoredZone(
+                    ref=planned.ref,
+                    name=planned.zone,
+                    primaries=tuple(ProbeTarget(str(p.address), p.port) for p in planned.primaries),
+                    primary_keys=tuple(
+                        plan.key(p.key_name) for p in planned.primaries if p.key_name
+                    ),
+                    notify_sources=planned.notify_sources,
+                    replicas=replicas,
+                ),
             )
     return [zones[ref] for ref in sorted(zones)]
 
