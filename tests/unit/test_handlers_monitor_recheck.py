@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import dns.name
+import pytest
+
+import secondary_dns.handlers.monitor as monitor_module
 from secondary_dns.api import ObjectRef
+from secondary_dns.api.agent_contract import ZonesDocument, ZoneState
 from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
 from secondary_dns.handlers.monitor import RECHECK_SECONDS, SerialMonitor
+from secondary_dns.routes import MonitoredZone
+from secondary_dns.status.schedule import recheck_at
 from secondary_dns.status.serial import ReplicaTarget
 
 REF = ObjectRef("dns", "example")
@@ -32,9 +40,11 @@ def test_a_zone_in_sync_with_the_same_answers_is_not_evaluated_again() -> None:
     watcher, primaries = monitor(), [answer(5)]
     assert not watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {}, 0.0)
     # A report round: new results, the same answers.
-    assert watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {}, 10.0)
-    # ... until RECHECK_SECONDS have passed since the evaluation.
-    assert not watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {}, RECHECK_SECONDS)
+    due = recheck_at(REF, 0.0, RECHECK_SECONDS)
+    assert 0.0 < due <= RECHECK_SECONDS
+    assert watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {}, due - 0.001)
+    # ... until its own time within RECHECK_SECONDS has come.
+    assert not watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {}, due)
 
 
 def test_a_new_probe_a_new_answer_or_a_zone_out_of_sync_is_evaluated() -> None:
@@ -50,3 +60,96 @@ def test_a_new_probe_a_new_answer_or_a_zone_out_of_sync_is_evaluated() -> None:
     assert not watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, None), {}, 4.0)
     watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {}, 5.0)
     assert not watcher._unchanged_in_sync(REF, primaries, replicas(5, 5, 5), {"edge-0": 9.0}, 6.0)
+
+
+# ---- report rounds: only what changed is evaluated, the rest at its own offset
+
+ADDRESSES = [target.address for target in REPLICAS]
+
+
+def monitored(name: str) -> MonitoredZone:
+    key: Any = None
+    return MonitoredZone(
+        ref=ObjectRef("dns", name),
+        name=dns.name.from_text(f"{name}.example"),
+        primaries=(PRIMARY,),
+        primary_keys=(),
+        notify_sources=(),
+        replicas=tuple((target, key) for target in REPLICAS),
+    )
+
+
+class Network:
+    """What the replicas' agents report and what SOA probes answer, by zone and address."""
+
+    def __init__(self, zones: list[MonitoredZone]) -> None:
+        self.serials = {(z.name.to_text(), a): 5 for z in zones for a in [*ADDRESSES, "primary"]}
+        self.expires = 9000.0
+
+    async def fetch_raw(self, addresses: Any, *_: Any, **__: Any) -> dict[str, bytes]:
+        def state(zone: str, address: str) -> ZoneState:
+            return ZoneState(self.serials[(zone, address)], self.expires, None)
+
+        return {
+            str(address): ZonesDocument(
+                None,
+                {
+                    dns.name.from_text(zone): state(zone, str(address))
+                    for zone, where in self.serials
+                    if where == address
+                },
+            ).encode()
+            for address in addresses
+        }
+
+    async def probe_all(self, requests: Any, **_: Any) -> list[ProbeResult]:
+        results = []
+        for zone, target in requests:
+            where = "primary" if target == PRIMARY else target.address
+            serial = self.serials[(zone.to_text(), where)]
+            results.append(answer(serial, target))
+        return results
+
+
+class CountingMonitor(SerialMonitor):
+    def __init__(self, zones: list[MonitoredZone]) -> None:
+        zone_status: Any = None
+        self.now = 0.0
+        super().__init__(lambda: zones, zone_status, None, clock=lambda: self.now)
+        self.evaluated: list[tuple[float, str]] = []
+
+    def record(self, zone: MonitoredZone, *args: Any, **kwargs: Any) -> None:
+        self.evaluated.append((self.now, zone.ref.name))
+
+
+def test_a_report_round_evaluates_what_changed_and_each_zone_in_sync_at_its_own_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    zones = [monitored(name) for name in ("alpha", "beta", "gamma")]
+    network = Network(zones)
+    monkeypatch.setattr(monitor_module, "fetch_raw", network.fetch_raw)
+    monkeypatch.setattr(monitor_module, "probe_all", network.probe_all)
+    watcher = CountingMonitor(zones)
+    asyncio.run(watcher.round())
+    assert sorted(name for _, name in watcher.evaluated) == ["alpha", "beta", "gamma"]
+    watcher.evaluated.clear()
+    # "gamma" has one replica behind: evaluated at every round (its grace is time).
+    network.serials[("gamma.example.", ADDRESSES[2])] = 4
+    rounds = [10.0 * i for i in range(1, 8)]
+    for now in rounds:
+        watcher.now = now
+        asyncio.run(watcher.observe(set(), set(), True))
+    by_zone: dict[str, list[float]] = {}
+    for now, name in watcher.evaluated:
+        by_zone.setdefault(name, []).append(now)
+    assert by_zone.pop("gamma") == rounds
+    # In sync with unchanged reports: once, at the first round after its own time.
+    for zone in zones[:2]:
+        due = recheck_at(zone.ref, 0.0, RECHECK_SECONDS)
+        assert by_zone[zone.ref.name] == [min(now for now in rounds if now >= due)]
+    # A replica's new timers (a refresh) are news: every zone is evaluated again.
+    watcher.evaluated.clear()
+    network.expires = 9500.0
+    watcher.now = 80.0
+    asyncio.run(watcher.observe(set(), set(), True))
+    assert sorted(name for _, name in watcher.evaluated) == ["alpha", "beta", "gamma"]

@@ -238,6 +238,25 @@ def test_nothing_is_written_when_nothing_changed_also_after_a_restart(
     assert not [event for event in restarted.events if event[3] == "Created"]
 
 
+def test_a_resync_that_changes_nothing_keeps_the_published_states_and_targets(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    states, targets = operator.controller.states.all(), operator.controller.monitored_zones()
+    operator.resync()
+    operator.reconcile_server("edge")
+    # The same objects: the monitor rebuilds no routes or schedule for nothing.
+    assert operator.controller.states.all() is states
+    assert operator.controller.monitored_zones() is targets
+    # A change is published anew.
+    api.apply(zone_manifest("other", "other.example"))
+    operator.zone_changed("other")
+    assert operator.controller.states.all() is not states
+    assert len(operator.controller.monitored_zones()) == 2
+
+
 def test_a_zone_seen_before_its_new_server_is_reconciled_is_not_a_fault(
     api: FakeApiServer, operator: Operator
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -156,6 +157,19 @@ def test_objects_are_kept_without_managed_fields_and_last_applied() -> None:
         "spec": {"zone": "a.example"}
     }}  # fmt: skip
     assert obj["metadata"]["managedFields"]  # the input is not changed
+
+
+def test_trimmed_objects_share_their_keys_and_short_strings() -> None:
+    # Each object decoded from its own JSON: equal strings, distinct objects.
+    condition = {"type": "Synced", "status": "True", "message": "x" * 100}
+    document = json.dumps({"metadata": {"name": "a"}, "status": {"conditions": [condition]}})
+    first, second = trim(json.loads(document)), trim(json.loads(document))
+    (one,), (two,) = first["status"]["conditions"], second["status"]["conditions"]
+    assert one == two
+    assert [k for k in one] == ["type", "status", "message"]
+    assert all(a is b for a, b in zip(one, two, strict=True))  # the keys
+    assert one["status"] is two["status"] and one["type"] is two["type"]
+    assert one["message"] is not two["message"]  # long: one zone's own, not interned
 
 
 def test_label_selectors_of_the_operator() -> None:

@@ -367,11 +367,11 @@ class ZonesDocument:
                 name = dns.name.from_text(zone)
             except dns.exception.DNSException:
                 continue
-            states[name] = ZoneState.read(state, _unix_time)
+            states[name] = ZoneState.read(state, unix_time)
         return cls(config_hash if isinstance(config_hash, str) else None, states)
 
 
-def _unix_time(value: object) -> float | None:
+def unix_time(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) and value > 0 else None

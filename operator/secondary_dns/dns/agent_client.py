@@ -11,15 +11,21 @@ monitor reads them here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import aiohttp
+import dns.exception
+import dns.name
 
 from secondary_dns.api.agent_contract import (
     AGENT_PORT,
     ZONES_MAX_AGE_PARAMETER,
     ZONES_PATH,
     ZonesDocument,
+    ZoneState,
+    unix_time,
 )
 
 DEFAULT_TIMEOUT = 2.0
@@ -37,9 +43,28 @@ async def fetch_zones(
 
     `max_age`: the agent looks at its engine again when its last look is older.
     """
+    found: dict[str, ZonesDocument] = {}
+    for address, data in (
+        await fetch_raw(addresses, port, timeout=timeout, concurrency=concurrency, max_age=max_age)
+    ).items():
+        document = ZonesDocument.parse(data)
+        if document is not None:
+            found[address] = document
+    return found
+
+
+async def fetch_raw(
+    addresses: Iterable[str],
+    port: int = AGENT_PORT,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    concurrency: int = 16,
+    max_age: float | None = None,
+) -> dict[str, bytes]:
+    """The body of every agent's GET /zones answered 200, by address; unparsed."""
     query = "" if max_age is None else f"?{ZONES_MAX_AGE_PARAMETER}={max_age:g}"
     gate = asyncio.Semaphore(concurrency)
-    found: dict[str, ZonesDocument] = {}
+    found: dict[str, bytes] = {}
     client_timeout = aiohttp.ClientTimeout(total=timeout)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
 
@@ -50,12 +75,103 @@ async def fetch_zones(
                     async with session.get(f"http://{host}:{port}{ZONES_PATH}{query}") as response:
                         if response.status != 200:
                             return
-                        data = await response.read()
+                        found[address] = await response.read()
                 except (aiohttp.ClientError, TimeoutError, OSError):
                     return
-            document = ZonesDocument.parse(data)
-            if document is not None:
-                found[address] = document
 
         await asyncio.gather(*(one(address) for address in sorted(set(addresses))))
     return found
+
+
+def zone_key(zone: dns.name.Name) -> str:
+    """How `ZoneReports` names a zone: its text, lower case (names compare without case)."""
+    return zone.to_text().lower()
+
+
+class ZoneReports:
+    """Each agent's last /zones, read incrementally: the zone states by `zone_key`.
+
+    The serial monitor reads every replica's report every report round: N zone
+    states each, mostly what they were the round before. A body identical to
+    the last one is not parsed at all; otherwise a zone whose entry says what
+    its kept state says keeps that same `ZoneState` object (the monitor then
+    knows by identity that nothing about it changed), and only a zone seen for
+    the first time has its name checked. Zones are keyed by text, not by
+    `dns.name.Name`, whose hash is computed anew, byte by byte, at every lookup.
+    Lenient as `ZonesDocument.parse`: a malformed entry is left out.
+    """
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, bytes] = {}
+        self._states: dict[str, dict[str, ZoneState]] = {}
+        # address -> the zones whose state the last update read anew (not kept)
+        self._changed: dict[str, set[str]] = {}
+
+    def states(self, address: str) -> Mapping[str, ZoneState] | None:
+        """The zone states of the agent at `address` from its last report; None: none read."""
+        return self._states.get(address)
+
+    def changed(self, address: str, key: str) -> bool:
+        """Did the last update read this zone's state anew (new, or not what it was)?"""
+        return key in self._changed.get(address, ())
+
+    def update(self, reports: Mapping[str, bytes]) -> None:
+        """This round's bodies by address: an agent absent (no answer) has no states now."""
+        for address in set(self._states) - set(reports):
+            self._forget(address)
+        for address, body in reports.items():
+            self._changed[address] = set()
+            if self._bodies.get(address) == body and address in self._states:
+                continue
+            states = self._read(body, self._states.get(address, {}), self._changed[address])
+            if states is None:
+                self._forget(address)
+                continue
+            self._states[address] = states
+            self._bodies[address] = body
+
+    def _forget(self, address: str) -> None:
+        self._states.pop(address, None)
+        self._bodies.pop(address, None)
+        self._changed.pop(address, None)
+
+    @staticmethod
+    def _read(
+        body: bytes, known: Mapping[str, ZoneState], changed: set[str]
+    ) -> dict[str, ZoneState] | None:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return None
+        zones = document.get("zones") if isinstance(document, Mapping) else None
+        if not isinstance(zones, Mapping):
+            return None
+        states: dict[str, ZoneState] = {}
+        for text, entry in zones.items():
+            if not isinstance(text, str) or not isinstance(entry, Mapping):
+                continue
+            key = text.lower()
+            kept = known.get(key)
+            if kept is not None and _says(entry, kept):
+                states[key] = kept
+                continue
+            if kept is None:
+                try:
+                    key = zone_key(dns.name.from_text(text))
+                except dns.exception.DNSException:
+                    continue
+            states[key] = ZoneState.read(entry, unix_time)
+            changed.add(key)
+        return states
+
+
+def _says(entry: Mapping[str, Any], state: ZoneState) -> bool:
+    """Does the JSON entry read as `state`? (what `ZoneState.read` would make of it)"""
+    serial = entry.get("serial")
+    if not isinstance(serial, int) or isinstance(serial, bool):
+        serial = None
+    return (
+        serial == state.serial
+        and unix_time(entry.get("expires")) == state.expires
+        and unix_time(entry.get("refresh")) == state.refresh
+    )

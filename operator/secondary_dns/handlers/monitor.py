@@ -41,9 +41,9 @@ import dns.serial
 
 from secondary_dns import metrics
 from secondary_dns.api import ObjectRef
-from secondary_dns.api.agent_contract import AGENT_PORT, ZonesDocument
+from secondary_dns.api.agent_contract import AGENT_PORT, ZoneState
 from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
-from secondary_dns.dns.agent_client import fetch_zones
+from secondary_dns.dns.agent_client import ZoneReports, fetch_raw, zone_key
 from secondary_dns.dns.notify import send_notify
 from secondary_dns.dns.probe import DEFAULT_ATTEMPTS, ProbeRequest, probe_all
 from secondary_dns.dns.relay import NotifyRelay
@@ -58,6 +58,7 @@ from secondary_dns.status.schedule import (
     ProbeSchedule,
     ScheduledZone,
     later,
+    recheck_at,
 )
 from secondary_dns.status.serial import (
     DEFAULT_REPAIR_GRACE,
@@ -86,7 +87,9 @@ MIN_SLEEP = 0.005
 # least this often, not at every report round: at 10,000 zones a round would
 # otherwise evaluate (and compare the status of) every zone every STEADY_INTERVAL.
 # What moves with time alone for a zone in sync (refresh overdue, expiry near) is
-# measured in hours.
+# measured in hours. Each zone is due at its own offset within the period
+# (`recheck_at`), so a report round re-evaluates about
+# STEADY_INTERVAL / RECHECK_SECONDS of the zones, not all of them once a minute.
 RECHECK_SECONDS = 60.0
 # Threads that evaluate zones (and write their status) at once in one step.
 STATUS_WRITERS = 4
@@ -148,15 +151,17 @@ class SerialMonitor:
         self._primary_results: dict[ObjectRef, list[ProbeResult]] = {}
         self._replica_results: dict[ObjectRef, dict[str, ProbeResult]] = {}
         self._soa: dict[ObjectRef, dict[int, SoaAnswer]] = {}
-        # replica address -> its agent's last /zones (this report round's)
-        self._reports: dict[str, ZonesDocument] = {}
+        # Each replica's agent's last /zones (this report round's), by address, and
+        # each monitored zone's name as those reports key it.
+        self._reports = ZoneReports()
+        self._keys: dict[ObjectRef, str] = {}
         self._distrusted: dict[str, float] = {}
         self._spot_cursor: dict[str, int] = {}
-        # address -> the zones whose answer this report round took from its report
-        self._reported: dict[str, list[_SpotCheck]] = {}
+        # address -> the zones (and pod) whose answer this report round took from its report
+        self._reported: dict[str, list[tuple[ObjectRef, str]]] = {}
         self._next_report = -math.inf
         # zone -> (the primary results, the replicas' answers, the expiry it was last
-        # evaluated with, and when), for RECHECK_SECONDS.
+        # evaluated with, and when it is due again), for RECHECK_SECONDS.
         self._evaluated: dict[ObjectRef, tuple[object, object, object, float]] = {}
         # zone -> the primary results last taken into account (a new list: a new probe).
         self._probed_at: dict[ObjectRef, list[ProbeResult]] = {}
@@ -271,6 +276,7 @@ class SerialMonitor:
                     self.schedule.heat(ref, now)
         self._watching = True
         self._zones = current
+        self._keys = {ref: zone_key(zone.name) for ref, zone in current.items()}
         for gone in set(self._primary_results) - set(current):
             self._evaluated.pop(gone, None)
             self._probed_at.pop(gone, None)
@@ -333,20 +339,26 @@ class SerialMonitor:
                     ask(zone, probe_target, target.pod)
                     continue
                 if report_round:
-                    learnt.add(ref)
-                    reported = self._from_report(zone, target, now)
+                    previous = known.get(target.pod)
+                    reported = self._from_report(ref, target, previous, now)
                     if reported is None:
+                        learnt.add(ref)
                         ask(zone, probe_target, target.pod)
                         continue
-                    assert reported.answer is not None
-                    known[target.pod] = reported
-                    self._reported.setdefault(target.address, []).append(
-                        _SpotCheck(ref, target.pod, target.address, reported.answer.serial)
-                    )
+                    self._reported.setdefault(target.address, []).append((ref, target.pod))
+                    if reported is not previous or self._reports.changed(
+                        target.address, self._keys[ref]
+                    ):  # a new answer, or the same serial with new timers (a refresh)
+                        known[target.pod] = reported
+                        learnt.add(ref)
                     continue
                 if target.pod not in known and ref in learnt:
                     ask(zone, probe_target, target.pod)
         if report_round:
+            # Zones whose reports said what they said last round are evaluated only
+            # when due again (RECHECK_SECONDS), and a zone never evaluated yet is due.
+            evaluated = self._evaluated
+            learnt.update(ref for ref in zones if ref not in evaluated or evaluated[ref][3] <= now)
             for check in self._choose_spot_checks():
                 zone = zones[check.ref]
                 spot.append((len(requests), check))
@@ -389,18 +401,26 @@ class SerialMonitor:
 
     def _remember_soa(self, ref: ObjectRef, answer: SoaAnswer) -> None:
         known = self._soa.setdefault(ref, {})
-        known.pop(answer.serial, None)
-        known[answer.serial] = answer
+        # The same answer again keeps its object: a report of that serial then gives
+        # the same result as before, which tells the zone unchanged by identity.
+        kept = known.pop(answer.serial, None)
+        known[answer.serial] = kept if kept == answer else answer
         while len(known) > SOA_MEMORY:
             del known[next(iter(known))]
 
     async def _read_reports(self, zones: Mapping[ObjectRef, MonitoredZone]) -> None:
         addresses = {t.address for zone in zones.values() for t, _ in zone.replicas if t.address}
-        fetched = await fetch_zones(addresses, self.agent_port, timeout=self.timeout, max_age=0)
+        fetched = await fetch_raw(addresses, self.agent_port, timeout=self.timeout, max_age=0)
         self.queries["report"] += len(addresses)
+        self._reports.update(fetched)
         for address in addresses:
-            metrics.AGENT_REPORTS.labels(result="ok" if address in fetched else "error").inc()
-        self._reports = fetched
+            read = self._reports.states(address) is not None
+            metrics.AGENT_REPORTS.labels(result="ok" if read else "error").inc()
+
+    def _report_state(self, ref: ObjectRef, address: str | None) -> ZoneState | None:
+        states = self._reports.states(address) if address else None
+        key = self._keys.get(ref)
+        return states.get(key) if states is not None and key is not None else None
 
     def _trusted(self, address: str, now: float) -> bool:
         until = self._distrusted.get(address)
@@ -412,20 +432,36 @@ class SerialMonitor:
         return True
 
     def _from_report(
-        self, zone: MonitoredZone, target: ReplicaTarget, now: float
+        self,
+        ref: ObjectRef,
+        target: ReplicaTarget,
+        previous: ProbeResult | None,
+        now: float,
     ) -> ProbeResult | None:
-        """The replica's answer as its agent reports it; None when only a probe can tell."""
+        """The replica's answer as its agent reports it; None when only a probe can tell.
+
+        `previous` itself when it already is that answer (the same SOA, no error):
+        most zones' reports say what they said the round before, and the monitor
+        tells an unchanged zone by identity.
+        """
         assert target.address
-        document = self._reports.get(target.address)
-        if document is None or not self._trusted(target.address, now):
+        if not self._trusted(target.address, now):
             return None
-        state = document.zones.get(zone.name)
+        state = self._report_state(ref, target.address)
         if state is None or state.serial is None:
             return None
-        soa = self._soa.get(zone.ref, {}).get(state.serial)
+        soa = self._soa.get(ref, {}).get(state.serial)
         if soa is None:
             return None
-        return ProbeResult(ProbeTarget(target.address, target.port), soa, None, 0.0, responded=True)
+        probe_target = ProbeTarget(target.address, target.port)
+        if (
+            previous is not None
+            and previous.answer is soa
+            and previous.error is None
+            and previous.target == probe_target
+        ):
+            return previous
+        return ProbeResult(probe_target, soa, None, 0.0, responded=True)
 
     def _choose_spot_checks(self) -> list[_SpotCheck]:
         """`spot_checks` zones per replica whose serials came from its report, in turn."""
@@ -433,7 +469,11 @@ class SerialMonitor:
         for address, candidates in sorted(self._reported.items()):
             start = self._spot_cursor.get(address, 0) % len(candidates)
             count = min(self.spot_checks, len(candidates))
-            checks.extend(candidates[(start + i) % len(candidates)] for i in range(count))
+            for i in range(count):
+                ref, pod = candidates[(start + i) % len(candidates)]
+                reported = self._replica_results[ref][pod].serial
+                assert reported is not None
+                checks.append(_SpotCheck(ref, pod, address, reported))
             self._spot_cursor[address] = start + count
         return checks
 
@@ -498,10 +538,13 @@ class SerialMonitor:
             and last[0] == primary_answers
             and last[1] == answers
             and last[2] == expiry_key
-            and now - last[3] < RECHECK_SECONDS
+            and now < last[3]
         ):
             return True
-        self._evaluated[ref] = (primary_answers, answers, expiry_key, now)
+        # Out of sync: due at every report round (Stale and repairs wait for graces
+        # measured in time, and the answers may not change meanwhile).
+        due = recheck_at(ref, now, RECHECK_SECONDS) if in_sync else now
+        self._evaluated[ref] = (primary_answers, answers, expiry_key, due)
         return False
 
     def _primary_seen(self, zone: MonitoredZone, wall: float) -> None:
@@ -628,8 +671,7 @@ class SerialMonitor:
         """Each replica's own expire timer for the zone, from its last report."""
         expiry: dict[str, float] = {}
         for target, _ in zone.replicas:
-            document = self._reports.get(target.address) if target.address else None
-            state = document.zones.get(zone.name) if document is not None else None
+            state = self._report_state(zone.ref, target.address)
             if state is not None and state.expires is not None:
                 expiry[target.pod] = state.expires
         return expiry

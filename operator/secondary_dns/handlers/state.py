@@ -62,7 +62,15 @@ class ServerStates:
         return self._states
 
     def publish(self, state: ServerState) -> None:
+        """Swap in the server's new state; one equal to the published one changes nothing.
+
+        A resync that finds nothing changed keeps the published mapping itself, so
+        what readers built from it (the monitored zones, the NOTIFY routes, the
+        probe schedule: O(zones) each) is kept too.
+        """
         with self._writer:
+            if self._states.get(state.ref) == state:
+                return
             self._states = MappingProxyType({**self._states, state.ref: state})
 
     def remove(self, ref: ObjectRef) -> ServerState | None:

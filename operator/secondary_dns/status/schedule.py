@@ -143,6 +143,17 @@ def _phase(ref: ObjectRef) -> float:
     return int.from_bytes(digest[:4], "big") / 2**32
 
 
+def recheck_at(ref: ObjectRef, now: float, period: float) -> float:
+    """The zone's next moment on its own grid of `period` seconds, after `now`.
+
+    Each zone's grid is offset by its phase, so zones evaluated together (every
+    zone at the first report round, or after a restart) fall due spread over the
+    period, not all at once: at most `period` later, at the same offset each time.
+    """
+    phase = _phase(ref)
+    return (math.floor(now / period + phase) + 1 - phase) * period
+
+
 def spread_budget(
     demands: Mapping[ObjectRef, tuple[int, float, float | None]],
     budget: float,
