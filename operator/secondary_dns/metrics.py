@@ -6,12 +6,15 @@ documented in the README from here.
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import dns.name
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 API_WRITES = Counter(
     "secondarydns_api_writes_total",
@@ -100,48 +103,73 @@ PROBE_ERRORS = Counter(
     ["target"],
 )
 
-# ---- serial status, set from each evaluation (secondary_dns.dns.gauges)
-ZONE_PRIMARY_SERIAL = Gauge(
+# ---- serial status, set from each evaluation (secondary_dns.status.serial)
+#
+# Per zone and per replica: at 10,000 zones of 3 replicas, 140,000 series. Kept
+# as prometheus_client Gauge children (an object, a lock and a value each) they
+# were about 9 KB a zone, the largest part of the operator's memory after the
+# watch caches; kept here as one small record a zone and turned into samples
+# only when scraped (a custom collector, prometheus_client's way for many series).
+
+
+class _Family:
+    """One serial metric's name, help text and labels (what a scrape describes)."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = list(labels)
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self.family()]
+
+    def family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+_ZONE_LABELS = ["namespace", "zone"]
+_REPLICA_LABELS = ["namespace", "zone", "server", "pod", "engine"]
+ZONE_PRIMARY_SERIAL = _Family(
     "secondarydns_zone_primary_serial",
     "The SOA serial the zone's primaries serve (the newest when they disagree).",
-    ["namespace", "zone"],
+    _ZONE_LABELS,
 )
-ZONE_LAST_PROBE = Gauge(
+ZONE_LAST_PROBE = _Family(
     "secondarydns_zone_last_probe_timestamp_seconds",
     "When a primary of the zone last answered an SOA probe (Unix time).",
-    ["namespace", "zone"],
+    _ZONE_LABELS,
 )
-ZONE_SOA_REFRESH = Gauge(
+ZONE_SOA_REFRESH = _Family(
     "secondarydns_zone_soa_refresh_seconds",
     "The SOA refresh interval of the primary's copy of the zone: a replica behind for "
     "longer has missed a refresh (RFC 2182 section 7).",
-    ["namespace", "zone"],
+    _ZONE_LABELS,
 )
-ZONE_SOA_EXPIRE = Gauge(
+ZONE_SOA_EXPIRE = _Family(
     "secondarydns_zone_soa_expire_seconds",
     "The SOA expire interval of the primary's copy of the zone.",
-    ["namespace", "zone"],
+    _ZONE_LABELS,
 )
-ZONE_SERIAL_REGRESSED = Gauge(
+ZONE_SERIAL_REGRESSED = _Family(
     "secondarydns_zone_serial_regressed",
     "1 while the primary serves a serial older (RFC 1982) than the replicas: they keep "
     "the newer copy and will not transfer until the serial passes theirs.",
-    ["namespace", "zone"],
+    _ZONE_LABELS,
 )
-REPLICA_SERIAL = Gauge(
+REPLICA_SERIAL = _Family(
     "secondarydns_replica_serial",
     "The SOA serial a replica pod serves for the zone; absent while it does not answer.",
-    ["namespace", "zone", "server", "pod", "engine"],
+    _REPLICA_LABELS,
 )
-REPLICA_IN_SYNC = Gauge(
+REPLICA_IN_SYNC = _Family(
     "secondarydns_replica_in_sync",
     "1 when the replica pod serves the primary's serial, else 0.",
-    ["namespace", "zone", "server", "pod", "engine"],
+    _REPLICA_LABELS,
 )
-REPLICA_SECONDS_BEHIND = Gauge(
+REPLICA_SECONDS_BEHIND = _Family(
     "secondarydns_replica_seconds_behind",
     "How long the replica pod has been continuously behind the primary's serial (0 if not).",
-    ["namespace", "zone", "server", "pod", "engine"],
+    _REPLICA_LABELS,
 )
 
 
@@ -189,26 +217,94 @@ class SerialEvaluationLike(Protocol):
     def replicas(self) -> Sequence[_ReplicaVerdictLike]: ...
 
 
-# Prometheus keeps a labelled series until it is removed: a pod gone by a scale-down
-# would report its last serial forever. Remember which replica series each zone set.
-_series_lock = threading.Lock()
-_replica_series: dict[tuple[str, str], set[tuple[str, str, str]]] = {}
+class _ZoneSeries:
+    """One zone's serial samples; None: no sample (the series is absent)."""
+
+    __slots__ = ("primary_serial", "refresh", "expire", "regressed", "seen_at", "replicas")
+
+    def __init__(self) -> None:
+        self.primary_serial: int | None = None
+        self.refresh: int | None = None
+        self.expire: int | None = None
+        self.regressed: bool | None = None
+        self.seen_at: float | None = None
+        # (server, pod, engine, serial or None, in sync, seconds behind) per replica
+        self.replicas: tuple[tuple[str, str, str, int | None, bool, float], ...] = ()
+
+
+class _SerialCollector(Collector):
+    """Every zone's serial series, made into samples at each scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._zones: dict[tuple[str, str], _ZoneSeries] = {}
+
+    def series(self, namespace: str, zone: str) -> _ZoneSeries:
+        """The zone's record (created empty); call with the lock held."""
+        key = (sys.intern(namespace), zone)
+        found = self._zones.get(key)
+        if found is None:
+            found = self._zones[key] = _ZoneSeries()
+        return found
+
+    def forget(self, namespace: str, zone: str) -> None:
+        with self._lock:
+            self._zones.pop((namespace, zone), None)
+
+    def describe(self) -> Iterable[Metric]:
+        return [family.family() for family in _FAMILIES]
+
+    def collect(self) -> Iterable[Metric]:
+        families = {family.name: family.family() for family in _FAMILIES}
+        with self._lock:
+            zones = [(key, _snapshot(series)) for key, series in self._zones.items()]
+        for (namespace, zone), (primary, refresh, expire, regressed, seen_at, replicas) in zones:
+            labels = [namespace, zone]
+            for family, value in (
+                (ZONE_PRIMARY_SERIAL, primary),
+                (ZONE_SOA_REFRESH, refresh),
+                (ZONE_SOA_EXPIRE, expire),
+                (ZONE_SERIAL_REGRESSED, None if regressed is None else int(regressed)),
+                (ZONE_LAST_PROBE, seen_at),
+            ):
+                if value is not None:
+                    families[family.name].add_metric(labels, float(value))
+            for server, pod, engine, serial, in_sync, behind in replicas:
+                replica_labels = [namespace, zone, server, pod, engine]
+                if serial is not None:
+                    families[REPLICA_SERIAL.name].add_metric(replica_labels, float(serial))
+                families[REPLICA_IN_SYNC.name].add_metric(replica_labels, 1.0 if in_sync else 0.0)
+                families[REPLICA_SECONDS_BEHIND.name].add_metric(replica_labels, behind)
+        return list(families.values())
+
+
+def _snapshot(series: _ZoneSeries) -> tuple[Any, ...]:
+    return (
+        series.primary_serial,
+        series.refresh,
+        series.expire,
+        series.regressed,
+        series.seen_at,
+        series.replicas,
+    )
+
+
+_FAMILIES = (
+    ZONE_PRIMARY_SERIAL,
+    ZONE_LAST_PROBE,
+    ZONE_SOA_REFRESH,
+    ZONE_SOA_EXPIRE,
+    ZONE_SERIAL_REGRESSED,
+    REPLICA_SERIAL,
+    REPLICA_IN_SYNC,
+    REPLICA_SECONDS_BEHIND,
+)
+_SERIAL = _SerialCollector()
+REGISTRY.register(_SERIAL)
 
 
 def _zone_text(zone: dns.name.Name | str) -> str:
     return zone.to_text() if isinstance(zone, dns.name.Name) else zone
-
-
-def _remove(gauge: Gauge, *labels: str) -> None:
-    try:
-        gauge.remove(*labels)
-    except KeyError:
-        pass  # never set: nothing to remove
-
-
-def _remove_replica(namespace: str, zone: str, server: str, pod: str, engine: str) -> None:
-    for gauge in (REPLICA_SERIAL, REPLICA_IN_SYNC, REPLICA_SECONDS_BEHIND):
-        _remove(gauge, namespace, zone, server, pod, engine)
 
 
 def record_serial_evaluation(
@@ -217,65 +313,43 @@ def record_serial_evaluation(
     evaluation: SerialEvaluationLike,
     now: float | None = None,
 ) -> None:
-    """Set the zone's and its replicas' gauges; remove series of replicas no longer listed.
+    """Set the zone's and its replicas' samples; replicas no longer listed have none.
 
     The last-probe timestamp is when a primary last answered (the evaluation's
-    memory), not `now`: a primary that stopped answering must show its age.
+    memory), not `now`: a primary that stopped answering must show its age. A
+    replica that does not answer has no serial sample (a remembered serial would
+    look like one it still serves).
     """
     del now  # kept for the caller's convenience; the evaluation carries the time
-    zone_text = _zone_text(zone)
-    with _series_lock:
-        if evaluation.primary_serial is not None:
-            ZONE_PRIMARY_SERIAL.labels(namespace, zone_text).set(evaluation.primary_serial)
-        else:
-            _remove(ZONE_PRIMARY_SERIAL, namespace, zone_text)
-        for gauge, value in (
-            (ZONE_SOA_REFRESH, evaluation.primary_refresh),
-            (ZONE_SOA_EXPIRE, evaluation.primary_expire),
-        ):
-            if value is not None:
-                gauge.labels(namespace, zone_text).set(value)
-            else:
-                _remove(gauge, namespace, zone_text)
-        ZONE_SERIAL_REGRESSED.labels(namespace, zone_text).set(1 if evaluation.regressed else 0)
+    replicas = tuple(
+        (
+            replica.target.server,
+            replica.target.pod,
+            replica.target.engine,
+            replica.serial,
+            replica.in_sync,
+            replica.seconds_behind,
+        )
+        for replica in evaluation.replicas
+    )
+    with _SERIAL._lock:
+        series = _SERIAL.series(namespace, _zone_text(zone))
+        series.primary_serial = evaluation.primary_serial
+        series.refresh = evaluation.primary_refresh
+        series.expire = evaluation.primary_expire
+        series.regressed = evaluation.regressed
         seen_at = evaluation.history.primary_seen_at
         if seen_at is not None:
-            ZONE_LAST_PROBE.labels(namespace, zone_text).set(seen_at)
-        current: set[tuple[str, str, str]] = set()
-        for replica in evaluation.replicas:
-            server, pod, engine = replica.target.server, replica.target.pod, replica.target.engine
-            current.add((server, pod, engine))
-            labels = (namespace, zone_text, server, pod, engine)
-            if replica.serial is not None:
-                REPLICA_SERIAL.labels(*labels).set(replica.serial)
-            else:
-                # No answer: a remembered serial would look like one it still serves.
-                _remove(REPLICA_SERIAL, *labels)
-            REPLICA_IN_SYNC.labels(*labels).set(1 if replica.in_sync else 0)
-            REPLICA_SECONDS_BEHIND.labels(*labels).set(replica.seconds_behind)
-        key = (namespace, zone_text)
-        for server, pod, engine in _replica_series.get(key, set()) - current:
-            _remove_replica(namespace, zone_text, server, pod, engine)
-        _replica_series[key] = current
+            series.seen_at = seen_at
+        series.replicas = replicas
 
 
 def record_primary_seen(namespace: str, zone: dns.name.Name | str, seen_at: float) -> None:
     """A primary answered what it answered before (the monitor evaluated nothing new)."""
-    with _series_lock:
-        ZONE_LAST_PROBE.labels(namespace, _zone_text(zone)).set(seen_at)
+    with _SERIAL._lock:
+        _SERIAL.series(namespace, _zone_text(zone)).seen_at = seen_at
 
 
 def forget_zone(namespace: str, zone: dns.name.Name | str) -> None:
     """Remove every serial series of a zone (deleted, or no longer served here)."""
-    zone_text = _zone_text(zone)
-    with _series_lock:
-        for server, pod, engine in _replica_series.pop((namespace, zone_text), set()):
-            _remove_replica(namespace, zone_text, server, pod, engine)
-        for gauge in (
-            ZONE_PRIMARY_SERIAL,
-            ZONE_LAST_PROBE,
-            ZONE_SOA_REFRESH,
-            ZONE_SOA_EXPIRE,
-            ZONE_SERIAL_REGRESSED,
-        ):
-            _remove(gauge, namespace, zone_text)
+    _SERIAL.forget(namespace, _zone_text(zone))

@@ -300,7 +300,7 @@ def parse_retransfer_file(text: str | None) -> dict[dns.name.Name, str] | str:
 # ---- GET /zones --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneState:
     """One zone as the engine reports it (times as Unix seconds).
 

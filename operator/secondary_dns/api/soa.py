@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeTarget:
     """A name server address to query: a primary, a replica pod, or the relay's targets."""
 
@@ -23,7 +23,7 @@ class ProbeTarget:
         return f"{host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SoaAnswer:
     """The SOA timers a server answered (RFC 1035 §3.3.13); all are 32-bit unsigned."""
 
@@ -34,7 +34,7 @@ class SoaAnswer:
     minimum: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     """One probe: either an answer or a short error text, and the round-trip time."""
 

@@ -23,34 +23,11 @@ from secondary_dns.api.agent_contract import (
     AGENT_PORT,
     ZONES_MAX_AGE_PARAMETER,
     ZONES_PATH,
-    ZonesDocument,
     ZoneState,
     unix_time,
 )
 
 DEFAULT_TIMEOUT = 2.0
-
-
-async def fetch_zones(
-    addresses: Iterable[str],
-    port: int = AGENT_PORT,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    concurrency: int = 16,
-    max_age: float | None = None,
-) -> dict[str, ZonesDocument]:
-    """GET http://ADDRESS:PORT/zones of every agent; an address that fails is left out.
-
-    `max_age`: the agent looks at its engine again when its last look is older.
-    """
-    found: dict[str, ZonesDocument] = {}
-    for address, data in (
-        await fetch_raw(addresses, port, timeout=timeout, concurrency=concurrency, max_age=max_age)
-    ).items():
-        document = ZonesDocument.parse(data)
-        if document is not None:
-            found[address] = document
-    return found
 
 
 async def fetch_raw(

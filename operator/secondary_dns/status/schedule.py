@@ -103,7 +103,7 @@ class TokenBucket:
         return now if missing <= 0 else now + missing / self.rate
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScheduledZone:
     """What the schedule needs to know of a zone: how many queries each kind of probe costs."""
 
@@ -111,7 +111,7 @@ class ScheduledZone:
     replicas: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _ZoneState:
     zone: ScheduledZone
     phase: float

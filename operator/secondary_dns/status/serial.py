@@ -120,7 +120,7 @@ def recovery_steps(replica_serial: int, wanted: int) -> tuple[int, ...]:
 # ---------------------------------------------------------------- inputs and memory
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaTarget:
     """One replica pod of a SecondaryServer that serves the zone."""
 
@@ -143,7 +143,7 @@ class ReplicaTarget:
         return f"{self.pod} ({where})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaHistory:
     """What is remembered about one replica pod between probes."""
 
@@ -164,7 +164,7 @@ class ReplicaHistory:
     repaired_at: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneHistory:
     """What is remembered about one zone between probes; start with `ZoneHistory()`."""
 
@@ -183,7 +183,7 @@ class ZoneHistory:
 # ---------------------------------------------------------------- outputs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicaVerdict:
     """One replica as this evaluation sees it (for metrics, events and logs)."""
 
@@ -197,7 +197,7 @@ class ReplicaVerdict:
     error: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SerialStatus:
     """The serial monitor's part of a Zone status: its fields and its conditions, as stored.
 
