@@ -17,6 +17,10 @@ It prints, once converged and after ROUNDS report rounds:
   published server states, the monitor's per-zone tables;
 - tracemalloc's largest allocation sites still alive (the operator's code, and
   the in-memory API server's apart: it is not part of the operator);
+- the CPU time (`time.process_time`) of each of the 6 report rounds of a minute in
+  which nothing changes (every zone in sync, every report as before; the
+  monitor's clock moved 10 s a round): the serial monitor's steady work apart
+  from the primaries' budget probes;
 - the process's VmRSS and VmHWM (/proc/self/status), which include the
   in-memory API server's copies of every object, and tracemalloc's own overhead.
 
@@ -46,7 +50,7 @@ from secondary_dns.api.soa import ProbeResult, SoaAnswer
 from secondary_dns.dns.probe import ProbeRequest
 
 SERIAL = 5
-ROUNDS = 3
+ROUNDS = 2
 # Frames kept per allocation: enough to find the operator's line under copy/json/dataclasses.
 FRAMES = 12
 
@@ -117,6 +121,21 @@ def canned_network(zones: Iterable[Any]) -> None:
             setattr(monitor_module, name, function)
 
 
+def quiet_minute(monitor: Any) -> None:
+    """The report rounds of a minute in which nothing changes: CPU of each (the
+    monitor's clock moved 10 s a round; every zone in sync, every report the same)."""
+    start = monitor.clock()
+    cpu: list[float] = []
+    for index in range(1, 7):
+        monitor.clock = lambda at=start + 10.0 * index: at
+        gc.collect()
+        before = time.process_time()
+        asyncio.run(monitor.observe(set(), set(), True))
+        cpu.append((time.process_time() - before) * 1000)
+    rounds = ", ".join(f"{ms:.0f}" for ms in cpu)
+    print(f"  quiet minute, 6 report rounds: {rounds} ms CPU; {sum(cpu):.0f} ms in all")
+
+
 def top_sites(snapshot: tracemalloc.Snapshot, limit: int) -> None:
     """Allocations still alive, by the innermost frame of the operator's code (or the
     innermost frame at all when none is the operator's); the API server's apart."""
@@ -153,6 +172,7 @@ def measure(zones: int, top: int, trace: bool) -> None:
     for _ in range(ROUNDS):
         asyncio.run(monitor.round())
     print(f"  {ROUNDS} monitor rounds in {time.perf_counter() - started:.1f} s")
+    quiet_minute(monitor)
     operator.catch_up()
     gc.collect()
     if trace:

@@ -10,9 +10,10 @@ sides (the server ends it, the client gives up a little later).
 
 Objects are kept trimmed: managedFields and kubectl's last-applied annotation
 are dropped (they double an object's size and nothing here reads them), and
-every mapping key and short string value is interned: each object is decoded
-from its own JSON, so 10,000 Zones would otherwise hold 10,000 copies of
-"lastTransitionTime", "True", "Synced" and every other field name and reason.
+every mapping key and string value is interned: each object is decoded from
+its own JSON, so 10,000 Zones would otherwise hold 10,000 copies of
+"lastTransitionTime", "True", "Synced", every other field name and reason and
+the condition messages most zones share ("every replica in sync").
 
 The handler of an informer is called in the informer's thread with
 (event type, old object, new object) for every change of the cache; it must
@@ -80,7 +81,8 @@ class WatchExpired(Exception):
 
 
 def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The object without managedFields and kubectl's last-applied annotation, interned."""
+    """The object without managedFields and kubectl's last-applied annotation, its
+    strings interned."""
     result = dict(obj)
     metadata = dict(result.get("metadata") or {})
     metadata.pop("managedFields", None)
@@ -92,15 +94,14 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     return shared
 
 
-# Strings up to this long are interned (names, reasons, timestamps, "True"); longer
-# ones (condition messages) are mostly one zone's own.
-INTERN_LENGTH = 64
-
-
 def _interned(value: Any) -> Any:
-    """`value` with every dict key and short string interned (new dicts and lists)."""
+    """`value` with every dict key and string interned (new dicts and lists).
+
+    Interned strings are freed when nothing refers to them any more, so one
+    zone's own message costs no more than it did.
+    """
     if isinstance(value, str):
-        return sys.intern(value) if len(value) <= INTERN_LENGTH else value
+        return sys.intern(value)
     if isinstance(value, dict):
         return {sys.intern(k) if isinstance(k, str) else k: _interned(v) for k, v in value.items()}
     if isinstance(value, list):
