@@ -351,13 +351,10 @@ class ZonesDocument:
         Lenient on purpose: the operator reads agents of other versions during an
         upgrade, and one odd zone must not hide the others' timers.
         """
-        try:
-            document = json.loads(data)
-        except ValueError:
+        read = read_document(data)
+        if read is None:
             return None
-        zones = document.get("zones") if isinstance(document, Mapping) else None
-        if not isinstance(zones, Mapping):
-            return None
+        document, zones = read
         config_hash = document.get("configHash")
         states: dict[dns.name.Name, ZoneState] = {}
         for zone, state in zones.items():
@@ -369,6 +366,18 @@ class ZonesDocument:
                 continue
             states[name] = ZoneState.read(state, unix_time)
         return cls(config_hash if isinstance(config_hash, str) else None, states)
+
+
+def read_document(data: bytes) -> tuple[Mapping[str, Any], Mapping[Any, Any]] | None:
+    """A /zones body's JSON object and its "zones" mapping; None when it is not one."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    zones = document.get("zones") if isinstance(document, Mapping) else None
+    if not isinstance(zones, Mapping):
+        return None
+    return document, zones
 
 
 def unix_time(value: object) -> float | None:

@@ -11,7 +11,6 @@ monitor reads them here.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,6 +23,7 @@ from secondary_dns.api.agent_contract import (
     ZONES_MAX_AGE_PARAMETER,
     ZONES_PATH,
     ZoneState,
+    read_document,
     unix_time,
 )
 
@@ -116,13 +116,10 @@ class ZoneReports:
     def _read(
         body: bytes, known: Mapping[str, ZoneState], changed: set[str]
     ) -> dict[str, ZoneState] | None:
-        try:
-            document = json.loads(body)
-        except ValueError:
+        read = read_document(body)
+        if read is None:
             return None
-        zones = document.get("zones") if isinstance(document, Mapping) else None
-        if not isinstance(zones, Mapping):
-            return None
+        _, zones = read
         states: dict[str, ZoneState] = {}
         for text, entry in zones.items():
             if not isinstance(text, str) or not isinstance(entry, Mapping):
