@@ -12,10 +12,12 @@ import secondary_dns.handlers.monitor as monitor_module
 from secondary_dns.api import ObjectRef
 from secondary_dns.api.agent_contract import ZonesDocument, ZoneState
 from secondary_dns.api.soa import ProbeResult, ProbeTarget, SoaAnswer
-from secondary_dns.handlers.monitor import RECHECK_SECONDS, SerialMonitor
+from secondary_dns.handlers.monitor import FULL_RECHECK_SECONDS, RECHECK_SECONDS, SerialMonitor
 from secondary_dns.routes import MonitoredZone
 from secondary_dns.status.schedule import recheck_at
 from secondary_dns.status.serial import ReplicaTarget
+from tests.fake_cluster import run_statefulset
+from tests.handlers_harness import API, NS, condition, declared_namespace, start_operator
 
 REF = ObjectRef("dns", "example")
 PRIMARY = ProbeTarget("192.0.2.1", 53)
@@ -83,7 +85,12 @@ class Network:
     """What the replicas' agents report and what SOA probes answer, by zone and address."""
 
     def __init__(self, zones: list[MonitoredZone]) -> None:
-        self.serials = {(z.name.to_text(), a): 5 for z in zones for a in [*ADDRESSES, "primary"]}
+        self.replicas = {str(t.address) for zone in zones for t, _ in zone.replicas}
+        self.serials = {
+            (zone.name.to_text(), where): 5
+            for zone in zones
+            for where in [*(str(t.address) for t, _ in zone.replicas), "primary"]
+        }
         self.expires = 9000.0
 
     async def fetch_raw(self, addresses: Any, *_: Any, **__: Any) -> dict[str, bytes]:
@@ -105,7 +112,7 @@ class Network:
     async def probe_all(self, requests: Any, **_: Any) -> list[ProbeResult]:
         results = []
         for zone, target in requests:
-            where = "primary" if target == PRIMARY else target.address
+            where = target.address if target.address in self.replicas else "primary"
             serial = self.serials[(zone.to_text(), where)]
             results.append(answer(serial, target))
         return results
@@ -153,3 +160,56 @@ def test_a_report_round_evaluates_what_changed_and_each_zone_in_sync_at_its_own_
     watcher.now = 80.0
     asyncio.run(watcher.observe(set(), set(), True))
     assert sorted(name for _, name in watcher.evaluated) == ["alpha", "beta", "gamma"]
+
+
+# ---- a zone due again whose stored Zone did not change is not evaluated in full
+
+
+def test_a_due_zone_is_evaluated_in_full_only_when_its_stored_zone_changed_or_lately_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = declared_namespace()
+    operator = start_operator(api)
+    operator.catch_up()
+    run_statefulset(api, NS, "edge")
+    operator.catch_up()
+    zones = operator.controller.monitored_zones()
+    network = Network(zones)
+    monkeypatch.setattr(monitor_module, "fetch_raw", network.fetch_raw)
+    monkeypatch.setattr(monitor_module, "probe_all", network.probe_all)
+    watcher = operator.monitor
+    now = 0.0
+    watcher.clock = lambda: now
+    full: list[float] = []
+    record = watcher.record
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        full.append(now)
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(watcher, "record", counted)
+    asyncio.run(watcher.round())
+    assert full == [0.0]
+    (ref,) = [zone.ref for zone in zones]
+    assert condition(api.get(API, "Zone", NS, ref.name), "Synced")["status"] == "True"
+
+    def report_rounds(until: float) -> None:
+        nonlocal now
+        while now + 10.0 <= until:
+            now += 10.0
+            asyncio.run(watcher.observe(set(), set(), True))
+
+    # Due within the minute, the stored Zone as evaluated: a cache lookup only.
+    report_rounds(120.0)
+    assert full == [0.0]
+    # Someone edits its status: put right when it is next due.
+    zone = api.get(API, "Zone", NS, ref.name)
+    assert zone is not None
+    api.set_status(zone, {"conditions": []})
+    operator.sync_caches()
+    report_rounds(180.0)
+    assert len(full) == 2 and 120.0 < full[1] <= 180.0
+    assert condition(api.get(API, "Zone", NS, ref.name), "Synced")["status"] == "True"
+    # And in full at least every FULL_RECHECK_SECONDS whatever happens.
+    report_rounds(full[1] + FULL_RECHECK_SECONDS + RECHECK_SECONDS + 10.0)
+    assert len(full) == 3 and full[2] - full[1] >= FULL_RECHECK_SECONDS

@@ -49,6 +49,7 @@ from secondary_dns.dns.probe import DEFAULT_ATTEMPTS, ProbeRequest, probe_all
 from secondary_dns.dns.relay import NotifyRelay
 from secondary_dns.dns.wakeup import NotifyListener
 from secondary_dns.handlers.zone_status import ZoneStatusWriter
+from secondary_dns.k8s.resources import ZONES
 from secondary_dns.routes import MonitoredZone, relay_routes, wakeup_routes
 from secondary_dns.status.schedule import (
     DEFAULT_BUDGET,
@@ -91,6 +92,12 @@ MIN_SLEEP = 0.005
 # (`recheck_at`), so a report round re-evaluates about
 # STEADY_INTERVAL / RECHECK_SECONDS of the zones, not all of them once a minute.
 RECHECK_SECONDS = 60.0
+# A zone in sync falling due with the same answers, whose stored Zone is still the
+# very version its last full evaluation read or wrote (nobody changed the object
+# since: no edit of its status to put right), is only evaluated in full this often;
+# in between its turn costs a cache lookup. Bounds how late a time-only change of a
+# zone in sync shows (Expiring, at half of SOA expire: RFC 1912 suggests 2-4 weeks).
+FULL_RECHECK_SECONDS = 600.0
 # Threads that evaluate zones (and write their status) at once in one step.
 STATUS_WRITERS = 4
 
@@ -161,8 +168,10 @@ class SerialMonitor:
         self._reported: dict[str, list[tuple[ObjectRef, str]]] = {}
         self._next_report = -math.inf
         # zone -> (the primary results, the replicas' answers, the expiry it was last
-        # evaluated with, and when it is due again), for RECHECK_SECONDS.
-        self._evaluated: dict[ObjectRef, tuple[object, object, object, float]] = {}
+        # evaluated with, when it is due again, the resourceVersion of the stored Zone
+        # its last full evaluation left, and when that was), for RECHECK_SECONDS.
+        self._evaluated: dict[ObjectRef, tuple[object, object, object, float, str | None, float]]
+        self._evaluated = {}
         # zone -> the primary results last taken into account (a new list: a new probe).
         self._probed_at: dict[ObjectRef, list[ProbeResult]] = {}
         self._targets_stale = True
@@ -532,20 +541,39 @@ class SerialMonitor:
             and all(result.error is None for result in primary_results)
             and all(serial in serials and error is None for _, _, serial, error in answers)
         )
-        if (
+        same = (
             in_sync
             and last is not None
             and last[0] == primary_answers
             and last[1] == answers
             and last[2] == expiry_key
-            and now < last[3]
-        ):
-            return True
+        )
+        if same and last is not None:
+            if now < last[3]:
+                return True
+            version = last[4]
+            if (
+                now - last[5] < FULL_RECHECK_SECONDS
+                and version is not None
+                and self._stored_version(ref) == version
+            ):
+                # Due, but nothing it reads changed, its stored status included.
+                next_due = recheck_at(ref, now, RECHECK_SECONDS)
+                self._evaluated[ref] = (*last[:3], next_due, version, last[5])
+                return True
         # Out of sync: due at every report round (Stale and repairs wait for graces
         # measured in time, and the answers may not change meanwhile).
         due = recheck_at(ref, now, RECHECK_SECONDS) if in_sync else now
-        self._evaluated[ref] = (primary_answers, answers, expiry_key, due)
+        self._evaluated[ref] = (primary_answers, answers, expiry_key, due, None, now)
         return False
+
+    def _stored_version(self, ref: ObjectRef) -> str | None:
+        """The resourceVersion of the Zone in the watch cache; None without one."""
+        cluster = getattr(self.zone_status, "cluster", None)
+        informer = cluster.cache.informer(ZONES, ref.namespace) if cluster is not None else None
+        obj = informer.get(ref.namespace, ref.name) if informer is not None else None
+        version = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+        return str(version) if version is not None else None
 
     def _primary_seen(self, zone: MonitoredZone, wall: float) -> None:
         """A primary answered the serial it answered before: only its clock moves.
@@ -608,6 +636,12 @@ class SerialMonitor:
             for item, evaluation in zip(chunk, results, strict=True)
         }
         evaluations = [by_ref[item[0].ref] for item in work]
+        for item, evaluation in zip(work, evaluations, strict=True):
+            last = self._evaluated.get(item[0].ref)
+            if evaluation is not None and last is not None:
+                # The version its status was compared with (or written as) just now.
+                version = self._stored_version(item[0].ref)
+                self._evaluated[item[0].ref] = (*last[:4], version, last[5])
         now = self.clock()
         repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
         for (zone, _, _, _), evaluation in zip(work, evaluations, strict=True):
