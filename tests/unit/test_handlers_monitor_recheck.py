@@ -7,6 +7,7 @@ from typing import Any
 
 import dns.name
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 import secondary_dns.handlers.monitor as monitor_module
 from secondary_dns.api import ObjectRef
@@ -213,3 +214,13 @@ def test_a_due_zone_is_evaluated_in_full_only_when_its_stored_zone_changed_or_la
     # And in full at least every FULL_RECHECK_SECONDS whatever happens.
     report_rounds(full[1] + FULL_RECHECK_SECONDS + RECHECK_SECONDS + 10.0)
     assert len(full) == 3 and full[2] - full[1] >= FULL_RECHECK_SECONDS
+    # A status write that fails is tried again at the zone's next turn.
+    api.set_status(zone, {"conditions": []})
+    operator.sync_caches()
+    path = api.path_of(zone) + "/status"
+    api.fail("PATCH", path, ApiException(status=500, reason="etcd is down"), times=1)
+    started = len(full)
+    report_rounds(now + RECHECK_SECONDS)
+    report_rounds(now + RECHECK_SECONDS)
+    assert len(full) == started + 2  # the failed write, then the one that succeeds
+    assert condition(api.get(API, "Zone", NS, ref.name), "Synced")["status"] == "True"

@@ -567,13 +567,25 @@ class SerialMonitor:
         self._evaluated[ref] = (primary_answers, answers, expiry_key, due, None, now)
         return False
 
-    def _stored_version(self, ref: ObjectRef) -> str | None:
-        """The resourceVersion of the Zone in the watch cache; None without one."""
+    def _stored(self, ref: ObjectRef) -> Mapping[str, Any] | None:
+        """The Zone in the watch cache; None when gone or not watched (then no cut)."""
         cluster = getattr(self.zone_status, "cluster", None)
         informer = cluster.cache.informer(ZONES, ref.namespace) if cluster is not None else None
-        obj = informer.get(ref.namespace, ref.name) if informer is not None else None
-        version = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+        return informer.get(ref.namespace, ref.name) if informer is not None else None
+
+    def _stored_version(self, ref: ObjectRef) -> str | None:
+        """The resourceVersion of the Zone in the watch cache; None without one."""
+        version = ((self._stored(ref) or {}).get("metadata") or {}).get("resourceVersion")
         return str(version) if version is not None else None
+
+    def _written_version(self, ref: ObjectRef, evaluation: SerialEvaluation) -> str | None:
+        """The stored Zone's version when its status holds what `evaluation` says, else None
+        (its write failed, or waits for the configuration path: the next turn evaluates)."""
+        obj = self._stored(ref)
+        status = dict((obj or {}).get("status") or {})
+        if obj is None or evaluation.serial_status.apply(status) != status:
+            return None
+        return self._stored_version(ref)
 
     def _primary_seen(self, zone: MonitoredZone, wall: float) -> None:
         """A primary answered the serial it answered before: only its clock moves.
@@ -640,7 +652,7 @@ class SerialMonitor:
             last = self._evaluated.get(item[0].ref)
             if evaluation is not None and last is not None:
                 # The version its status was compared with (or written as) just now.
-                version = self._stored_version(item[0].ref)
+                version = self._written_version(item[0].ref, evaluation)
                 self._evaluated[item[0].ref] = (*last[:4], version, last[5])
         now = self.clock()
         repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
