@@ -22,11 +22,11 @@ import dns.name
 import dns.serial
 
 from secondary_dns import metrics
-from secondary_dns.api import ObjectRef, TsigKey
+from secondary_dns.api import ObjectRef
 from secondary_dns.api.soa import ProbeTarget
 from secondary_dns.api.tsig import MAX_FUDGE_SECONDS
 from secondary_dns.connections import ConnectionSlots
-from secondary_dns.dns.notify import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT, send_notify
+from secondary_dns.dns.notify import DEFAULT_ATTEMPTS, DEFAULT_TIMEOUT
 from secondary_dns.dns.relay.decide import (
     MALFORMED,
     MAX_MESSAGE_SIZE,
@@ -37,6 +37,7 @@ from secondary_dns.dns.relay.decide import (
     decide_notify,
     route_table,
 )
+from secondary_dns.dns.relay.fanout import notify_all
 from secondary_dns.dns.relay.guards import RejectionLog, ReplayCache, Seen
 
 # The package's logger: one name for everything the relay logs.
@@ -304,9 +305,7 @@ class NotifyRelay:
                 # The current route: replicas may have come or gone since the NOTIFY.
                 route = self._routes[1].get(ref)
                 if route is not None:
-                    await asyncio.gather(
-                        *(self._notify_replica(route.zone, t, k, serial) for t, k in route.targets)
-                    )
+                    await self._notify_replicas(route, serial)
                     self._call(self.on_fanned_out, route, serial)
                 if ref not in self._again:
                     return
@@ -315,18 +314,22 @@ class NotifyRelay:
             self._fanouts.pop(ref, None)
             self._again.pop(ref, None)
 
-    async def _notify_replica(
-        self, zone: dns.name.Name, target: ProbeTarget, key: TsigKey, serial: int | None
-    ) -> None:
+    async def _notify_replicas(self, route: RelayRoute, serial: int | None) -> None:
+        # Every replica of the route in one round (fanout.py: one signature per relay
+        # key, every datagram sent before any answer is read); at most
+        # `fanout_concurrency` rounds, one socket each, in flight per relay.
         async with self._fanout_gate:
-            error = await send_notify(
-                zone,
-                target,
-                key=key,
-                soa_serial=serial,
+            results = await notify_all(
+                route.zone,
+                route.targets,
+                serial,
                 timeout=self.fanout_timeout,
                 attempts=self.fanout_attempts,
             )
+        for target, error in results.items():
+            self._count_fanout(route.zone, target, error)
+
+    def _count_fanout(self, zone: dns.name.Name, target: ProbeTarget, error: str | None) -> None:
         if error is None:
             self.relayed += 1
             self.last_fanout_errors.pop(target, None)
