@@ -54,8 +54,9 @@ async def poll_serials(
     measure: one connected UDP socket per server, one query built once (its id
     patched per send), the serial read from the answer's SOA without a full
     parse. A `probe_soa` per poll (a message built, a socket opened and an answer
-    parsed by dnspython, ~1 ms each on a loaded machine) could not keep 7 servers
-    at 5 ms, and its CPU delayed the primary, the relay and the replicas.
+    parsed by dnspython) cost 0.15-0.18 ms of CPU per query, 20 % of a core for
+    7 servers every 5 ms (and at load ~18 it once managed only 786 of the 1,400
+    queries a second); this costs 0.045-0.07 ms.
     """
     seen = SeenAt()
     query = bytearray(dns.message.make_query(origin, dns.rdatatype.SOA, use_edns=False).to_wire())
