@@ -52,6 +52,8 @@ DEFAULT_MAX_TCP_CONNECTIONS_PER_SOURCE = 8
 DEFAULT_TCP_IDLE_TIMEOUT = 2.0
 # From the first octet of a message to its last.
 DEFAULT_TCP_MESSAGE_TIMEOUT = 5.0
+# Fan-out rounds (one Zone object's NOTIFYs to all its replicas, one socket each)
+# in flight at once.
 DEFAULT_FANOUT_CONCURRENCY = 128
 DEFAULT_LOG_INTERVAL = 10.0
 # Logged with the dropped messages, counted in no metric: not a message.
