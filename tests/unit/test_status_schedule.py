@@ -10,6 +10,7 @@ from secondary_dns.api import ObjectRef
 from secondary_dns.status.schedule import (
     ACTIVE_WEIGHT,
     HOT_FAST_INTERVAL,
+    HOT_FIRST_INTERVAL,
     HOT_SECONDS,
     HOT_SLOW_INTERVAL,
     PRIMARY_BATCH_SECONDS,
@@ -85,10 +86,14 @@ def test_one_notified_zone_is_probed_fast_and_no_other() -> None:
     sent = run(schedule, 5.0, 10.0)
     hot = [(at, ref) for at, ref, kind in sent if kind == "hot"]
     assert {ref for _, ref in hot} == {notified}
-    # The first probe at once, then every HOT_FAST_INTERVAL, then slower.
+    # The first probe at once, then at doubling intervals up to HOT_FAST_INTERVAL
+    # (a replica serves a change milliseconds after it acknowledged the NOTIFY),
+    # then slower.
     times = [at for at, _ in hot]
     assert times[0] == pytest.approx(5.0)
-    assert times[1] - times[0] == pytest.approx(HOT_FAST_INTERVAL, abs=0.011)
+    assert times[1] - times[0] == pytest.approx(HOT_FIRST_INTERVAL, abs=0.011)
+    assert [round(at - 5.0, 2) for at in times[:6]] == [0.0, 0.01, 0.02, 0.04, 0.08, 0.16]
+    assert times[7] - times[6] == pytest.approx(HOT_FAST_INTERVAL, abs=0.011)
     assert times[-1] - times[-2] == pytest.approx(HOT_SLOW_INTERVAL, abs=0.011)
     # The others keep their steady interval (40 zones, 50 queries a second: 0.8 s).
     steady = [ref for _, ref, kind in sent if kind == "primary" and ref != notified]

@@ -27,11 +27,14 @@ probed every N / budget seconds.
 
 **Hot zones.** A NOTIFY, a change of what serves a zone, or a primary seen
 ahead of its replicas makes the zone hot: its replicas (and its primaries, at
-most every HOT_PRIMARY_INTERVAL) are probed every HOT_FAST_INTERVAL for
-HOT_FAST_SECONDS, then every HOT_SLOW_INTERVAL, until the monitor sees every
-replica serve the primary's serial (`cool`) or HOT_SECONDS pass. Hot probes
-have a budget of their own, so a storm of NOTIFYs cannot take the steady
-watch's share, nor grow without bound.
+most every HOT_PRIMARY_INTERVAL) are probed at once, then at intervals that
+double from HOT_FIRST_INTERVAL up to HOT_FAST_INTERVAL (a replica acknowledges a
+NOTIFY before it transfers, and serves the change some milliseconds later: the
+probes at 10, 20, 40 and 80 ms see it when it happens, not at the next 0.1 s),
+every HOT_FAST_INTERVAL until HOT_FAST_SECONDS, then every HOT_SLOW_INTERVAL,
+until the monitor sees every replica serve the primary's serial (`cool`) or
+HOT_SECONDS pass. Hot probes have a budget of their own, so a storm of NOTIFYs
+cannot take the steady watch's share, nor grow without bound.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ SILENT_SECONDS = 3600.0
 # 10 SOA queries a second per replica for a hot zone: half the replicas'
 # default response rate limit (spec.limits.responsesPerSecond 20 for one client
 # and answer), which would otherwise drop the monitor's own probes.
+# The ramp's first intervals (0.01, 0.02, 0.04, 0.08 s) add 4 probes a replica to
+# the first 0.1 s: 13 in the first second, still under that limit.
+HOT_FIRST_INTERVAL = 0.01
 HOT_FAST_INTERVAL = 0.1
 HOT_FAST_SECONDS = 2.0
 HOT_SLOW_INTERVAL = 0.25
@@ -193,7 +199,11 @@ def spread_budget(
 
 
 def hot_interval(since: float) -> float:
-    return HOT_FAST_INTERVAL if since < HOT_FAST_SECONDS else HOT_SLOW_INTERVAL
+    """The wait before a hot zone's next probe, `since` seconds after it turned hot."""
+    if since >= HOT_FAST_SECONDS:
+        return HOT_SLOW_INTERVAL
+    # Waiting as long again as the zone has been hot doubles the interval.
+    return min(HOT_FAST_INTERVAL, max(HOT_FIRST_INTERVAL, since))
 
 
 def later(serial: int | None, other: int | None) -> int | None:
