@@ -193,6 +193,26 @@ def test_a_new_retransfer_request_makes_every_zone_it_names_transfer_in_full(
     assert primary.outgoing_transfers("example.test.") == [("AXFR", 5), ("AXFR", 5)]
 
 
+def test_a_zone_moved_to_other_primaries_is_transferred_from_them_at_once(
+    fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
+) -> None:
+    # SOA refresh 3600 s, retry 600 s: a reload alone would leave the zone on the
+    # old primary's copy for up to an hour before the new primary is asked.
+    old = fleet.start_primary([make_zone("moved.test.", serial=1)], transfer_key)
+    new = fleet.start_primary([make_zone("moved.test.", serial=2)], transfer_key)
+    pod.publish(pod.bundle([PrimaryZone("moved.test.", old.address)]))
+    pod.wait_until_serving("moved.test.", 1)
+
+    moved = pod.bundle([PrimaryZone("moved.test.", new.address)])
+    pod.publish(moved)
+    # The agent asks the engine to refresh the zones of the changed shard after
+    # the reload, so the new primary's serial is served within seconds.
+    pod.wait_until_serving("moved.test.", 2, 30)
+    pod.wait_for_annotation(A, moved.config_hash)
+    assert new.outgoing_transfers("moved.test.")
+    assert 'secondarydns_agent_refreshes_total{result="requested"} 1.0' in pod.get("/metrics")[1]
+
+
 def test_zones_endpoint_shows_the_engine_s_own_expire_timer(
     fleet: NamedFleet, transfer_key: TsigCredentials, pod: AgentPod
 ) -> None:

@@ -16,11 +16,13 @@ from secondary_dns.agent.decide import (
     missing_zones,
     one_line,
     pod_annotations,
+    refreshes_due,
     retransfers_due,
 )
 from secondary_dns.agent.named import parse_zone_states, parse_zone_statistics
 from secondary_dns.agent.probe import ZoneState
 from secondary_dns.api import agent_contract
+from secondary_dns.render.shards import shard_of
 
 A = dns.name.from_text("a.test.")
 B = dns.name.from_text("b.test.")
@@ -111,6 +113,30 @@ def test_a_changed_retransfer_request_is_due_only_for_zones_served_before() -> N
     assert retransfers_due(before, AppliedConfig("c2", "k1", (A,), {A: "ticket-1"})) == []
     assert retransfers_due(before, AppliedConfig("c2", "k1", (A,))) == []
     assert retransfers_due(None, after) == []
+
+
+def test_zones_of_changed_shards_served_before_are_due_for_a_refresh() -> None:
+    # C shares A's shard; B has a shard of its own.
+    c = next(
+        name
+        for name in (dns.name.from_text(f"c{index}.test.") for index in range(1000))
+        if shard_of(name) == shard_of(A)
+    )
+    assert shard_of(A) != shard_of(B)
+    shards = {shard_of(A): "1" * 64, shard_of(B): "2" * 64}
+    before = AppliedConfig("c0", "k1", (A, B), {}, shards)
+    a_changed = {**shards, shard_of(A): "3" * 64}
+    assert refreshes_due(before, AppliedConfig("c1", "k1", (A, B), {}, a_changed)) == [A]
+    # C is new to the replica (it transfers at once); A, in the same shard, is due.
+    assert refreshes_due(before, AppliedConfig("c1", "k1", (A, B, c), {}, a_changed)) == [A]
+    # A zone whose retransfer request changed gets a full transfer instead.
+    requested = AppliedConfig("c1", "k1", (A, B), {A: "ticket-1"}, a_changed)
+    assert refreshes_due(before, requested) == []
+    # Nothing changed, a first configuration, or a previous manifest not known: nothing.
+    assert refreshes_due(before, AppliedConfig("c2", "k2", (A, B), {}, shards)) == []
+    assert refreshes_due(None, AppliedConfig("c1", "k1", (A, B), {}, a_changed)) == []
+    unknown = AppliedConfig("c0", "k1", (A, B))
+    assert refreshes_due(unknown, AppliedConfig("c1", "k1", (A, B), {}, a_changed)) == []
 
 
 def test_zone_states_carry_named_s_expire_and_refresh_times() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -18,6 +19,7 @@ from secondary_dns.agent.runner import Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
+from secondary_dns.render.shards import shard_of
 from tests.agent_configs import (
     Bundle,
     PrimaryZone,
@@ -33,9 +35,17 @@ class ScriptedControl(NamedControl):
     def __init__(self, layout: PodLayout) -> None:
         super().__init__(layout)
         self.reconfigs = 0
+        self.refreshed: list[list[dns.name.Name]] = []
+        self.reachable = True
 
     def reload(self) -> ReloadResult:
         self.reconfigs += 1
+        return ReloadResult(True, False, "")
+
+    def refresh(self, zones: Sequence[dns.name.Name]) -> ReloadResult:
+        if not self.reachable:
+            return ReloadResult(False, True, "connection refused")
+        self.refreshed.append(list(zones))
         return ReloadResult(True, False, "")
 
 
@@ -144,7 +154,6 @@ class RetransferControl(ScriptedControl):
     def __init__(self, layout: PodLayout) -> None:
         super().__init__(layout)
         self.retransfers: list[dns.name.Name] = []
-        self.reachable = True
 
     def retransfer(self, zone: dns.name.Name) -> ReloadResult:
         if not self.reachable:
@@ -191,6 +200,55 @@ def test_a_new_retransfer_request_asks_named_once(layout: PodLayout) -> None:
     again.start()
     again.step()
     assert control.retransfers == [a]
+
+
+def test_zones_of_a_changed_shard_are_refreshed_once_after_the_reload(layout: PodLayout) -> None:
+    a, b = dns.name.from_text("a.test."), dns.name.from_text("b.test.")
+    assert shard_of(a) != shard_of(b)
+
+    def config(primary_of_a: str, *more: str) -> Bundle:
+        zones = [PrimaryZone("a.test.", primary_of_a), PrimaryZone("b.test.", "192.0.2.1")]
+        return render_bundle(
+            layout,
+            zones + [PrimaryZone(zone, "192.0.2.1") for zone in more],
+            KEY,
+            b"0123456789abcdef0123456789abcdef",
+            listen=ipaddress.ip_address("127.0.0.1"),
+        )
+
+    first = config("192.0.2.1")
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    control = ScriptedControl(layout)
+    agent = Agent(layout, source, MemoryPodReporter(), control, ScriptedProbe())
+    agent.start()
+    agent.step()
+    assert control.refreshed == []  # a first configuration transfers everything anyway
+
+    # a.test. moves to another primary: the reload alone would leave it on its
+    # refresh timer; b.test.'s shard did not change.
+    moved = config("192.0.2.2")
+    control.reachable = False
+    source.set(shards_of(moved), key_secret_of(moved))
+    agent.step()
+    assert control.refreshed == [] and agent.refreshes_pending == {a}
+    control.reachable = True
+    agent.step()
+    agent.step()
+    assert control.reconfigs == 1 and control.refreshed == [[a]]
+    metrics = generate_latest(agent.metrics.registry).decode()
+    assert 'secondarydns_agent_refreshes_total{result="requested"} 1.0' in metrics
+
+    # A zone new to the replica transfers at once: its shard's other zones are
+    # refreshed, the new zone is not.
+    c = next(
+        name
+        for name in (dns.name.from_text(f"c{index}.test.") for index in range(1000))
+        if shard_of(name) == shard_of(b)
+    )
+    added = config("192.0.2.2", c.to_text())
+    source.set(shards_of(added), key_secret_of(added))
+    agent.step()
+    assert control.refreshed == [[a], [b]]
 
 
 def test_zones_with_max_age_ask_the_engine_again(layout: PodLayout) -> None:

@@ -53,6 +53,19 @@ class EngineControl(Protocol):
     def retransfer(self, zone: dns.name.Name) -> ReloadResult:
         """A full transfer (AXFR) of `zone` from its primaries now, whatever the serial."""
 
+    def refresh(self, zones: Sequence[dns.name.Name]) -> ReloadResult:
+        """Ask each zone's primaries for its SOA now (a transfer follows if newer)."""
+
+
+def combined_result(results: Sequence[ReloadResult]) -> ReloadResult:
+    """One outcome for a command run once per zone: not reached if any was not reached
+    (it is asked again), else refused if any was refused, with the refusals' messages."""
+    unreached = [result for result in results if result.unreachable]
+    if unreached:
+        return unreached[0]
+    refused = [result.message for result in results if not result.ok]
+    return ReloadResult(not refused, False, "; ".join(refused))
+
 
 def run_tool(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str] | str:
     """Run one of the engine's tools; the error text when it could not run at all."""

@@ -11,6 +11,7 @@ import dns.name
 
 from secondary_dns.agent.assemble import DesiredConfig
 from secondary_dns.api import agent_contract
+from secondary_dns.render.shards import shard_of
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,9 @@ class AppliedConfig:
     keys_hash: str
     zones: tuple[dns.name.Name, ...] = ()
     retransfer: Mapping[dns.name.Name, str] = field(default_factory=dict)
+    # shard -> its hash (the manifest); empty when not known (a version directory
+    # written before the manifest was kept).
+    shards: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,33 @@ def retransfers_due(previous: AppliedConfig | None, applied: AppliedConfig) -> l
         zone
         for zone, request in applied.retransfer.items()
         if zone in served and zone in applied.zones and previous.retransfer.get(zone) != request
+    )
+
+
+def refreshes_due(previous: AppliedConfig | None, applied: AppliedConfig) -> list[dns.name.Name]:
+    """Zones to refresh (an SOA query to their primaries now) after `applied` replaced
+    `previous`: the zones both serve whose shard changed.
+
+    A reload applies a zone's new statement (new primaries, a new key) but does not
+    refresh the zone: BIND and Knot keep its refresh timer, up to the SOA refresh
+    (an hour, often a day) before the new primaries are asked. The agent sees
+    shards, not zone statements, so every zone of a changed shard is refreshed (one
+    SOA query each to its primaries, what the timer would do anyway; about 40 zones
+    at 10,000). Not: zones new to the replica (they transfer at once), zones whose
+    spec.retransferRequest changed (`retransfers_due`: a full transfer anyway), a
+    first configuration, or a previous one whose manifest is unknown.
+    """
+    if previous is None or not previous.shards:
+        return []
+    served = set(previous.zones)
+    changed = {
+        shard for shard, digest in applied.shards.items() if previous.shards.get(shard) != digest
+    }
+    retransferred = set(retransfers_due(previous, applied))
+    return sorted(
+        zone
+        for zone in applied.zones
+        if zone in served and zone not in retransferred and shard_of(zone) in changed
     )
 
 

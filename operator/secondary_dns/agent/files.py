@@ -130,11 +130,18 @@ class ConfigDirectory:
         except OSError:
             retransfer_text = None
         retransfer = agent_contract.parse_retransfer_file(retransfer_text)
+        try:
+            shards = agent_contract.parse_shards_file(
+                (self.versions / state["configHash"] / agent_contract.SHARDS_FILE).read_text()
+            )
+        except OSError:
+            shards = {}
         return AppliedConfig(
             config_hash=str(state["configHash"]),
             keys_hash=str(state.get("keysHash", "")),
             zones=zones if isinstance(zones, tuple) else (),
             retransfer=retransfer if isinstance(retransfer, dict) else {},
+            shards=shards if isinstance(shards, dict) else {},
         )
 
     def _write_marker(self, applied: AppliedConfig) -> None:
@@ -268,7 +275,11 @@ class ConfigDirectory:
         write_atomically(self.key_file, desired.key_file, 0o600)
         self._point_link(os.path.relpath(version, self.run_dir))
         applied = AppliedConfig(
-            desired.config_hash, desired.keys_hash, desired.zones, desired.retransfer
+            desired.config_hash,
+            desired.keys_hash,
+            desired.zones,
+            desired.retransfer,
+            desired.shards,
         )
 
         if not engine_started:

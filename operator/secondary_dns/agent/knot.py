@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import dns.exception
@@ -22,6 +22,7 @@ from secondary_dns.agent.control import (
     CONTROL_TIMEOUT_SECONDS,
     ReloadResult,
     check_result,
+    combined_result,
     command_result,
     run_tool,
 )
@@ -31,6 +32,8 @@ from secondary_dns.api.agent_contract import PodLayout, ZoneState
 
 # `knotc zone-status` waits this long for knotd; it lists every zone in one answer.
 STATUS_TIMEOUT_SECONDS = 10
+# Zones named in one `knotc zone-refresh` (keeps the command line short).
+REFRESH_ZONES_PER_CALL = 100
 
 
 def knotd_argv(knotd: str, layout: PodLayout) -> list[str]:
@@ -93,6 +96,22 @@ class KnotControl:
             ),
             CONTROL_TIMEOUT_SECONDS + 5,
         )
+
+    def refresh(self, zones: Sequence[dns.name.Name]) -> ReloadResult:
+        """`knotc zone-refresh ZONE...`: an SOA query to the primaries now, many zones a call."""
+        results = [
+            _knotc_result(
+                self._socket_argv(
+                    "-t",
+                    str(int(CONTROL_TIMEOUT_SECONDS)),
+                    "zone-refresh",
+                    *(zone.to_text() for zone in zones[start : start + REFRESH_ZONES_PER_CALL]),
+                ),
+                CONTROL_TIMEOUT_SECONDS + 5,
+            )
+            for start in range(0, len(zones), REFRESH_ZONES_PER_CALL)
+        ]
+        return combined_result(results)
 
 
 # ---- knotc zone-status ------------------------------------------------------------

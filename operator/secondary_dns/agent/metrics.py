@@ -38,6 +38,15 @@ class AgentMetrics:
         )
         for result in RETRANSFER_RESULTS:
             self.retransfers.labels(result=result)
+        self.refreshes = Counter(
+            "secondarydns_agent_refreshes",
+            "Zones the engine was asked to refresh (rndc refresh, knotc zone-refresh) after "
+            "a configuration changed their shard, by result: requested, refused.",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in RETRANSFER_RESULTS:
+            self.refreshes.labels(result=result)
         self.apply_seconds = Histogram(
             "secondarydns_agent_apply_duration_seconds",
             "Seconds per step of a successful configuration apply: check (the engine's "

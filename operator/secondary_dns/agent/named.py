@@ -6,7 +6,8 @@ import json
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from secondary_dns.agent.control import (
     CONTROL_TIMEOUT_SECONDS,
     ReloadResult,
     check_result,
+    combined_result,
     command_result,
 )
 from secondary_dns.agent.files import write_atomically
@@ -28,6 +30,10 @@ from secondary_dns.api import TsigKey, agent_contract
 from secondary_dns.api.agent_contract import PodLayout, ZoneState
 from secondary_dns.render import render_key_file
 from secondary_dns.render.engine import DEFAULT_RNDC_KEY_NAME
+
+# rndc calls in flight at once for a refresh of several zones (each is a process
+# and a connection to named's control channel, which serves them one by one).
+REFRESH_CONCURRENCY = 4
 
 
 def named_argv(named: str, layout: PodLayout) -> list[str]:
@@ -91,6 +97,12 @@ class NamedControl:
     def retransfer(self, zone: dns.name.Name) -> ReloadResult:
         """`rndc retransfer ZONE`: a full transfer (AXFR) from the primaries now."""
         return self._rndc("retransfer", zone.to_text())
+
+    def refresh(self, zones: Sequence[dns.name.Name]) -> ReloadResult:
+        """`rndc refresh ZONE` for each zone (rndc takes one zone a call), a few at once."""
+        with ThreadPoolExecutor(REFRESH_CONCURRENCY) as pool:
+            results = list(pool.map(lambda zone: self._rndc("refresh", zone.to_text()), zones))
+        return combined_result(results)
 
     def _rndc(self, command: str, *arguments: str) -> ReloadResult:
         argv = [

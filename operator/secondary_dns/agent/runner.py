@@ -33,6 +33,7 @@ from secondary_dns.agent.decide import (
     decide_apply,
     missing_zones,
     pod_annotations,
+    refreshes_due,
     retransfers_due,
 )
 from secondary_dns.agent.files import ApplyOutcome, ConfigDirectory
@@ -118,6 +119,8 @@ class Agent:
         self.last_apply: ApplyOutcome | None = None
         # Zones whose new spec.retransferRequest the engine has not been told about yet.
         self.retransfers_pending: set[dns.name.Name] = set()
+        # Zones of changed shards the engine has not been asked to refresh yet.
+        self.refreshes_pending: set[dns.name.Name] = set()
         self.readiness = Readiness(False, "starting")
         self.zones_loaded = 0
         self.zone_states: dict[dns.name.Name, ZoneState] = {}
@@ -237,7 +240,39 @@ class Agent:
             elif not outcome.unreachable:
                 log.error("%s refused the configuration on retry: %s", engine, outcome.message)
                 self.reload_pending = False
-        self._retransfer()
+        if not self.reload_pending:
+            self._retransfer()
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Zones of changed shards: an SOA query to their (maybe new) primaries now."""
+        served = set(self.applied.zones) if self.applied else set()
+        zones = sorted(self.refreshes_pending & served)
+        if not zones:
+            self.refreshes_pending.clear()
+            return
+        started = time.monotonic()
+        outcome = self.control.refresh(zones)
+        if outcome.unreachable:
+            log.warning(
+                "%s not reachable to refresh %d zones (%s); will retry",
+                self.control.engine,
+                len(zones),
+                outcome.message,
+            )
+            return
+        self.refreshes_pending.clear()
+        self.metrics.refreshes.labels(result="requested" if outcome.ok else "refused").inc(
+            len(zones)
+        )
+        if outcome.ok:
+            log.info(
+                "refresh of %d zones of changed shards requested in %.3fs",
+                len(zones),
+                time.monotonic() - started,
+            )
+        else:
+            log.error("%s refused a refresh: %s", self.control.engine, outcome.message)
 
     def _retransfer(self) -> None:
         served = set(self.applied.zones) if self.applied else set()
@@ -301,9 +336,14 @@ class Agent:
             self.metrics.apply_seconds.labels(step=step).observe(value)
         previous = self.applied
         self.applied = AppliedConfig(
-            desired.config_hash, desired.keys_hash, desired.zones, desired.retransfer
+            desired.config_hash,
+            desired.keys_hash,
+            desired.zones,
+            desired.retransfer,
+            desired.shards,
         )
         self.retransfers_pending.update(retransfers_due(previous, self.applied))
+        self.refreshes_pending.update(refreshes_due(previous, self.applied))
         self.rejection = None
         self.reload_pending = outcome.reload_pending
         self.metrics.reloads.labels(result="success").inc()
