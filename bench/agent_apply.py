@@ -18,6 +18,8 @@ operator's work, not the agent's). Printed:
 - added / changed zone served after publish: from publishing until the engine
   answers the zone's SOA at the serial of its (new) primary, polled every 0.1 s
   (to 0.1 s; the engine's rate limit allows no faster polling), per round and p50;
+- after each change, the refresh the agent asked for (the zones of the changed
+  shard, the moved zone among them) and how long rndc / knotc took;
 - the engine's RSS (VmRSS from /proc) once it serves the N zones.
 
 Runs in a network namespace of its own (198.18.0.0/15 test addresses on its
@@ -128,7 +130,7 @@ def measure(
 ) -> dict[str, Any]:
     """Per round: a zone added (served at serial 1 by the first primary), then moved to
     the second primary (which serves it at serial 2); then the last one deleted."""
-    figures: dict[str, Any] = {"added": [], "changed": []}
+    figures: dict[str, Any] = {"added": [], "changed": [], "refresh": []}
     with AgentPod(workdir, fleet.address(), key, engine) as pod:
         started = time.monotonic()
         figures["first apply"] = apply_and_wait(pod, base, 600)
@@ -148,7 +150,9 @@ def measure(
             zones.append(extra)
             figures["added"].append(served_after_publish(pod, zones, name, 1))
             zones[-1] = replace(extra, address=moved_to)
+            pod.agent.last_refresh = None
             figures["changed"].append(served_after_publish(pod, zones, name, 2))
+            figures["refresh"].append(pod.agent.last_refresh)
             print(
                 f"  {engine} {len(base)}: {name} served "
                 + ", ".join(
@@ -225,6 +229,11 @@ def main() -> int:
             for outcome, _ in figures[change]:
                 print(f"  one zone {change:8} {steps(outcome)}")
         print(f"  one zone deleted  {steps(figures['deleted'])}")
+        for refresh in figures["refresh"]:
+            print(
+                "  refresh after the change: "
+                + ("none" if refresh is None else f"{refresh[0]} zones, {refresh[1] * 1000:.1f} ms")
+            )
         for change in ("added", "changed"):
             print(f"  {change} zone served after publish: {median_served(figures[change])}")
     return 0

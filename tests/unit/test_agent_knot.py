@@ -9,6 +9,8 @@ from pathlib import Path, PurePosixPath
 import dns.name
 import pytest
 
+from secondary_dns.agent import knot
+from secondary_dns.agent.control import ReloadResult, combined_result
 from secondary_dns.agent.engine import ARGV, EXECUTABLES, remove_stale_pid_file
 from secondary_dns.agent.knot import (
     KnotControl,
@@ -101,3 +103,30 @@ def test_the_engine_container_removes_a_pid_file_a_killed_engine_left(
     assert not stale.exists()
     assert "stale pid file" in err.getvalue()
     remove_stale_pid_file(layout, engine, err)  # none left: nothing to do
+
+
+def test_refresh_names_many_zones_per_knotc_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def knotc(argv: list[str], timeout: float) -> ReloadResult:
+        calls.append(argv)
+        return ReloadResult(True, False, "OK")
+
+    monkeypatch.setattr(knot, "_knotc_result", knotc)
+    layout = PodLayout(PurePosixPath("/run/sdns"), PurePosixPath("/var/lib/sdns"))
+    zones = [dns.name.from_text(f"z{index:03d}.test.") for index in range(250)]
+    assert KnotControl(layout).refresh(zones).ok
+    named = [argv[argv.index("zone-refresh") + 1 :] for argv in calls]
+    assert [len(names) for names in named] == [100, 100, 50]
+    assert [name for names in named for name in names] == [zone.to_text() for zone in zones]
+
+
+def test_a_command_run_in_parts_is_unreached_refused_or_ok_as_a_whole() -> None:
+    ok = ReloadResult(True, False, "")
+    refused = ReloadResult(False, False, "no such zone")
+    unreached = ReloadResult(False, True, "failed to connect")
+    assert combined_result([ok, ok]) == ok
+    assert combined_result([ok, refused]) == ReloadResult(False, False, "no such zone")
+    # Not reached wins: the whole request is asked again.
+    assert combined_result([refused, unreached]) == unreached
+    assert combined_result([]).ok

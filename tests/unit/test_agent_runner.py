@@ -69,9 +69,13 @@ def layout(tmp_path: Path) -> PodLayout:
 
 
 def bundle(layout: PodLayout, *zones: str) -> Bundle:
+    return bundle_of(layout, [PrimaryZone(zone, "192.0.2.1") for zone in zones])
+
+
+def bundle_of(layout: PodLayout, zones: list[PrimaryZone]) -> Bundle:
     return render_bundle(
         layout,
-        [PrimaryZone(zone, "192.0.2.1") for zone in zones],
+        zones,
         KEY,
         b"0123456789abcdef0123456789abcdef",
         listen=ipaddress.ip_address("127.0.0.1"),
@@ -164,13 +168,7 @@ class RetransferControl(ScriptedControl):
 
 def test_a_new_retransfer_request_asks_named_once(layout: PodLayout) -> None:
     def config(request: str | None) -> Bundle:
-        return render_bundle(
-            layout,
-            [PrimaryZone("a.test.", "192.0.2.1", retransfer_request=request)],
-            KEY,
-            b"0123456789abcdef0123456789abcdef",
-            listen=ipaddress.ip_address("127.0.0.1"),
-        )
+        return bundle_of(layout, [PrimaryZone("a.test.", "192.0.2.1", retransfer_request=request)])
 
     a = dns.name.from_text("a.test.")
     first = config(None)
@@ -208,13 +206,7 @@ def test_zones_of_a_changed_shard_are_refreshed_once_after_the_reload(layout: Po
 
     def config(primary_of_a: str, *more: str) -> Bundle:
         zones = [PrimaryZone("a.test.", primary_of_a), PrimaryZone("b.test.", "192.0.2.1")]
-        return render_bundle(
-            layout,
-            zones + [PrimaryZone(zone, "192.0.2.1") for zone in more],
-            KEY,
-            b"0123456789abcdef0123456789abcdef",
-            listen=ipaddress.ip_address("127.0.0.1"),
-        )
+        return bundle_of(layout, zones + [PrimaryZone(zone, "192.0.2.1") for zone in more])
 
     first = config("192.0.2.1")
     source = StaticConfigSource(shards_of(first), key_secret_of(first))

@@ -51,7 +51,8 @@ class AgentMetrics:
             "secondarydns_agent_apply_duration_seconds",
             "Seconds per step of a successful configuration apply: check (the engine's "
             "checker on the changed shards, or on everything), write (swap the files in), "
-            "reload (rndc reconfig, knotc reload).",
+            "reload (rndc reconfig, knotc reload), refresh (rndc refresh, knotc zone-refresh of "
+            "the zones of changed shards, after the reload).",
             ["step"],
             registry=self.registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),

@@ -121,6 +121,8 @@ class Agent:
         self.retransfers_pending: set[dns.name.Name] = set()
         # Zones of changed shards the engine has not been asked to refresh yet.
         self.refreshes_pending: set[dns.name.Name] = set()
+        # The last refresh asked: how many zones, and the seconds it took.
+        self.last_refresh: tuple[int, float] | None = None
         self.readiness = Readiness(False, "starting")
         self.zones_loaded = 0
         self.zone_states: dict[dns.name.Name, ZoneState] = {}
@@ -262,15 +264,14 @@ class Agent:
             )
             return
         self.refreshes_pending.clear()
+        took = time.monotonic() - started
+        self.last_refresh = (len(zones), took)
+        self.metrics.apply_seconds.labels(step="refresh").observe(took)
         self.metrics.refreshes.labels(result="requested" if outcome.ok else "refused").inc(
             len(zones)
         )
         if outcome.ok:
-            log.info(
-                "refresh of %d zones of changed shards requested in %.3fs",
-                len(zones),
-                time.monotonic() - started,
-            )
+            log.info("refresh of %d zones of changed shards requested in %.3fs", len(zones), took)
         else:
             log.error("%s refused a refresh: %s", self.control.engine, outcome.message)
 
