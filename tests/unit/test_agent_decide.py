@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import PurePosixPath
+
 import dns.name
+import pytest
 
 from secondary_dns.agent.assemble import DesiredConfig
 from secondary_dns.agent.decide import (
@@ -18,11 +22,14 @@ from secondary_dns.agent.decide import (
     pod_annotations,
     refreshes_due,
     retransfers_due,
+    zone_entries,
 )
 from secondary_dns.agent.named import parse_zone_states, parse_zone_statistics
 from secondary_dns.agent.probe import ZoneState
 from secondary_dns.api import agent_contract
+from secondary_dns.api.agent_contract import PodLayout
 from secondary_dns.render.shards import shard_of
+from tests.agent_configs import PrimaryZone, render_bundle
 
 A = dns.name.from_text("a.test.")
 B = dns.name.from_text("b.test.")
@@ -137,6 +144,43 @@ def test_zones_of_changed_shards_served_before_are_due_for_a_refresh() -> None:
     assert refreshes_due(None, AppliedConfig("c1", "k1", (A, B), {}, a_changed)) == []
     unknown = AppliedConfig("c0", "k1", (A, B))
     assert refreshes_due(unknown, AppliedConfig("c1", "k1", (A, B), {}, a_changed)) == []
+
+
+@pytest.mark.parametrize("engine", [agent_contract.ENGINE_BIND9, agent_contract.ENGINE_KNOT])
+def test_only_zones_whose_entries_changed_are_refreshed(engine: str) -> None:
+    c = next(
+        name
+        for name in (dns.name.from_text(f"c{index}.test.") for index in range(1000))
+        if shard_of(name) == shard_of(A)
+    )
+    layout = PodLayout(PurePosixPath("/run/sdns"), PurePosixPath("/var/lib/sdns"))
+
+    def applied(primary_of_a: str) -> tuple[AppliedConfig, dict[str, str]]:
+        zones = [PrimaryZone("a.test.", primary_of_a), PrimaryZone(c.to_text(), "192.0.2.1")]
+        bundle = render_bundle(
+            layout,
+            zones,
+            dns.name.from_text("transfer-key."),
+            b"0123456789abcdef0123456789abcdef",
+            listen=ipaddress.ip_address("127.0.0.1"),
+            engine=engine,
+        )
+        hashes = {shard: part.config_hash for shard, part in bundle.rendered().shards.items()}
+        texts = {
+            shard: "\n".join(files[name] for name in sorted(files) if name.endswith(".conf"))
+            for shard, files in bundle.shards.items()
+        }
+        return AppliedConfig("c", "k", (A, c), {}, hashes), texts
+
+    before, texts_before = applied("192.0.2.1")
+    after, texts_after = applied("192.0.2.2")
+    assert before.shards != after.shards
+    # c shares A's changed shard; its own entries did not change.
+    assert refreshes_due(before, after) == sorted([A, c])
+    assert refreshes_due(before, after, texts_before, texts_after) == [A]
+    # A zone whose entries cannot be found is refreshed, never skipped.
+    assert refreshes_due(before, after, texts_before, {}) == sorted([A, c])
+    assert zone_entries(texts_after[shard_of(A)], B) == []
 
 
 def test_zone_states_carry_named_s_expire_and_refresh_times() -> None:

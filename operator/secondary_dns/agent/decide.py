@@ -71,18 +71,23 @@ def retransfers_due(previous: AppliedConfig | None, applied: AppliedConfig) -> l
     )
 
 
-def refreshes_due(previous: AppliedConfig | None, applied: AppliedConfig) -> list[dns.name.Name]:
+def refreshes_due(
+    previous: AppliedConfig | None,
+    applied: AppliedConfig,
+    shard_texts_before: Mapping[str, str] | None = None,
+    shard_texts: Mapping[str, str] | None = None,
+) -> list[dns.name.Name]:
     """Zones to refresh (an SOA query to their primaries now) after `applied` replaced
-    `previous`: the zones both serve whose shard changed.
+    `previous`: the zones both serve whose entries in their shard's text changed.
 
     A reload applies a zone's new statement (new primaries, a new key) but does not
     refresh the zone: BIND and Knot keep its refresh timer, up to the SOA refresh
-    (an hour, often a day) before the new primaries are asked. The agent sees
-    shards, not zone statements, so every zone of a changed shard is refreshed (one
-    SOA query each to its primaries, what the timer would do anyway; about 40 zones
-    at 10,000). Not: zones new to the replica (they transfer at once), zones whose
-    spec.retransferRequest changed (`retransfers_due`: a full transfer anyway), a
-    first configuration, or a previous one whose manifest is unknown.
+    (an hour, often a day) before the new primaries are asked. Not: zones new to the
+    replica (they transfer at once), zones whose spec.retransferRequest changed
+    (`retransfers_due`: a full transfer anyway), a first configuration, or a previous
+    one whose manifest is unknown. With the changed shards' texts before and after
+    (shard -> its engine files joined), only zones whose entries differ
+    (`zone_entries`); without them, every zone of a changed shard.
     """
     if previous is None or not previous.shards:
         return []
@@ -91,10 +96,46 @@ def refreshes_due(previous: AppliedConfig | None, applied: AppliedConfig) -> lis
         shard for shard, digest in applied.shards.items() if previous.shards.get(shard) != digest
     }
     retransferred = set(retransfers_due(previous, applied))
-    return sorted(
+    candidates = [
         zone
-        for zone in applied.zones
+        for zone in sorted(applied.zones)
         if zone in served and zone not in retransferred and shard_of(zone) in changed
+    ]
+    if shard_texts_before is None or shard_texts is None:
+        return candidates
+    return [
+        zone
+        for zone in candidates
+        if shard_of(zone) not in shard_texts_before
+        or shard_of(zone) not in shard_texts
+        or not zone_entries(shard_texts[shard_of(zone)], zone)
+        or zone_entries(shard_texts_before[shard_of(zone)], zone)
+        != zone_entries(shard_texts[shard_of(zone)], zone)
+    ]
+
+
+def zone_entries(text: str, zone: dns.name.Name) -> list[str]:
+    """The entries of a shard's text that name `zone`, sorted.
+
+    An entry starts at a comment, a blank or an unindented line: a BIND `zone`
+    statement, a Knot `remote`, `acl` or `zone` item (each named after its zone,
+    docs/agent.md). Matching the name as text can take in a neighbour's entry
+    (`a.test` in `ba.test`): that only refreshes a zone more; a zone none of whose
+    entries is found is refreshed (the caller's fallback), never skipped.
+    """
+    name = zone.to_text(omit_final_dot=True).lower()
+    entries: list[list[str]] = []
+    for line in text.splitlines():
+        if (
+            not entries
+            or not line.strip()
+            or line.lstrip().startswith("#")
+            or line[:1] not in " \t"
+        ):
+            entries.append([])
+        entries[-1].append(line)
+    return sorted(
+        joined for joined in ("\n".join(entry) for entry in entries) if name in joined.lower()
     )
 
 

@@ -62,6 +62,14 @@ APPLY_JITTER_SECONDS = 2.0
 STEADY_LOOK_SECONDS = 10.0
 
 
+def shard_texts(desired: DesiredConfig) -> dict[str, str]:
+    """shard -> its engine files' text, joined (what `refreshes_due` compares)."""
+    return {
+        shard: "\n".join(desired.files.get(name, "") for name in names)
+        for shard, names in desired.shard_files.items()
+    }
+
+
 class PodReporter(Protocol):
     def current(self) -> Mapping[str, str | None]: ...
 
@@ -121,6 +129,9 @@ class Agent:
         self.retransfers_pending: set[dns.name.Name] = set()
         # Zones of changed shards the engine has not been asked to refresh yet.
         self.refreshes_pending: set[dns.name.Name] = set()
+        # The configuration last applied by this process: its shards' texts tell which
+        # zones the next one changes (after a restart, every zone of a changed shard).
+        self._applied_desired: DesiredConfig | None = None
         # The last refresh asked: how many zones, and the seconds it took.
         self.last_refresh: tuple[int, float] | None = None
         self.readiness = Readiness(False, "starting")
@@ -344,7 +355,15 @@ class Agent:
             desired.shards,
         )
         self.retransfers_pending.update(retransfers_due(previous, self.applied))
-        self.refreshes_pending.update(refreshes_due(previous, self.applied))
+        self.refreshes_pending.update(
+            refreshes_due(
+                previous,
+                self.applied,
+                shard_texts(self._applied_desired) if self._applied_desired else None,
+                shard_texts(desired),
+            )
+        )
+        self._applied_desired = desired
         self.rejection = None
         self.reload_pending = outcome.reload_pending
         self.metrics.reloads.labels(result="success").inc()
