@@ -31,6 +31,7 @@ loopback); nothing leaves it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import tempfile
@@ -152,6 +153,10 @@ def measure(
             zones[-1] = replace(extra, address=moved_to)
             pod.agent.last_refresh = None
             figures["changed"].append(served_after_publish(pod, zones, name, 2))
+            # The agent records the refresh just after rndc / knotc returns; the engine
+            # may serve the new serial before that line runs.
+            with contextlib.suppress(TimeoutError):
+                wait_for("the refresh recorded", lambda: every.last_refresh is not None, 5, 0.05)
             figures["refresh"].append(pod.agent.last_refresh)
             print(
                 f"  {engine} {len(base)}: {name} served "
