@@ -14,6 +14,7 @@ from secondary_dns.agent.decide import (
     AppliedConfig,
     Rejection,
     annotation_patch,
+    apply_delay,
     check_readiness,
     config_error,
     decide_apply,
@@ -216,3 +217,23 @@ def test_zone_states_carry_named_s_expire_and_refresh_times() -> None:
         B: ZoneState(serial=None, expires=None, refresh=None),
     }
     assert parse_zone_statistics(document) == {A}
+
+
+@pytest.mark.parametrize(
+    ("pod", "last_apply", "delay"),
+    [
+        ("scale-0", 0.4, 0.0),  # the even wave applies at once
+        ("scale-2", None, 0.0),
+        ("scale-1", 0.4, 0.85),  # the odd wave: 1.5 times the last apply, plus 0.25 s
+        ("scale-1", None, 2.0),  # nothing timed yet: the ceiling
+        ("scale-3", 5.0, 2.0),  # never past the ceiling
+        ("agent", 0.4, None),  # no ordinal: a random wait
+        (None, 0.4, None),
+    ],
+)
+def test_replicas_apply_in_two_waves_by_ordinal(
+    pod: str | None, last_apply: float | None, delay: float | None
+) -> None:
+    assert apply_delay(pod, last_apply, 2.0) == (
+        pytest.approx(delay) if delay is not None else None
+    )

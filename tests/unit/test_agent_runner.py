@@ -262,6 +262,50 @@ def test_zones_with_max_age_ask_the_engine_again(layout: PodLayout) -> None:
     assert fresh.zones[dns.name.from_text("a.test.")].serial == 2
 
 
+@pytest.mark.parametrize(("pod", "waits"), [("edge-0", False), ("edge-1", True)])
+def test_replicas_apply_a_change_in_two_waves_by_ordinal(
+    layout: PodLayout, pod: str, waits: bool
+) -> None:
+    """An even ordinal applies at once; an odd one waits for its own last apply's
+    duration (times 1.5, plus 0.25 s) and draws no random wait."""
+    now = [1000.0]
+    first = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    control = ScriptedControl(layout)
+
+    def no_draw(low: float, high: float) -> float:
+        raise AssertionError("a pod with an ordinal draws no random wait")
+
+    agent = Agent(
+        layout,
+        source,
+        MemoryPodReporter(),
+        control,
+        ScriptedProbe(),
+        clock=lambda: now[0],
+        apply_jitter=2.0,
+        uniform=no_draw,
+        pod=pod,
+    )
+    agent.start()
+    agent.step()
+    assert agent.applied is not None and agent.last_apply is not None
+    took = sum(agent.last_apply.seconds.get(step, 0.0) for step in ("check", "write", "reload"))
+    second = bundle(layout, "a.test.", "b.test.")
+    source.set(shards_of(second), key_secret_of(second))
+    agent.step()
+    if not waits:
+        assert agent.applied.config_hash == second.config_hash and control.reconfigs == 1
+        return
+    assert agent.applied.config_hash == first.config_hash and control.reconfigs == 0
+    now[0] += took * 1.5 + 0.2
+    agent.step()
+    assert agent.applied.config_hash == first.config_hash
+    now[0] += 0.1
+    agent.step()
+    assert agent.applied.config_hash == second.config_hash and control.reconfigs == 1
+
+
 def test_a_running_replica_applies_a_change_after_its_jitter(layout: PodLayout) -> None:
     """Issue 13, item 11: replicas do not reconfigure (and pause) all at once."""
     now = [1000.0]

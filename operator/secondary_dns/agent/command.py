@@ -166,6 +166,7 @@ def run_agent(args: argparse.Namespace) -> int:
         probe,
         AgentMetrics(engine=args.engine),
         apply_jitter=APPLY_JITTER_SECONDS,
+        pod=args.pod,
     )
     stop = threading.Event()
     draining = threading.Event()

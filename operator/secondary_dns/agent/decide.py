@@ -42,6 +42,37 @@ class Action(enum.Enum):
     ALREADY_REJECTED = "already-rejected"  # refused before; waits for a new hash
 
 
+# A StatefulSet pod's name ends in its ordinal ("<server>-<ordinal>").
+_ORDINAL = re.compile(r"-(\d+)$")
+# The odd wave waits as long as this replica's last apply took, this many times
+# over plus a margin: the even wave's apply of the same change takes about as long.
+STAGGER_FACTOR = 1.5
+STAGGER_MARGIN_SECONDS = 0.25
+
+
+def apply_delay(pod: str | None, last_apply: float | None, ceiling: float) -> float | None:
+    """How long a running replica waits before it applies a change everyone sees at once.
+
+    The engines answer no query while they reconfigure (named's exclusive mode), so
+    the replicas of a server apply in two waves by ordinal: even ordinals at once,
+    odd ones once the even ones are done (`last_apply` seconds, this replica's own
+    last check + write + reload, times STAGGER_FACTOR plus STAGGER_MARGIN_SECONDS;
+    `ceiling` before any apply was timed, and at most `ceiling`). With two replicas
+    or more one wave always answers, and the last replica serves a change after
+    about two applies, where a random wait of up to `ceiling` could take all of it
+    and still let every replica pause together. None when the pod has no ordinal
+    (then a random wait).
+    """
+    match = _ORDINAL.search(pod or "")
+    if match is None:
+        return None
+    if int(match.group(1)) % 2 == 0:
+        return 0.0
+    if last_apply is None:
+        return ceiling
+    return min(ceiling, last_apply * STAGGER_FACTOR + STAGGER_MARGIN_SECONDS)
+
+
 def decide_apply(
     desired: DesiredConfig, applied: AppliedConfig | None, rejection: Rejection | None
 ) -> Action:

@@ -29,6 +29,7 @@ from secondary_dns.agent.decide import (
     Readiness,
     Rejection,
     annotation_patch,
+    apply_delay,
     check_readiness,
     decide_apply,
     missing_zones,
@@ -51,10 +52,12 @@ STALL_SECONDS = 300.0
 # Once Ready, the flag survives agent restarts in the run directory (see check_readiness).
 READY_ONCE_FILE = "ready-once"
 # Every replica sees a new configuration at the same moment; named answers no
-# query while it reconfigures (exclusive mode). A running replica waits a random
-# part of this before it applies a change, so the replicas do not pause
-# together and the Service always has one answering. A fresh replica applies at once.
+# query while it reconfigures (exclusive mode). Running replicas apply in two
+# waves by ordinal (decide.apply_delay), the odd wave waiting at most this long;
+# a pod without an ordinal waits a random part of it. A fresh replica applies at once.
 APPLY_JITTER_SECONDS = 2.0
+# The steps of an apply the other wave waits for (the refresh comes after, apart).
+APPLY_STEPS = ("check", "write", "reload")
 # How often a replica whose zones are all loaded asks the engine for every zone's
 # state (BIND's statistics channel, knotc zone-status: at 10,000 zones megabytes of
 # JSON or text). The operator's /zones?maxAge requests take a fresh look when they
@@ -105,6 +108,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         apply_jitter: float = 0.0,
         uniform: Callable[[float, float], float] = random.uniform,
+        pod: str | None = None,
     ) -> None:
         self.layout = layout
         self.source = source
@@ -116,6 +120,7 @@ class Agent:
         self.clock = clock
         self.apply_jitter = apply_jitter
         self.uniform = uniform
+        self.pod = pod
         # (config hash, keys hash) of a change seen, and when it is due (clock time).
         self._due: tuple[tuple[str, str], float] | None = None
         self.directory = ConfigDirectory(layout)
@@ -372,12 +377,16 @@ class Agent:
         self.metrics.zones_configured.set(len(desired.zones))
 
     def _waiting(self, desired: DesiredConfig) -> bool:
-        """True while a running replica waits out its jitter for this change."""
+        """True while a running replica waits for its wave (or its jitter) for this change."""
         if self.applied is None or self.apply_jitter <= 0:
             return False
         change = (desired.config_hash, desired.keys_hash)
         if self._due is None or self._due[0] != change:
-            delay = self.uniform(0.0, self.apply_jitter)
+            last = self.last_apply
+            took = sum(last.seconds.get(step, 0.0) for step in APPLY_STEPS) if last else None
+            delay = apply_delay(self.pod, took, self.apply_jitter)
+            if delay is None:
+                delay = self.uniform(0.0, self.apply_jitter)
             self._due = (change, self.clock() + delay)
             log.info("configuration %s seen; applying in %.1fs", desired.config_hash, delay)
             # The loop polls every poll_interval; wake it at the due time instead.
