@@ -13,7 +13,9 @@ prints, each with how finely it is measured:
 - operator CPU, % of one core, over a quiet minute right after convergence
   (utime + stime from /proc, clock ticks of 10 ms over 60 s): everything the
   operator process does, the serial monitor's probing included;
-- API writes in that quiet minute (the operator's `secondarydns_api_writes_total`);
+- API writes in that quiet minute, and while creating and converging (the
+  operator's `secondarydns_api_writes_total`, by resource: `zones/status`,
+  `events`, `configmaps`, `secrets`, `secondaryservers/status`, ...);
 - one Zone added, changed and deleted among the N: seconds until every replica
   serves the change (replicas polled every 10 ms at their pod IPs: added = it
   answers the zone's SOA authoritatively; changed = its allowTransfer now admits
@@ -130,8 +132,30 @@ class ReconcileTally:
         return f"{self.seconds * 1000:.1f} ms in {self.count:.0f} reconcile(s)"
 
 
-def api_writes(operator: OperatorProcess) -> float:
-    return operator.metric("secondarydns_api_writes_total")
+def api_writes(operator: OperatorProcess) -> dict[str, float]:
+    """The operator's API writes so far, by resource (`zones/status`, `configmaps`, ...)."""
+    name = "secondarydns_api_writes_total"
+    writes: dict[str, float] = {}
+    for line in operator.metrics_text().splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        labels, _, value = line[len(name) + 1 :].rpartition("} ")
+        fields = dict(part.split("=", 1) for part in labels.split(",") if "=" in part)
+        resource = fields.get("resource", '""').strip('"')
+        writes[resource] = writes.get(resource, 0.0) + float(value)
+    return writes
+
+
+def writes_since(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    changed = {key: value - before.get(key, 0.0) for key, value in after.items()}
+    return {key: value for key, value in changed.items() if value}
+
+
+def breakdown(writes: Mapping[str, float]) -> str:
+    if not writes:
+        return "none"
+    ranked = sorted(writes.items(), key=lambda item: -item[1])
+    return ", ".join(f"{resource} {count:.0f}" for resource, count in ranked)
 
 
 # ---- watching the Zones ----------------------------------------------------------
@@ -307,12 +331,14 @@ class Figures:
     peak_rss_mib: float = 0.0
     cpu_percent: float = 0.0
     quiet_seconds: float = 0.0
-    quiet_writes: float = 0.0
-    creation_writes: float = 0.0
+    quiet_writes: dict[str, float] = field(default_factory=dict)
+    creation_writes: dict[str, float] = field(default_factory=dict)
     one_zone: list[OneZone] = field(default_factory=list)
     # The machine's 1-minute load average at the end of the quiet minute (other
     # sessions share its cores: the CPU figure is read beside it).
     quiet_load: float = 0.0
+    # The same when every Zone had converged (the convergence figure is read beside it).
+    converged_load: float = 0.0
     # The operator's functions by share of the quiet minute's samples (--profile).
     profile: list[tuple[float, str]] = field(default_factory=list)
 
@@ -431,8 +457,10 @@ def run(
             )
             done = watch.wait_all_converged(zones, timeout=max(1800.0, zones * 0.5))
             figures.converged_seconds = done - last_created
-            figures.creation_writes = api_writes(operator) - writes_before
+            figures.converged_load = os.getloadavg()[0]
+            figures.creation_writes = writes_since(api_writes(operator), writes_before)
             print(f"every Zone converged {figures.converged_seconds:.1f} s after the last one")
+            print(f"  API writes meanwhile: {breakdown(figures.creation_writes)}", flush=True)
             assert isinstance(operator, ProcessInstallation)
             pid = operator.process.pid
             figures.rss_mib = _proc_status(pid, "VmRSS")
@@ -450,10 +478,11 @@ def run(
                 figures.profile = read_profile(profile)
             figures.quiet_seconds = elapsed
             figures.cpu_percent = 100 * (cpu_seconds(pid) - cpu_before) / elapsed
-            figures.quiet_writes = api_writes(operator) - writes_before
+            figures.quiet_writes = writes_since(api_writes(operator), writes_before)
             print(
                 f"quiet {elapsed:.0f} s: CPU {figures.cpu_percent:.1f} % of a core "
-                f"(load average {figures.quiet_load:.1f}), {figures.quiet_writes:.0f} API writes",
+                f"(load average {figures.quiet_load:.1f}), API writes: "
+                f"{breakdown(figures.quiet_writes)}",
                 flush=True,
             )
             figures.one_zone = one_zone_changes(operator, custom, namespace, addresses, extra)
@@ -520,6 +549,7 @@ def one_zone_changes(
 def print_figures(figures: Figures) -> None:
     print()
     print(f"scale: {figures.zones} Zones on one SecondaryServer of {REPLICAS} replicas")
+    creation = sum(figures.creation_writes.values())
     rows = [
         (
             "Zones created (8 at a time)",
@@ -529,7 +559,7 @@ def print_figures(figures: Figures) -> None:
         (
             "every Zone converged after the last was created",
             f"{figures.converged_seconds:.1f} s",
-            "watch events, ms",
+            f"watch events, ms; load average {figures.converged_load:.1f}",
         ),
         (
             "operator RSS once converged (peak)",
@@ -544,15 +574,23 @@ def print_figures(figures: Figures) -> None:
         ),
         (
             f"API writes, quiet {figures.quiet_seconds:.0f} s",
-            f"{figures.quiet_writes:.0f}",
+            f"{sum(figures.quiet_writes.values()):.0f}",
             "counter, exact",
         ),
         (
             "API writes while creating and converging",
-            f"{figures.creation_writes:.0f} ({figures.creation_writes / figures.zones:.1f}/Zone)",
+            f"{creation:.0f} ({creation / figures.zones:.1f}/Zone)",
             "counter, exact",
         ),
     ]
+    for resource, count in sorted(figures.creation_writes.items(), key=lambda item: -item[1]):
+        rows.append(
+            (
+                f"  of which {resource}",
+                f"{count:.0f} ({count / figures.zones:.2f}/Zone)",
+                "counter, exact",
+            )
+        )
     for change in figures.one_zone:
         rows.append(
             (

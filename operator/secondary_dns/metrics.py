@@ -18,8 +18,9 @@ from prometheus_client.registry import Collector
 
 API_WRITES = Counter(
     "secondarydns_api_writes_total",
-    "Mutating requests (apply, status patch, delete) the operator sent to the Kubernetes API.",
-    ["method"],
+    "Mutating requests (apply, status patch, delete, Event) the operator sent to the "
+    "Kubernetes API, by method and resource (zones/status, configmaps, secrets, events, ...).",
+    ["method", "resource"],
 )
 RECONCILES = Counter(
     "secondarydns_reconciles_total",

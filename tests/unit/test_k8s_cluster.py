@@ -9,7 +9,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from secondary_dns.api import ZONE_PLURAL
-from secondary_dns.k8s.api import FIELD_MANAGER, Cluster
+from secondary_dns.k8s.api import FIELD_MANAGER, Cluster, written_resource
 from tests.fake_cluster import FakeApiServer, custom_resource
 
 NS = "dns"
@@ -158,3 +158,22 @@ def test_the_api_server_s_own_addresses_come_from_the_kubernetes_endpoint_slices
             }
         )
     assert cluster.api_server_endpoints() == [("10.0.0.1", 6443)]
+
+
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("/api/v1/namespaces/dns/configmaps/edge-config", "configmaps"),
+        ("/api/v1/namespaces/dns/events", "events"),
+        ("/apis/secondarydns.io/v1alpha1/namespaces/dns/zones/z/status", "zones/status"),
+        (
+            "/apis/secondarydns.io/v1alpha1/namespaces/dns/secondaryservers/s/status",
+            "secondaryservers/status",
+        ),
+        ("/apis/apps/v1/namespaces/dns/statefulsets/edge", "statefulsets"),
+        ("/api/v1/nodes/node-a", "nodes"),
+        ("/api/v1/namespaces/dns", "namespaces"),
+    ],
+)
+def test_a_write_is_counted_by_the_resource_its_path_names(path: str, resource: str) -> None:
+    assert written_resource(path) == resource

@@ -34,9 +34,7 @@ from secondary_dns.k8s.resources import Resource, resource_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ApiTransport", "Cluster", "KubernetesTransport", "new_api_client"]
-
-log = logging.getLogger(__name__)
+__all__ = ["ApiTransport", "Cluster", "KubernetesTransport", "new_api_client", "written_resource"]
 
 FIELD_MANAGER = "secondary-dns-operator"
 # Seconds to connect to the API server, and to wait for an answer once connected.
@@ -62,6 +60,25 @@ def new_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient
 
 def _object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     return resource_of(api_version, kind).path(namespace, name)
+
+
+def written_resource(path: str) -> str:
+    """The resource a request path names, with its subresource: `zones/status`, `configmaps`.
+
+    `/api/v1/namespaces/N/configmaps/X`, `/apis/G/V/namespaces/N/zones/X/status`,
+    `/api/v1/nodes/X`: the plural follows the namespace (or the version), then the
+    name, then the subresource. The label of `secondarydns_api_writes_total` (a few
+    values, never a name).
+    """
+    parts = [part for part in path.split("?", 1)[0].split("/") if part]
+    # Drop the prefix: api/v1, or apis/GROUP/VERSION.
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) >= 2 and rest[0] == "namespaces":
+        rest = rest[2:]
+    if not rest:
+        return "namespaces"
+    plural, subresource = rest[0], rest[2] if len(rest) > 2 else ""
+    return f"{plural}/{subresource}" if subresource else plural
 
 
 @dataclass(frozen=True)
@@ -106,7 +123,7 @@ class KubernetesTransport:
                 status=response.status, reason=response.reason, body=raw.decode(errors="replace")
             )
         if method != "GET" and self.count_writes:
-            metrics.API_WRITES.labels(method=method).inc()
+            metrics.API_WRITES.labels(method=method, resource=written_resource(path)).inc()
             log.debug("API write: %s %s", method, path)
         return json.loads(raw) if raw else None
 
