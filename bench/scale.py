@@ -187,6 +187,8 @@ class ZoneWatch:
         self.namespace = namespace
         self.replicas = replicas
         self.state: dict[str, bool] = {}
+        # When each Zone last became converged (monotonic; the watch event's arrival).
+        self.converged_at: dict[str, float] = {}
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         self.stopping = threading.Event()
@@ -236,7 +238,10 @@ class ZoneWatch:
                         if event["type"] == "DELETED":
                             self.state.pop(name, None)
                         else:
-                            self.state[name] = converged(obj, self.replicas)
+                            now_converged = converged(obj, self.replicas)
+                            if now_converged and not self.state.get(name):
+                                self.converged_at[name] = time.monotonic()
+                            self.state[name] = now_converged
                         self.changed.notify_all()
                     if self.stopping.is_set():
                         return
@@ -248,6 +253,16 @@ class ZoneWatch:
                 print(f"  zone watch: {error}; listing again")
                 resource_version = ""
                 time.sleep(0.5)
+
+    def wait_converged_after(self, name: str, start: float, timeout: float = 60) -> float | None:
+        """When the Zone became converged after `start` (None: not within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.converged_at.get(name, 0.0) <= start:
+                if time.monotonic() > deadline:
+                    return None
+                self.changed.wait(0.1)
+            return self.converged_at[name]
 
     def wait_all_converged(self, expected: int, timeout: float) -> float:
         """Until `expected` Zones exist and all are converged; the monotonic time it happened."""
@@ -320,6 +335,9 @@ class OneZone:
     every_replica: float
     per_replica: dict[str, float]
     reconcile: ReconcileTally
+    # Seconds from the change until the Zone's status showed it converged (None: not
+    # measured, a deletion; or not within a minute).
+    status: float | None = None
 
 
 @dataclass
@@ -485,7 +503,9 @@ def run(
                 f"{breakdown(figures.quiet_writes)}",
                 flush=True,
             )
-            figures.one_zone = one_zone_changes(operator, custom, namespace, addresses, extra)
+            figures.one_zone = one_zone_changes(
+                operator, custom, namespace, addresses, extra, watch
+            )
         finally:
             watch.stop()
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -498,11 +518,14 @@ def one_zone_changes(
     namespace: str,
     addresses: Mapping[str, str],
     index: int,
+    watch: ZoneWatch,
 ) -> list[OneZone]:
     name, origin = zone_object(index), zone_name(index)
     results = []
 
-    def measure(what: str, change: Callable[[], None], served: Callable[[str], bool]) -> None:
+    def measure(
+        what: str, change: Callable[[], None], served: Callable[[str], bool], status: bool = True
+    ) -> None:
         before = ReconcileTally.read(operator)
         start = time.monotonic()
         change()
@@ -511,8 +534,12 @@ def one_zone_changes(
         time.sleep(0.5)
         tally = ReconcileTally.read(operator).since(before)
         result = OneZone(what, max(per_replica.values()), per_replica, tally)
+        if status:
+            at = watch.wait_converged_after(name, start)
+            result.status = None if at is None else at - start
+        shown = "" if result.status is None else f"; status converged {result.status * 1000:.0f} ms"
         print(
-            f"one Zone {what}: every replica {result.every_replica * 1000:.0f} ms; "
+            f"one Zone {what}: every replica {result.every_replica * 1000:.0f} ms{shown}; "
             f"operator {tally.text()}",
             flush=True,
         )
@@ -542,6 +569,7 @@ def one_zone_changes(
         "deleted",
         lambda: api.delete_namespaced_custom_object(GROUP, VERSION, namespace, "zones", name),
         lambda address: not answers_for(origin, address),
+        status=False,
     )
     return results
 
@@ -599,6 +627,14 @@ def print_figures(figures: Figures) -> None:
                 f"replicas polled every {POLL_SECONDS * 1000:.0f} ms",
             )
         )
+        if change.status is not None:
+            rows.append(
+                (
+                    f"one Zone {change.what}: its status converged",
+                    f"{change.status * 1000:.0f} ms",
+                    "watch events, ms (the serial monitor sees the last replica, then writes)",
+                )
+            )
         rows.append(
             (
                 f"one Zone {change.what}: operator reconcile",

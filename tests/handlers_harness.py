@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,7 +153,15 @@ class Operator:
         return {zone.name.to_text(): zone for zone in self.controller.monitored_zones()}
 
 
-def start_operator(api: FakeApiServer, refused_primary_networks: tuple[str, ...] = ()) -> Operator:
+def start_operator(
+    api: FakeApiServer,
+    refused_primary_networks: tuple[str, ...] = (),
+    *,
+    progress_window: float = 0.0,
+    clock: Callable[[], float] | None = None,
+) -> Operator:
+    """The controller and monitor on `api`. Zone statuses in progress are written at
+    once unless `progress_window` is given (handlers/zone_status.py holds them)."""
     events: list[tuple[str, str, str, str]] = []
 
     def post_event(obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -165,7 +173,10 @@ def start_operator(api: FakeApiServer, refused_primary_networks: tuple[str, ...]
         now=lambda: NOW,
         notify_address=NOTIFY_ADDRESS,
         refused_primary_networks=tuple(ipaddress.ip_network(n) for n in refused_primary_networks),
+        progress_window=progress_window,
     )
+    if clock is not None:
+        controller.zone_status.clock = clock
     informers = add_watches(api, controller)
     monitor = SerialMonitor(controller.monitored_zones, controller.zone_status, None)
     return Operator(controller, monitor, informers, events)

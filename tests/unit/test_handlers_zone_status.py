@@ -7,11 +7,13 @@ API server and look at what a user would read with kubectl.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 
-from secondary_dns.handlers.queue import ServerWork
+from secondary_dns.handlers.controller import ZoneKey
+from secondary_dns.handlers.queue import ServerWork, ZoneWork
 from tests.fake_cluster import FakeApiServer, run_statefulset
 from tests.handlers_harness import (
     API,
@@ -130,3 +132,114 @@ def test_the_monitor_writes_nothing_before_the_configuration_path_has_looked() -
     operator.zone_changed("example-com")
     assert condition(zone(api), "Synced")["reason"] == "NotTransferred"
     assert ready(api) == ("False", "NotTransferred")
+
+
+# ---- statuses in progress, held back (handlers/zone_status.py)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def zone_status_writes(api: FakeApiServer, since: int = 0) -> int:
+    return sum(1 for _, path in api.writes[since:] if path.endswith("/zones/example-com/status"))
+
+
+def work_without_windows_ending(operator: Operator) -> None:
+    """The queued work, as workers do it; held statuses stay held (drain would write them)."""
+    operator.sync_caches()
+    stop = threading.Event()
+    while operator.controller.work_once(stop, timeout=0.0, wait=False):
+        pass
+
+
+def test_a_new_zone_s_first_status_carries_both_halves_in_one_write() -> None:
+    api = declared_namespace()
+    clock = Clock()
+    operator = start_operator(api, progress_window=2.0, clock=clock)
+    work_without_windows_ending(operator)
+    run_statefulset(api, NS, "edge")
+    work_without_windows_ending(operator)
+    # Rendered, rolled out, then waiting for serials: all in progress, all held.
+    assert zone_status_writes(api) == 0
+    assert operator.controller.zone_status.take_due(clock.now) == []
+    clock.now += 0.5
+    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    assert zone_status_writes(api) == 1
+    assert ready(api) == ("True", "InSync")
+    assert condition(zone(api), "ConfigValid")["reason"] == "Rendered"
+    # A new Zone rendered is no Event (its status says it; a fault would be one).
+    assert [event for event in operator.events if event[0] == "Zone"] == []
+    # The window's end finds it written: nothing more.
+    clock.now += 2.0
+    for ref in operator.controller.zone_status.take_due(clock.now):
+        operator.controller.queue.add(ZoneKey(ref), ZoneWork())
+    work_without_windows_ending(operator)
+    assert zone_status_writes(api) == 1
+
+
+def test_a_new_zone_in_progress_is_written_when_its_window_ends() -> None:
+    api = declared_namespace()
+    clock = Clock()
+    operator = start_operator(api, progress_window=2.0, clock=clock)
+    work_without_windows_ending(operator)
+    assert zone(api) is not None and "status" not in (zone(api) or {})
+    clock.now += 2.0
+    due = operator.controller.zone_status.take_due(clock.now)
+    assert [ref.name for ref in due] == ["example-com"]
+    for ref in due:
+        operator.controller.zone_status.on_due(ref)  # what the writer's thread does
+    work_without_windows_ending(operator)
+    assert zone_status_writes(api) == 1
+    assert ready(api) == ("False", "Progressing")
+
+
+def test_replica_counts_of_a_converging_zone_are_coalesced_and_in_sync_is_written_at_once(
+    api: FakeApiServer,
+) -> None:
+    clock = Clock()
+    operator = start_operator(api, progress_window=2.0, clock=clock)
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    assert ready(api) == ("True", "InSync")
+    clock.now += 60
+    writes = len(api.writes)
+    # The primary moved on: shown at once (the last write is a minute old).
+    operator.probe("example.com.", 6, [5, 5, 5], T0 + 60)
+    assert (zone(api) or {})["status"]["synced"] == "0/3"
+    # Replicas catching up within the window: held, the latest kept.
+    clock.now += 0.1
+    operator.probe("example.com.", 6, [6, 5, 5], T0 + 60.1)
+    clock.now += 0.1
+    operator.probe("example.com.", 6, [6, 6, 5], T0 + 60.2)
+    assert zone_status_writes(api, writes) == 1
+    # When the window ends, the latest count is written, computed then.
+    clock.now += 2.0
+    for ref in operator.controller.zone_status.take_due(clock.now):
+        operator.controller.zone_status.on_due(ref)
+    work_without_windows_ending(operator)
+    assert zone_status_writes(api, writes) == 2
+    assert (zone(api) or {})["status"]["synced"] == "2/3"
+    # The last replica: at once, however recent the last write.
+    clock.now += 0.1
+    operator.probe("example.com.", 6, [6, 6, 6], T0 + 62.4)
+    assert zone_status_writes(api, writes) == 3
+    assert ready(api) == ("True", "InSync")
+
+
+def test_a_fault_is_written_at_once_within_the_window(api: FakeApiServer) -> None:
+    clock = Clock()
+    operator = start_operator(api, progress_window=2.0, clock=clock)
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    clock.now += 0.1
+    operator.probe("example.com.", None, [5, 5, 5], T0 + 0.1)
+    assert ready(api) == ("False", "PrimaryTimeout")

@@ -36,7 +36,7 @@ from secondary_dns.handlers.server_status import ServerStatusWriter
 from secondary_dns.handlers.servers import ServerReconciler
 from secondary_dns.handlers.state import ServerState, ServerStates
 from secondary_dns.handlers.targets import monitored_zones
-from secondary_dns.handlers.zone_status import ZoneStatusWriter
+from secondary_dns.handlers.zone_status import PROGRESS_SECONDS, ZoneStatusWriter
 from secondary_dns.handlers.zones import ZoneObserver
 from secondary_dns.k8s import resources
 from secondary_dns.k8s.api import Cluster
@@ -102,10 +102,13 @@ class Controller:
         queue: WorkQueue | None = None,
         operator_namespace: str | None = None,
         relay_plans_namespace: str | None = None,
+        progress_window: float = PROGRESS_SECONDS,
     ) -> None:
         self.cluster = cluster
         self.states = ServerStates()
-        self.zone_status = ZoneStatusWriter(cluster, post_event, now)
+        self.zone_status = ZoneStatusWriter(
+            cluster, post_event, now, progress_window=progress_window
+        )
         self.zones = ZoneObserver(cluster, self.states, self.zone_status, notify_address)
         self.server_status = ServerStatusWriter(cluster, post_event, now, notify_address)
         self.servers = ServerReconciler(
@@ -120,6 +123,8 @@ class Controller:
         )
         self.relay_plans_namespace = relay_plans_namespace
         self.queue = queue if queue is not None else WorkQueue()
+        # A Zone status held back while in progress is written by its status work.
+        self.zone_status.on_due = lambda ref: self.queue.add(ZoneKey(ref), ZoneWork())
         # Called when what is served changed (the serial monitor probes fast then).
         self.on_change: Callable[[], None] = lambda: None
         # True while the watch caches make their first lists (handlers/operator.py):
@@ -275,10 +280,19 @@ class Controller:
         return True
 
     def drain(self) -> None:
-        """Do every piece of work queued, without waiting for windows (tests, shutdown)."""
+        """Do every piece of work queued, without waiting for windows (tests, shutdown).
+
+        Zone statuses held back while in progress are written too.
+        """
         stop = threading.Event()
-        while self.work_once(stop, timeout=0.0, wait=False):
-            pass
+        while True:
+            while self.work_once(stop, timeout=0.0, wait=False):
+                pass
+            held = self.zone_status.take_due()
+            if not held:
+                return
+            for ref in held:
+                self.queue.add(ZoneKey(ref), ZoneWork())
 
     def _retry_later(self, key: Hashable, work: ServerWork | ZoneWork) -> None:
         with self._guard:

@@ -7,12 +7,26 @@ observation here, and each write computes the whole status from both with
 two writes. After an operator restart the serial half is read back from the
 stored status until the monitor has evaluated the zone again, so a restart
 rewrites nothing.
+
+A Zone on its way (Reconciling=True: the rollout, the first probes, replicas
+transferring) passes through several statuses within seconds: "0/3 replicas
+serve the configuration", then 1/3, 2/3, then the monitor's "0/3 in sync",
+1/3, 2/3. Written one by one that is five or more writes per Zone; at 10,000
+Zones created together the API server's status writes, not the replicas, set
+how long convergence takes. So a status in progress is written at most once
+per `progress_window` per Zone (a new Zone's window opens when it is first
+seen): one held back is written when its window ends, computed then from the
+latest of both halves (latest wins). Anything else, Ready above all, and a
+fault, is written at once: the last replica serving a change shows as soon as
+the monitor sees it.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -27,13 +41,45 @@ from secondary_dns.status.zone import ZoneConfig, follows_rollout, zone_status
 
 log = logging.getLogger(__name__)
 
+# Seconds between two writes of a Zone's status while it is in progress (see above).
+PROGRESS_SECONDS = 2.0
+
+
+def in_progress(status: Mapping[str, Any]) -> bool:
+    """Reconciling=True: Ready waits only for work under way (status.zone.reconciling)."""
+    reconciling = find_condition(status.get("conditions") or [], conditions.RECONCILING)
+    return reconciling is not None and reconciling.get("status") == conditions.TRUE
+
 
 class ZoneStatusWriter:
-    def __init__(self, cluster: Cluster, post_event: EventPoster, now: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        post_event: EventPoster,
+        now: Callable[[], str],
+        *,
+        progress_window: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cluster = cluster
         self.post_event = post_event
         self.now = now
+        self.progress_window = progress_window
+        self.clock = clock
+        # Called (from a thread of this writer) when a held-back status is due: the
+        # controller queues the Zone's status work, which writes it.
+        self.on_due: Callable[[ObjectRef], None] = lambda ref: None
         self._guard = threading.Lock()
+        self._due_changed = threading.Condition(self._guard)
+        # When this process last wrote each Zone's status (or first saw a new Zone).
+        self._written_at: dict[ObjectRef, float] = {}
+        # Zones whose status in progress is held back -> when it is due; the heap
+        # orders them (entries of Zones written meanwhile are skipped).
+        self._held: dict[ObjectRef, float] = {}
+        self._due: list[tuple[float, ObjectRef]] = []
+        # Held Zones whose time came: their next write goes out whatever it is.
+        self._released: set[ObjectRef] = set()
+        self._timer: threading.Thread | None = None
         # Zone status has two writers in this process (configuration, serial
         # monitor); a lock per Zone keeps them from racing into 409 retries.
         self._locks: dict[ObjectRef, threading.Lock] = {}
@@ -67,7 +113,7 @@ class ZoneStatusWriter:
             status = zone_status(stored, config, serial, now)
             computed["status"] = status
             self._follow(ref, follows_rollout(config, serial, status))
-            return status
+            return stored if self._hold(ref, stored, status) else status
 
         with self._lock(ref):
             with self._guard:
@@ -75,6 +121,8 @@ class ZoneStatusWriter:
             written = self.cluster.update_status(
                 ZONE_PLURAL, ref.namespace, ref.name, compute, cached=zone
             )
+            if written:
+                self._wrote(ref)
         if written:
             self._post_events(zone, previous, computed["status"])
 
@@ -98,11 +146,12 @@ class ZoneStatusWriter:
                 return stored
             status = zone_status(stored, config, evaluation.serial_status, now)
             self._follow(ref, follows_rollout(config, evaluation.serial_status, status))
-            return status
+            return stored if self._hold(ref, stored, status) else status
 
         with self._lock(ref):
             try:
-                self.cluster.update_status(ZONE_PLURAL, ref.namespace, ref.name, compute)
+                if self.cluster.update_status(ZONE_PLURAL, ref.namespace, ref.name, compute):
+                    self._wrote(ref)
             except Exception as error:  # an API error or timeout: this Zone's write alone
                 # The evaluation stands (its repairs go out; the zone's next primary
                 # probe, or RECHECK_SECONDS, writes the status); the monitor's round
@@ -110,6 +159,72 @@ class ZoneStatusWriter:
                 log.warning("status of Zone %s not written: %s", ref, error)
                 metrics.STATUS_WRITE_ERRORS.inc()
         return outcome.get("evaluation")
+
+    # ---- statuses in progress, held back (see the module's docstring)
+
+    def _hold(self, ref: ObjectRef, stored: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+        """Whether `status` (which differs from `stored`, or equals it) waits for its window."""
+        if self.progress_window <= 0:
+            return False
+        now = self.clock()
+        with self._guard:
+            if ref in self._released:
+                self._released.discard(ref)
+                return False
+            if status == stored or not in_progress(status):
+                return False
+            last = self._written_at.get(ref)
+            if last is None:
+                if stored.get("conditions"):
+                    return False  # a status this process has not written yet: at once
+                # A new Zone: its first status waits for the window, and carries
+                # what both halves know by then.
+                last = self._written_at[ref] = now
+            due = last + self.progress_window
+            if now >= due:
+                return False
+            if self._held.get(ref) != due:
+                self._held[ref] = due
+                heapq.heappush(self._due, (due, ref))
+                self._start_timer()
+                self._due_changed.notify()
+            return True
+
+    def _wrote(self, ref: ObjectRef) -> None:
+        with self._guard:
+            self._written_at[ref] = self.clock()
+            self._held.pop(ref, None)
+            self._released.discard(ref)
+
+    def take_due(self, now: float | None = None) -> list[ObjectRef]:
+        """The held Zones whose window has ended at `now` (None: all of them), released."""
+        with self._guard:
+            return self._take_due(now)
+
+    def _take_due(self, now: float | None) -> list[ObjectRef]:
+        taken = []
+        while self._due and (now is None or self._due[0][0] <= now):
+            due, ref = heapq.heappop(self._due)
+            if self._held.get(ref) == due:
+                del self._held[ref]
+                self._released.add(ref)
+                taken.append(ref)
+        return taken
+
+    def _start_timer(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Thread(target=self._run_timer, name="zone-status", daemon=True)
+            self._timer.start()
+
+    def _run_timer(self) -> None:
+        while True:
+            with self._due_changed:
+                while not self._due or self._due[0][0] > self.clock():
+                    wait = self._due[0][0] - self.clock() if self._due else None
+                    self._due_changed.wait(wait)
+                due = self._take_due(self.clock())
+            for ref in due:
+                self.on_due(ref)
 
     def _follow(self, ref: ObjectRef, follows: bool) -> None:
         with self._guard:
@@ -136,6 +251,9 @@ class ZoneStatusWriter:
             self._serials.pop(ref, None)
             self._locks.pop(ref, None)
             self._followers.discard(ref)
+            self._written_at.pop(ref, None)
+            self._held.pop(ref, None)
+            self._released.discard(ref)
 
     def _post_events(
         self, zone: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
@@ -143,8 +261,16 @@ class ZoneStatusWriter:
         config_valid = find_condition(new["conditions"], conditions.CONFIG_VALID)
         before = find_condition(previous.get("conditions") or [], conditions.CONFIG_VALID)
         if config_valid and (before is None or before.get("reason") != config_valid["reason"]):
-            event_type = "Normal" if config_valid["status"] == conditions.TRUE else "Warning"
-            self.post_event(zone, event_type, config_valid["reason"], config_valid["message"])
+            # A fault is told at once; a Zone rendered is told only when it was told
+            # something else before (a fault fixed, a limitation come or gone), not
+            # when it is new or its server had not rendered it yet (Unknown): its
+            # status says so, and 10,000 Zones created together would otherwise
+            # make 10,000 Events, a write each.
+            if config_valid["status"] == conditions.FALSE:
+                self.post_event(zone, "Warning", config_valid["reason"], config_valid["message"])
+            elif config_valid["status"] == conditions.TRUE and before is not None:
+                if before.get("status") != conditions.UNKNOWN:
+                    self.post_event(zone, "Normal", config_valid["reason"], config_valid["message"])
         request = new.get("retransferRequest")
         if request and request != previous.get("retransferRequest"):
             self.post_event(
