@@ -243,3 +243,25 @@ def test_a_fault_is_written_at_once_within_the_window(api: FakeApiServer) -> Non
     clock.now += 0.1
     operator.probe("example.com.", None, [5, 5, 5], T0 + 0.1)
     assert ready(api) == ("False", "PrimaryTimeout")
+
+
+def test_a_spec_change_asks_the_monitor_to_evaluate_the_zone_again(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """Its Synced must carry the new generation: a change that does not change what
+    is probed (allowTransfer) would otherwise wait for the zone's next recheck."""
+    asked: list[tuple[str, int]] = []
+    operator.controller.zone_status.on_stale_serial = lambda ref, serial: asked.append(
+        (ref.name, serial)
+    )
+    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    operator.zone_changed("example-com")
+    assert asked == []  # the same generation: nothing to evaluate
+    api.apply(zone_manifest(allowTransfer=[{"cidr": "192.0.2.0/24"}]))
+    operator.zone_changed("example-com")
+    assert asked == [("example-com", 5)]
+    synced = condition(zone(api), "Synced")
+    assert synced["observedGeneration"] == 1
+    assert (zone(api) or {})["status"]["observedGeneration"] == 2
+    operator.probe("example.com.", 5, [5, 5, 5], T0 + 1)
+    assert condition(zone(api), "Synced")["observedGeneration"] == 2

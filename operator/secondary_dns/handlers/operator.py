@@ -216,6 +216,7 @@ async def start_dns(memo: kopf.Memo, **_: Any) -> None:
         monitor.wakeup = wakeup
     memo["wakeup"] = wakeup
     operator.on_change = monitor.poke
+    operator.zone_status.on_stale_serial = monitor.notified
     memo["tasks"] = [asyncio.create_task(monitor.run(), name="serial-monitor")]
 
 

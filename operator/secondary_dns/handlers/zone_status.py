@@ -14,9 +14,12 @@ serve the configuration", then 1/3, 2/3, then the monitor's "0/3 in sync",
 1/3, 2/3. Written one by one that is five or more writes per Zone; at 10,000
 Zones created together the API server's status writes, not the replicas, set
 how long convergence takes. So a status in progress is written at most once
-per `progress_window` per Zone (a new Zone's window opens when it is first
-seen): one held back is written when its window ends, computed then from the
-latest of both halves (latest wins). Anything else, Ready above all, and a
+per window per Zone (a new Zone's window opens when it is first seen): one
+held back is written when its window ends, computed then from the latest of
+both halves (latest wins). The window is `progress_window` (2 s), longer while
+many Zones are in progress together (a burst): their progress statuses share
+PROGRESS_WRITES_PER_SECOND, up to PROGRESS_MAX_SECONDS, so that a burst's
+writes go to the statuses that say something new. Anything else, Ready above all, and a
 fault, is written at once: the last replica serving a change shows as soon as
 the monitor sees it.
 """
@@ -41,14 +44,32 @@ from secondary_dns.status.zone import ZoneConfig, follows_rollout, zone_status
 
 log = logging.getLogger(__name__)
 
-# Seconds between two writes of a Zone's status while it is in progress (see above).
+# Seconds between two writes of a Zone's status while it is in progress (see above),
+# at least; more while many Zones are in progress at once, so that their statuses in
+# progress make at most PROGRESS_WRITES_PER_SECOND writes a second together; at most
+# PROGRESS_MAX_SECONDS.
 PROGRESS_SECONDS = 2.0
+PROGRESS_WRITES_PER_SECOND = 20.0
+PROGRESS_MAX_SECONDS = 30.0
 
 
 def in_progress(status: Mapping[str, Any]) -> bool:
     """Reconciling=True: Ready waits only for work under way (status.zone.reconciling)."""
     reconciling = find_condition(status.get("conditions") or [], conditions.RECONCILING)
     return reconciling is not None and reconciling.get("status") == conditions.TRUE
+
+
+def _evaluated_before(serial: SerialStatus | None, generation: int) -> list[int]:
+    """[the primary serial it shows] when the monitor's half was evaluated for a
+    generation older than `generation` and shows one; else []."""
+    if serial is None:
+        return []
+    synced = find_condition(serial.conditions, conditions.SYNCED)
+    evaluated = synced.get("observedGeneration") if synced is not None else None
+    primary_serial = serial.fields.get("primarySerial")
+    if isinstance(evaluated, int) and evaluated < generation and isinstance(primary_serial, int):
+        return [primary_serial]
+    return []
 
 
 class ZoneStatusWriter:
@@ -69,6 +90,14 @@ class ZoneStatusWriter:
         # Called (from a thread of this writer) when a held-back status is due: the
         # controller queues the Zone's status work, which writes it.
         self.on_due: Callable[[ObjectRef], None] = lambda ref: None
+        # Called with the primary serial the status shows when a Zone's spec changed
+        # (a new generation) but the monitor's half was evaluated for an older one:
+        # the monitor evaluates it now (`SerialMonitor.notified` heats the zone; the
+        # serial it is told is the one already known, so a newer one still counts as
+        # unannounced), and its Synced carries the new generation at once. A change
+        # that does not change what is probed (allowTransfer) would otherwise leave
+        # a zone in sync unevaluated until its next recheck, a minute later.
+        self.on_stale_serial: Callable[[ObjectRef, int], None] = lambda ref, serial: None
         self._guard = threading.Lock()
         self._due_changed = threading.Condition(self._guard)
         # When this process last wrote each Zone's status (or first saw a new Zone).
@@ -79,6 +108,8 @@ class ZoneStatusWriter:
         self._due: list[tuple[float, ObjectRef]] = []
         # Held Zones whose time came: their next write goes out whatever it is.
         self._released: set[ObjectRef] = set()
+        # Zones whose status, as last computed, is in progress (they share the budget).
+        self._progressing: set[ObjectRef] = set()
         self._timer: threading.Thread | None = None
         # Zone status has two writers in this process (configuration, serial
         # monitor); a lock per Zone keeps them from racing into 409 retries.
@@ -106,10 +137,12 @@ class ZoneStatusWriter:
         previous = dict(zone.get("status") or {})
         now = self.now()
         computed: dict[str, dict[str, Any]] = {}
+        stale: list[int] = []
 
         def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
             stored = dict(current.get("status") or {})
             serial = self._serial(ref, stored)
+            stale[:] = _evaluated_before(serial, config.generation)
             status = zone_status(stored, config, serial, now)
             computed["status"] = status
             self._follow(ref, follows_rollout(config, serial, status))
@@ -123,6 +156,8 @@ class ZoneStatusWriter:
             )
             if written:
                 self._wrote(ref)
+        for primary_serial in stale:
+            self.on_stale_serial(ref, primary_serial)
         if written:
             self._post_events(zone, previous, computed["status"])
 
@@ -166,12 +201,17 @@ class ZoneStatusWriter:
         """Whether `status` (which differs from `stored`, or equals it) waits for its window."""
         if self.progress_window <= 0:
             return False
+        progressing = in_progress(status)
         now = self.clock()
         with self._guard:
+            if progressing:
+                self._progressing.add(ref)
+            else:
+                self._progressing.discard(ref)
             if ref in self._released:
                 self._released.discard(ref)
                 return False
-            if status == stored or not in_progress(status):
+            if status == stored or not progressing:
                 return False
             last = self._written_at.get(ref)
             if last is None:
@@ -180,7 +220,7 @@ class ZoneStatusWriter:
                 # A new Zone: its first status waits for the window, and carries
                 # what both halves know by then.
                 last = self._written_at[ref] = now
-            due = last + self.progress_window
+            due = last + self.window()
             if now >= due:
                 return False
             if self._held.get(ref) != due:
@@ -189,6 +229,11 @@ class ZoneStatusWriter:
                 self._start_timer()
                 self._due_changed.notify()
             return True
+
+    def window(self) -> float:
+        """Seconds between two writes of one Zone's status in progress, now (under the guard)."""
+        shared = len(self._progressing) / PROGRESS_WRITES_PER_SECOND
+        return min(PROGRESS_MAX_SECONDS, max(self.progress_window, shared))
 
     def _wrote(self, ref: ObjectRef) -> None:
         with self._guard:
@@ -254,6 +299,7 @@ class ZoneStatusWriter:
             self._written_at.pop(ref, None)
             self._held.pop(ref, None)
             self._released.discard(ref)
+            self._progressing.discard(ref)
 
     def _post_events(
         self, zone: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
