@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from secondary_dns.handlers import zone_status as zone_status_module
 from secondary_dns.handlers.controller import ZoneKey
 from secondary_dns.handlers.queue import ServerWork, ZoneWork
 from tests.fake_cluster import FakeApiServer, run_statefulset
@@ -157,6 +158,16 @@ def work_without_windows_ending(operator: Operator) -> None:
         pass
 
 
+def in_sync_with_a_window(api: FakeApiServer, clock: Clock) -> Operator:
+    """An operator holding statuses in progress, its one Zone in sync at serial 5."""
+    operator = start_operator(api, progress_window=2.0, clock=clock)
+    operator.reconcile_server("edge")
+    run_statefulset(api, NS, "edge")
+    operator.pods_changed("edge")
+    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    return operator
+
+
 def test_a_new_zone_s_first_status_carries_both_halves_in_one_write() -> None:
     api = declared_namespace()
     clock = Clock()
@@ -202,11 +213,7 @@ def test_replica_counts_of_a_converging_zone_are_coalesced_and_in_sync_is_writte
     api: FakeApiServer,
 ) -> None:
     clock = Clock()
-    operator = start_operator(api, progress_window=2.0, clock=clock)
-    operator.reconcile_server("edge")
-    run_statefulset(api, NS, "edge")
-    operator.pods_changed("edge")
-    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    operator = in_sync_with_a_window(api, clock)
     assert ready(api) == ("True", "InSync")
     clock.now += 60
     writes = len(api.writes)
@@ -235,11 +242,7 @@ def test_replica_counts_of_a_converging_zone_are_coalesced_and_in_sync_is_writte
 
 def test_a_fault_is_written_at_once_within_the_window(api: FakeApiServer) -> None:
     clock = Clock()
-    operator = start_operator(api, progress_window=2.0, clock=clock)
-    operator.reconcile_server("edge")
-    run_statefulset(api, NS, "edge")
-    operator.pods_changed("edge")
-    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    operator = in_sync_with_a_window(api, clock)
     clock.now += 0.1
     operator.probe("example.com.", None, [5, 5, 5], T0 + 0.1)
     assert ready(api) == ("False", "PrimaryTimeout")
@@ -265,3 +268,18 @@ def test_a_spec_change_asks_the_monitor_to_evaluate_the_zone_again(
     assert (zone(api) or {})["status"]["observedGeneration"] == 2
     operator.probe("example.com.", 5, [5, 5, 5], T0 + 1)
     assert condition(zone(api), "Synced")["observedGeneration"] == 2
+
+
+def test_zones_in_progress_together_share_a_write_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst: the more Zones in progress at once, the longer each one's window."""
+    monkeypatch.setattr(zone_status_module, "PROGRESS_WRITES_PER_SECOND", 1.0)
+    api = declared_namespace()
+    for index in range(2):
+        api.apply(zone_manifest(f"z{index}", f"z{index}.example"))
+    clock = Clock()
+    operator = start_operator(api, progress_window=2.0, clock=clock)
+    work_without_windows_ending(operator)
+    # 3 Zones in progress at 1 write a second: each waits 3 s, not 2.
+    assert operator.controller.zone_status.take_due(clock.now + 2.0) == []
+    due = operator.controller.zone_status.take_due(clock.now + 3.0)
+    assert sorted(ref.name for ref in due) == ["example-com", "z0", "z1"]
