@@ -19,9 +19,9 @@ held back is written when its window ends, computed then from the latest of
 both halves (latest wins). The window is `progress_window` (2 s), longer while
 many Zones are in progress together (a burst): their progress statuses share
 PROGRESS_WRITES_PER_SECOND, up to PROGRESS_MAX_SECONDS, so that a burst's
-writes go to the statuses that say something new. Anything else, Ready above all, and a
-fault, is written at once: the last replica serving a change shows as soon as
-the monitor sees it.
+writes go to the statuses that say something new. Anything else, Ready above
+all, and a fault, is written at once: the last replica serving a change shows
+as soon as the monitor sees it.
 """
 
 from __future__ import annotations
