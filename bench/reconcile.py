@@ -99,7 +99,8 @@ def timed(
 
 def measure(zones: int, repeat: int) -> dict[str, Timing]:
     api = declared(zones)
-    operator = start_operator(api)
+    # The relay's plan Secret too, as the chart's operator writes it (--operator-namespace).
+    operator = start_operator(api, relay_plans_namespace="secondary-dns-system")
     started = time.perf_counter()
     operator.catch_up()
     run_statefulset(api, NS, "edge")

@@ -159,6 +159,7 @@ def start_operator(
     *,
     progress_window: float = 0.0,
     clock: Callable[[], float] | None = None,
+    relay_plans_namespace: str | None = None,
 ) -> Operator:
     """The controller and monitor on `api`. Zone statuses in progress are written at
     once unless `progress_window` is given (handlers/zone_status.py holds them)."""
@@ -174,6 +175,7 @@ def start_operator(
         notify_address=NOTIFY_ADDRESS,
         refused_primary_networks=tuple(ipaddress.ip_network(n) for n in refused_primary_networks),
         progress_window=progress_window,
+        relay_plans_namespace=relay_plans_namespace,
     )
     if clock is not None:
         controller.zone_status.clock = clock
