@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from secondary_dns.handlers import zone_status as zone_status_module
+from secondary_dns.handlers.zone_status import in_progress
 from secondary_dns.handlers.controller import ZoneKey
 from secondary_dns.handlers.queue import ServerWork, ZoneWork
 from tests.fake_cluster import FakeApiServer, run_statefulset
@@ -238,6 +239,26 @@ def test_replica_counts_of_a_converging_zone_are_coalesced_and_in_sync_is_writte
     operator.probe("example.com.", 6, [6, 6, 6], T0 + 62.4)
     assert zone_status_writes(api, writes) == 3
     assert ready(api) == ("True", "InSync")
+
+
+def test_a_new_generation_is_written_at_once_within_the_window(api: FakeApiServer) -> None:
+    """A spec change in progress (new primaries, replicas not there yet) shows its
+    observedGeneration at once however recent the last write: kstatus and Flux read
+    it, and the monitor may already have written the new primary's serial."""
+    clock = Clock()
+    operator = in_sync_with_a_window(api, clock)
+    clock.now += 0.1
+    writes = len(api.writes)
+    # The primary moved on (in progress, within the window: held).
+    operator.probe("example.com.", 7, [5, 5, 5], T0 + 0.1)
+    assert zone_status_writes(api, writes) == 0
+    clock.now += 0.1
+    api.apply(zone_manifest(primaries=[{"address": "192.0.2.9"}]))
+    work_without_windows_ending(operator)
+    status = (zone(api) or {})["status"]
+    assert status["observedGeneration"] == 2
+    assert in_progress(status)
+    assert zone_status_writes(api, writes) == 1
 
 
 def test_a_fault_is_written_at_once_within_the_window(api: FakeApiServer) -> None:

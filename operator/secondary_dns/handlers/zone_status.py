@@ -216,6 +216,11 @@ class ZoneStatusWriter:
                 return False
             if status == stored or not progressing:
                 return False
+            if stored.get("observedGeneration") not in (None, 0, status.get("observedGeneration")):
+                # A new generation observed goes out at once (in progress or not):
+                # GitOps tools wait for it, and the monitor's half may already
+                # show the new spec's primaries beside the old generation.
+                return False
             last = self._written_at.get(ref)
             if last is None:
                 if stored.get("conditions"):
