@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from secondary_dns.handlers import zone_status as zone_status_module
-from secondary_dns.handlers.zone_status import in_progress
 from secondary_dns.handlers.controller import ZoneKey
 from secondary_dns.handlers.queue import ServerWork, ZoneWork
+from secondary_dns.handlers.zone_status import in_progress
 from tests.fake_cluster import FakeApiServer, run_statefulset
 from tests.handlers_harness import (
     API,
