@@ -56,9 +56,9 @@ from secondary_dns.render.engine import (
 )
 from secondary_dns.render.inputs import key_lookup
 from secondary_dns.render.relay import (
-    RelayZone,
     build_relay_plan_secret_of,
     relay_plan_document_of,
+    relay_zone,
     relay_zone_document,
 )
 from secondary_dns.render.shards import ConfigBuilder
@@ -108,9 +108,7 @@ class ServerModel:
             planned = plan.by_ref[ref]
             kept = known.get(ref)
             if kept is None or kept[0] is not planned:
-                keys = (plan.key(p.key_name) for p in planned.primaries if p.key_name is not None)
-                zone = RelayZone(planned.ref, planned.zone, planned.notify_sources, tuple(keys))
-                kept = (planned, relay_zone_document(zone))
+                kept = (planned, relay_zone_document(relay_zone(plan, planned)))
             entries[ref] = kept
             documents.append(kept[1])
         self.relay_entries, self.relay_keys = entries, plan.tsig_keys

@@ -27,7 +27,7 @@ from typing import Any
 import dns.name
 
 from secondary_dns.api import IPNetwork, ObjectRef, TsigKey
-from secondary_dns.render.engine import ZonePlan
+from secondary_dns.render.engine import PlannedZone, ZonePlan
 
 # The label the relay selects its Secrets by, in the operator's namespace.
 LABEL_RELAY_PLAN = "secondarydns.io/relay-plan"
@@ -72,21 +72,23 @@ class RelayPlan:
     port: int = DNS_PORT
 
 
+def relay_zone(plan: ZonePlan, planned: PlannedZone) -> RelayZone:
+    """What the relay needs of one planned zone, its keys resolved in `plan`."""
+    return RelayZone(
+        ref=planned.ref,
+        zone=planned.zone,
+        notify_sources=planned.notify_sources,
+        primary_keys=tuple(
+            plan.key(p.key_name) for p in planned.primaries if p.key_name is not None
+        ),
+    )
+
+
 def relay_plan(server: ObjectRef, plan: ZonePlan, relay_key: TsigKey) -> RelayPlan:
     return RelayPlan(
         server=server,
         relay_key=relay_key,
-        zones=tuple(
-            RelayZone(
-                ref=planned.ref,
-                zone=planned.zone,
-                notify_sources=planned.notify_sources,
-                primary_keys=tuple(
-                    plan.key(p.key_name) for p in planned.primaries if p.key_name is not None
-                ),
-            )
-            for planned in plan.zones
-        ),
+        zones=tuple(relay_zone(plan, planned) for planned in plan.zones),
     )
 
 
