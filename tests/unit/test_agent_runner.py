@@ -262,16 +262,21 @@ def test_zones_with_max_age_ask_the_engine_again(layout: PodLayout) -> None:
     assert fresh.zones[dns.name.from_text("a.test.")].serial == 2
 
 
-@pytest.mark.parametrize(("pod", "waits"), [("edge-0", False), ("edge-1", True)])
+@pytest.mark.parametrize(
+    ("pod", "answers_while_reloading", "waits"),
+    [("edge-0", False, False), ("edge-1", False, True), ("edge-1", True, False)],
+)
 def test_replicas_apply_a_change_in_two_waves_by_ordinal(
-    layout: PodLayout, pod: str, waits: bool
+    layout: PodLayout, pod: str, answers_while_reloading: bool, waits: bool
 ) -> None:
     """An even ordinal applies at once; an odd one waits for its own last apply's
-    duration (times 1.5, plus 0.25 s) and draws no random wait."""
+    duration (times 1.5, plus 0.25 s) and draws no random wait. Every replica of an
+    engine that answers while it reloads (knotd) applies at once."""
     now = [1000.0]
     first = bundle(layout, "a.test.")
     source = StaticConfigSource(shards_of(first), key_secret_of(first))
     control = ScriptedControl(layout)
+    control.answers_while_reloading = answers_while_reloading
 
     def no_draw(low: float, high: float) -> float:
         raise AssertionError("a pod with an ordinal draws no random wait")

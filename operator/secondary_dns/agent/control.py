@@ -37,6 +37,10 @@ class EngineControl(Protocol):
     # How the checker and the reload are named in messages on the Pod.
     checker: str
     reload_command: str
+    # False when the engine answers no query while it reloads, so the replicas of
+    # a server reload in two waves (agent/decide.apply_delay); True lets every
+    # replica apply a change at once.
+    answers_while_reloading: bool
 
     def prepare(self) -> str | None:
         """Make what the engine's configuration needs before its first start; what was done."""

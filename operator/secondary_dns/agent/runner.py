@@ -377,8 +377,13 @@ class Agent:
         self.metrics.zones_configured.set(len(desired.zones))
 
     def _waiting(self, desired: DesiredConfig) -> bool:
-        """True while a running replica waits for its wave (or its jitter) for this change."""
+        """True while a running replica waits for its wave (or its jitter) for this change.
+
+        Only for an engine that stops answering while it reloads (named): all the
+        replicas of one that answers throughout (knotd) apply at once."""
         if self.applied is None or self.apply_jitter <= 0:
+            return False
+        if self.control.answers_while_reloading:
             return False
         change = (desired.config_hash, desired.keys_hash)
         if self._due is None or self._due[0] != change:
