@@ -151,3 +151,19 @@ def test_transfer_acl_rules_name_address_and_key_as_the_zone_does() -> None:
     minimal = zones_text(render_knot(minimal_request()))
     assert "action: transfer" not in minimal
     assert "automatic-acl: off" in render_knot(minimal_request()).files[KNOT_CONF]
+
+
+def test_every_primary_remote_blocks_the_notify_event_after_a_transfer() -> None:
+    # Without it knotd 3.2 plans an (empty) NOTIFY event 1 s after each transfer,
+    # and a primary's NOTIFY in the next wall-clock second waits for that event
+    # (docs/render.md, "Knot DNS"; bench/knot_refresh.py measures it).
+    for request in (full_request(), minimal_request()):
+        lines = zones_text(render_knot(request)).splitlines()
+        remotes = [i for i, line in enumerate(lines) if line.startswith("  - id: primary-")]
+        assert remotes
+        for start in remotes:
+            end = next(
+                (i for i in range(start + 1, len(lines)) if not lines[i].startswith("    ")),
+                len(lines),
+            )
+            assert "    block-notify-after-transfer: on" in lines[start + 1 : end], lines[start]

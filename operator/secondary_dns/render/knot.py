@@ -13,7 +13,8 @@ must be defined before they are referenced. So knot.conf includes the key file
 (from a Secret, as for BIND) before the zones file that names the keys.
 
 How the API maps (docs/render.md, "Knot DNS"):
-- primaries: one `remote` each, with its TSIG key; `master` lists them in order.
+- primaries: one `remote` each, with its TSIG key; `master` lists them in order;
+  `block-notify-after-transfer` on each, or a NOTIFY can wait ~1 s (see `_remotes`).
 - NOTIFY: `automatic-acl` stays off, so a NOTIFY is accepted only through an ACL
   rule: the zone's primaries and notify.allowFrom by address, unsigned or signed
   with a key of the zone's primaries; and the relay key from anywhere. Knot
@@ -120,6 +121,14 @@ def _remotes(zone: PlannedZone) -> list[str]:
         items = [_item("address", _remote_address(primary.address, primary.port))]
         if primary.key_name is not None:
             items.append(_item("key", _name(primary.key_name, "TSIG key name")))
+        # Replicas notify nobody (as BIND's `notify no`), yet after every transfer
+        # knotd 3.2 plans a NOTIFY event 1 s ahead in whole seconds (refresh.c
+        # event_refresh: zone_schedule_notify(zone, 1)). A primary's NOTIFY in the
+        # next wall-clock second then plans the refresh at that same second, which
+        # events.c takes for "next event unchanged" and does not reschedule: the
+        # refresh waits for the empty NOTIFY event, ~1 s after the transfer
+        # (docs/render.md, "Knot DNS"). This option stops that event being planned.
+        items.append(_item("block-notify-after-transfer", "on"))
         lines += _entry("id", _primary_id(zone, index), items)
     return lines
 
