@@ -20,6 +20,9 @@ Variants (--variants):
                    the first while knotd has not served the serial (would the
                    relay repeating its NOTIFY help?).
 
+--knot-zone-item adds a Knot setting to the zone in every variant (other
+candidates, e.g. `zonefile-sync: -1`, `refresh-min-interval: 2`).
+
 Runs in a network namespace of its own (198.18.0.0/15 test addresses on its
 loopback); nothing leaves it. **Resolution:** the primary, then knotd, is polled
 with an SOA query every --poll-ms (2 ms) from one connected UDP socket, the
@@ -66,22 +69,13 @@ BLOCK_LINE = "    block-notify-after-transfer: on\n"
 SLOW_MS = 300.0
 
 
-def start_primary(fleet: NamedFleet, key: TsigCredentials) -> PrimaryServer:
-    address = fleet.address()
-    primary = PrimaryServer(
-        fleet.workdir / f"primary-{address}",
-        [make_zone(ZONE, refresh=86400)],
-        key,
-        address=address,
-        allow_update=True,
-    )
-    fleet.processes.append(primary)
-    primary.start()
-    return primary
-
-
 def start_knot(
-    fleet: NamedFleet, config_dir: Path, primary: PrimaryServer, key: TsigCredentials, block: bool
+    fleet: NamedFleet,
+    config_dir: Path,
+    primary: PrimaryServer,
+    key: TsigCredentials,
+    block: bool,
+    zone_items: list[str],
 ) -> RenderedSecondary:
     manifests = [
         # No response rate limiting: the poller asks every few ms from one address.
@@ -94,9 +88,12 @@ def start_knot(
     shards = sorted(config_dir.glob("zones-*.conf"))
     if not any(BLOCK_LINE in shard.read_text() for shard in shards):
         raise SystemExit("the rendered configuration has no block-notify-after-transfer")
-    if not block:
-        for shard in shards:
-            shard.write_text(shard.read_text().replace(BLOCK_LINE, ""))
+    for shard in shards:
+        text = shard.read_text()
+        if not block:
+            text = text.replace(BLOCK_LINE, "")
+        # Other Knot settings to try, appended to the zone entry (the last section).
+        shard.write_text(text + "".join(f"    {item}\n" for item in zone_items))
     conf = config_dir / agent_contract.ENGINE_CONFIG_FILES[agent_contract.ENGINE_KNOT]
     process = fleet.start_secondary(
         conf, address, label=f"knotd-{address}", process_class=KnotProcess
@@ -142,8 +139,10 @@ def measure(
     args: argparse.Namespace,
     watch: Watch,
 ) -> list[float]:
-    primary = start_primary(fleet, key)
-    secondary = start_knot(fleet, workdir / variant, primary, key, block=variant == "rendered")
+    primary = fleet.start_primary([make_zone(ZONE, refresh=86400)], key, allow_update=True)
+    secondary = start_knot(
+        fleet, workdir / variant, primary, key, variant == "rendered", args.knot_zone_item
+    )
     relay_key = secondary.relay_key()
     relay_address = fleet.address()
     knot = secondary.process
@@ -184,6 +183,12 @@ def main() -> int:
     parser.add_argument("--poll-ms", type=float, default=2.0)
     parser.add_argument("--repeat-ms", type=float, default=50.0)
     parser.add_argument("--variants", default="rendered,without-block")
+    parser.add_argument(
+        "--knot-zone-item",
+        action="append",
+        default=[],
+        help="a Knot zone setting to add in every variant, e.g. 'zonefile-sync: -1' (repeatable)",
+    )
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = set(variants) - set(VARIANTS)

@@ -617,6 +617,7 @@ class NamedFleet:
         *,
         require_tsig: bool = True,
         address: str | None = None,
+        allow_update: bool = False,
     ) -> PrimaryServer:
         address = address or self.address()
         primary = PrimaryServer(
@@ -625,6 +626,7 @@ class NamedFleet:
             key or TsigCredentials.generate("transfer-key"),
             address=address,
             require_tsig=require_tsig,
+            allow_update=allow_update,
         )
         self.processes.append(primary)
         primary.start()
