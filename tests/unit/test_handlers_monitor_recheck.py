@@ -224,3 +224,47 @@ def test_a_due_zone_is_evaluated_in_full_only_when_its_stored_zone_changed_or_la
     report_rounds(now + RECHECK_SECONDS)
     assert len(full) == started + 2  # the failed write, then the one that succeeds
     assert condition(api.get(API, "Zone", NS, ref.name), "Synced")["status"] == "True"
+
+
+# ---- a step between report rounds looks at the zones it asks about, not at all of them
+
+
+class WalkedZones(dict[ObjectRef, MonitoredZone]):
+    """The monitored zones, counting every walk over all of them."""
+
+    walks = 0
+
+    def __iter__(self) -> Any:
+        self.walks += 1
+        return super().__iter__()
+
+
+def test_a_step_between_report_rounds_does_not_walk_every_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The primaries' budget makes a step every 0.25 s: its work must not grow with the
+    number of zones (a set of every ref was 0.2 ms a step at 10,000 zones)."""
+    zones = [monitored(name) for name in ("alpha", "beta", "gamma")]
+    network = Network(zones)
+    asked: list[str] = []
+
+    async def probe_all(requests: Any, **kwargs: Any) -> list[ProbeResult]:
+        asked.extend(zone.to_text() for zone, _ in requests)
+        return await network.probe_all(requests, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "fetch_raw", network.fetch_raw)
+    monkeypatch.setattr(monitor_module, "probe_all", probe_all)
+    watcher = CountingMonitor(zones)
+    asyncio.run(watcher.round())
+    walked = WalkedZones(watcher._zones)
+    watcher._zones = walked
+    asked.clear()
+    watcher.now = 1.0
+    asyncio.run(watcher.observe({zones[1].ref}, set(), False))
+    assert asked == ["beta.example."]
+    assert walked.walks == 0
+    # A hot zone: its replicas are asked by SOA, still without a walk over every zone.
+    asked.clear()
+    asyncio.run(watcher.observe(set(), {zones[2].ref}, False))
+    assert asked == ["gamma.example."] * 3
+    assert walked.walks == 0
