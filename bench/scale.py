@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -74,6 +77,7 @@ from localcluster.scenario import (
     zone_manifest,
 )
 from localcluster.waiting import wait_for
+from secondary_dns.api.agent_contract import AGENT_PORT
 
 GROUP, VERSION = API.split("/")
 SERVER = "scale"
@@ -161,6 +165,32 @@ def breakdown(writes: Mapping[str, float]) -> str:
 # ---- watching the Zones ----------------------------------------------------------
 
 
+def stage(zone: Mapping[str, Any], replicas: int) -> str:
+    """How far a Zone's status is: "none" (no status yet), "config" (ConfigValid True),
+    "synced" (Synced at replicas/replicas too, Ready or not), "converged"."""
+    if converged(zone, replicas):
+        return "converged"
+    status = zone.get("status") or {}
+    if not status.get("conditions"):
+        return "none"
+    if status.get("synced") == f"{replicas}/{replicas}":
+        return "synced"
+    valid = [c for c in status["conditions"] if c.get("type") == "ConfigValid"]
+    return "config" if valid and valid[0].get("status") == "True" else "other"
+
+
+def summary(zone: Mapping[str, Any]) -> str:
+    """One status write of a Zone, as the watch sees it (the timeline of one Zone)."""
+    status = zone.get("status") or {}
+    found = {c.get("type"): c for c in status.get("conditions") or []}
+    parts = [f"gen {status.get('observedGeneration')}/{zone['metadata'].get('generation')}"]
+    parts.append(f"synced {status.get('synced')}")
+    for kind in ("ConfigValid", "Synced", "Ready", "Reconciling"):
+        if kind in found:
+            parts.append(f"{kind}={found[kind].get('status')}({found[kind].get('reason')})")
+    return " ".join(parts)
+
+
 def converged(zone: Mapping[str, Any], replicas: int) -> bool:
     status = zone.get("status") or {}
     generation = (zone.get("metadata") or {}).get("generation")
@@ -187,6 +217,11 @@ class ZoneWatch:
         self.namespace = namespace
         self.replicas = replicas
         self.state: dict[str, bool] = {}
+        # Each Zone's stage (see `stage`), for the progress lines.
+        self.stages: dict[str, str] = {}
+        # The Zone whose every event is kept (monotonic time, summary), and its events.
+        self.followed: str | None = None
+        self.timeline: list[tuple[float, str]] = []
         # When each Zone last became converged (monotonic; the watch event's arrival).
         self.converged_at: dict[str, float] = {}
         self.lock = threading.Lock()
@@ -205,10 +240,11 @@ class ZoneWatch:
             GROUP, VERSION, self.namespace, "zones"
         )
         with self.changed:
+            items = listed.get("items") or []
             self.state = {
-                item["metadata"]["name"]: converged(item, self.replicas)
-                for item in listed.get("items") or []
+                item["metadata"]["name"]: converged(item, self.replicas) for item in items
             }
+            self.stages = {item["metadata"]["name"]: stage(item, self.replicas) for item in items}
             self.changed.notify_all()
         return str(listed["metadata"]["resourceVersion"])
 
@@ -235,9 +271,13 @@ class ZoneWatch:
                         continue
                     name = obj["metadata"]["name"]
                     with self.changed:
+                        if name == self.followed:
+                            self.timeline.append((time.monotonic(), summary(obj)))
                         if event["type"] == "DELETED":
                             self.state.pop(name, None)
+                            self.stages.pop(name, None)
                         else:
+                            self.stages[name] = stage(obj, self.replicas)
                             now_converged = converged(obj, self.replicas)
                             if now_converged and not self.state.get(name):
                                 self.converged_at[name] = time.monotonic()
@@ -264,25 +304,75 @@ class ZoneWatch:
                 self.changed.wait(0.1)
             return self.converged_at[name]
 
-    def wait_all_converged(self, expected: int, timeout: float) -> float:
-        """Until `expected` Zones exist and all are converged; the monotonic time it happened."""
+    def progress(self) -> dict[str, int]:
+        """How many Zones are at each stage (under the lock)."""
+        counts = {"zones": len(self.stages)}
+        for value in self.stages.values():
+            counts[value] = counts.get(value, 0) + 1
+        return counts
+
+    def wait_all_converged(
+        self, expected: int, timeout: float, since: float, every: float = 10.0
+    ) -> tuple[float, list[tuple[float, dict[str, int]]]]:
+        """Until `expected` Zones exist and all are converged: the monotonic time it
+        happened, and the Zones at each stage every `every` seconds from `since`
+        (printed as they come: the shape of convergence)."""
         deadline = time.monotonic() + timeout
-        last_report = 0.0
+        curve: list[tuple[float, dict[str, int]]] = []
+        next_report = since
         with self.changed:
             while True:
                 done = sum(self.state.values())
                 if len(self.state) >= expected and done == len(self.state):
-                    return time.monotonic()
+                    curve.append((time.monotonic() - since, self.progress()))
+                    return time.monotonic(), curve
                 now = time.monotonic()
                 if now > deadline:
                     raise TimeoutError(f"{done}/{expected} Zones converged after {timeout:.0f} s")
-                if now - last_report > 30:
-                    print(f"  {done}/{expected} Zones converged", flush=True)
-                    last_report = now
-                self.changed.wait(min(1.0, deadline - now))
+                if now >= next_report:
+                    counts = self.progress()
+                    curve.append((now - since, counts))
+                    print(f"  {now - since:6.1f} s  {progress_text(counts)}", flush=True)
+                    next_report += every
+                self.changed.wait(max(0.01, min(1.0, deadline - now, next_report - now)))
+
+
+def progress_text(counts: Mapping[str, int]) -> str:
+    return (
+        f"{counts.get('zones', 0)} Zones: {counts.get('converged', 0)} converged, "
+        f"{counts.get('synced', 0)} synced not converged, {counts.get('config', 0)} "
+        f"ConfigValid only, {counts.get('other', 0)} other, {counts.get('none', 0)} no status"
+    )
 
 
 # ---- the replicas ------------------------------------------------------------------
+
+
+def served_counts(addresses: Mapping[str, str]) -> dict[str, int | None]:
+    """How many zones each replica's agent reports with a serial (its GET /zones, as
+    last looked at: no fresh look asked of the engine); None when it did not answer."""
+    counts: dict[str, int | None] = {}
+    for pod, address in sorted(addresses.items()):
+        try:
+            url = f"http://{address}:{AGENT_PORT}/zones"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                zones = json.load(answer).get("zones") or {}
+            counts[pod] = sum(1 for state in zones.values() if state.get("serial") is not None)
+        except (OSError, ValueError):
+            counts[pod] = None
+    return counts
+
+
+def print_served(
+    addresses: Mapping[str, str], since: float, stop: threading.Event, every: float = 10.0
+) -> None:
+    """Every `every` seconds until `stop`: the zones each replica serves (a thread's body)."""
+    next_at = since + every / 2
+    while not stop.wait(max(0.0, next_at - time.monotonic())):
+        counts = served_counts(addresses)
+        shown = ", ".join(f"{pod} {count}" for pod, count in counts.items())
+        print(f"  {time.monotonic() - since:6.1f} s  replicas serve: {shown}", flush=True)
+        next_at += every
 
 
 def answers_for(zone: str, address: str) -> bool:
@@ -338,6 +428,8 @@ class OneZone:
     # Seconds from the change until the Zone's status showed it converged (None: not
     # measured, a deletion; or not within a minute).
     status: float | None = None
+    # The Zone's status as each watch event showed it: seconds after the change, summary.
+    timeline: list[tuple[float, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -359,6 +451,12 @@ class Figures:
     converged_load: float = 0.0
     # The operator's functions by share of the quiet minute's samples (--profile).
     profile: list[tuple[float, str]] = field(default_factory=list)
+    # The same from the first create until every Zone converged (--profile), and the
+    # operator's CPU over that window (% of a core).
+    converge_profile: list[tuple[float, str]] = field(default_factory=list)
+    converge_cpu_percent: float = 0.0
+    # Seconds after the first create -> the Zones at each stage (every ~10 s).
+    curve: list[tuple[float, dict[str, int]]] = field(default_factory=list)
 
 
 def create_zones(api: Any, namespace: str, indices: Sequence[int]) -> None:
@@ -399,15 +497,24 @@ def primary_for(cluster: LocalCluster, workdir: Path, zones: int) -> Iterator[Pr
         primary.stop()
 
 
-def profile_quiet(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling the operator while it holds the GIL (its CPU, not its waits)."""
+def profile_quiet(pid: int, seconds: float | None, output: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the operator while it holds the GIL (its CPU, not its waits),
+    for `seconds` (None: until `stop_profile`)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         print("py-spy is not installed (pip install py-spy): no profile", flush=True)
         return None
     argv = [py_spy, "record", "--gil", "-r", "100", "-f", "raw", "-p", str(pid)]
-    argv += ["-d", str(int(seconds)), "-o", str(output)]
+    if seconds is not None:
+        argv += ["-d", str(int(seconds))]
+    argv += ["-o", str(output)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(spy: subprocess.Popen[bytes]) -> None:
+    """py-spy writes what it sampled when interrupted, as after Ctrl-C."""
+    spy.send_signal(signal.SIGINT)
+    spy.wait(timeout=120)
 
 
 def read_profile(path: Path, top: int = 25) -> list[tuple[float, str]]:
@@ -463,24 +570,46 @@ def run(
         addresses = replica_addresses(cluster, namespace, SERVER)
         watch = ZoneWatch(client, namespace, REPLICAS)
         watch.start()
+        assert isinstance(operator, ProcessInstallation)
+        pid = operator.process.pid
         try:
             writes_before = api_writes(operator)
-            started = time.monotonic()
-            create_zones(custom, namespace, list(range(zones)))
-            last_created = time.monotonic()
-            figures.created_seconds = last_created - started
-            print(
-                f"created {zones} Zones in {figures.created_seconds:.1f} s, 8 at a time",
-                flush=True,
+            converge_profile = (
+                profile.with_suffix(".converge" + profile.suffix) if profile else None
             )
-            done = watch.wait_all_converged(zones, timeout=max(1800.0, zones * 0.5))
+            spy = profile_quiet(pid, None, converge_profile) if converge_profile else None
+            cpu_before = cpu_seconds(pid)
+            started = time.monotonic()
+            # Waited for in a thread from the first create: its progress lines cover
+            # the creation too.
+            served_stop = threading.Event()
+            with concurrent.futures.ThreadPoolExecutor(2) as waiter:
+                waited = waiter.submit(
+                    watch.wait_all_converged, zones, max(1800.0, zones * 0.5), started
+                )
+                waiter.submit(print_served, addresses, started, served_stop)
+                create_zones(custom, namespace, list(range(zones)))
+                last_created = time.monotonic()
+                figures.created_seconds = last_created - started
+                print(
+                    f"created {zones} Zones in {figures.created_seconds:.1f} s, 8 at a time",
+                    flush=True,
+                )
+                try:
+                    done, figures.curve = waited.result()
+                finally:
+                    served_stop.set()
             figures.converged_seconds = done - last_created
             figures.converged_load = os.getloadavg()[0]
+            figures.converge_cpu_percent = (
+                100 * (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
+            )
+            if spy is not None and converge_profile is not None:
+                stop_profile(spy)
+                figures.converge_profile = read_profile(converge_profile)
             figures.creation_writes = writes_since(api_writes(operator), writes_before)
             print(f"every Zone converged {figures.converged_seconds:.1f} s after the last one")
             print(f"  API writes meanwhile: {breakdown(figures.creation_writes)}", flush=True)
-            assert isinstance(operator, ProcessInstallation)
-            pid = operator.process.pid
             figures.rss_mib = _proc_status(pid, "VmRSS")
             figures.peak_rss_mib = _proc_status(pid, "VmHWM")
             time.sleep(5)
@@ -522,11 +651,15 @@ def one_zone_changes(
 ) -> list[OneZone]:
     name, origin = zone_object(index), zone_name(index)
     results = []
+    with watch.changed:
+        watch.followed = name
 
     def measure(
         what: str, change: Callable[[], None], served: Callable[[str], bool], status: bool = True
     ) -> None:
         before = ReconcileTally.read(operator)
+        with watch.changed:
+            watch.timeline = []
         start = time.monotonic()
         change()
         per_replica = time_until_every_replica(addresses, served, start)
@@ -537,12 +670,20 @@ def one_zone_changes(
         if status:
             at = watch.wait_converged_after(name, start)
             result.status = None if at is None else at - start
+        with watch.changed:
+            result.timeline = [(at - start, text) for at, text in watch.timeline]
         shown = "" if result.status is None else f"; status converged {result.status * 1000:.0f} ms"
         print(
             f"one Zone {what}: every replica {result.every_replica * 1000:.0f} ms{shown}; "
             f"operator {tally.text()}",
             flush=True,
         )
+        per_pod = ", ".join(
+            f"{pod} {seconds * 1000:.0f}" for pod, seconds in sorted(per_replica.items())
+        )
+        print(f"  replicas (ms): {per_pod}")
+        for at, text in result.timeline:
+            print(f"  status at {at * 1000:7.0f} ms: {text}", flush=True)
         results.append(result)
         time.sleep(2)
 
@@ -588,6 +729,11 @@ def print_figures(figures: Figures) -> None:
             "every Zone converged after the last was created",
             f"{figures.converged_seconds:.1f} s",
             f"watch events, ms; load average {figures.converged_load:.1f}",
+        ),
+        (
+            "operator CPU from the first create until converged",
+            f"{figures.converge_cpu_percent:.0f} % of a core",
+            "clock ticks, 10 ms",
         ),
         (
             "operator RSS once converged (peak)",
@@ -646,6 +792,20 @@ def print_figures(figures: Figures) -> None:
     value_width = max(len(row[1]) for row in rows)
     for label, value, resolution in rows:
         print(f"  {label:<{width}}  {value:>{value_width}}  ({resolution})")
+    if figures.curve:
+        print(
+            "\nconvergence, seconds after the first create (created in "
+            f"{figures.created_seconds:.1f} s):"
+        )
+        for at, counts in figures.curve:
+            print(f"  {at:6.1f} s  {progress_text(counts)}")
+    if figures.converge_profile:
+        print(
+            "\nfirst create until converged, operator functions by share of GIL-holding "
+            "samples (py-spy):"
+        )
+        for share, frame in figures.converge_profile:
+            print(f"  {share * 100:5.1f} %  {frame}")
     if figures.profile:
         print("\nquiet minute, operator functions by share of GIL-holding samples (py-spy):")
         for share, frame in figures.profile:
@@ -665,7 +825,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         default=None,
         metavar="FILE",
-        help="sample the operator with py-spy in the quiet minute (raw stacks to FILE)",
+        help="sample the operator with py-spy from the first create until every Zone "
+        "converged (raw stacks to FILE with .converge before its suffix) and in the "
+        "quiet minute (raw stacks to FILE); top functions of each are printed",
     )
     args = parser.parse_args(argv)
 
