@@ -144,3 +144,32 @@ def test_steady_primary_probes_go_out_in_batches() -> None:
         now = max(schedule.next_wake(now), now + 0.001)
     assert probes == pytest.approx(20.0 * 50.0, rel=0.1)
     assert steps <= 20.0 / PRIMARY_BATCH_SECONDS + 2
+
+
+def test_new_zones_get_their_first_primary_probe_at_once_from_the_hot_budget() -> None:
+    """10,000 Zones watched, 1,000 created together and heated (as the monitor does):
+    each one's primaries are asked within the hot budget's pace, not at its place in
+    the steady round (10,000 zones at 50 queries a second: 200 s)."""
+    schedule, zones = schedule_of(10_000, budget=50.0, hot_budget=1000.0)
+    run(schedule, 0.0, 1.0)
+    new = refs(11_000)[10_000:]
+    schedule.set_zones({ref: ScheduledZone(primaries=1, replicas=3) for ref in zones + new})
+    for ref in new:
+        schedule.heat(ref, 1.0)
+    sent = run(schedule, 1.0, 4.0)
+    first: dict[ObjectRef, float] = {}
+    for at, ref, kind in sent:
+        if kind == "primary" or (kind == "hot" and ref not in first):
+            first.setdefault(ref, at)
+    assert set(new) <= set(first)
+    # 1,000 queries from a budget of 1,000 a second (a second's worth at once).
+    assert max(first[ref] for ref in new) <= 1.0 + 1000 / 1000.0 + 0.02
+    # The steady round and its budget are the others' as before.
+    assert schedule.interval(zones[0]) == pytest.approx(11_000 / 50.0)
+
+
+def test_the_zones_of_an_operator_start_keep_their_spread_over_the_steady_round() -> None:
+    schedule, zones = schedule_of(1_000, budget=50.0)
+    sent = run(schedule, 0.0, 2.0)
+    # Not 1,000 first looks at once: the steady budget's pace.
+    assert len(sent) <= 50 * 2 + 50

@@ -25,6 +25,16 @@ So with few zones each primary is asked every `min_interval` (a lost NOTIFY cost
 at most that), and with many the budget decides: N zones of weight 1 are each
 probed every N / budget seconds.
 
+**First looks.** A zone added while the schedule already watches others (a new
+Zone, not an operator start) has its primaries asked at once, in arrival order,
+from the hot budget, not at its place in the steady round: the monitor cannot
+evaluate a zone before it knows its primary's serial, and at N zones the steady
+round is N / budget seconds long (200 s at 10,000 zones and 50 queries a second),
+so 10,000 Zones created together waited up to that long for their first
+evaluation. The zones of the first `set_zones` (an operator start, or a new
+leader) keep their spread over the steady round: their stored statuses stand
+meanwhile.
+
 **Hot zones.** A NOTIFY, a change of what serves a zone, or a primary seen
 ahead of its replicas makes the zone hot: its replicas (and its primaries, at
 most every HOT_PRIMARY_INTERVAL) are probed at once, then at intervals that
@@ -42,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -231,6 +242,10 @@ class ProbeSchedule:
     _next_decay: float = math.inf
     # When the last steady primary probes were taken (see PRIMARY_BATCH_SECONDS).
     _primary_batch_at: float = -math.inf
+    # Zones added after the first set_zones whose primaries were never asked, in
+    # arrival order (First looks); False until the first set_zones.
+    _first_looks: deque[ObjectRef] = field(default_factory=deque)
+    _watching: bool = False
 
     def __post_init__(self) -> None:
         if self.budget <= 0 or self.hot_budget <= 0 or self.min_interval <= 0:
@@ -249,11 +264,14 @@ class ProbeSchedule:
             state = self._zones.get(ref)
             if state is None:
                 self._zones[ref] = _ZoneState(zone, _phase(ref))
+                if self._watching:
+                    self._first_looks.append(ref)
             elif state.zone != zone:
                 state.zone = zone
             else:
                 continue
             self._dirty = True
+        self._watching = True
 
     def set_refresh(self, ref: ObjectRef, refresh: float | None) -> None:
         """The zone's SOA refresh as its primary serves it: the longest interval it gets."""
@@ -321,6 +339,23 @@ class ProbeSchedule:
     def due(self, now: float) -> DueProbes:
         """The probes to send now; they count as sent (their cost is taken from the budgets)."""
         self._maybe_recompute(now)
+        primaries: list[ObjectRef] = []
+        # First looks before hot probes: a burst of new zones is hot too, and their
+        # replica probes (which cannot succeed before the replicas load the zone)
+        # would otherwise take the hot budget from the one query each needs.
+        while self._first_looks:
+            ref = self._first_looks[0]
+            state = self._zones.get(ref)
+            if state is None or state.last_primary is not None or not state.zone.primaries:
+                self._first_looks.popleft()
+                continue
+            if not self._hot_bucket.take(state.zone.primaries, now):
+                break
+            self._first_looks.popleft()
+            primaries.append(ref)
+            state.last_primary = now
+            state.due = now + state.interval
+            self._reschedule(ref, state)
         hot: list[tuple[ObjectRef, bool]] = []
         while self._hot_heap and self._hot_heap[0][0] <= now:
             _, version, ref = self._hot_heap[0]
@@ -345,7 +380,6 @@ class ProbeSchedule:
                 state.last_primary = now
                 state.due = now + state.interval
             self._reschedule(ref, state)
-        primaries: list[ObjectRef] = []
         while self._primary_heap and self._primary_heap[0][0] <= now:
             _, version, ref = self._primary_heap[0]
             state = self._zones.get(ref)
@@ -366,6 +400,10 @@ class ProbeSchedule:
         """The earliest time something may be due (never earlier than `now`)."""
         self._drop_stale()
         times = [self._next_decay]
+        if self._first_looks:
+            state = self._zones.get(self._first_looks[0])
+            cost = state.zone.primaries if state is not None else 0
+            times.append(self._hot_bucket.ready_at(cost, now))
         if self._dirty:
             times.append(self._recomputed_at + RECOMPUTE_SECONDS)
         if self._hot_heap:
