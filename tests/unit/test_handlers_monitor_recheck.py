@@ -268,3 +268,33 @@ def test_a_step_between_report_rounds_does_not_walk_every_zone(
     asyncio.run(watcher.observe(set(), {zones[2].ref}, False))
     assert asked == ["gamma.example."] * 3
     assert walked.walks == 0
+
+
+def test_a_report_round_waits_for_agents_whose_fresh_look_takes_longer_than_a_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At thousands of zones an agent's fresh look (named's statistics channel) takes
+    seconds; a report given up after the SOA probe's timeout made the round ask every
+    zone of that replica by SOA instead."""
+    zones = [monitored(name) for name in ("alpha", "beta", "gamma")]
+    network = Network(zones)
+    look_seconds = 3.0  # longer than the monitor's SOA timeout (2 s)
+    asked: list[int] = []
+
+    async def slow_agents(addresses: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
+        return await network.fetch_raw(addresses) if timeout > look_seconds else {}
+
+    async def probes(requests: Any, **kwargs: Any) -> list[ProbeResult]:
+        asked.append(sum(1 for _, target in requests if target.address in network.replicas))
+        return await network.probe_all(requests, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "fetch_raw", slow_agents)
+    monkeypatch.setattr(monitor_module, "probe_all", probes)
+    watcher = CountingMonitor(zones)
+    assert watcher.timeout < look_seconds
+    asyncio.run(watcher.round())
+    asked.clear()
+    watcher.now = 10.0
+    asyncio.run(watcher.observe(set(), set(), True))
+    # The reports answered every replica's serial: only the spot checks (2 a replica).
+    assert sum(asked) == len(REPLICAS) * monitor_module.SPOT_CHECKS
