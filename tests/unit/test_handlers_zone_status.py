@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from secondary_dns.api import ObjectRef
 from secondary_dns.handlers import zone_status as zone_status_module
 from secondary_dns.handlers.controller import ZoneKey
 from secondary_dns.handlers.queue import ServerWork, ZoneWork
@@ -304,3 +305,14 @@ def test_zones_in_progress_together_share_a_write_budget(monkeypatch: pytest.Mon
     assert operator.controller.zone_status.take_due(clock.now + 2.0) == []
     due = operator.controller.zone_status.take_due(clock.now + 3.0)
     assert sorted(ref.name for ref in due) == ["example-com", "z0", "z1"]
+
+
+def test_ten_thousand_zones_in_progress_keep_to_the_write_budget() -> None:
+    """10,000 Zones created together: their statuses in progress make at most
+    PROGRESS_WRITES_PER_SECOND writes a second together, so that the API server's
+    writes go to the statuses that say something new (Ready) first."""
+    writer = start_operator(declared_namespace()).controller.zone_status
+    writer._progressing.update(ObjectRef(NS, f"z{index:05d}") for index in range(10_000))
+    with writer._guard:
+        window = writer.window()
+    assert 10_000 / window <= zone_status_module.PROGRESS_WRITES_PER_SECOND
