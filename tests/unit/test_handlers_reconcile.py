@@ -495,3 +495,19 @@ def test_one_zones_failing_status_write_keeps_neither_the_others_nor_the_monitor
     assert operator.monitor.record(target, [], [], 0.0) is not None
     operator.probe("other.example.", 5, [5, 5, 5], 1.0)
     assert condition(zone(api, "other"), "Synced")["status"] == "True"
+
+
+def test_the_monitor_is_told_of_a_new_zone_once_the_state_that_serves_it_is_published(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """The serial monitor reads what to probe when it is poked; a poke before the
+    server's new state was published showed it the old one, and a new Zone waited
+    for the monitor's next report round (up to 10 s) to be probed at all."""
+    operator.reconcile_server("edge")
+    seen: list[set[str]] = []
+    operator.controller.on_change = lambda: seen.append(
+        {zone.ref.name for zone in operator.controller.monitored_zones()}
+    )
+    api.apply(zone_manifest("new-zone", "new.example"))
+    operator.zone_changed("new-zone")
+    assert seen and "new-zone" in seen[-1]

@@ -351,6 +351,13 @@ class Controller:
             return
         state = reconciled.state
         self.states.publish(state)
+        if previous is None or previous.rendered.config_hash != state.rendered.config_hash:
+            # What is served changed: the serial monitor reads the targets again now,
+            # from the state just published. The reconciler's own call comes before
+            # this publish; a monitor that woke on it alone read the old state, and
+            # saw a new Zone only at its next report round, up to 10 s later
+            # (bench/scale.py: a new Zone's first evaluation 8-11 s after its create).
+            self.on_change()
         # Not for a resync that changed nothing: it would recompute every Zone's status
         # every resync (10,000 at 10,000 Zones, every minute). A status edited by
         # someone else is put right by the serial monitor, which writes the whole
