@@ -21,7 +21,14 @@ prints, each with how finely it is measured:
   answers the zone's SOA authoritatively; changed = its allowTransfer now admits
   this host, so an AXFR succeeds; deleted = it no longer answers for the zone),
   and the operator's reconcile time for it (`secondarydns_reconcile_duration_seconds`:
-  sum and count of the reconciles in that window, exact).
+  sum and count of the reconciles in that window, exact), and every status write of
+  that Zone as the watch saw it (what its status converged time is made of);
+- the shape of convergence: every 10 s from the first create, the Zones at each
+  stage (no status, ConfigValid only, converged) and the zones each replica's agent
+  serves (its `/zones` as last looked at), so a slow part shows as itself;
+- with --profile FILE: py-spy samples of the operator from the first create until
+  every Zone converged (FILE with .converge before its suffix) and in the quiet
+  minute (FILE), each printed as the functions most often on the stack.
 
     make bench-scale N=1000
     PYTHONPATH=hack:operator .venv/bin/python bench/scale.py --zones 1000 --cluster sdns-bench
