@@ -514,6 +514,10 @@ def profile_quiet(pid: int, seconds: float | None, output: Path) -> subprocess.P
     argv = [py_spy, "record", "--gil", "-r", "100", "-f", "raw", "-p", str(pid)]
     if seconds is not None:
         argv += ["-d", str(int(seconds))]
+    else:
+        # Over the create+converge window the operator's latency is measured: py-spy
+        # would otherwise stop the process 100 times a second to read its stacks.
+        argv += ["--nonblocking"]
     argv += ["-o", str(output)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
