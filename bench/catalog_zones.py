@@ -152,6 +152,8 @@ class Engine:
     name: str
     workdir: Path
     address: str
+    # How the zone is added: "reload" or "catalog" (printed with the name).
+    mode: str
     process: subprocess.Popen[bytes] | None = None
     figures: dict[str, list[float]] = field(default_factory=dict)
 
@@ -245,10 +247,9 @@ def knot_zone_statement(index: int) -> str:
 
 @contextmanager
 def running(engine: Engine, argv: list[str]) -> Iterator[Engine]:
-    """The engine started on its configuration file (argv + the file), stopped after."""
-    conf = "named.conf" if engine.name == "bind9" else "knot.conf"
+    """The engine started by `argv`, stopped after."""
     engine.process = subprocess.Popen(
-        [*argv, str(engine.workdir / conf)],
+        argv,
         stdout=(engine.workdir / "log").open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -286,7 +287,9 @@ def bind9(workdir: Path, zones: int, catalog: bool) -> Iterator[Engine]:
     (workdir / "named.conf").write_text(
         key + controls + f"options {{ {options} }};\n" + f'include "{workdir}/zones.conf";\n'
     )
-    with running(Engine("bind9", workdir, address), ["named", "-g", "-u", "root", "-c"]) as engine:
+    engine = Engine("bind9", workdir, address, "catalog" if catalog else "reload")
+    argv = ["named", "-g", "-u", "root", "-c", str(workdir / "named.conf")]
+    with running(engine, argv):
         yield engine
 
 
@@ -342,7 +345,8 @@ def knot(workdir: Path, zones: int, catalog: bool) -> Iterator[Engine]:
     if not catalog:
         conf_text += "".join(knot_zone_statement(index) for index in range(zones))
     (workdir / "knot.conf").write_text(conf_text)
-    with running(Engine("knot", workdir, address), ["knotd", "-c"]) as engine:
+    engine = Engine("knot", workdir, address, "catalog" if catalog else "reload")
+    with running(engine, ["knotd", "-c", str(workdir / "knot.conf")]):
         yield engine
 
 
@@ -449,10 +453,9 @@ def main() -> int:
                         else:
                             add = partial(reload_with_zone, engine)
                             measure(engine, args.zones, args.rounds, spare, add, None)
-                    engine.name = f"{name}, {mode}"
                     results.append(engine)
                     load = os.getloadavg()[0]
-                    print(f"{engine.name}: done (load average {load:.1f})", flush=True)
+                    print(f"{name}, {mode}: done (load average {load:.1f})", flush=True)
         finally:
             primary.stop()
     finally:
@@ -467,8 +470,9 @@ def main() -> int:
     )
     for engine in results:
         print(
-            f"\n{engine.name}: {args.zones} zones served {engine.figures['first served'][0]:.1f} s"
-            f" after start; engine RSS {engine.figures['rss'][0]:.1f} MiB"
+            f"\n{engine.name}, {engine.mode}: {args.zones} zones served"
+            f" {engine.figures['first served'][0]:.1f} s after start;"
+            f" engine RSS {engine.figures['rss'][0]:.1f} MiB"
         )
         for figure, values in engine.figures.items():
             if figure not in ("first served", "rss"):

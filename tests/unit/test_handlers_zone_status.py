@@ -121,7 +121,6 @@ def test_the_monitor_writes_nothing_before_the_configuration_path_has_looked() -
     operator = start_operator(api)
     # The server is reconciled and published, the zone not yet refreshed (a race
     # between a kopf handler thread and the monitor's round).
-    operator.controller.servers.on_change = lambda: None
     operator.sync_caches()
     reconciled = operator.controller.servers.reconcile(
         api.get(API, "SecondaryServer", NS, "edge") or {}, ServerWork(resync=True), None

@@ -115,7 +115,6 @@ class Controller:
             cluster,
             post_event,
             self.server_status,
-            self._changed,
             refused_primary_networks,
             default_image,
             operator_namespace,
@@ -135,9 +134,6 @@ class Controller:
         # Failed keys: how long the next retry waits.
         self._retry: dict[Hashable, float] = {}
         self._guard = threading.Lock()
-
-    def _changed(self) -> None:
-        self.on_change()
 
     # ---- events: mark work, return ----------------------------------------------
 
@@ -353,10 +349,10 @@ class Controller:
         self.states.publish(state)
         if previous is None or previous.rendered.config_hash != state.rendered.config_hash:
             # What is served changed: the serial monitor reads the targets again now,
-            # from the state just published. The reconciler's own call comes before
-            # this publish; a monitor that woke on it alone read the old state, and
-            # saw a new Zone only at its next report round, up to 10 s later
-            # (bench/scale.py: a new Zone's first evaluation 8-11 s after its create).
+            # from the state just published. A poke before the publish showed the
+            # monitor the old state, and a new Zone waited for its next report round,
+            # up to 10 s (bench/scale.py: a new Zone's first evaluation 8-11 s after
+            # its create).
             self.on_change()
         # Not for a resync that changed nothing: it would recompute every Zone's status
         # every resync (10,000 at 10,000 Zones, every minute). A status edited by

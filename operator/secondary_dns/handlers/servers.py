@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -90,9 +90,9 @@ class ServerModel:
     secret_refs: dict[SecretKeyRef, int] = field(default_factory=dict)
     # shard -> (its hash, its ConfigMaps as last built)
     shard_objects: dict[str, tuple[str, list[dict[str, Any]]]] = field(default_factory=dict)
-    # Zone object -> (its planned zone, its resolved keys, its relay plan entry) as
-    # last built: the plan of 10,000 zones was formatted anew at every reconcile
-    # (0.3 s of CPU for one Zone's change, bench/reconcile.py).
+    # Zone object -> (its planned zone, its relay plan entry) as last built: the plan
+    # of 10,000 zones was formatted anew at every reconcile (0.3 s of CPU for one
+    # Zone's change, bench/reconcile.py).
     relay_entries: dict[ObjectRef, tuple[PlannedZone, str]] = field(default_factory=dict)
     # The plan's keys those entries were formatted with.
     relay_keys: tuple[TsigKey, ...] = ()
@@ -104,12 +104,11 @@ class ServerModel:
         known = self.relay_entries if plan.tsig_keys == self.relay_keys else {}
         entries: dict[ObjectRef, tuple[PlannedZone, str]] = {}
         documents = []
-        for ref in sorted(plan.by_ref, key=lambda ref: (ref.namespace, ref.name)):
-            planned = plan.by_ref[ref]
-            kept = known.get(ref)
+        for planned in plan.zones:  # in the order relay_plan gives them
+            kept = known.get(planned.ref)
             if kept is None or kept[0] is not planned:
                 kept = (planned, relay_zone_document(relay_zone(plan, planned)))
-            entries[ref] = kept
+            entries[planned.ref] = kept
             documents.append(kept[1])
         self.relay_entries, self.relay_keys = entries, plan.tsig_keys
         return relay_plan_document_of(server, relay_key, documents)
@@ -141,7 +140,6 @@ class ServerReconciler:
         cluster: Cluster,
         post_event: EventPoster,
         status: ServerStatusWriter,
-        on_change: Callable[[], None],
         refused_primary_networks: tuple[IPNetwork, ...] = (),
         default_image: str | None = None,
         operator_namespace: str | None = None,
@@ -156,8 +154,6 @@ class ServerReconciler:
         self.refused_primary_networks = refused_primary_networks
         self.post_event = post_event
         self.status = status
-        # Called when what a server serves changed (the serial monitor looks now).
-        self.on_change = on_change
         # Where the NOTIFY relay reads its plans (the operator's namespace); None:
         # no relay Deployment to feed (a developer's operator without the chart).
         self.relay_plans_namespace = relay_plans_namespace
@@ -210,8 +206,6 @@ class ServerReconciler:
         changed = model.builder.update(changes, keys)
         rendered = model.builder.rendered()
         apply_error = self._apply(obj, identity, spec, model, relay_key, previous is None)
-        if previous is None or previous.rendered.config_hash != rendered.config_hash:
-            self.on_change()
         pods = self.status.observe(
             obj, spec, rendered, apply_error, previous.replicas if previous else None
         )
