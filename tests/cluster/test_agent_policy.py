@@ -135,8 +135,9 @@ def test_an_agent_token_patches_its_own_pod_and_not_a_sibling(
 
 
 # The agent's own config source (agent/kube.py) with nothing but the agent's token,
-# in the cluster namespace: it waits for the ConfigMap names given on stdin, one
-# set per line, and prints each set once it has seen it.
+# in the cluster namespace: it waits for the ConfigMaps given on stdin, one set per
+# line ({name: shard hash, or null for the root}), and prints each set once it has
+# seen it (or what it saw after 60 s).
 _AGENT_SOURCE = """
 import json, sys, time
 import kubernetes
@@ -150,11 +151,11 @@ configuration.api_key = {"authorization": "Bearer " + token}
 source = KubernetesConfigSource(kubernetes.client.ApiClient(configuration), namespace, "edge")
 source.start(lambda: None)
 for line in sys.stdin:
-    wanted = sorted(json.loads(line))
+    wanted = json.loads(line)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         snapshot = source.snapshot()
-        seen = sorted(shard.name for shard in snapshot.shards)
+        seen = {shard.name: shard.shard_hash for shard in snapshot.shards}
         if snapshot.synced and seen == wanted:
             break
         time.sleep(0.2)
@@ -188,6 +189,37 @@ def _shard(namespace: str, shard: str, hash_: str) -> Any:
     return _config_map(namespace, f"edge-zones-{shard}", annotations, {"zones-x.conf": ""})
 
 
+def _start_agent_source(cluster: LocalCluster, token: str, namespace: str) -> Any:
+    return subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            cluster.netns,
+            sys.executable,
+            "-c",
+            _AGENT_SOURCE,
+            f"https://127.0.0.1:{API_PORT}",
+            str(cluster.pki / "ca.crt"),
+            token,
+            namespace,
+        ],  # fmt: skip
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**cluster.environment(), "PYTHONPATH": str(OPERATOR_SOURCE)},
+    )
+
+
+def _stop_agent_source(agent: Any) -> None:
+    agent.stdin.close()
+    try:
+        agent.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
 def test_an_agent_token_reads_its_own_config_maps_by_name_and_no_other(
     cluster: LocalCluster, namespace: str
 ) -> None:
@@ -212,42 +244,41 @@ def test_an_agent_token_reads_its_own_config_maps_by_name_and_no_other(
     other = _as_token(cluster, token, "get", "configmap", "-n", namespace, "someone-else")
     assert other.returncode != 0 and "forbidden" in other.stderr.lower()
 
-    agent = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            cluster.netns,
-            sys.executable,
-            "-c",
-            _AGENT_SOURCE,
-            f"https://127.0.0.1:{API_PORT}",
-            str(cluster.pki / "ca.crt"),
-            token,
-            namespace,
-        ],  # fmt: skip
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**cluster.environment(), "PYTHONPATH": str(OPERATOR_SOURCE)},
-    )
+    agent = _start_agent_source(cluster, token, namespace)
     assert agent.stdin is not None and agent.stdout is not None
     try:
-        agent.stdin.write(json.dumps(["edge-config", "edge-zones-0a"]) + "\n")
+        first = {"edge-config": None, "edge-zones-0a": "a" * 64}
+        agent.stdin.write(json.dumps(first) + "\n")
         agent.stdin.flush()
-        assert json.loads(agent.stdout.readline()) == ["edge-config", "edge-zones-0a"]
+        assert json.loads(agent.stdout.readline()) == first
         # A new shard, then the root that names it (the operator's order): the
         # watch of the root by name sees it, the shard is read by name.
         later = [_shard(namespace, "ff", "b" * 64), _root(namespace, {"ff": "b" * 64})]
         apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": later})
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
-        agent.stdin.write(json.dumps(["edge-config", "edge-zones-ff"]) + "\n")
+        second = {"edge-config": None, "edge-zones-ff": "b" * 64}
+        agent.stdin.write(json.dumps(second) + "\n")
         agent.stdin.flush()
-        assert json.loads(agent.stdout.readline()) == ["edge-config", "edge-zones-ff"]
+        assert json.loads(agent.stdout.readline()) == second
     finally:
-        agent.stdin.close()
-        try:
-            agent.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        _stop_agent_source(agent)
+
+    # The next change's shard is already written (the operator writes its shards
+    # back to back) when an agent reads the root that names the one before: the
+    # agent reads that shard as of the root's resourceVersion, which its token may
+    # (a list of one name), instead of waiting for a root that names what is there.
+    ahead = [
+        _shard(namespace, "ff", "c" * 64),
+        _root(namespace, {"ff": "c" * 64}),
+        _shard(namespace, "ff", "d" * 64),
+    ]
+    apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": ahead})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
+    agent = _start_agent_source(cluster, token, namespace)
+    try:
+        third = {"edge-config": None, "edge-zones-ff": "c" * 64}
+        agent.stdin.write(json.dumps(third) + "\n")
+        agent.stdin.flush()
+        assert json.loads(agent.stdout.readline()) == third
+    finally:
+        _stop_agent_source(agent)

@@ -22,15 +22,24 @@ class _Response:
 
 
 class FakeCore:
-    """read_namespaced_config_map only, as the agent's Role allows for shards; counts reads."""
+    """What the agent's Role allows for shards: read by name, and a list of one name
+    at an exact resourceVersion (the API server's revisions: one per put); counts reads."""
 
     def __init__(self) -> None:
         self.config_maps: dict[str, dict[str, Any]] = {}
         self.reads: list[str] = []
+        self.exact_reads: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.revision = 0
+        # name -> [(revision, object)], every version put
+        self.history: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        # Revisions at or below this are compacted (410 Gone).
+        self.compacted = 0
 
-    def put(self, shard: str, hash_: str, parts: int = 1) -> None:
+    def put(self, shard: str, hash_: str, parts: int = 1) -> str:
+        """The shard at `hash_`; returns the revision it was written at."""
         with self.lock:
+            self.revision += 1
             for part in range(parts):
                 name = agent_contract.shard_config_map_name("edge", shard, part)
                 self.config_maps[name] = {
@@ -44,6 +53,8 @@ class FakeCore:
                     },
                     "data": {f"part{part}": shard},
                 }
+                self.history.setdefault(name, []).append((self.revision, self.config_maps[name]))
+            return str(self.revision)
 
     def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> _Response:
         with self.lock:
@@ -51,6 +62,24 @@ class FakeCore:
             if name not in self.config_maps:
                 raise ApiException(status=404, reason="Not Found")
             return _Response(json.dumps(self.config_maps[name]).encode())
+
+    def list_namespaced_config_map(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        resource_version: str,
+        resource_version_match: str,
+        **_: Any,
+    ) -> _Response:
+        assert resource_version_match == "Exact"
+        name = field_selector.removeprefix("metadata.name=")
+        with self.lock:
+            self.exact_reads.append((name, resource_version))
+            if int(resource_version) <= self.compacted:
+                raise ApiException(status=410, reason="Gone")
+            versions = [o for r, o in self.history.get(name, []) if r <= int(resource_version)]
+            return _Response(json.dumps({"items": versions[-1:]}).encode())
 
 
 def _names(shards: ShardConfigMapsByName) -> list[str]:
@@ -110,6 +139,62 @@ def test_a_shard_behind_the_root_is_read_again_until_it_catches_up() -> None:
             timeout=10,
             every=0.05,
         )
+    finally:
+        stop.set()
+        shards.stop()
+
+
+def _held(shards: ShardConfigMapsByName) -> dict[str, str]:
+    return {
+        obj["metadata"]["name"]: obj["metadata"]["annotations"][
+            agent_contract.ANNOTATION_SHARD_HASH
+        ]
+        for obj in shards.items()
+    }
+
+
+def test_a_shard_already_ahead_of_the_root_is_read_as_of_the_root() -> None:
+    """The operator wrote the next root's shard before this root was read: the agent
+    reads it at the root's resourceVersion, not again and again until a root catches up."""
+    core, stop = FakeCore(), threading.Event()
+    core.put("0a", HASH_A)
+    core.put("ff", HASH_A)
+    root_revision = core.put("0a", HASH_B)  # the root naming 0a@B is written now
+    core.put("ff", HASH_C)  # the next change's shard, before the next root
+    shards = ShardConfigMapsByName(core, "ns", "edge", lambda: None, stop)
+    shards.start()
+    try:
+        shards.want({"0a": HASH_B, "ff": HASH_A}, root_revision)
+        wait_for("synced", lambda: shards.synced, timeout=10, every=0.02)
+        assert _held(shards) == {"edge-zones-0a": HASH_B, "edge-zones-ff": HASH_A}
+        # 0a was at the root's hash when read by name; ff alone is read as of the root.
+        assert core.exact_reads == [("edge-zones-ff", root_revision)]
+        assert sorted(core.reads) == ["edge-zones-0a", "edge-zones-ff"]
+    finally:
+        stop.set()
+        shards.stop()
+
+
+def test_a_root_revision_compacted_away_falls_back_to_reading_by_name() -> None:
+    core, stop = FakeCore(), threading.Event()
+    root_revision = core.put("0a", HASH_A)
+    core.put("0a", HASH_B)
+    core.compacted = int(root_revision)
+    shards = ShardConfigMapsByName(core, "ns", "edge", lambda: None, stop)
+    shards.start()
+    try:
+        shards.want({"0a": HASH_A}, root_revision)
+        wait_for("synced", lambda: shards.synced, timeout=10, every=0.02)
+        assert _held(shards) == {"edge-zones-0a": HASH_B}  # not at the root's hash: pending
+        # The next root names what is there now: read by name, complete.
+        shards.want({"0a": HASH_B}, str(core.revision + 1))
+        wait_for(
+            "at the new root's hash",
+            lambda: _held(shards) == {"edge-zones-0a": HASH_B} and shards.synced,
+            timeout=10,
+            every=0.02,
+        )
+        assert core.exact_reads[0] == ("edge-zones-0a", root_revision)
     finally:
         stop.set()
         shards.stop()

@@ -262,6 +262,40 @@ def test_zones_with_max_age_ask_the_engine_again(layout: PodLayout) -> None:
     assert fresh.zones[dns.name.from_text("a.test.")].serial == 2
 
 
+def test_a_look_the_engine_does_not_answer_keeps_what_the_last_one_saw(layout: PodLayout) -> None:
+    """named's statistics channel timed out (busy transferring): the pod stays ready
+    and /zones still lists the zones at their last serials, not none of them."""
+    config = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(config), key_secret_of(config))
+    agent, _, probe = make_agent(layout, source, MemoryPodReporter())
+    zone = dns.name.from_text("a.test.")
+    unanswered = {"looks": 0}
+
+    def no_answer() -> None:
+        unanswered["looks"] += 1
+
+    # Before any answer the engine has said nothing: not ready, and it says why.
+    probe.zone_states = no_answer  # type: ignore[method-assign,assignment]
+    agent.step()
+    assert agent.readyz() == (False, "bind9 does not say which zones it has loaded")
+    assert agent_contract.ZonesDocument.parse(agent.zones_document(max_age=0)) == (
+        agent_contract.ZonesDocument(config.config_hash, {})
+    )
+    probe.zone_states = lambda: {zone: ZoneState(serial=1)}  # type: ignore[method-assign]
+    agent.step()
+    assert agent.readyz()[0]
+    probe.zone_states = no_answer  # type: ignore[method-assign,assignment]
+    looks = unanswered["looks"]
+    document = agent_contract.ZonesDocument.parse(agent.zones_document(max_age=0))
+    agent.step()
+    assert unanswered["looks"] > looks  # it did ask
+    assert document == agent_contract.ZonesDocument(
+        config.config_hash, {zone: agent_contract.ZoneState(serial=1)}
+    )
+    assert agent.readyz()[0]
+    assert agent.metrics.failed_looks._value.get() >= 1
+
+
 @pytest.mark.parametrize(
     ("pod", "answers_while_reloading", "waits"),
     [("edge-0", False, False), ("edge-1", False, True), ("edge-1", True, False)],

@@ -184,8 +184,18 @@ class ShardConfigMapsByName:
     of the namespace, since RBAC authorizes a list or watch by resourceName only
     for a single name (a `metadata.name=` field selector). The operator writes a
     shard before the root that names its hash, so the root's manifest says which
-    shards to read: a shard held at the named hash is not read again; one read
-    at another hash (a newer root is on its way) is read again after a backoff.
+    shards to read: a shard held at the named hash is not read again.
+
+    A shard read at another hash than the root names is read again as it was
+    when the root was written: a list of that one name (the same RBAC rule by
+    resourceName, with `list`) at the root's resourceVersion, `Exact`. Every
+    shard is written before the root that names it and after the one before,
+    so at the root's revision each shard is at the named hash. Without this an
+    agent chased the operator through a burst of changes: at 10,000 Zones
+    created together the operator writes its shards back to back, each read
+    found some shards already at the next root's hash, and an agent applied
+    nothing for 70 s (bench/scale.py, "replicas serve"). A revision no longer
+    kept (etcd compacts every few minutes) is read again by name after a backoff.
     """
 
     def __init__(
@@ -202,6 +212,8 @@ class ShardConfigMapsByName:
         self.changed = changed
         self.stop_event = stop
         self._manifest: dict[str, str] | None = None
+        # The root's resourceVersion that named the manifest (None: read by name only).
+        self._revision: str | None = None
         # shard -> its ConfigMaps (the first, then its further parts)
         self._shards: dict[str, list[dict[str, Any]]] = {}
         self._read_for: dict[str, str] | None = None
@@ -221,12 +233,14 @@ class ShardConfigMapsByName:
         with self._lock:
             return self._manifest is not None and self._read_for == self._manifest
 
-    def want(self, manifest: Mapping[str, str]) -> None:
-        """The root names these shards at these hashes ({} for no root or no shard)."""
+    def want(self, manifest: Mapping[str, str], revision: str | None = None) -> None:
+        """The root, at resourceVersion `revision`, names these shards at these hashes
+        ({} for no root or no shard)."""
         with self._lock:
             if self._manifest == manifest:
                 return
             self._manifest = dict(manifest)
+            self._revision = revision or None
         self._wanted.set()
 
     def items(self) -> list[dict[str, Any]]:
@@ -248,31 +262,66 @@ class ShardConfigMapsByName:
         found: dict[str, Any] = json.loads(response.data)
         return found
 
-    def _read_shard(self, shard: str) -> list[dict[str, Any]]:
-        first = self._get(agent_contract.shard_config_map_name(self.server, shard))
+    def _get_at(self, name: str, revision: str) -> dict[str, Any] | None:
+        """The ConfigMap as it was at `revision` (None: it did not exist then).
+
+        Raises ApiException 410 when etcd no longer keeps that revision."""
+        response = self.core.list_namespaced_config_map(
+            self.namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=revision,
+            resource_version_match="Exact",
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+        items = json.loads(response.data).get("items") or []
+        found: dict[str, Any] | None = items[0] if items else None
+        return found
+
+    def _read_shard(self, shard: str, revision: str | None = None) -> list[dict[str, Any]]:
+        """The shard's ConfigMaps now, or at `revision`."""
+
+        def read(name: str) -> dict[str, Any] | None:
+            return self._get(name) if revision is None else self._get_at(name, revision)
+
+        first = read(agent_contract.shard_config_map_name(self.server, shard))
         if first is None:
             return []
         count = _annotations(first).get(agent_contract.ANNOTATION_SHARD_CONFIGMAPS, "1")
         parts = int(count) if count.isascii() and count.isdigit() else 1
         found = [first]
         for part in range(1, parts):
-            further = self._get(agent_contract.shard_config_map_name(self.server, shard, part))
+            further = read(agent_contract.shard_config_map_name(self.server, shard, part))
             if further is not None:
                 found.append(further)
         return found
 
-    def _held_hash(self, shard: str) -> str | None:
-        objects = self._shards.get(shard)
+    @staticmethod
+    def _hash_of(objects: list[dict[str, Any]]) -> str | None:
         if not objects:
             return None
         return _annotations(objects[0]).get(agent_contract.ANNOTATION_SHARD_HASH)
+
+    def _held_hash(self, shard: str) -> str | None:
+        return self._hash_of(self._shards.get(shard) or [])
 
     def _pass(self) -> bool:
         """Read what the manifest names and is not held; True when all is at its hash."""
         with self._lock:
             manifest = dict(self._manifest or {})
+            revision = self._revision
             stale = [shard for shard, hash_ in manifest.items() if self._held_hash(shard) != hash_]
         read = {shard: self._read_shard(shard) for shard in sorted(stale)}
+        if revision is not None:
+            # Already at the next root's hash (or still at the last one's): as of this root.
+            for shard in sorted(read):
+                if self._hash_of(read[shard]) != manifest[shard]:
+                    try:
+                        read[shard] = self._read_shard(shard, revision)
+                    except ApiException as error:
+                        if error.status != 410:
+                            raise
+                        break  # compacted: by name again, after the backoff
         with self._lock:
             for shard in set(self._shards) - set(manifest):
                 del self._shards[shard]
@@ -343,7 +392,13 @@ class KubernetesConfigSource:
                 {root.keys_hash for root in map(shard_from_configmap, roots) if root.keys_hash}
             )
             if self._root.synced:
-                shards.want(shards_of_root(roots[0] if roots else None))
+                revision = ((roots[0].get("metadata") or {}) if roots else {}).get(
+                    "resourceVersion"
+                )
+                shards.want(
+                    shards_of_root(roots[0] if roots else None),
+                    revision if isinstance(revision, str) else None,
+                )
             changed()
 
         root = agent_contract.root_config_map_name(self.server)

@@ -47,6 +47,13 @@ class AgentMetrics:
         )
         for result in RETRANSFER_RESULTS:
             self.refreshes.labels(result=result)
+        self.failed_looks = Counter(
+            "secondarydns_agent_zone_state_reads_failed",
+            "Reads of the engine's zones and serials (named's statistics channel, knotc "
+            "zone-status) that got no answer in time while the engine answered queries; "
+            "/zones and readiness keep what the last read said.",
+            registry=self.registry,
+        )
         self.apply_seconds = Histogram(
             "secondarydns_agent_apply_duration_seconds",
             "Seconds per step of a successful configuration apply: check (the engine's "

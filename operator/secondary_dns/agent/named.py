@@ -174,6 +174,15 @@ def parse_zone_statistics(document: Mapping[str, Any]) -> set[dns.name.Name]:
     return loaded_zones(parse_zone_states(document))
 
 
+# Seconds named's statistics channel has to start sending /json/v1/zones (and
+# between two reads of it). At 10,000 zones the document is 1.7 MB; named writes it
+# in 60 ms when idle, but it shares named's threads with thousands of transfers
+# after a new configuration, and 1 s (the DNS probe's timeout, used before) left
+# every look of a minute unanswered (bench/scale.py). Under the operator's 5 s wait
+# for a /zones report (handlers/monitor.py REPORT_TIMEOUT_SECONDS).
+STATISTICS_TIMEOUT_SECONDS = 4.0
+
+
 class NamedProbe(EngineProbe):
     """named's zones from its statistics channel on 127.0.0.1 (as rendered)."""
 
@@ -184,13 +193,17 @@ class NamedProbe(EngineProbe):
         dns_port: int = 53,
         statistics_port: int = 8053,
         timeout: float = PROBE_TIMEOUT_SECONDS,
+        statistics_timeout: float = STATISTICS_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(dns_address=dns_address, dns_port=dns_port, timeout=timeout)
         self.statistics_url = f"http://127.0.0.1:{statistics_port}/json/v1/zones"
+        self.statistics_timeout = statistics_timeout
 
     def zone_states(self) -> dict[dns.name.Name, ZoneState] | None:
         try:
-            with urllib.request.urlopen(self.statistics_url, timeout=self.timeout) as response:
+            with urllib.request.urlopen(
+                self.statistics_url, timeout=self.statistics_timeout
+            ) as response:
                 document = json.load(response)
         except (OSError, urllib.error.URLError, ValueError):
             return None

@@ -147,6 +147,8 @@ class Agent:
         self._looked_at = -math.inf
         # What the last look saw (every zone the engine has), and under which configuration.
         self._states: dict[dns.name.Name, ZoneState] | None = None
+        # Looks in a row the engine did not answer (what the last answer said stands).
+        self._failed_looks = 0
         self._looked_config: str | None = None
         # The last snapshot assembled and what it gave: assembling is pure, and at
         # 10,000 zones it parses and sorts every zone name (tenths of a second), so an
@@ -183,8 +185,31 @@ class Agent:
         return ZonesDocument(applied, self.zone_states).encode()
 
     def _look_at_zones(self) -> dict[dns.name.Name, ZoneState] | None:
-        """The engine's zones now; the configured ones are published for /zones."""
+        """The engine's zones now; the configured ones are published for /zones.
+
+        A look that gets no answer keeps what the last one saw (the caller knows
+        the engine answers queries): named at 10,000 zones, busy transferring them
+        after a new configuration, has let its statistics channel's 1.7 MB of JSON
+        wait longer than the read's timeout; each such look published no zone, so
+        the pod turned unready and the operator's monitor queried each of its
+        10,000 zones one by one, for a minute (bench/scale.py). Serials a few
+        seconds old are behind, never ahead: the monitor shows the replica behind
+        at worst, and its next look catches up.
+        """
         states = self.probe.zone_states()
+        if states is None and self._states is not None:
+            self._failed_looks += 1
+            if self._failed_looks == 1:
+                log.warning(
+                    "%s did not say which zones it has loaded in time; "
+                    "keeping what it said %.0fs ago",
+                    self.control.engine,
+                    time.monotonic() - self._looked_at,
+                )
+            self.metrics.failed_looks.inc()
+            states = self._states
+        else:
+            self._failed_looks = 0
         configured: tuple[dns.name.Name, ...] = self.applied.zones if self.applied else ()
         # Replaced whole (the HTTP threads read it); unknown when the engine does not say.
         self.zone_states = {z: states[z] for z in configured if z in states} if states else {}

@@ -814,12 +814,14 @@ def build_agent_rbac(
                     "resourceNames": [config_map_name(server)],
                     "verbs": ["get", "list", "watch"],
                 },
-                # The shards the root names are read by name (agent/kube.py).
+                # The shards the root names are read by name, and by name as of
+                # the root's resourceVersion when one has moved on since
+                # (agent/kube.py): a list with a metadata.name field selector.
                 {
                     "apiGroups": [""],
                     "resources": ["configmaps"],
                     "resourceNames": agent_config_map_names(server, config_maps),
-                    "verbs": ["get"],
+                    "verbs": ["get", "list"],
                 },
                 # get only: granting list/watch would need the operator to hold
                 # list/watch on every Secret (agent/kube.py KeysSecretByName).
