@@ -35,6 +35,7 @@ import copy
 import itertools
 import json
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,6 +187,9 @@ class FakeApiServer:
     _uids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _current: int = 0
     _compacted: int = 0
+    # One request at a time, as etcd orders writes: the operator writes from several
+    # threads (status writers, shard writers), and a version must be recorded in order.
+    _serialized: threading.RLock = field(default_factory=threading.RLock)
 
     def _next_version(self) -> str:
         self._current = next(self._versions)
@@ -222,6 +226,18 @@ class FakeApiServer:
         body: Any = None,
         query: Sequence[tuple[str, str]] = (),
         content_type: str = "application/json",
+    ) -> Any:
+        with self._serialized:
+            return self._request(method, path, body=body, query=query, content_type=content_type)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        query: Sequence[tuple[str, str]],
+        content_type: str,
     ) -> Any:
         self.requests.append((method, path))
         self._check_faults(method, path)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import time
 from typing import Any
 
 import dns.name
@@ -511,3 +513,42 @@ def test_the_monitor_is_told_of_a_new_zone_once_the_state_that_serves_it_is_publ
     api.apply(zone_manifest("new-zone", "new.example"))
     operator.zone_changed("new-zone")
     assert seen and "new-zone" in seen[-1]
+
+
+def test_a_publish_writes_its_shards_at_once_and_the_root_after_every_one(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """A burst of new Zones touches many shards: they are written concurrently (each
+    a round trip to the API server), and the root that names them only once all are."""
+    names = [f"z{index}.example" for index in range(24)]
+    for index, name in enumerate(names):
+        api.apply(zone_manifest(f"z{index}", name))
+    assert len({shard_of(dns.name.from_text(name)) for name in names}) > 8
+    in_flight, most, order = [0], [0], []
+    lock = threading.Lock()
+    forward = api.request
+
+    def request(method: str, path: str, **kwargs: Any) -> Any:
+        shard = method == "PATCH" and "/configmaps/edge-zones-" in path
+        if shard:
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+            time.sleep(0.05)  # the round trip a real API server takes
+        try:
+            return forward(method, path, **kwargs)
+        finally:
+            if method == "PATCH" and "/configmaps/edge-" in path:
+                with lock:
+                    order.append(path.rsplit("/", 1)[1])
+                    in_flight[0] -= shard
+
+    api.request = request  # type: ignore[method-assign]
+    operator.reconcile_server("edge")
+
+    assert most[0] > 1
+    assert order[-1] == "edge-config"
+    assert len(order) - 1 == len(
+        {shard_of(dns.name.from_text(name)) for name in [*names, "example.com"]}
+    )
+    assert served_zones(api) == sorted([f"{name}." for name in names] + ["example.com."])
