@@ -91,6 +91,36 @@ def test_a_restarted_operator_rewrites_no_zone_status(
     assert api.versions() == versions
 
 
+EXAMPLE = ObjectRef(NS, "example-com")
+
+
+def test_a_written_serial_half_is_read_back_from_the_stored_status(
+    api: FakeApiServer, operator: Operator
+) -> None:
+    """Once written, the monitor's half is not kept beside the stored status (a copy
+    of it for every Zone); the configuration path then reads it back, as after a
+    restart, and writes what a restarted operator would write."""
+    operator.probe("example.com.", 5, [5, 5, 5], T0)
+    assert EXAMPLE not in operator.controller.zone_status._serials
+    api.apply(zone_manifest(allowTransfer=[{"cidr": "192.0.2.0/24"}]))
+    operator.zone_changed("example-com")
+
+    other = declared_namespace()
+    first = start_operator(other)
+    first.reconcile_server("edge")
+    run_statefulset(other, NS, "edge")
+    first.pods_changed("edge")
+    first.probe("example.com.", 5, [5, 5, 5], T0)
+    restarted = start_operator(other)
+    restarted.reconcile_server("edge")
+    other.apply(zone_manifest(allowTransfer=[{"cidr": "192.0.2.0/24"}]))
+    restarted.zone_changed("example-com")
+
+    assert (zone(api) or {})["status"] == (zone(other) or {})["status"]
+    assert (zone(api) or {})["status"]["observedGeneration"] == 2
+    assert condition(zone(api), "Synced")["reason"] == "InSync"
+
+
 def test_a_configuration_fault_decides_ready_before_any_serial(
     api: FakeApiServer, operator: Operator
 ) -> None:
@@ -259,6 +289,30 @@ def test_a_new_generation_is_written_at_once_within_the_window(api: FakeApiServe
     assert status["observedGeneration"] == 2
     assert in_progress(status)
     assert zone_status_writes(api, writes) == 1
+
+
+def test_a_held_serial_half_is_kept_until_a_configuration_write_carries_it(
+    api: FakeApiServer,
+) -> None:
+    """Latest wins: the monitor's half held back is what the next configuration
+    write combines; written, it is read back from the stored status."""
+    clock = Clock()
+    operator = in_sync_with_a_window(api, clock)
+    clock.now += 0.1
+    operator.probe("example.com.", 7, [5, 5, 5], T0 + 0.1)
+    clock.now += 0.1
+    operator.probe("example.com.", 7, [7, 5, 5], T0 + 0.2)
+    assert (zone(api) or {})["status"]["primarySerial"] == 5  # held
+    assert EXAMPLE in operator.controller.zone_status._serials
+    api.apply(zone_manifest(allowTransfer=[{"cidr": "192.0.2.0/24"}]))
+    work_without_windows_ending(operator)
+    status = (zone(api) or {})["status"]
+    assert (status["observedGeneration"], status["primarySerial"], status["synced"]) == (
+        2,
+        7,
+        "1/3",
+    )
+    assert EXAMPLE not in operator.controller.zone_status._serials
 
 
 def test_a_fault_is_written_at_once_within_the_window(api: FakeApiServer) -> None:

@@ -4,9 +4,12 @@ The reconciler observes a Zone's configuration (`ZoneConfig`), the serial
 monitor what its replicas serve (`SerialStatus`). Each keeps its latest
 observation here, and each write computes the whole status from both with
 `status.zone.zone_status`, so Ready is decided in one place whichever of the
-two writes. After an operator restart the serial half is read back from the
-stored status until the monitor has evaluated the zone again, so a restart
-rewrites nothing.
+two writes. The serial half is kept here only until it is written: then the
+stored status holds it (the watch cache has the object as written), and it is
+read back from there (`SerialStatus.from_status`), as after an operator
+restart, until the monitor evaluates the zone again; a restart rewrites
+nothing. Kept for every Zone, the halves were 36 MiB at 10,000 Zones, each a
+copy of what the watch cache holds (bench/memory.py).
 
 A Zone on its way (Reconciling=True: the rollout, the first probes, replicas
 transferring) passes through several statuses within seconds: "0/3 replicas
@@ -125,8 +128,10 @@ class ZoneStatusWriter:
         # monitor); a lock per Zone keeps them from racing into 409 retries.
         self._locks: dict[ObjectRef, threading.Lock] = {}
         self._configs: dict[ObjectRef, ZoneConfig] = {}
-        # Absent: not seen by the monitor in this process (read the stored status);
-        # None: seen, but not evaluated in its current configuration.
+        # Absent: not seen by the monitor in this process, or its half is written
+        # (read the stored status); None: seen, but not evaluated in its current
+        # configuration; a SerialStatus: not written yet (held back, or waiting for
+        # the configuration's half).
         self._serials: dict[ObjectRef, SerialStatus | None] = {}
         # Zones whose status depends on their servers' rollout (follows_rollout).
         self._followers: set[ObjectRef] = set()
@@ -141,6 +146,16 @@ class ZoneStatusWriter:
                 return self._serials[ref]
         return SerialStatus.from_status(stored)
 
+    def _stored_serial(self, ref: ObjectRef, serial: SerialStatus | None) -> None:
+        """`serial`, kept for the Zone, is now in its stored status: read it from there.
+
+        Not when a newer one came meanwhile, nor an explicit None (the stored
+        status still shows the serial conditions of before).
+        """
+        with self._guard:
+            if serial is not None and self._serials.get(ref) is serial:
+                del self._serials[ref]
+
     def write_config(self, zone: Mapping[str, Any], config: ZoneConfig) -> None:
         """The configuration path observed `config` of this Zone object."""
         ref = ObjectRef.of(zone)
@@ -148,6 +163,8 @@ class ZoneStatusWriter:
         now = self.now()
         computed: dict[str, dict[str, Any]] = {}
         stale: list[int] = []
+        # The serial half the status returned by the last compute holds; None: held.
+        combined: list[SerialStatus | None] = [None]
 
         def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
             stored = dict(current.get("status") or {})
@@ -156,7 +173,9 @@ class ZoneStatusWriter:
             status = zone_status(stored, config, serial, now)
             computed["status"] = status
             self._follow(ref, follows_rollout(config, serial, status))
-            return stored if self._hold(ref, stored, status) else status
+            held = self._hold(ref, stored, status)
+            combined[0] = None if held else serial
+            return stored if held else status
 
         with self._lock(ref):
             with self._guard:
@@ -166,6 +185,7 @@ class ZoneStatusWriter:
             )
             if written:
                 self._wrote(ref)
+            self._stored_serial(ref, combined[0])
         for primary_serial in stale:
             self.on_stale_serial(ref, primary_serial)
         if written:
@@ -177,26 +197,35 @@ class ZoneStatusWriter:
         """The monitor's evaluation of the Zone as stored now; None when it is gone."""
         now = self.now()
         outcome: dict[str, SerialEvaluation] = {}
+        # The serial half the status returned by the last compute holds; None: not in it.
+        combined: list[SerialStatus | None] = [None]
 
         def compute(current: Mapping[str, Any]) -> Mapping[str, Any]:
             stored = dict(current.get("status") or {})
             evaluation = evaluate(current)
             outcome["evaluation"] = evaluation
+            serial = evaluation.serial_status
+            combined[0] = None
             with self._guard:
-                self._serials[ref] = evaluation.serial_status
+                self._serials[ref] = serial
                 config = self._configs.get(ref)
             if config is None:
                 # The configuration path has not looked at this Zone yet (it is on
                 # its way: the server's reconcile refreshes it); it writes both halves.
                 return stored
-            status = zone_status(stored, config, evaluation.serial_status, now)
-            self._follow(ref, follows_rollout(config, evaluation.serial_status, status))
-            return stored if self._hold(ref, stored, status) else status
+            status = zone_status(stored, config, serial, now)
+            self._follow(ref, follows_rollout(config, serial, status))
+            if self._hold(ref, stored, status):
+                return stored
+            combined[0] = serial
+            return status
 
         with self._lock(ref):
             try:
                 if self.cluster.update_status(ZONE_PLURAL, ref.namespace, ref.name, compute):
                     self._wrote(ref)
+                # Written, or the stored status already says it.
+                self._stored_serial(ref, combined[0])
             except Exception as error:  # an API error or timeout: this Zone's write alone
                 # The evaluation stands (its repairs go out; the zone's next primary
                 # probe, or RECHECK_SECONDS, writes the status); the monitor's round
