@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from secondary_dns.k8s import informer as informer_module
 from secondary_dns.k8s import resources
 from secondary_dns.k8s.informer import Informer, ObjectCache, WatchExpired, selected, trim
 from tests.fake_cluster import FakeApiServer
@@ -170,6 +172,44 @@ def test_trimmed_objects_share_their_keys_and_strings() -> None:
     assert all(a is b for a, b in zip(one, two, strict=True))  # the keys
     assert one["status"] is two["status"] and one["type"] is two["type"]
     assert one["message"] is two["message"]
+
+
+def test_equal_list_entries_of_trimmed_objects_are_one_object() -> None:
+    """Zones that converge together have equal conditions and replicas entries: the
+    cache keeps one of each, not one per Zone; an entry that differs in the type of
+    a value (True is not 1 in JSON) is its own."""
+
+    def zone(name: str, in_sync: Any) -> dict[str, Any]:
+        document = {
+            "metadata": {"name": name},
+            "status": {
+                "conditions": [{"type": "Synced", "status": "True", "observedGeneration": 1}],
+                "replicas": [{"pod": "edge-0", "inSync": in_sync, "address": {"nested": "x"}}],
+            },
+        }
+        return trim(json.loads(json.dumps(document)))
+
+    first, second, third = zone("a", True), zone("b", True), zone("c", 1)
+    assert first["status"]["conditions"][0] is second["status"]["conditions"][0]
+    assert first["status"]["conditions"][0] is third["status"]["conditions"][0]
+    # An entry holding a mapping is not shared (only flat ones are).
+    assert first["status"]["replicas"][0] is not second["status"]["replicas"][0]
+    flat = [trim({"spec": {"entries": [{"inSync": value}]}}) for value in (True, 1, True)]
+    assert flat[0]["spec"]["entries"][0] is flat[2]["spec"]["entries"][0]
+    assert flat[1]["spec"]["entries"][0] is not flat[0]["spec"]["entries"][0]
+    assert json.dumps(flat[1]["spec"]) == '{"entries": [{"inSync": 1}]}'
+
+
+def test_the_entries_remembered_for_sharing_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(informer_module, "SHARED_ENTRIES", 3)
+    monkeypatch.setattr(informer_module, "_shared_entries", OrderedDict())
+    objects = [trim({"spec": {"entries": [{"index": index}]}}) for index in range(10)]
+    assert len(informer_module._shared_entries) == 3
+    again = trim({"spec": {"entries": [{"index": 9}]}})
+    assert again["spec"]["entries"][0] is objects[9]["spec"]["entries"][0]
+    # Forgotten, not lost: equal to the one kept before, no longer the same object.
+    old = trim({"spec": {"entries": [{"index": 0}]}})
+    assert old == objects[0] and old["spec"]["entries"][0] is not objects[0]["spec"]["entries"][0]
 
 
 def test_label_selectors_of_the_operator() -> None:
