@@ -23,7 +23,7 @@ from secondary_dns.render.relay import RelayPlan
 from secondary_dns.status.serial import ReplicaTarget
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MonitoredZone:
     ref: ObjectRef
     name: dns.name.Name

@@ -109,3 +109,22 @@ def test_a_random_sequence_of_changes_equals_the_plan_made_at_once() -> None:
         assert incremental.tsig_keys == whole.tsig_keys, step
     reasons = {rejection.reason for rejection in builder.rendered().plan.rejected.values()}
     assert reasons <= {conditions.ZONE_CONFLICT, conditions.INVALID_TSIG_KEY}
+
+
+def test_the_objects_an_operator_keeps_per_zone_have_no_instance_dict() -> None:
+    """The operator keeps these for every Zone (parsed spec, plan, rendered part,
+    status halves); a __dict__ each was about 100 bytes a piece, a dozen pieces a
+    Zone (bench/memory.py). Memory is measured there; this keeps the shape."""
+    from secondary_dns.api import ObjectRef, Primary, SecretKeyRef, TsigKey, ZoneSpec
+    from secondary_dns.api.zone import TransferAclEntry, ZoneTimers
+    from secondary_dns.render import engine
+    from secondary_dns.routes import MonitoredZone
+    from secondary_dns.status.zone import ServerVerdict, ZoneConfig
+
+    kept = [
+        ObjectRef, SecretKeyRef, Primary, TransferAclEntry, ZoneTimers, ZoneSpec, TsigKey,
+        MonitoredZone, engine.TsigKeyUnavailable, engine.ZoneRejection, engine.PlannedPrimary,
+        engine.PlannedAclEntry, engine.PlannedZone, engine.RenderedShard, engine.RenderedZone,
+        engine.KeyUse, engine.ZoneDraft, ServerVerdict, ZoneConfig,
+    ]  # fmt: skip
+    assert [cls.__name__ for cls in kept if "__slots__" not in vars(cls)] == []

@@ -20,7 +20,7 @@ CATEGORY = "secondarydns"
 SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ObjectRef:
     """A namespaced object, ordered so that sorted output is deterministic."""
 
@@ -36,7 +36,7 @@ class ObjectRef:
         return cls(obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SecretKeyRef:
     """A TSIG key in a Secret of the referring object's namespace.
 

@@ -66,7 +66,7 @@ class TsigSecretError(SpecError):
         return (type(self), (self.secret, self.data_key, self.message))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TsigKey:
     name: dns.name.Name
     algorithm: dns.name.Name

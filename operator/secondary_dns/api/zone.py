@@ -57,7 +57,7 @@ SPEC_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Primary:
     """A primary to transfer from; several are tried in the order listed."""
 
@@ -66,7 +66,7 @@ class Primary:
     tsig_key_secret_ref: SecretKeyRef | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TransferAclEntry:
     """Who may transfer the zone from the secondaries: a network, a TSIG key, or both.
 
@@ -77,7 +77,7 @@ class TransferAclEntry:
     tsig_key_secret_ref: SecretKeyRef | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneTimers:
     """Floors and ceilings for the SOA refresh and retry a primary publishes (RFC 1035 §3.3.13)."""
 
@@ -87,7 +87,7 @@ class ZoneTimers:
     max_retry_seconds: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneSpec:
     zone: dns.name.Name
     primaries: tuple[Primary, ...]

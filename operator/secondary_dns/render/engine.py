@@ -38,7 +38,7 @@ ZONES_INCLUDE = "zones.conf"
 DEFAULT_RELAY_KEY_NAME = dns.name.from_text("secondary-dns-relay.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TsigKeyUnavailable:
     """A referenced TSIG key that could not be read (no such Secret, bad data)."""
 
@@ -90,13 +90,13 @@ class RenderRequest:
     refused_primary_networks: tuple[IPNetwork, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneRejection:
     reason: str
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedPrimary:
     address: IPAddress
     port: int
@@ -108,13 +108,13 @@ class PlannedPrimary:
         return ipaddress.ip_network(self.address)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedAclEntry:
     cidr: IPNetwork | None
     key_name: dns.name.Name | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedZone:
     """A zone that passed every check, with its key references resolved to key names."""
 
@@ -176,7 +176,7 @@ class ZonePlan:
         return self._keys_by_name[name]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderedShard:
     """The zones of one shard: its engine file, and the agent's list of its zones.
 
@@ -254,7 +254,7 @@ class RenderSettings:
     paths: EnginePaths = EnginePaths()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderedZone:
     """One zone's part of its shard's file, by section, and what the engine does differently.
 
@@ -352,7 +352,7 @@ class PlanContext:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyUse:
     """One TSIG key reference of a Zone, resolved: where it is written and the key."""
 
@@ -361,7 +361,7 @@ class KeyUse:
     key: TsigKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneDraft:
     """One Zone planned on its own, before other zones have a say (pure).
 

@@ -26,7 +26,7 @@ from secondary_dns.status.server import ObservedPod
 # ---------------------------------------------------------------- the configuration's half
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerVerdict:
     """What one SecondaryServer made of one Zone."""
 
@@ -74,7 +74,7 @@ def verdict_for(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneConfig:
     """What the configuration path observed of one Zone."""
 
