@@ -128,3 +128,18 @@ def test_the_objects_an_operator_keeps_per_zone_have_no_instance_dict() -> None:
         engine.KeyUse, engine.ZoneDraft, ServerVerdict, ZoneConfig,
     ]  # fmt: skip
     assert [cls.__name__ for cls in kept if "__slots__" not in vars(cls)] == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_zone_s_part_keeps_each_section_as_one_text_of_its_shard(engine: str) -> None:
+    """The builder keeps every zone's part: one string a section, not one a line,
+    and the shard's file holds each one as it is."""
+    zones = many(3)
+    builder = builder_for(engine, request_of(zones))
+    builder.update({ref: (spec, None) for ref, spec in zones.items()})
+    shards = builder.rendered().shards
+    for members in builder._members.values():
+        for planned, part in members.values():
+            for _, text in part.sections:
+                assert isinstance(text, str) and text
+                assert text in "".join(shards[shard_of(planned.zone)].files.values())

@@ -37,6 +37,7 @@ from secondary_dns.render.engine import (
     RenderError,
     RenderRequest,
     RenderSettings,
+    section_text,
     unique_keys,
     zone_comment,
 )
@@ -332,13 +333,13 @@ class Bind9Renderer:
             raise RenderError(str(error)) from None
 
     def zone_part(self, zone: PlannedZone, settings: RenderSettings) -> RenderedZone:
-        return RenderedZone(((_SECTION, tuple(_zone_statement(zone, settings))),))
+        return RenderedZone(((_SECTION, section_text(_zone_statement(zone, settings))),))
 
     def shard_text(self, parts: Sequence[RenderedZone]) -> str:
         lines = ["# Rendered by secondary-dns; one statement per Zone object."]
         for part in parts:
             for _, statement in part.sections:
-                lines += ["", *statement]
+                lines += ["", statement]
         return "\n".join(lines) + "\n"
 
     def zones_include(self, shard_files: Sequence[str], settings: RenderSettings) -> str:

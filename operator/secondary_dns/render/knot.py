@@ -48,6 +48,7 @@ from secondary_dns.render.engine import (
     RenderError,
     RenderRequest,
     RenderSettings,
+    section_text,
     unique_keys,
     zone_comment,
 )
@@ -370,9 +371,9 @@ def zone_part(zone: PlannedZone, zone_items: Sequence[str]) -> RenderedZone:
     )
     return RenderedZone(
         (
-            ("remote", (comment, *_remotes(zone))),
-            ("acl", (comment, *notify_lines, *transfer_lines)),
-            ("zone", (comment, *entry)),
+            ("remote", section_text((comment, *_remotes(zone)))),
+            ("acl", section_text((comment, *notify_lines, *transfer_lines))),
+            ("zone", section_text((comment, *entry))),
         ),
         tuple(timer_notes),
     )
@@ -382,8 +383,8 @@ def shard_text(parts: Sequence[RenderedZone]) -> str:
     """A shard's file: each section once, with every zone's lines of it in order."""
     sections: dict[str, list[str]] = {section: [] for section in SECTIONS}
     for part in parts:
-        for section, section_lines in part.sections:
-            sections[section] += section_lines
+        for section, lines in part.sections:
+            sections[section].append(lines)
     text = ["# Rendered by secondary-dns; one entry per Zone object."]
     for section in SECTIONS:
         if sections[section]:
