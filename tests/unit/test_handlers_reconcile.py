@@ -16,6 +16,7 @@ import dns.name
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from secondary_dns.api import ObjectRef, ZoneSpec
 from secondary_dns.render.shards import shard_of
 from tests.fake_cluster import FakeApiServer, run_statefulset
 from tests.handlers_harness import (
@@ -552,3 +553,25 @@ def test_a_publish_writes_its_shards_at_once_and_the_root_after_every_one(
         {shard_of(dns.name.from_text(name)) for name in [*names, "example.com"]}
     )
     assert served_zones(api) == sorted([f"{name}." for name in names] + ["example.com."])
+
+
+def test_zones_with_equal_primaries_share_them_in_what_the_reconciler_keeps() -> None:
+    """Each Zone's parsed spec and plan are kept; equal parts (the same primaries,
+    ACL, servers) are one object for all of them, and every Zone is still served."""
+    api = declared_namespace()
+    acl = [{"cidr": "192.0.2.0/24"}]
+    api.apply(zone_manifest(allowTransfer=acl))
+    api.apply(zone_manifest("example-org", "example.org", allowTransfer=acl))
+    operator = start_operator(api)
+    operator.reconcile_server("edge")
+    model = operator.controller.servers.models[ObjectRef(NS, "edge")]
+    com, org = (model.parsed[ObjectRef(NS, name)][2] for name in ("example-com", "example-org"))
+    assert isinstance(com, ZoneSpec) and isinstance(org, ZoneSpec)
+    assert com.primaries is org.primaries and com.allow_transfer is org.allow_transfer
+    assert com.servers is org.servers
+    drafts = model.builder.planner.drafts
+    planned = [drafts[ObjectRef(NS, name)].planned for name in ("example-com", "example-org")]
+    assert planned[0] is not None and planned[1] is not None
+    assert planned[0].primaries is planned[1].primaries
+    assert planned[0].allow_transfer is planned[1].allow_transfer
+    assert sorted(served_zones(api)) == ["example.com.", "example.org."]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from secondary_dns.api.sharing import RecentValues
 from secondary_dns.k8s import informer as informer_module
 from secondary_dns.k8s import resources
 from secondary_dns.k8s.informer import Informer, ObjectCache, WatchExpired, selected, trim
@@ -201,8 +201,7 @@ def test_equal_list_entries_of_trimmed_objects_are_one_object() -> None:
 
 
 def test_the_entries_remembered_for_sharing_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(informer_module, "SHARED_ENTRIES", 3)
-    monkeypatch.setattr(informer_module, "_shared_entries", OrderedDict())
+    monkeypatch.setattr(informer_module, "_shared_entries", RecentValues(3))
     objects = [trim({"spec": {"entries": [{"index": index}]}}) for index in range(10)]
     assert len(informer_module._shared_entries) == 3
     again = trim({"spec": {"entries": [{"index": 9}]}})

@@ -40,6 +40,7 @@ from secondary_dns.api import (
     parse_tsig_secret,
     parse_zone,
 )
+from secondary_dns.api.sharing import RecentValues, shared
 from secondary_dns.handlers.events import EventPoster
 from secondary_dns.handlers.queue import ServerWork
 from secondary_dns.handlers.server_status import ServerStatusWriter
@@ -167,6 +168,8 @@ class ServerReconciler:
         self.relay_plans_namespace = relay_plans_namespace
         self.models: dict[ObjectRef, ServerModel] = {}
         self._shard_writers = ThreadPoolExecutor(SHARD_WRITERS, thread_name_prefix="shards")
+        # Parts of Zone specs parsed last, held once (api/sharing.py).
+        self._parts: RecentValues[object, object] = RecentValues()
 
     def forget(self, ref: ObjectRef) -> None:
         self.models.pop(ref, None)
@@ -267,11 +270,23 @@ class ServerReconciler:
         if known is not None and known[:2] == (uid, generation):
             return known[2]
         try:
-            parsed: ZoneSpec | SpecError = parse_zone(zone)
+            parsed: ZoneSpec | SpecError = self._shared_parts(parse_zone(zone))
         except SpecError as error:
             parsed = error
         model.parsed[ref] = (uid, generation, parsed)
         return parsed
+
+    def _shared_parts(self, spec: ZoneSpec) -> ZoneSpec:
+        """The spec with its primaries, ACL, servers and timers as the equal ones other
+        Zones' specs hold (Zones mostly share them; a spec is kept for every Zone)."""
+        return replace(
+            spec,
+            primaries=shared(self._parts, spec.primaries),
+            servers=shared(self._parts, spec.servers),
+            allow_transfer=shared(self._parts, spec.allow_transfer),
+            notify_allow_from=shared(self._parts, spec.notify_allow_from),
+            timers=shared(self._parts, spec.timers),
+        )
 
     def _zone_input(
         self, model: ServerModel, identity: children.ServerIdentity, zone: Mapping[str, Any] | None

@@ -16,7 +16,7 @@ its own JSON, so 10,000 Zones would otherwise hold 10,000 copies of
 the condition messages most zones share ("every replica in sync"). Entries
 of lists that are flat mappings (a status's conditions and replicas, a spec's
 primaries and allowTransfer entries) are shared whole between objects when
-equal to one seen recently (`SHARED_ENTRIES`): each Zone's 14 condition and
+equal to one seen recently (api/sharing.py): each Zone's 14 condition and
 replica entries, 4 KB, were two thirds of the Zone cache, and Zones that
 converge together have many of them equal (the same message and, to the
 second, the same lastTransitionTime). An object in the cache is read, never
@@ -36,12 +36,12 @@ import logging
 import random
 import sys
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
+from secondary_dns.api.sharing import RecentValues
 from secondary_dns.k8s.resources import Resource, resource_of
 
 log = logging.getLogger(__name__)
@@ -103,14 +103,9 @@ def trim(obj: Mapping[str, Any]) -> dict[str, Any]:
     return shared
 
 
-# How many distinct list entries are remembered for sharing, the most recently seen
-# kept. Bounded: an entry shared by no other object costs a key and a slot here
-# while it is remembered, so a fleet of Zones whose entries all differ (each one's
-# own lastTransitionTime and serial) costs at most this many, not one per entry.
-SHARED_ENTRIES = 4096
-# (key, value, type) of each item of an entry -> the entry objects share.
-_shared_entries: OrderedDict[tuple[tuple[str, Any, type], ...], dict[str, Any]] = OrderedDict()
-_shared_lock = threading.Lock()
+# Flat list entries seen last, by (key, value, type) of their items (the type too:
+# True == 1, and JSON tells them apart); bounded, see api/sharing.py.
+_shared_entries: RecentValues[tuple[tuple[str, Any, type], ...], dict[str, Any]] = RecentValues()
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -119,17 +114,7 @@ def _shared(entry: dict[str, Any]) -> dict[str, Any]:
     objects already hold, if one was seen recently; else `entry`, remembered."""
     if not all(isinstance(value, _SCALARS) for value in entry.values()):
         return entry
-    # The type of each value too: True == 1, and JSON tells them apart.
-    key = tuple((name, value, type(value)) for name, value in entry.items())
-    with _shared_lock:
-        found = _shared_entries.get(key)
-        if found is not None:
-            _shared_entries.move_to_end(key)
-            return found
-        _shared_entries[key] = entry
-        if len(_shared_entries) > SHARED_ENTRIES:
-            _shared_entries.popitem(last=False)
-        return entry
+    return _shared_entries.one(tuple((k, v, type(v)) for k, v in entry.items()), entry)
 
 
 def _interned(value: Any) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Protocol
@@ -29,6 +29,7 @@ from secondary_dns.api import (
     conditions,
     limits,
 )
+from secondary_dns.api.sharing import RecentValues, shared
 from secondary_dns.render import tokens
 from secondary_dns.render.tokens import IPAddress, IPNetwork, UnsafeValueError
 
@@ -614,6 +615,21 @@ class ZonePlanner:
         # Which Zones reference a key Secret, and the other way round.
         self._secret_users: dict[tuple[str, SecretKeyRef], set[ObjectRef]] = {}
         self._secrets_of: dict[ObjectRef, frozenset[tuple[str, SecretKeyRef]]] = {}
+        # Parts of drafts seen last, held once (api/sharing.py).
+        self._parts: RecentValues[object, object] = RecentValues()
+
+    def _shared_parts(self, draft: ZoneDraft) -> ZoneDraft:
+        """The draft with its primaries, ACL and key uses as the equal ones other
+        drafts hold (Zones of one server mostly share them; kept for every Zone)."""
+        planned = draft.planned
+        if planned is not None:
+            planned = replace(
+                planned,
+                primaries=shared(self._parts, planned.primaries),
+                allow_transfer=shared(self._parts, planned.allow_transfer),
+                notify_allow_from=shared(self._parts, planned.notify_allow_from),
+            )
+        return replace(draft, planned=planned, uses=shared(self._parts, draft.uses))
 
     # ---- the indexes -------------------------------------------------------------
 
@@ -737,7 +753,7 @@ class ZonePlanner:
             new = None
             if value is not None:
                 spec, created = value
-                new = draft_zone(self.context, self._keys, ref, spec, created)
+                new = self._shared_parts(draft_zone(self.context, self._keys, ref, spec, created))
                 self._index(new, 1)
                 secrets = frozenset((ref.namespace, secret) for secret in secret_refs(spec))
                 self._secrets_of[ref] = secrets
