@@ -11,6 +11,7 @@ monitor reads them here.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -124,14 +125,16 @@ class ZoneReports:
         for text, entry in zones.items():
             if not isinstance(text, str) or not isinstance(entry, Mapping):
                 continue
-            key = text.lower()
+            # Interned: every replica's report names every zone, each decoded from
+            # its own body; one string a zone, not one a replica and a round.
+            key = sys.intern(text.lower())
             kept = known.get(key)
             if kept is not None and _says(entry, kept):
                 states[key] = kept
                 continue
             if kept is None:
                 try:
-                    key = zone_key(dns.name.from_text(text))
+                    key = sys.intern(zone_key(dns.name.from_text(text)))
                 except dns.exception.DNSException:
                     continue
             states[key] = ZoneState.read(entry, unix_time)
