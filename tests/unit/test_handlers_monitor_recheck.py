@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dns.name
@@ -298,3 +300,82 @@ def test_a_report_round_waits_for_agents_whose_fresh_look_takes_longer_than_a_pr
     asyncio.run(watcher.observe(set(), set(), True))
     # The reports answered every replica's serial: only the spot checks (2 a replica).
     assert sum(asked) == len(REPLICAS) * monitor_module.SPOT_CHECKS
+
+
+# ---- the zones evaluated in a step are written by every writer at once, to the last
+
+
+class BlockingMonitor(CountingMonitor):
+    """`record` (an evaluation and its status write) waits as a request to the API would."""
+
+    def __init__(self, zones: list[MonitoredZone], wait: Any) -> None:
+        super().__init__(zones)
+        self.wait = wait
+
+    def record(self, zone: MonitoredZone, *args: Any, **kwargs: Any) -> None:
+        self.wait(zone.ref.name)
+        super().record(zone, *args, **kwargs)
+
+
+def evaluate_in_a_small_default_executor(
+    watcher: SerialMonitor, zones: list[MonitoredZone]
+) -> None:
+    """`_evaluate_all` of every zone, in an event loop whose default executor has 2
+    threads (asyncio's default is cpu_count + 4: 6 on the 2-core machine measured)."""
+
+    watcher._evaluated.clear()  # as if never evaluated: each zone is evaluated again
+
+    async def evaluate() -> None:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2))
+        await watcher._evaluate_all([zone.ref for zone in zones])
+
+    asyncio.run(evaluate())
+
+
+def test_every_status_writer_writes_at_once_whatever_the_default_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """16 writers asked of asyncio's default executor were 6 at most (bench/scale.py)."""
+    zones = [monitored(f"z{index}") for index in range(monitor_module.STATUS_WRITERS)]
+    network = Network(zones)
+    monkeypatch.setattr(monitor_module, "fetch_raw", network.fetch_raw)
+    monkeypatch.setattr(monitor_module, "probe_all", network.probe_all)
+    # Every writer holds its zone until all of them hold one (a deadlock guard, not a
+    # measure: it only runs out when the writers are fewer than STATUS_WRITERS).
+    together = threading.Barrier(monitor_module.STATUS_WRITERS, timeout=30)
+    watcher = BlockingMonitor(zones, lambda name: together.wait())
+    asyncio.run(watcher.round())
+    assert len(watcher.evaluated) == len(zones)
+    watcher.evaluated.clear()
+    evaluate_in_a_small_default_executor(watcher, zones)
+    assert sorted(name for _, name in watcher.evaluated) == sorted(z.ref.name for z in zones)
+
+
+def test_a_slow_status_write_holds_up_no_other_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zones are handed to writers one at a time: a writer busy with a slow zone does not
+    keep zones of its own waiting (fixed shares of the zones did, to the end of a step)."""
+    zones = [monitored(f"z{index:02d}") for index in range(3 * monitor_module.STATUS_WRITERS)]
+    network = Network(zones)
+    monkeypatch.setattr(monitor_module, "fetch_raw", network.fetch_raw)
+    monkeypatch.setattr(monitor_module, "probe_all", network.probe_all)
+    others_done = threading.Event()
+    written: list[str] = []
+    guard = threading.Lock()
+
+    def wait(name: str) -> None:
+        if name == zones[0].ref.name and watcher.evaluated:
+            # The slow write: it ends only once every other zone is written (the guard
+            # runs out only if some zone waits behind it).
+            assert others_done.wait(timeout=30), "a zone waited behind a slow write"
+            return
+        with guard:
+            written.append(name)
+            if len(written) == len(zones) - 1:
+                others_done.set()
+
+    watcher = BlockingMonitor(zones, lambda name: None)
+    asyncio.run(watcher.round())
+    watcher.wait = wait
+    evaluate_in_a_small_default_executor(watcher, zones)
+    assert others_done.is_set()
+    assert len(written) == len(zones) - 1

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from secondary_dns import cli
 from secondary_dns.api import ZONE_PLURAL
-from secondary_dns.k8s.api import FIELD_MANAGER, Cluster, written_resource
+from secondary_dns.handlers.monitor import STATUS_WRITERS
+from secondary_dns.handlers.watches import WATCHED_CHILDREN
+from secondary_dns.k8s.api import FIELD_MANAGER, Cluster, new_api_client, written_resource
 from tests.fake_cluster import FakeApiServer, custom_resource
 
 NS = "dns"
@@ -177,3 +182,28 @@ def test_the_api_server_s_own_addresses_come_from_the_kubernetes_endpoint_slices
 )
 def test_a_write_is_counted_by_the_resource_its_path_names(path: str, resource: str) -> None:
     assert written_resource(path) == resource
+
+
+def test_the_api_client_keeps_a_connection_for_every_request_under_way_at_once(
+    tmp_path: Path,
+) -> None:
+    """A watch per kind, the serial monitor's status writers and the workers each hold a
+    connection; a request beyond the pool opens (and then closes) one of its own, a TLS
+    handshake each (the client's default pool is 5 per CPU: 10 on 2 cores)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://192.0.2.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    client = new_api_client(str(kubeconfig))
+    watches = 3 + len(WATCHED_CHILDREN)  # SecondaryServers, Zones, Pods and the children
+    under_way = watches + STATUS_WRITERS + int(cli.build_parser().parse_args(["operator"]).workers)
+    assert client.rest_client.pool_manager.connection_pool_kw["maxsize"] >= under_way

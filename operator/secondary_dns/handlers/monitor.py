@@ -34,6 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,10 @@ REPORT_TIMEOUT_SHARE = 0.5
 # Threads that evaluate zones (and write their status) at once in one step. Each
 # write is a round trip that mostly waits (py-spy: every writer thread in an SSL
 # read); with 4, 3,000 Zones whose replicas all served them turned Ready at 11-27 a
-# second while the API server took ~200 writes a second (bench/scale.py).
+# second while the API server took ~200 writes a second (bench/scale.py). They are
+# the monitor's own threads: asyncio's default executor has cpu_count + 4 (6 on 2
+# cores), so 16 writers asked of it were 6, and the 16 fixed shares of the zones
+# they were handed ended one after the other (4 writing at the end of a step).
 STATUS_WRITERS = 16
 
 
@@ -195,6 +199,9 @@ class SerialMonitor:
         self._heat: list[tuple[ObjectRef | None, int | None]] = []
         # zone -> (when, serial) of the last NOTIFY the relay accepted or fanned out
         self._notifies: dict[ObjectRef, tuple[float, int | None]] = {}
+        # The STATUS_WRITERS threads that evaluate zones and write their status
+        # (started at the first evaluation).
+        self._writers: ThreadPoolExecutor | None = None
 
     # ---- events (any thread)
 
@@ -643,25 +650,7 @@ class SerialMonitor:
         if not work:
             return
         before = {zone.ref: self.histories.get(zone.ref) for zone, _, _, _ in work}
-        # Each evaluation may write its Zone's status (one request): in STATUS_WRITERS
-        # threads, so 10,000 Zones turning Synced at once are not 10,000 round
-        # trips one after the other. Zones are independent (one lock per Zone).
-        WorkItem = tuple[MonitoredZone, list[ProbeResult], list[Any], dict[str, float]]
-
-        def evaluate_chunk(chunk: list[WorkItem]) -> list[SerialEvaluation | None]:
-            return [self.record(zone, p, r, wall, expiry) for zone, p, r, expiry in chunk]
-
-        chunks = [work[index::STATUS_WRITERS] for index in range(STATUS_WRITERS)]
-        chunks = [chunk for chunk in chunks if chunk]
-        evaluated = await asyncio.gather(
-            *(asyncio.to_thread(evaluate_chunk, chunk) for chunk in chunks)
-        )
-        by_ref = {
-            item[0].ref: evaluation
-            for chunk, results in zip(chunks, evaluated, strict=True)
-            for item, evaluation in zip(chunk, results, strict=True)
-        }
-        evaluations = [by_ref[item[0].ref] for item in work]
+        evaluations = await self._record_all(work, wall)
         for item, evaluation in zip(work, evaluations, strict=True):
             last = self._evaluated.get(item[0].ref)
             if evaluation is not None and last is not None:
@@ -680,6 +669,43 @@ class SerialMonitor:
             repairs.extend((zone, target, keys[pod]) for pod, target in sorted(behind.items()))
         if repairs and self.repair:
             await asyncio.gather(*(self._repair(*repair) for repair in repairs))
+
+    async def _record_all(
+        self,
+        work: list[tuple[MonitoredZone, list[ProbeResult], list[Any], dict[str, float]]],
+        wall: float,
+    ) -> list[SerialEvaluation | None]:
+        """`record` each zone of `work` in the STATUS_WRITERS threads; the evaluations in order.
+
+        Each evaluation may write its Zone's status (one request), so 10,000 Zones
+        turning Synced at once are not 10,000 round trips one after the other; zones
+        are independent (one lock per Zone). Each writer takes the next zone when it
+        is done with one, so a slow write holds up only itself: every writer is busy
+        until the last zone is taken.
+        """
+        if self._writers is None:
+            self._writers = ThreadPoolExecutor(STATUS_WRITERS, thread_name_prefix="status-writer")
+        evaluations: list[SerialEvaluation | None] = [None] * len(work)
+        pending = iter(enumerate(work))
+        taking = threading.Lock()
+
+        def write_each() -> None:
+            while True:
+                with taking:
+                    taken = next(pending, None)
+                if taken is None:
+                    return
+                index, (zone, primary_results, replica_results, expiry) = taken
+                evaluations[index] = self.record(
+                    zone, primary_results, replica_results, wall, expiry
+                )
+
+        loop = asyncio.get_running_loop()
+        writers = min(STATUS_WRITERS, len(work))
+        await asyncio.gather(
+            *(loop.run_in_executor(self._writers, write_each) for _ in range(writers))
+        )
+        return evaluations
 
     def _follow(
         self,
