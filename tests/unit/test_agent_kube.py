@@ -205,3 +205,33 @@ def test_no_root_or_a_bad_manifest_names_no_shard() -> None:
     assert shards_of_root({"data": {agent_contract.SHARDS_FILE: "not json"}}) == {}
     manifest = agent_contract.encode_shards_file({"0a": HASH_A})
     assert shards_of_root({"data": {agent_contract.SHARDS_FILE: manifest}}) == {"0a": HASH_A}
+
+
+def test_a_pass_completed_for_a_root_that_moved_on_meanwhile_is_kept_and_served() -> None:
+    """A burst: the next root arrives while a pass reads the shards of this one. The
+    set the pass completed is consistent (this root and its shards), so it is what the
+    agent gets, not nothing until a pass ends before the next root does."""
+    core, stop = FakeCore(), threading.Event()
+    first_revision = core.put("0a", HASH_A)
+    root_a = {"metadata": {"name": "edge-config", "resourceVersion": first_revision}}
+    root_b = {"metadata": {"name": "edge-config", "resourceVersion": "99"}}
+    shards = ShardConfigMapsByName(core, "ns", "edge", lambda: None, stop)
+    forward = core.read_namespaced_config_map
+
+    def read_while_the_next_root_arrives(name: str, namespace: str, **kwargs: Any) -> Any:
+        # The next root names 0a at a hash that is not there yet, nor ever will be
+        # here: its pass cannot complete.
+        shards.want({"0a": HASH_C}, "99", root_b)
+        return forward(name, namespace, **kwargs)
+
+    core.read_namespaced_config_map = read_while_the_next_root_arrives  # type: ignore[method-assign]
+    core.compacted = 99
+    shards.start()
+    try:
+        shards.want({"0a": HASH_A}, first_revision, root_a)
+        wait_for("synced", lambda: shards.synced, timeout=10, every=0.02)
+        assert shards.complete_root() == (True, root_a)
+        assert _held(shards) == {"edge-zones-0a": HASH_A}
+    finally:
+        stop.set()
+        shards.stop()
