@@ -220,6 +220,18 @@ def _stop_agent_source(agent: Any) -> None:
         agent.wait()
 
 
+def _seen(agent: Any, wanted: dict[str, str | None]) -> Any:
+    """What the agent's source saw once it saw `wanted` (or after 60 s)."""
+    agent.stdin.write(json.dumps(wanted) + "\n")
+    agent.stdin.flush()
+    return json.loads(agent.stdout.readline())
+
+
+def _apply_list(cluster: LocalCluster, namespace: str, items: list[Any]) -> None:
+    apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
+
+
 def test_an_agent_token_reads_its_own_config_maps_by_name_and_no_other(
     cluster: LocalCluster, namespace: str
 ) -> None:
@@ -233,8 +245,7 @@ def test_an_agent_token_reads_its_own_config_maps_by_name_and_no_other(
     ]
     for obj in objects:
         obj["metadata"].pop("ownerReferences", None)
-    apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
+    _apply_list(cluster, namespace, objects)
     token = cluster.kubectl(
         "create", "token", "-n", namespace, children.agent_service_account_name(identity)
     ).stdout.strip()
@@ -248,18 +259,16 @@ def test_an_agent_token_reads_its_own_config_maps_by_name_and_no_other(
     assert agent.stdin is not None and agent.stdout is not None
     try:
         first = {"edge-config": None, "edge-zones-0a": "a" * 64}
-        agent.stdin.write(json.dumps(first) + "\n")
-        agent.stdin.flush()
-        assert json.loads(agent.stdout.readline()) == first
+        assert _seen(agent, first) == first
         # A new shard, then the root that names it (the operator's order): the
         # watch of the root by name sees it, the shard is read by name.
-        later = [_shard(namespace, "ff", "b" * 64), _root(namespace, {"ff": "b" * 64})]
-        apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": later})
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
+        _apply_list(
+            cluster,
+            namespace,
+            [_shard(namespace, "ff", "b" * 64), _root(namespace, {"ff": "b" * 64})],
+        )
         second = {"edge-config": None, "edge-zones-ff": "b" * 64}
-        agent.stdin.write(json.dumps(second) + "\n")
-        agent.stdin.flush()
-        assert json.loads(agent.stdout.readline()) == second
+        assert _seen(agent, second) == second
     finally:
         _stop_agent_source(agent)
 
@@ -272,13 +281,10 @@ def test_an_agent_token_reads_its_own_config_maps_by_name_and_no_other(
         _root(namespace, {"ff": "c" * 64}),
         _shard(namespace, "ff", "d" * 64),
     ]
-    apply = json.dumps({"apiVersion": "v1", "kind": "List", "items": ahead})
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=apply)
+    _apply_list(cluster, namespace, ahead)
     agent = _start_agent_source(cluster, token, namespace)
     try:
         third = {"edge-config": None, "edge-zones-ff": "c" * 64}
-        agent.stdin.write(json.dumps(third) + "\n")
-        agent.stdin.flush()
-        assert json.loads(agent.stdout.readline()) == third
+        assert _seen(agent, third) == third
     finally:
         _stop_agent_source(agent)
