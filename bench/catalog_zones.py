@@ -152,7 +152,7 @@ class Engine:
     name: str
     workdir: Path
     address: str
-    # How the zone is added: "reload" or "catalog" (printed with the name).
+    # How the zone is added: "reload", "catalog" or "addzone" (printed with the name).
     mode: str
     process: subprocess.Popen[bytes] | None = None
     figures: dict[str, list[float]] = field(default_factory=dict)
@@ -260,7 +260,7 @@ def running(engine: Engine, argv: list[str]) -> Iterator[Engine]:
 
 
 @contextmanager
-def bind9(workdir: Path, zones: int, catalog: bool) -> Iterator[Engine]:
+def bind9(workdir: Path, zones: int, mode: str) -> Iterator[Engine]:
     address = CONSUMER["bind9"]
     workdir.mkdir(parents=True)
     (workdir / "data").mkdir()
@@ -272,7 +272,9 @@ def bind9(workdir: Path, zones: int, catalog: bool) -> Iterator[Engine]:
         " recursion no; dnssec-validation no; notify no; serial-query-rate 500;"
         " transfers-per-ns 10; transfer-source " + address + ";"
     )
-    if catalog:
+    if mode == "addzone":
+        options += " allow-new-zones yes;"
+    if mode == "catalog":
         options += (
             " allow-new-zones yes; catalog-zones { zone "
             f'"{CATALOG}" default-primaries {{ {PRIMARY}; }} min-update-interval 0; }};'
@@ -287,14 +289,15 @@ def bind9(workdir: Path, zones: int, catalog: bool) -> Iterator[Engine]:
     (workdir / "named.conf").write_text(
         key + controls + f"options {{ {options} }};\n" + f'include "{workdir}/zones.conf";\n'
     )
-    engine = Engine("bind9", workdir, address, "catalog" if catalog else "reload")
+    engine = Engine("bind9", workdir, address, mode)
     argv = ["named", "-g", "-u", "root", "-c", str(workdir / "named.conf")]
     with running(engine, argv):
         yield engine
 
 
 @contextmanager
-def knot(workdir: Path, zones: int, catalog: bool) -> Iterator[Engine]:
+def knot(workdir: Path, zones: int, mode: str) -> Iterator[Engine]:
+    catalog = mode == "catalog"
     address = CONSUMER["knot"]
     workdir.mkdir(parents=True)
     (workdir / "data").mkdir()
@@ -345,7 +348,7 @@ def knot(workdir: Path, zones: int, catalog: bool) -> Iterator[Engine]:
     if not catalog:
         conf_text += "".join(knot_zone_statement(index) for index in range(zones))
     (workdir / "knot.conf").write_text(conf_text)
-    engine = Engine("knot", workdir, address, "catalog" if catalog else "reload")
+    engine = Engine("knot", workdir, address, mode)
     with running(engine, ["knotd", "-c", str(workdir / "knot.conf")]):
         yield engine
 
@@ -365,6 +368,25 @@ def append_zone(engine: Engine, index: int) -> None:
             conf.write(knot_zone_statement(index))
 
 
+def rndc(engine: Engine, *args: str) -> None:
+    subprocess.run(
+        ["rndc", "-c", str(engine.workdir / "rndc.conf"), *args], check=True, capture_output=True
+    )
+
+
+def addzone(engine: Engine, index: int) -> None:
+    """One zone added to the running named by `rndc addzone` (its statement's body)."""
+    statement = bind_zone_statement(engine.workdir, index)
+    body = statement[statement.index("{") :].strip()
+    started = time.monotonic()
+    rndc(engine, "addzone", member(index), body)
+    engine.record("rndc command", time.monotonic() - started)
+
+
+def delzone(engine: Engine, index: int) -> None:
+    rndc(engine, "delzone", member(index))
+
+
 def all_served(engine: Engine, zones: int) -> float:
     """Seconds until a sample of the N zones (every 1/50th and the last) is served."""
     sample = [*range(0, zones, max(1, zones // 50)), zones - 1]
@@ -380,7 +402,9 @@ def reload_with_zone(engine: Engine, index: int) -> None:
     append_zone(engine, index)
     started = time.monotonic()
     subprocess.run(reload_command(engine), check=True, capture_output=True)
-    engine.record("reload command", time.monotonic() - started)
+    engine.record(
+        "rndc command" if engine.name == "bind9" else "reload command", time.monotonic() - started
+    )
 
 
 def measure(
@@ -427,6 +451,11 @@ def main() -> int:
     parser.add_argument("--zones", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--engines", default="bind9,knot")
+    parser.add_argument(
+        "--modes",
+        default="reload,catalog,addzone",
+        help="how a zone is added: reload, catalog, addzone (rndc addzone/delzone; bind9 only)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep configurations and logs")
     args = parser.parse_args()
     engines = [name for name in args.engines.split(",") if name]
@@ -443,13 +472,22 @@ def main() -> int:
             spare = iter(range(args.zones, args.zones + SPARE_ZONES))
             for name in engines:
                 start = bind9 if name == "bind9" else knot
-                for catalog in (False, True):
-                    mode = "catalog" if catalog else "reload"
-                    with start(workdir / f"{name}-{mode}", args.zones, catalog) as engine:
-                        if catalog:
+                modes = [m for m in args.modes.split(",") if name == "bind9" or m != "addzone"]
+                for mode in modes:
+                    with start(workdir / f"{name}-{mode}", args.zones, mode) as engine:
+                        if mode == "catalog":
                             add = partial(primary.catalog_update, add=True)
                             remove = partial(primary.catalog_update, add=False)
                             measure(engine, args.zones, args.rounds, spare, add, remove)
+                        elif mode == "addzone":
+                            measure(
+                                engine,
+                                args.zones,
+                                args.rounds,
+                                spare,
+                                partial(addzone, engine),
+                                partial(delzone, engine),
+                            )
                         else:
                             add = partial(reload_with_zone, engine)
                             measure(engine, args.zones, args.rounds, spare, add, None)

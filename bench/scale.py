@@ -16,7 +16,8 @@ prints, each with how finely it is measured:
 - API writes in that quiet minute, and while creating and converging (the
   operator's `secondarydns_api_writes_total`, by resource: `zones/status`,
   `events`, `configmaps`, `secrets`, `secondaryservers/status`, ...);
-- one Zone added, changed and deleted among the N: seconds until every replica
+- one Zone added, changed and deleted among the N, --one-zone-rounds times (3; a
+  new Zone each round; p50, slowest and every value): seconds until every replica
   serves the change (replicas polled every 10 ms at their pod IPs: added = it
   answers the zone's SOA authoritatively; changed = its allowTransfer now admits
   this host, so an AXFR succeeds; deleted = it no longer answers for the zone),
@@ -44,6 +45,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -557,6 +559,7 @@ def run(
     zones: int,
     quiet_seconds: float,
     profile: Path | None = None,
+    rounds: int = 1,
 ) -> Figures:
     namespace = f"scale-{zones}-{uuid.uuid4().hex[:4]}"
     figures = Figures(zones)
@@ -565,9 +568,10 @@ def run(
     )
     client.configuration.connection_pool_maxsize = BATCH * 2
     custom = kubernetes.client.CustomObjectsApi(client)
-    extra = zones  # served by the primary from the start; its Zone comes later
+    # Served by the primary from the start; their Zones come later, one a round.
+    extras = list(range(zones, zones + rounds))
     with (
-        primary_for(cluster, workdir / "primary", zones + 1) as primary,
+        primary_for(cluster, workdir / "primary", zones + rounds) as primary,
         # A process: its RSS and CPU are read from /proc of operator.process.
         run_operator(
             cluster, workdir / "operator.log", operators=1, relays=1, pods=False
@@ -651,9 +655,10 @@ def run(
                 f"{breakdown(figures.quiet_writes)}",
                 flush=True,
             )
-            figures.one_zone = one_zone_changes(
-                operator, custom, namespace, addresses, extra, watch
-            )
+            for extra in extras:
+                figures.one_zone += one_zone_changes(
+                    operator, custom, namespace, addresses, extra, watch
+                )
         finally:
             watch.stop()
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -734,6 +739,15 @@ def one_zone_changes(
     return results
 
 
+def spread(seconds: list[float]) -> str:
+    """One figure as is; several as their median, slowest and every value (ms)."""
+    values = [value * 1000 for value in seconds]
+    if len(values) == 1:
+        return f"{values[0]:.0f} ms"
+    listed = ", ".join(f"{value:.0f}" for value in values)
+    return f"p50 {statistics.median(values):.0f} ms, max {max(values):.0f} ({listed})"
+
+
 def print_figures(figures: Figures) -> None:
     print()
     print(f"scale: {figures.zones} Zones on one SecondaryServer of {REPLICAS} replicas")
@@ -784,29 +798,32 @@ def print_figures(figures: Figures) -> None:
                 "counter, exact",
             )
         )
-    for change in figures.one_zone:
+    for what in dict.fromkeys(change.what for change in figures.one_zone):
+        changes = [change for change in figures.one_zone if change.what == what]
         rows.append(
             (
-                f"one Zone {change.what}: every replica serves it",
-                f"{change.every_replica * 1000:.0f} ms",
+                f"one Zone {what}: every replica serves it",
+                spread([change.every_replica for change in changes]),
                 f"replicas polled every {POLL_SECONDS * 1000:.0f} ms",
             )
         )
-        if change.status is not None:
+        statuses = [change.status for change in changes if change.status is not None]
+        if statuses:
             rows.append(
                 (
-                    f"one Zone {change.what}: its status converged",
-                    f"{change.status * 1000:.0f} ms",
+                    f"one Zone {what}: its status converged",
+                    spread(statuses),
                     "watch events, ms (the serial monitor sees the last replica, then writes)",
                 )
             )
-        rows.append(
-            (
-                f"one Zone {change.what}: operator reconcile",
-                change.reconcile.text(),
-                "histogram sum, exact",
+        for change in changes:
+            rows.append(
+                (
+                    f"one Zone {what}: operator reconcile",
+                    change.reconcile.text(),
+                    "histogram sum, exact",
+                )
             )
-        )
     width = max(len(row[0]) for row in rows)
     value_width = max(len(row[1]) for row in rows)
     for label, value, resolution in rows:
@@ -840,6 +857,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cluster", default=os.environ.get("SDNS_CLUSTER", "sdns-bench"))
     parser.add_argument("--keep-cluster", action="store_true")
     parser.add_argument(
+        "--one-zone-rounds",
+        type=int,
+        default=3,
+        help="how often one Zone is added, changed and deleted once every Zone converged",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -859,7 +882,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
-        figures = run(cluster, workdir, args.zones, args.quiet_seconds, args.profile)
+        figures = run(
+            cluster, workdir, args.zones, args.quiet_seconds, args.profile, args.one_zone_rounds
+        )
     finally:
         if not args.keep_cluster:
             cluster.down()

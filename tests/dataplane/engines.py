@@ -37,6 +37,9 @@ class Engine:
     bad_key_refresh_failed: str
     loaded_from_disk: str
     outgoing_ixfr_with_key: str
+    # How the engine logs a zone added by the agent without a reload; None: every
+    # change is a reload (knotd).
+    zone_added: str | None = None
 
     @property
     def main_file(self) -> str:
@@ -69,6 +72,7 @@ BIND9 = Engine(
     ),
     loaded_from_disk=r"zone {zone}/IN: loaded serial {serial}\b",
     outgoing_ixfr_with_key=r"IXFR started: TSIG downstream\.example",
+    zone_added=r"added zone {zone} in view _default via addzone",
 )
 
 KNOT = Engine(

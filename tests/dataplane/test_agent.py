@@ -7,6 +7,7 @@ same agent loop driving each through its own tools.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from secondary_dns.api.agent_contract import shard_file_name
 from secondary_dns.render.shards import shard_of
 from tests.agent_configs import PrimaryZone
 from tests.dataplane.agent_harness import AgentPod
-from tests.dataplane.engines import Engine
+from tests.dataplane.engines import ENGINES, Engine
 
 A = agent_contract.ANNOTATION_APPLIED_CONFIG_HASH
 ERROR = agent_contract.ANNOTATION_CONFIG_ERROR
@@ -63,13 +64,19 @@ def test_added_zone_is_served_without_restarting_the_engine(
     latencies.append(time.monotonic() - started)
     pod.wait_for_annotation(A, second.config_hash)
     pod.wait_for_annotation(LOADED, "2/2")
+    how = "rndc addzone" if engine.zone_added else "reload"
     print(
-        f"\n{engine.name}: config change -> new zone served (reload, AXFR): "
+        f"\n{engine.name}: config change -> new zone served ({how}, AXFR): "
         f"{latencies[0] * 1000:.0f} ms"
     )
 
     assert pod.engine.alive() and pod.engine.engine_pid() == engine_pid
-    assert engine.reloaded in pod.engine.log()
+    if engine.zone_added:
+        # named took the one new zone by itself: no reconfigure, no pause in answering.
+        assert re.search(engine.pattern(engine.zone_added, "added.test."), pod.engine.log())
+        assert engine.reloaded not in pod.engine.log()
+    else:
+        assert engine.reloaded in pod.engine.log()
     # Zones already there were never dropped.
     assert pod.dns.serial("example.test.") == 1
     assert pod.annotation(ERROR) == ""
@@ -245,3 +252,85 @@ def test_zones_endpoint_shows_the_engine_s_own_expire_timer(
     metrics = pod.get("/metrics")[1]
     assert 'secondarydns_agent_zone_expires_timestamp_seconds{zone="example.test."}' in metrics
     assert 'zone="absent.test."' not in metrics
+
+
+def test_named_takes_zones_one_by_one_and_still_restarts_and_reloads(
+    fleet: NamedFleet, transfer_key: TsigCredentials, tmp_path: Path
+) -> None:
+    """Zones added, moved to other primaries and removed reach named by rndc
+    addzone/modzone/delzone, without a reconfigure; named keeps those in its
+    zone database, which must not make a restart or a later reconfigure refuse
+    the configuration files (they hold the same zones: "already exists")."""
+    engine = ENGINES[agent_contract.ENGINE_BIND9]
+    primary = fleet.start_primary(
+        [
+            make_zone(f"{name}.test.", serial=serial)
+            for name, serial in (("a", 1), ("b", 2), ("c", 3))
+        ],
+        transfer_key,
+    )
+    other = fleet.start_primary([make_zone("b.test.", serial=20)], transfer_key)
+    with AgentPod(tmp_path / "pod", fleet.address(), transfer_key, engine.name) as pod:
+        first = pod.bundle(
+            [PrimaryZone("a.test.", primary.address), PrimaryZone("b.test.", primary.address)]
+        )
+        pod.publish(first)
+        pod.wait_until_serving("b.test.", 2)
+        pod.wait_for_annotation(A, first.config_hash)
+
+        added = pod.bundle(
+            [
+                PrimaryZone("a.test.", primary.address),
+                PrimaryZone("b.test.", primary.address),
+                PrimaryZone("c.test.", primary.address),
+            ]
+        )
+        pod.publish(added)
+        pod.wait_until_serving("c.test.", 3)
+        pod.wait_for_annotation(A, added.config_hash)
+
+        moved = pod.bundle(
+            [PrimaryZone("b.test.", other.address), PrimaryZone("c.test.", primary.address)]
+        )
+        pod.publish(moved)
+        # The agent asks for a refresh of a zone whose statement changed.
+        pod.wait_until_serving("b.test.", 20)
+        wait_for("a.test no longer served", lambda: pod.dns.serial("a.test.") is None, 30)
+        pod.wait_for_annotation(A, moved.config_hash)
+        log = pod.engine.log()
+        for command in ("addzone", "modzone", "delzone"):
+            assert re.search(rf"zone [abc]\.test .*via {command}", log), command
+        assert engine.reloaded not in log
+
+        pod.engine.stop()
+        pod.engine.start()
+        wait_for("named again", pod.engine.engine_pid, 30)
+        pod.wait_until_serving("c.test.", 3)
+        pod.wait_until_serving("b.test.", 20)
+        assert pod.dns.serial("a.test.") is None
+        assert "already exists" not in pod.engine.log()
+
+        # A change only a reconfigure applies (the main file) after more zones came
+        # one by one: named takes it, and serves every zone still.
+        again = pod.bundle(
+            [
+                PrimaryZone("a.test.", primary.address),
+                PrimaryZone("b.test.", other.address),
+                PrimaryZone("c.test.", primary.address),
+            ]
+        )
+        pod.publish(again)
+        pod.wait_until_serving("a.test.", 1)
+        pod.wait_for_annotation(A, again.config_hash)
+        main = engine.main_file
+        reload_only = again.with_file(
+            main,
+            again.files[main].replace("minimal-any yes;", "minimal-any yes;\n\tnotify-rate 25;"),
+        )
+        assert reload_only.files[main] != again.files[main]
+        pod.publish(reload_only)
+        pod.wait_for_annotation(A, reload_only.config_hash)
+        assert engine.reloaded in pod.engine.log()
+        assert pod.annotation(ERROR) == ""
+        for zone, serial in (("a.test.", 1), ("b.test.", 20), ("c.test.", 3)):
+            assert pod.dns.serial(zone) == serial

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -12,7 +12,7 @@ import dns.name
 import pytest
 from prometheus_client import generate_latest
 
-from secondary_dns.agent.control import ReloadResult
+from secondary_dns.agent.control import ReloadResult, ZoneChanges
 from secondary_dns.agent.named import NamedControl
 from secondary_dns.agent.probe import EngineProbe, ZoneState
 from secondary_dns.agent.runner import Agent, MemoryPodReporter
@@ -32,15 +32,30 @@ KEY = dns.name.from_text("transfer-key.example.")
 
 
 class ScriptedControl(NamedControl):
-    def __init__(self, layout: PodLayout) -> None:
+    def __init__(self, layout: PodLayout, *, zone_by_zone: bool = False) -> None:
         super().__init__(layout)
         self.reconfigs = 0
         self.refreshed: list[list[dns.name.Name]] = []
         self.reachable = True
+        # Off: every change is a reload (what most tests here are about).
+        self.zone_by_zone = zone_by_zone
+        self.zone_calls: list[ZoneChanges] = []
+        self.refuse_zones = False
 
     def reload(self) -> ReloadResult:
         self.reconfigs += 1
         return ReloadResult(True, False, "")
+
+    def zone_changes(
+        self, running: Mapping[str, str], files: Mapping[str, str]
+    ) -> ZoneChanges | None:
+        return super().zone_changes(running, files) if self.zone_by_zone else None
+
+    def change_zones(self, changes: ZoneChanges) -> ReloadResult:
+        self.zone_calls.append(changes)
+        if self.refuse_zones:
+            return ReloadResult(False, False, "'addzone' failed: failure")
+        return ReloadResult(True, False, changes.summary())
 
     def refresh(self, zones: Sequence[dns.name.Name]) -> ReloadResult:
         if not self.reachable:
@@ -385,3 +400,87 @@ def test_a_running_replica_applies_a_change_after_its_jitter(layout: PodLayout) 
     assert agent.applied.config_hash == second.config_hash and control.reconfigs == 1
     # One draw per change, within the configured jitter.
     assert delays == [(0.0, 2.0)]
+
+
+@pytest.mark.parametrize("pod", ["edge-0", "edge-1"])
+def test_a_zone_added_or_removed_is_applied_zone_by_zone_by_every_replica_at_once(
+    layout: PodLayout, pod: str
+) -> None:
+    """named takes a change of zone statements only by rndc addzone/modzone/delzone,
+    answering throughout, so no replica waits for a wave, and nothing is reloaded;
+    the files on disk are the whole new configuration all the same."""
+    now = [1000.0]
+    first = bundle(layout, "a.test.", "b.test.")
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    control = ScriptedControl(layout, zone_by_zone=True)
+    agent = Agent(
+        layout,
+        source,
+        MemoryPodReporter(),
+        control,
+        ScriptedProbe(),
+        clock=lambda: now[0],
+        apply_jitter=2.0,
+        pod=pod,
+    )
+    agent.start()
+    agent.step()
+    assert agent.applied is not None and control.reconfigs == 0 and control.zone_calls == []
+
+    second = bundle(layout, "a.test.", "b.test.", "c.test.")
+    source.set(shards_of(second), key_secret_of(second))
+    agent.step()
+    assert agent.applied.config_hash == second.config_hash
+    assert control.reconfigs == 0
+    [added] = control.zone_calls
+    assert (added.removed, dict(added.modified), list(added.added)) == ((), {}, ["c.test"])
+    assert added.added["c.test"].startswith("{ type secondary; ")
+    assert added.added["c.test"].endswith(" };") and "\n" not in added.added["c.test"]
+    on_disk = Path(layout.config_dir)
+    assert {name: (on_disk / name).read_text() for name in second.files} == dict(second.files)
+
+    third = bundle_of(
+        layout,
+        [PrimaryZone("b.test.", "192.0.2.9"), PrimaryZone("c.test.", "192.0.2.1")],
+    )
+    source.set(shards_of(third), key_secret_of(third))
+    agent.step()
+    assert agent.applied.config_hash == third.config_hash and control.reconfigs == 0
+    changed = control.zone_calls[-1]
+    assert changed.removed == ("a.test",) and list(changed.modified) == ["b.test"]
+    assert "192.0.2.9" in changed.modified["b.test"] and not changed.added
+    assert agent.last_apply is not None and "reload" not in agent.last_apply.seconds
+
+
+def test_zone_changes_the_engine_refuses_are_applied_by_a_reload(layout: PodLayout) -> None:
+    first = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    control = ScriptedControl(layout, zone_by_zone=True)
+    control.refuse_zones = True
+    agent = Agent(layout, source, MemoryPodReporter(), control, ScriptedProbe(), pod="edge-0")
+    agent.start()
+    agent.step()
+    second = bundle(layout, "a.test.", "b.test.")
+    source.set(shards_of(second), key_secret_of(second))
+    agent.step()
+    assert len(control.zone_calls) == 1 and control.reconfigs == 1
+    assert agent.applied is not None and agent.applied.config_hash == second.config_hash
+
+
+def test_without_a_configuration_applied_by_this_agent_a_change_is_a_reload(
+    layout: PodLayout,
+) -> None:
+    """After an agent restart the engine's zones are known only as files: reload."""
+    first = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    control = ScriptedControl(layout, zone_by_zone=True)
+    before = Agent(layout, source, MemoryPodReporter(), control, ScriptedProbe())
+    before.start()
+    before.step()
+    assert before.applied is not None and before.applied.config_hash == first.config_hash
+    restarted = Agent(layout, source, MemoryPodReporter(), control, ScriptedProbe())
+    second = bundle(layout, "a.test.", "b.test.")
+    source.set(shards_of(second), key_secret_of(second))
+    restarted.start()
+    restarted.step()
+    assert control.zone_calls == [] and control.reconfigs == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +28,40 @@ class ReloadResult:
     # restarting): the files on disk are what it will load, so nothing is rolled back.
     unreachable: bool
     message: str
+
+
+@dataclass(frozen=True)
+class ZoneChanges:
+    """Zone statements to remove, replace and add in the running engine, by zone name.
+
+    A configuration that differs from the running one in these statements only
+    (same main file, same keys) is applied by telling the engine about each zone
+    (`EngineControl.change_zones`) instead of reloading everything. Each
+    statement is the zone's whole statement as the configuration files have it.
+    """
+
+    removed: tuple[str, ...] = ()
+    modified: Mapping[str, str] = field(default_factory=dict)
+    added: Mapping[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.removed) + len(self.modified) + len(self.added)
+
+    def summary(self) -> str:
+        return f"{len(self.added)} added, {len(self.modified)} changed, {len(self.removed)} removed"
+
+
+def diff_zone_statements(before: Mapping[str, str], after: Mapping[str, str]) -> ZoneChanges:
+    """What turns the zones of `before` into those of `after` (zone -> statement)."""
+    return ZoneChanges(
+        removed=tuple(sorted(set(before) - set(after))),
+        modified={
+            zone: text
+            for zone, text in sorted(after.items())
+            if zone in before and before[zone] != text
+        },
+        added={zone: text for zone, text in sorted(after.items()) if zone not in before},
+    )
 
 
 class EngineControl(Protocol):
@@ -59,6 +93,17 @@ class EngineControl(Protocol):
 
     def refresh(self, zones: Sequence[dns.name.Name]) -> ReloadResult:
         """Ask each zone's primaries for its SOA now (a transfer follows if newer)."""
+
+    def zone_changes(
+        self, running: Mapping[str, str], files: Mapping[str, str]
+    ) -> ZoneChanges | None:
+        """The zone statements that turn the engine's `running` configuration files into
+        `files`, when nothing else differs and the engine can take them one zone at a
+        time; None when the engine must reload (anything else changed, or the engine
+        cannot)."""
+
+    def change_zones(self, changes: ZoneChanges) -> ReloadResult:
+        """Apply `changes` to the running engine, zone by zone, without a reload."""
 
 
 def combined_result(results: Sequence[ReloadResult]) -> ReloadResult:

@@ -69,6 +69,33 @@ def remove_stale_pid_file(layout: PodLayout, engine: str, err: TextIO) -> None:
     print(f"secondary-dns engine: removed the stale pid file {path}", file=err, flush=True)
 
 
+def empty_new_zones(layout: PodLayout, engine: str, err: TextIO) -> None:
+    """Empty named's database of zones added by `rndc addzone` before named starts.
+
+    The agent adds a zone to the running named with `rndc addzone` after it
+    wrote the zone into the configuration files too (docs/agent.md). named
+    refuses to start when a zone is in both ("already exists"), and the files
+    hold every zone, so the database only bridges the time until a reconfigure
+    or a restart: here it has nothing left to give.
+    """
+    if engine != agent_contract.ENGINE_BIND9:
+        return
+    directory = Path(layout.new_zones_dir)
+    removed = 0
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            entry.unlink()
+            removed += 1
+    directory.mkdir(parents=True, exist_ok=True)
+    if removed:
+        print(
+            f"secondary-dns engine: emptied {directory} (zones added without a reload; "
+            "the configuration holds them)",
+            file=err,
+            flush=True,
+        )
+
+
 def run_engine(
     layout: PodLayout,
     engine: str,
@@ -85,6 +112,7 @@ def run_engine(
         print("secondary-dns engine: no configuration arrived in time", file=err)
         return 1
     remove_stale_pid_file(layout, engine, err)
+    empty_new_zones(layout, engine, err)
     argv = ARGV[engine](found, layout)
     print(f"secondary-dns engine: exec {' '.join(argv)}", file=err, flush=True)
     os.execv(found, argv)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from secondary_dns.agent.assemble import DesiredConfig
-from secondary_dns.agent.control import EngineControl
+from secondary_dns.agent.control import EngineControl, ZoneChanges
 from secondary_dns.agent.decide import AppliedConfig
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
@@ -235,7 +235,15 @@ class ConfigDirectory:
                 continue
             shutil.rmtree(version, ignore_errors=True)
 
-    def apply(self, desired: DesiredConfig, control: EngineControl) -> ApplyOutcome:
+    def apply(
+        self,
+        desired: DesiredConfig,
+        control: EngineControl,
+        changes: ZoneChanges | None = None,
+    ) -> ApplyOutcome:
+        """Check `desired`, write it, and have the running engine load it: by `changes`
+        zone by zone when given (the engine keeps answering; the files are written
+        whole all the same), else, or when the engine refuses them, by a reload."""
         self.prepare()
         started = time.monotonic()
         skip = self.checked_before(desired)
@@ -295,14 +303,29 @@ class ConfigDirectory:
             )
 
         seconds["write"] = time.monotonic() - started
+        keep = {version.name}
+        if previous_link is not None:
+            keep.add(Path(previous_link).name)
+        if changes is not None:
+            started = time.monotonic()
+            result = control.change_zones(changes)
+            seconds["zones"] = time.monotonic() - started
+            if result.ok:
+                self._write_marker(applied)
+                self._prune(keep)
+                return ApplyOutcome(
+                    True, False, f"without a reload: {result.message}", seconds, **scope
+                )
+            # Some calls may have taken: the reload below starts from the files,
+            # which hold the whole configuration, so it completes the change.
+            log.warning(
+                "%s: zone by zone failed (%s); reloading instead", control.engine, result.message
+            )
         started = time.monotonic()
         result = control.reload()
         seconds["reload"] = time.monotonic() - started
         if result.ok or result.unreachable:
             self._write_marker(applied)
-            keep = {version.name}
-            if previous_link is not None:
-                keep.add(Path(previous_link).name)
             self._prune(keep)
             if result.ok:
                 return ApplyOutcome(True, False, "reloaded", seconds, **scope)

@@ -21,6 +21,7 @@ import dns.name
 from secondary_dns.agent.control import (
     CONTROL_TIMEOUT_SECONDS,
     ReloadResult,
+    ZoneChanges,
     check_result,
     combined_result,
     command_result,
@@ -101,6 +102,17 @@ class KnotControl:
             ),
             CONTROL_TIMEOUT_SECONDS + 5,
         )
+
+    def zone_changes(
+        self, running: Mapping[str, str], files: Mapping[str, str]
+    ) -> ZoneChanges | None:
+        """Always a reload: knotd keeps answering while it reloads (all replicas
+        apply a change at once), and its zone-level transactions (`knotc
+        conf-begin`/`conf-set`) change no file a restart reads (docs/agent.md)."""
+        return None
+
+    def change_zones(self, changes: ZoneChanges) -> ReloadResult:
+        return ReloadResult(False, False, "knotd takes zone changes by a reload only")
 
     def refresh(self, zones: Sequence[dns.name.Name]) -> ReloadResult:
         """`knotc zone-refresh ZONE...`: an SOA query to the primaries now, many zones a call."""

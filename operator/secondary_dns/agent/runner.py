@@ -22,7 +22,7 @@ from typing import Protocol
 import dns.name
 
 from secondary_dns.agent.assemble import Assembly, DesiredConfig, Invalid, Pending, assemble
-from secondary_dns.agent.control import EngineControl
+from secondary_dns.agent.control import EngineControl, ZoneChanges
 from secondary_dns.agent.decide import (
     Action,
     AppliedConfig,
@@ -130,6 +130,11 @@ class Agent:
         self.reload_pending = False
         # The last successful apply: its steps' durations and how much was checked.
         self.last_apply: ApplyOutcome | None = None
+        # The last successful apply by a reload: how long the even wave takes.
+        self.last_reload_apply: ApplyOutcome | None = None
+        # A change's zone-by-zone changes against the running configuration, or None
+        # for a reload, worked out once per (change, running configuration).
+        self._changes: tuple[object, ZoneChanges | None] | None = None
         # Zones whose new spec.retransferRequest the engine has not been told about yet.
         self.retransfers_pending: set[dns.name.Name] = set()
         # Zones of changed shards the engine has not been asked to refresh yet.
@@ -349,11 +354,13 @@ class Agent:
             return
         if action is Action.ALREADY_REJECTED:
             return
-        if self._waiting(desired):
+        changes = self._zone_changes(desired)
+        # Zone by zone the engine keeps answering: every replica applies at once.
+        if changes is None and self._waiting(desired):
             return
         started = time.monotonic()
         try:
-            outcome = self.directory.apply(desired, self.control)
+            outcome = self.directory.apply(desired, self.control, changes)
         except OSError as error:
             log.error("could not write configuration %s: %s", desired.config_hash, error)
             self.metrics.reloads.labels(result="failed").inc()
@@ -374,6 +381,8 @@ class Agent:
             outcome.message,
         )
         self.last_apply = outcome
+        if "reload" in outcome.seconds:
+            self.last_reload_apply = outcome
         for step, value in outcome.seconds.items():
             self.metrics.apply_seconds.labels(step=step).observe(value)
         previous = self.applied
@@ -401,6 +410,23 @@ class Agent:
         self.metrics.set_applied(desired.config_hash)
         self.metrics.zones_configured.set(len(desired.zones))
 
+    def _zone_changes(self, desired: DesiredConfig) -> ZoneChanges | None:
+        """The zone statements `desired` changes against what the engine runs, when
+        the engine can take them one zone at a time; None: a reload.
+
+        Only against a configuration this process applied and the engine took
+        (after an agent restart, or while a reload is pending, the engine's
+        state is not known zone by zone), with the same keys."""
+        running = self._applied_desired
+        identity = (desired.identity, running and running.identity, self.reload_pending)
+        if self._changes is not None and self._changes[0] == identity:
+            return self._changes[1]
+        changes = None
+        if running is not None and not self.reload_pending and running.key_file == desired.key_file:
+            changes = self.control.zone_changes(running.files, desired.files)
+        self._changes = (identity, changes)
+        return changes
+
     def _waiting(self, desired: DesiredConfig) -> bool:
         """True while a running replica waits for its wave (or its jitter) for this change.
 
@@ -412,7 +438,9 @@ class Agent:
             return False
         change = (desired.config_hash, desired.keys_hash)
         if self._due is None or self._due[0] != change:
-            last = self.last_apply
+            # A reload's duration when one was timed (a zone-by-zone apply says
+            # nothing of how long the even wave pauses), else the last apply's.
+            last = self.last_reload_apply or self.last_apply
             took = sum(last.seconds.get(step, 0.0) for step in APPLY_STEPS) if last else None
             delay = apply_delay(self.pod, took, self.apply_jitter)
             if delay is None:

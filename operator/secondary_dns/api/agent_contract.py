@@ -101,6 +101,11 @@ ENGINE_PID_FILES = {ENGINE_BIND9: "named.pid", ENGINE_KNOT: "knot.pid"}
 # knotd's control socket, in the run directory both containers share (knotc talks
 # to it; a UNIX socket needs no key, and nothing outside the pod can reach it).
 KNOT_CONTROL_SOCKET = "knot.sock"
+# named's zone database of `rndc addzone`/`modzone` (new-zones-directory), in the
+# run directory. The configuration files hold every zone too; this database only
+# bridges the time until the next `rndc reconfig` or restart, before which it is
+# emptied (docs/agent.md, "One zone without a reload").
+NEW_ZONES_DIR = "new-zones"
 
 
 def keys_secret_name(server: str) -> str:
@@ -232,6 +237,10 @@ class PodLayout:
     @property
     def knot_socket(self) -> PurePosixPath:
         return self.run_dir / KNOT_CONTROL_SOCKET
+
+    @property
+    def new_zones_dir(self) -> PurePosixPath:
+        return self.run_dir / NEW_ZONES_DIR
 
 
 # ---- zones.json -------------------------------------------------------------------
