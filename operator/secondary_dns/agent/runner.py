@@ -21,7 +21,14 @@ from typing import Protocol
 
 import dns.name
 
-from secondary_dns.agent.assemble import Assembly, DesiredConfig, Invalid, Pending, assemble
+from secondary_dns.agent.assemble import (
+    Assembly,
+    DesiredConfig,
+    Invalid,
+    Pending,
+    ShardReads,
+    assemble,
+)
 from secondary_dns.agent.control import EngineControl, ZoneChanges
 from secondary_dns.agent.decide import (
     Action,
@@ -159,6 +166,8 @@ class Agent:
         # 10,000 zones it parses and sorts every zone name (tenths of a second), so an
         # unchanged snapshot is not assembled again at every pass.
         self._assembled: tuple[Snapshot, Assembly] | None = None
+        # The shards as last read, by hash: an assembly reads only the changed ones.
+        self._shard_reads: ShardReads = {}
         self._reported: dict[str, str | None] | None = None
         self._pending_reason = ""
         self._last_pass = time.monotonic()
@@ -264,7 +273,8 @@ class Agent:
         if not snapshot.synced:
             return
         if self._assembled is None or self._assembled[0] != snapshot:
-            self._assembled = (snapshot, assemble(snapshot.shards, snapshot.secret))
+            assembled = assemble(snapshot.shards, snapshot.secret, self._shard_reads)
+            self._assembled = (snapshot, assembled)
         result = self._assembled[1]
         if isinstance(result, Pending):
             if result.reason != self._pending_reason:
