@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from secondary_dns.agent.control import ReloadResult, ZoneChanges
 from secondary_dns.agent.named import NamedControl
 from secondary_dns.agent.probe import EngineProbe, ZoneState
-from secondary_dns.agent.runner import Agent, MemoryPodReporter
+from secondary_dns.agent.runner import LOOK_DEFER_SECONDS, Agent, MemoryPodReporter
 from secondary_dns.agent.source import StaticConfigSource
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
@@ -484,3 +484,46 @@ def test_without_a_configuration_applied_by_this_agent_a_change_is_a_reload(
     restarted.start()
     restarted.step()
     assert control.zone_calls == [] and control.reconfigs == 1
+
+
+def test_a_change_that_comes_during_a_pass_is_applied_before_the_next_look(
+    layout: PodLayout,
+) -> None:
+    """A look at 10,000 zones takes tenths of a second; a change waits for none,
+    unless the last look is LOOK_DEFER_SECONDS old."""
+    first = bundle(layout, "a.test.")
+    source = StaticConfigSource(shards_of(first), key_secret_of(first))
+    probe = CountingProbe()
+    agent = Agent(layout, source, MemoryPodReporter(), ScriptedControl(layout), probe)
+    agent.start()
+    agent.step()
+    looks = probe.looks
+    assert looks >= 1
+    reconcile = agent.reconcile_config
+
+    def change_comes_meanwhile() -> None:
+        reconcile()
+        agent.changed.set()  # as the source does when a change comes
+
+    agent.reconcile_config = change_comes_meanwhile  # type: ignore[method-assign]
+    agent.changed.clear()  # as the loop does before a pass
+    agent.step()
+    assert probe.looks == looks
+    agent.changed.clear()
+    agent._looked_at -= LOOK_DEFER_SECONDS  # the last look is that old now
+    agent.step()
+    assert probe.looks == looks + 1
+    agent.reconcile_config = reconcile  # type: ignore[method-assign]
+    agent.changed.clear()
+    agent.step()
+    assert probe.looks == looks + 2  # not loaded yet: every pass looks
+
+
+class CountingProbe(ScriptedProbe):
+    def __init__(self) -> None:
+        super().__init__()
+        self.looks = 0
+
+    def zone_states(self) -> dict[dns.name.Name, ZoneState] | None:
+        self.looks += 1
+        return {}
