@@ -13,7 +13,8 @@ operator's work, not the agent's). Printed:
 - the agent's apply, by step (its own `time.monotonic()` around each):
   check = the engine's checker (named-checkconf, knotc conf-check) on what it
   must read, write = the new version directory swapped in, reload = rndc
-  reconfig / knotc reload until the engine answers it;
+  reconfig / knotc reload until the engine answers it, zones = named told a
+  change of zone statements only by rndc addzone/modzone/delzone instead;
 - how many of the configuration's shards the checker read;
 - added / changed zone served after publish: from publishing until the engine
   answers the zone's SOA at the serial of its (new) primary, polled every 0.1 s
