@@ -544,7 +544,12 @@ def run_render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"secondary-dns render: SecondaryServer {server_ref}: {error}", file=err)
         return EXIT_NOTHING_RENDERED
 
-    for directory in (output, data_dir, run_dir):
+    directories = [output, data_dir, run_dir]
+    if rendered.engine == agent_contract.ENGINE_BIND9:
+        # named's database of zones added by rndc addzone (render/bind9.py): named
+        # refuses to start without the directory.
+        directories.append(run_dir / agent_contract.NEW_ZONES_DIR)
+    for directory in directories:
         directory.mkdir(parents=True, exist_ok=True)
     for name, text in rendered.engine_files().items():
         _write(output / name, text)
