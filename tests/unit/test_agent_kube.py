@@ -10,7 +10,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from localcluster.waiting import wait_for
-from secondary_dns.agent.kube import SHARD_READERS, ShardConfigMapsByName, shards_of_root
+from secondary_dns.agent.kube import ShardConfigMapsByName, shards_of_root
 from secondary_dns.api import agent_contract
 
 HASH_A, HASH_B, HASH_C = ("a" * 64, "b" * 64, "c" * 64)
@@ -232,45 +232,6 @@ def test_a_pass_completed_for_a_root_that_moved_on_meanwhile_is_kept_and_served(
         wait_for("synced", lambda: shards.synced, timeout=10, every=0.02)
         assert shards.complete_root() == (True, root_a)
         assert _held(shards) == {"edge-zones-0a": HASH_A}
-    finally:
-        stop.set()
-        shards.stop()
-
-
-class SlowCore(FakeCore):
-    """Each read takes a moment; counts how many are in flight at once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.in_flight = 0
-        self.most_in_flight = 0
-
-    def read_namespaced_config_map(self, name: str, namespace: str, **kwargs: Any) -> _Response:
-        with self.lock:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            threading.Event().wait(0.05)
-            return super().read_namespaced_config_map(name, namespace, **kwargs)
-        finally:
-            with self.lock:
-                self.in_flight -= 1
-
-
-def test_the_shards_of_a_pass_are_read_several_at_once() -> None:
-    """A burst of Zones changes every shard; 256 reads one after the other made a
-    pass take most of the time between two publishes (bench/scale.py)."""
-    core, stop = SlowCore(), threading.Event()
-    names = [f"{index:02x}" for index in range(2 * SHARD_READERS)]
-    for shard in names:
-        core.put(shard, HASH_A)
-    shards = ShardConfigMapsByName(core, "ns", "edge", lambda: None, stop)
-    shards.start()
-    try:
-        shards.want(dict.fromkeys(names, HASH_A))
-        wait_for("synced", lambda: shards.synced, timeout=10, every=0.02)
-        assert sorted(core.reads) == [f"edge-zones-{shard}" for shard in names]
-        assert core.most_in_flight == SHARD_READERS > 1
     finally:
         stop.set()
         shards.stop()

@@ -14,7 +14,6 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kubernetes
@@ -31,12 +30,6 @@ from secondary_dns.k8s.watch import (
 )
 
 log = logging.getLogger(__name__)
-
-# Shard ConfigMaps read at once in a pass. A burst of Zones changes every shard, and
-# 256 GETs one after the other took most of a pass (the agents applied a new set
-# every 30-40 s while 10,000 Zones were created, bench/scale.py); the operator
-# writes them as many at a time (handlers/servers.py SHARD_WRITERS).
-SHARD_READERS = 8
 
 # Untyped parts of the client, used through Any so strict mypy accepts the calls.
 _config_loader: Any = kubernetes.config
@@ -240,7 +233,6 @@ class ShardConfigMapsByName:
         self._wanted = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="get-shards", daemon=True)
-        self._readers = ThreadPoolExecutor(SHARD_READERS, thread_name_prefix="get-shard")
 
     def start(self) -> None:
         self._thread.start()
@@ -354,20 +346,17 @@ class ShardConfigMapsByName:
             revision = self._revision
             root = self._root
             stale = [shard for shard, hash_ in manifest.items() if self._held_hash(shard) != hash_]
-        stale.sort()
-        read = dict(zip(stale, self._readers.map(self._read_shard, stale), strict=True))
+        read = {shard: self._read_shard(shard) for shard in sorted(stale)}
         if revision is not None:
             # Already at the next root's hash (or still at the last one's): as of this root.
-            moved = [
-                shard for shard in sorted(read) if self._hash_of(read[shard]) != manifest[shard]
-            ]
-            try:
-                again = self._readers.map(lambda shard: self._read_shard(shard, revision), moved)
-                read.update(zip(moved, again, strict=True))
-            except ApiException as error:
-                if error.status != 410:
-                    raise
-                # Compacted: by name again, after the backoff.
+            for shard in sorted(read):
+                if self._hash_of(read[shard]) != manifest[shard]:
+                    try:
+                        read[shard] = self._read_shard(shard, revision)
+                    except ApiException as error:
+                        if error.status != 410:
+                            raise
+                        break  # compacted: by name again, after the backoff
         with self._lock:
             for shard in set(self._shards) - set(manifest):
                 del self._shards[shard]
