@@ -19,8 +19,15 @@ from secondary_dns.handlers.monitor import FULL_RECHECK_SECONDS, RECHECK_SECONDS
 from secondary_dns.routes import MonitoredZone
 from secondary_dns.status.schedule import recheck_at
 from secondary_dns.status.serial import ReplicaTarget
-from tests.fake_cluster import run_statefulset
-from tests.handlers_harness import API, NS, condition, declared_namespace, start_operator
+from tests.fake_cluster import FakeApiServer, run_statefulset
+from tests.handlers_harness import (
+    API,
+    NS,
+    Operator,
+    condition,
+    declared_namespace,
+    start_operator,
+)
 
 REF = ObjectRef("dns", "example")
 PRIMARY = ProbeTarget("192.0.2.1", 53)
@@ -168,15 +175,20 @@ def test_a_report_round_evaluates_what_changed_and_each_zone_in_sync_at_its_own_
 # ---- a zone due again whose stored Zone did not change is not evaluated in full
 
 
-def test_a_due_zone_is_evaluated_in_full_only_when_its_stored_zone_changed_or_lately_not(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def served_zone() -> tuple[FakeApiServer, Operator, list[MonitoredZone]]:
+    """The harness's Zone on its SecondaryServer, whose replica pods run: what is monitored."""
     api = declared_namespace()
     operator = start_operator(api)
     operator.catch_up()
     run_statefulset(api, NS, "edge")
     operator.catch_up()
-    zones = operator.controller.monitored_zones()
+    return api, operator, operator.controller.monitored_zones()
+
+
+def test_a_due_zone_is_evaluated_in_full_only_when_its_stored_zone_changed_or_lately_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api, operator, zones = served_zone()
     network = Network(zones)
     monkeypatch.setattr(monitor_module, "fetch_raw", network.fetch_raw)
     monkeypatch.setattr(monitor_module, "probe_all", network.probe_all)

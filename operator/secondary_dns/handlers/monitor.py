@@ -19,6 +19,9 @@ Runs as one asyncio task in kopf's event loop. What it asks, and when
   new serial, or a change of what serves a zone makes that zone (and only that
   zone) hot: its replicas and primaries are asked by SOA every few tens of
   milliseconds until every replica serves the primary's serial.
+- **Primaries behind a replica**: a replica serving a serial newer than the
+  primaries' last answer means that answer predates a change: the primaries are
+  asked again before the zone is evaluated (once per such serial).
 
 Each zone is evaluated with the pure `status.serial.evaluate` when something
 about it was observed, and its status written only when it changed.
@@ -33,7 +36,8 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +74,7 @@ from secondary_dns.status.serial import (
     ZoneHistory,
     evaluate,
     history_from_status,
+    newest,
 )
 
 log = logging.getLogger(__name__)
@@ -125,6 +130,29 @@ UNREPORTED_PROBES = 128
 # cores), so 16 writers asked of it were 6, and the 16 fixed shares of the zones
 # they were handed ended one after the other (4 writing at the end of a step).
 STATUS_WRITERS = 16
+
+
+@dataclass
+class _Questions:
+    """The SOA queries of one probe round, and what each is for."""
+
+    requests: list[ProbeRequest] = dataclasses.field(default_factory=list)
+    attempts: list[int] = dataclasses.field(default_factory=list)
+    # (zone, None) a primary, (zone, pod) a replica
+    slots: list[tuple[ObjectRef, str | None]] = dataclasses.field(default_factory=list)
+
+    def ask(self, zone: MonitoredZone, target: ProbeTarget, pod: str | None) -> None:
+        self.requests.append((zone.name, target))
+        # A primary's silence turns PrimaryUnreachable on at once, so a timed-out
+        # query to it is sent again (one lost datagram is not an outage). A
+        # replica gets one try: a pod that is gone shows as missing at once, and
+        # Stale waits for its own grace anyway.
+        self.attempts.append(DEFAULT_ATTEMPTS if pod is None else 1)
+        self.slots.append((zone.ref, pod))
+
+    def ask_primaries(self, zone: MonitoredZone) -> None:
+        for primary in zone.primaries:
+            self.ask(zone, primary, None)
 
 
 @dataclass(frozen=True)
@@ -200,6 +228,9 @@ class SerialMonitor:
         self._evaluated = {}
         # zone -> the primary results last taken into account (a new list: a new probe).
         self._probed_at: dict[ObjectRef, list[ProbeResult]] = {}
+        # zone -> the newest replica serial its primaries were last asked again about
+        # (`_primaries_behind_replicas`).
+        self._primary_asked_about: dict[ObjectRef, int] = {}
         self._targets_stale = True
         self._targets_seen: list[MonitoredZone] | None = None
         self._watching = False
@@ -318,6 +349,7 @@ class SerialMonitor:
         for gone in set(self._primary_results) - set(current):
             self._evaluated.pop(gone, None)
             self._probed_at.pop(gone, None)
+            self._primary_asked_about.pop(gone, None)
             self._notifies.pop(gone, None)
             self._primary_results.pop(gone, None)
             self._replica_results.pop(gone, None)
@@ -334,28 +366,15 @@ class SerialMonitor:
         zones = self._zones
         if report_round:
             await self._read_reports(zones)
-        requests: list[ProbeRequest] = []
-        attempts: list[int] = []
-        # What each request is for: (zone, None) a primary, (zone, pod) a replica.
-        slots: list[tuple[ObjectRef, str | None]] = []
-
-        def ask(zone: MonitoredZone, target: ProbeTarget, pod: str | None) -> None:
-            requests.append((zone.name, target))
-            # A primary's silence turns PrimaryUnreachable on at once, so a timed-out
-            # query to it is sent again (one lost datagram is not an outage). A
-            # replica gets one try: a pod that is gone shows as missing at once, and
-            # Stale waits for its own grace anyway.
-            attempts.append(DEFAULT_ATTEMPTS if pod is None else 1)
-            slots.append((zone.ref, pod))
-
+        questions = _Questions()
+        ask = questions.ask
         for ref in sorted(primaries):
             zone = zones.get(ref)
             if zone is None:
                 continue
             if not zone.primaries:
                 self._primary_results[ref] = []
-            for primary in zone.primaries:
-                ask(zone, primary, None)
+            questions.ask_primaries(zone)
         learnt = set(primaries) | hot
         spot: list[tuple[int, _SpotCheck]] = []
         now = self.clock()
@@ -417,31 +436,81 @@ class SerialMonitor:
             learnt.update(ref for ref in zones if ref not in evaluated or evaluated[ref][3] <= now)
             for check in self._choose_spot_checks():
                 zone = zones[check.ref]
-                spot.append((len(requests), check))
+                spot.append((len(questions.requests), check))
                 target = next(t for t, _ in zone.replicas if t.pod == check.pod)
                 ask(zone, ProbeTarget(check.address, target.port), check.pod)
-        results = await self._probe(requests, attempts, slots)
+        results = await self._probe(questions)
         for index, check in spot:
             self._check_report(check, results[index], now)
-        for (ref, pod), result in zip(slots, results, strict=True):
+        for (ref, pod), result in zip(questions.slots, results, strict=True):
             if pod is None:
                 continue
             self._replica_results.setdefault(ref, {})[pod] = result
-        await self._evaluate_all(sorted(ref for ref in learnt if ref in zones))
+        learnt_now = sorted(ref for ref in learnt if ref in zones)
+        again = _Questions()
+        for ref in self._primaries_behind_replicas(learnt_now, asked=primaries):
+            again.ask_primaries(zones[ref])
+        await self._probe(again)
+        await self._evaluate_all(learnt_now)
 
-    async def _probe(
-        self,
-        requests: Sequence[ProbeRequest],
-        attempts: Sequence[int],
-        slots: Sequence[tuple[ObjectRef, str | None]],
-    ) -> list[ProbeResult]:
-        if not requests:
+    def _primaries_behind_replicas(
+        self, refs: Iterable[ObjectRef], asked: AbstractSet[ObjectRef]
+    ) -> list[ObjectRef]:
+        """Those of `refs` whose primaries' last answer is older than what a replica serves
+        (and that were not `asked` together with their replicas).
+
+        A replica serves what it transferred from a primary, so that answer was
+        taken before the primary's change: compared with it, replicas that just
+        transferred read as "newer than the primary's" serial, and the zone as
+        SerialWentBackwards (Synced and Ready False, SerialRegressed True) until
+        the primaries' next probe. A hot zone's primaries are asked at most every
+        HOT_PRIMARY_INTERVAL (0.25 s), so that was the status ~0.2 s after most
+        changes (bench/propagation.py), and at 10,000 zones the budget asks a
+        primary every 200 s. Asked once per newer serial a replica shows: a
+        primary that really went backwards (RFC 2182 §7) is not asked at every step.
+        """
+        behind: list[ObjectRef] = []
+        for ref in refs:
+            # Most zones' primaries agree and their replicas answer the same serial: no
+            # serial arithmetic for them (every zone learnt in a step comes here: all of
+            # them at the first report round, 2.5 us each).
+            answered = {
+                r.serial for r in self._primary_results.get(ref, ()) if r.serial is not None
+            }
+            if not answered:
+                continue
+            primary = answered.pop() if len(answered) == 1 else newest(sorted(answered))
+            other = {
+                serial
+                for result in self._replica_results.get(ref, {}).values()
+                if (serial := result.serial) is not None and serial != primary
+            }
+            if not other:
+                continue
+            replica = newest(sorted(other))
+            if (
+                primary is None
+                or replica is None
+                or not dns.serial.Serial(replica) > dns.serial.Serial(primary)
+                or self._primary_asked_about.get(ref) == replica
+            ):
+                continue
+            self._primary_asked_about[ref] = replica
+            if ref not in asked:
+                behind.append(ref)
+        return behind
+
+    async def _probe(self, questions: _Questions) -> list[ProbeResult]:
+        if not questions.requests:
             return []
         results = await probe_all(
-            requests, concurrency=self.concurrency, timeout=self.timeout, attempts=attempts
+            questions.requests,
+            concurrency=self.concurrency,
+            timeout=self.timeout,
+            attempts=questions.attempts,
         )
         by_zone: dict[ObjectRef, list[ProbeResult]] = {}
-        for (ref, pod), result in zip(slots, results, strict=True):
+        for (ref, pod), result in zip(questions.slots, results, strict=True):
             kind = "primary" if pod is None else "replica"
             self.queries[kind] += 1
             metrics.SOA_PROBES.labels(target=kind).inc()
