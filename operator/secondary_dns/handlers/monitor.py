@@ -125,6 +125,14 @@ UNREPORTED_PROBES = 128
 # cores), so 16 writers asked of it were 6, and the 16 fixed shares of the zones
 # they were handed ended one after the other (4 writing at the end of a step).
 STATUS_WRITERS = 16
+# Zones evaluated (and written) together, at most: a step that evaluates more takes
+# them this many at a time, so that what one evaluation builds (about 6 KB: its
+# conditions and replica statuses) is held for this many zones, not for every zone
+# of the step until its last write. 10,000 Zones whose replicas served them in one
+# report held about 65 MiB of evaluations at once, a peak the Python allocator kept
+# as free space once converged (bench/scale.py --allocators). 32 a writer keeps
+# every writer busy but at the end of each batch.
+EVALUATION_BATCH = 32 * STATUS_WRITERS
 
 
 @dataclass(frozen=True)
@@ -674,8 +682,20 @@ class SerialMonitor:
                 continue
             self._probed_at[ref] = primary_results
             work.append((zone, primary_results, replica_results, expiry))
-        if not work:
-            return
+        repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
+        for start in range(0, len(work), EVALUATION_BATCH):
+            batch = work[start : start + EVALUATION_BATCH]
+            repairs.extend(await self._evaluate_batch(batch, wall))
+        if repairs and self.repair:
+            await asyncio.gather(*(self._repair(*repair) for repair in repairs))
+
+    async def _evaluate_batch(
+        self,
+        work: list[tuple[MonitoredZone, list[ProbeResult], list[Any], dict[str, float]]],
+        wall: float,
+    ) -> list[tuple[MonitoredZone, ReplicaTarget, Any]]:
+        """Evaluate and record the zones of `work`, follow what each evaluation means;
+        the replicas to repair (their NOTIFY is sent once the whole step is evaluated)."""
         before = {zone.ref: self.histories.get(zone.ref) for zone, _, _, _ in work}
         evaluations = await self._record_all(work, wall)
         for item, evaluation in zip(work, evaluations, strict=True):
@@ -694,8 +714,7 @@ class SerialMonitor:
             keys = {target.pod: key for target, key in zone.replicas}
             behind = {target.pod: target for target in [*evaluation.repairs, *unannounced]}
             repairs.extend((zone, target, keys[pod]) for pod, target in sorted(behind.items()))
-        if repairs and self.repair:
-            await asyncio.gather(*(self._repair(*repair) for repair in repairs))
+        return repairs
 
     async def _record_all(
         self,
