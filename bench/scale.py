@@ -618,6 +618,7 @@ def run(
     profile: Path | None = None,
     rounds: int = 1,
     hook: Path | None = None,
+    census: bool = False,
 ) -> Figures:
     namespace = f"scale-{zones}-{uuid.uuid4().hex[:4]}"
     figures = Figures(zones)
@@ -733,7 +734,7 @@ def run(
                 )
             if hook:
                 figures.allocators_end = allocators.describe(
-                    allocators.read_allocators(pid, hook, trim=True)
+                    allocators.read_allocators(pid, hook, trim=True, census=census)
                 )
         finally:
             watch.stop()
@@ -962,6 +963,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "once converged, at the end (and what malloc_trim hands back then), and "
         "whenever its peak rose by 10 MiB while converging",
     )
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="with --allocators: at the end, the operator's objects by type (number, bytes)",
+    )
     args = parser.parse_args(argv)
 
     cluster = LocalCluster(args.cluster)
@@ -982,6 +988,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.profile,
             args.one_zone_rounds,
             hook,
+            args.census,
         )
     finally:
         if not args.keep_cluster:

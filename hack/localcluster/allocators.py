@@ -14,7 +14,9 @@ directory)` asks for it and waits. What is read there:
   libraries' buffers): in use, free inside its heaps, mapped for one large block;
   and `malloc_info(3)`, the same by heap (arena);
 - with `trim` (a file `trim` in the directory): VmRSS again after `malloc_trim(0)`
-  (what glibc would hand back).
+  (what glibc would hand back);
+- with `census` (after the rest): the objects by type, their number and bytes
+  (`sys.getsizeof`), the collector's containers and what they hold directly.
 
 (gdb cannot call into a process on this machine: "Couldn't write extended state
 status".)
@@ -93,6 +95,33 @@ def _sdns_allocators(*_):
     if trim:
         libc.malloc_trim(0)
         out["after_trim"] = status()
+    if os.path.exists(os.path.join(directory, "census")):
+        import gc
+
+        # Objects by type: the containers the collector tracks, and the strings,
+        # bytes and numbers they hold (each object once); sizes by sys.getsizeof.
+        census = {}
+        stack = gc.get_objects()
+        seen = {id(obj) for obj in stack}
+        seen.add(id(stack))
+        for obj in stack:
+            kind = type(obj)
+            entry = census.setdefault(f"{kind.__module__}.{kind.__qualname__}", [0, 0])
+            entry[0] += 1
+            entry[1] += sys.getsizeof(obj, 0)
+        while stack:
+            for each in gc.get_referents(stack.pop()):
+                if id(each) in seen:
+                    continue
+                seen.add(id(each))
+                stack.append(each)
+                kind = type(each)
+                entry = census.setdefault(f"{kind.__module__}.{kind.__qualname__}", [0, 0])
+                entry[0] += 1
+                entry[1] += sys.getsizeof(each, 0)
+        tracked = None
+        del tracked, seen
+        out["census"] = sorted(census.items(), key=lambda item: -item[1][1])[:40]
     with open(path + ".tmp", "w") as written:
         json.dump(out, written)
     os.rename(path + ".tmp", path)
@@ -112,14 +141,15 @@ def hook_environment(directory: Path, environment: Mapping[str, str]) -> dict[st
 
 
 def read_allocators(
-    pid: int, directory: Path, trim: bool = False, timeout: float = 60
+    pid: int, directory: Path, trim: bool = False, census: bool = False, timeout: float = 120
 ) -> dict[str, Any]:
     """The allocators of process `pid` (started with `hook_environment(directory)`)."""
     out = directory / "out.json"
     out.unlink(missing_ok=True)
-    (directory / "trim").unlink(missing_ok=True)
-    if trim:
-        (directory / "trim").touch()
+    for flag, wanted in (("trim", trim), ("census", census)):
+        (directory / flag).unlink(missing_ok=True)
+        if wanted:
+            (directory / flag).touch()
     os.kill(pid, SIGNAL)
     deadline = time.monotonic() + timeout
     while not out.exists():
@@ -192,6 +222,8 @@ def describe(read: dict[str, Any]) -> list[str]:
         f"{glibc['fordblks'] / mib:.1f} of {glibc['arena'] / mib:.1f}; heaps (system / free): "
         + ", ".join(f"{s / mib:.1f}/{f / mib:.1f}" for s, f in heaps)
     )
+    for name, (count, size) in read.get("census", []):
+        lines.append(f"census: {size / mib:7.2f} MiB {count:9d} {name}")
     if "after_trim" in read:
         after = read["after_trim"]
         lines.append(
