@@ -30,6 +30,8 @@ from secondary_dns.k8s.lease import LeaderElector, LeaseConfig
 
 log = logging.getLogger(__name__)
 EXIT_LOST_LEASE = 1
+
+
 def _lost_lease() -> None:
     logging.shutdown()
     sys.stderr.flush()
