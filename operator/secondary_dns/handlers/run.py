@@ -19,7 +19,6 @@ import os
 import sys
 
 import kopf
-from prometheus_client import start_http_server
 
 from secondary_dns import metrics
 from secondary_dns.handlers.malloc import limit_malloc_arenas
@@ -56,7 +55,7 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if metrics_port:
-        start_http_server(metrics_port)
+        metrics.serve_metrics(metrics_port)
     if health_port:
         serve_health(health_port)
     elector: LeaderElector | None = None
