@@ -202,9 +202,10 @@ class SerialMonitor:
         # address -> the zones (and pod) whose answer this report round took from its report
         self._reported: dict[str, list[tuple[ObjectRef, str]]] = {}
         self._next_report = -math.inf
-        # zone -> (the primary results, the replicas' answers, the expiry it was last
-        # evaluated with, when it is due again, the resourceVersion of the stored Zone
-        # its last full evaluation left, and when that was), for RECHECK_SECONDS.
+        # zone -> (a digest of the primary results, the replicas' answers and the
+        # expiry it was last evaluated with, when it is due again, the resourceVersion
+        # of the stored Zone its last full evaluation left, and when that was), for
+        # RECHECK_SECONDS.
         self._evaluated: dict[ObjectRef, tuple[bytes, float, str | None, float]]
         self._evaluated = {}
         # zone -> the primary results last taken into account (a new list: a new probe).
