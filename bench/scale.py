@@ -27,6 +27,11 @@ prints, each with how finely it is measured:
 - the shape of convergence: every 10 s from the first create, the Zones at each
   stage (no status, ConfigValid only, converged) and the zones each replica's agent
   serves (its `/zones` as last looked at), so a slow part shows as itself;
+- with --allocators: the operator's allocators read from inside it
+  (`localcluster.allocators`: pymalloc, glibc malloc, VmRSS after malloc_trim)
+  once converged and at the end, and whenever its VmHWM rose by 10 MiB while it
+  converged; its VmRSS is sampled every 0.5 s from the first create and the
+  highest of each 10 s printed beside the progress lines (what builds the peak);
 - with --profile FILE: py-spy samples of the operator from the first create until
   every Zone converged (FILE with .converge before its suffix) and in the quiet
   minute (FILE), each printed as the functions most often on the stack.
@@ -68,7 +73,7 @@ import dns.rdatatype
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from localcluster import netns, release
+from localcluster import allocators, netns, release
 from localcluster.cluster import LocalCluster
 from localcluster.constants import PRIMARY_ADDRESS
 from localcluster.named import PrimaryServer, TsigCredentials, make_zone
@@ -456,6 +461,10 @@ class Figures:
     converged_seconds: float = 0.0
     rss_mib: float = 0.0
     peak_rss_mib: float = 0.0
+    # --allocators: what the operator's allocators held once converged, at the end
+    # (after the quiet minute and the one-Zone changes), and after malloc_trim then.
+    allocators_converged: list[str] = field(default_factory=list)
+    allocators_end: list[str] = field(default_factory=list)
     cpu_percent: float = 0.0
     quiet_seconds: float = 0.0
     quiet_writes: dict[str, float] = field(default_factory=dict)
@@ -474,6 +483,48 @@ class Figures:
     converge_cpu_percent: float = 0.0
     # Seconds after the first create -> the Zones at each stage (every ~10 s).
     curve: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+
+
+class MemoryWatch:
+    """The operator's VmRSS every 0.5 s (a thread): the highest of each 10 s printed;
+    with a hook (`localcluster.allocators`), its allocators read whenever VmHWM
+    rose by `step` MiB since the last read (at most one read every 5 s)."""
+
+    def __init__(self, pid: int, since: float, hook: Path | None, step: float = 10.0) -> None:
+        self.pid, self.since, self.hook, self.step = pid, since, hook, step
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        highest, window_end = 0.0, self.since + 10
+        read_at_hwm, last_read = _proc_status(self.pid, "VmHWM"), 0.0
+        while not self.stop.wait(0.5):
+            try:
+                rss, hwm = _proc_status(self.pid, "VmRSS"), _proc_status(self.pid, "VmHWM")
+            except (OSError, ValueError):
+                return
+            highest = max(highest, rss)
+            now = time.monotonic()
+            if now >= window_end:
+                print(
+                    f"  {now - self.since:6.1f} s  operator VmRSS up to {highest:.0f} MiB "
+                    f"in the last 10 s (VmHWM {hwm:.0f})",
+                    flush=True,
+                )
+                highest, window_end = 0.0, window_end + 10
+            if self.hook and hwm >= read_at_hwm + self.step and now - last_read >= 5:
+                read_at_hwm, last_read = hwm, now
+                lines = allocators.describe(allocators.read_allocators(self.pid, self.hook))
+                for line in lines:
+                    print(f"  {now - self.since:6.1f} s  allocators: {line}", flush=True)
 
 
 def create_zones(api: Any, namespace: str, indices: Sequence[int]) -> None:
@@ -566,6 +617,8 @@ def run(
     quiet_seconds: float,
     profile: Path | None = None,
     rounds: int = 1,
+    hook: Path | None = None,
+    census: bool = False,
 ) -> Figures:
     namespace = f"scale-{zones}-{uuid.uuid4().hex[:4]}"
     figures = Figures(zones)
@@ -580,7 +633,12 @@ def run(
         primary_for(cluster, workdir / "primary", zones + rounds) as primary,
         # A process: its RSS and CPU are read from /proc of operator.process.
         run_operator(
-            cluster, workdir / "operator.log", operators=1, relays=1, pods=False
+            cluster,
+            workdir / "operator.log",
+            operators=1,
+            relays=1,
+            pods=False,
+            extra_env=allocators.hook_environment(hook, os.environ) if hook else None,
         ) as operator,
     ):
         ensure_namespace(cluster, namespace)
@@ -612,7 +670,10 @@ def run(
             # Waited for in a thread from the first create: its progress lines cover
             # the creation too.
             served_stop = threading.Event()
-            with concurrent.futures.ThreadPoolExecutor(2) as waiter:
+            with (
+                concurrent.futures.ThreadPoolExecutor(2) as waiter,
+                MemoryWatch(pid, started, hook),
+            ):
                 waited = waiter.submit(
                     watch.wait_all_converged, zones, max(1800.0, zones * 0.5), started
                 )
@@ -641,6 +702,12 @@ def run(
             print(f"  API writes meanwhile: {breakdown(figures.creation_writes)}", flush=True)
             figures.rss_mib = _proc_status(pid, "VmRSS")
             figures.peak_rss_mib = _proc_status(pid, "VmHWM")
+            if hook:
+                figures.allocators_converged = allocators.describe(
+                    allocators.read_allocators(pid, hook)
+                )
+                for line in figures.allocators_converged:
+                    print(f"  allocators once converged: {line}", flush=True)
             time.sleep(5)
             writes_before = api_writes(operator)
             cpu_before = cpu_seconds(pid)
@@ -664,6 +731,10 @@ def run(
             for extra in extras:
                 figures.one_zone += one_zone_changes(
                     operator, custom, namespace, addresses, extra, watch
+                )
+            if hook:
+                figures.allocators_end = allocators.describe(
+                    allocators.read_allocators(pid, hook, trim=True, census=census)
                 )
         finally:
             watch.stop()
@@ -841,6 +912,14 @@ def print_figures(figures: Figures) -> None:
         )
         for at, counts in figures.curve:
             print(f"  {at:6.1f} s  {progress_text(counts)}")
+    for when, lines in (
+        ("once converged", figures.allocators_converged),
+        ("at the end (after the quiet minute and the one-Zone changes)", figures.allocators_end),
+    ):
+        if lines:
+            print(f"\noperator's allocators {when}, MiB:")
+            for line in lines:
+                print(f"  {line}")
     if figures.converge_profile:
         print(
             "\nfirst create until converged, operator functions by share of GIL-holding "
@@ -877,6 +956,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "converged (raw stacks to FILE with .converge before its suffix) and in the "
         "quiet minute (raw stacks to FILE); top functions of each are printed",
     )
+    parser.add_argument(
+        "--allocators",
+        action="store_true",
+        help="read the operator's allocators from inside it (pymalloc, glibc malloc) "
+        "once converged, at the end (and what malloc_trim hands back then), and "
+        "whenever its peak rose by 10 MiB while converging",
+    )
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="with --allocators: at the end, the operator's objects by type (number, bytes)",
+    )
     args = parser.parse_args(argv)
 
     cluster = LocalCluster(args.cluster)
@@ -888,8 +979,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     try:
+        hook = workdir / "allocators" if args.allocators else None
         figures = run(
-            cluster, workdir, args.zones, args.quiet_seconds, args.profile, args.one_zone_rounds
+            cluster,
+            workdir,
+            args.zones,
+            args.quiet_seconds,
+            args.profile,
+            args.one_zone_rounds,
+            hook,
+            args.census,
         )
     finally:
         if not args.keep_cluster:

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import dns.name
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    ThreadingWSGIServer,
+    generate_latest,
+)
 from prometheus_client.registry import Collector
 
 API_WRITES = Counter(
@@ -255,51 +262,64 @@ class _SerialCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return [family.family() for family in _FAMILIES]
 
-    def collect(self) -> Iterable[Metric]:
-        families = {family.name: family.family() for family in _FAMILIES}
+    def collect(self) -> Iterator[Metric]:
+        """One family at a time: `serve_metrics` formats and sends each before the
+        next is made, so only one family's samples are alive at once."""
         with self._lock:
             zones = [(key, _snapshot(series)) for key, series in self._zones.items()]
-        for (namespace, zone), (primary, refresh, expire, regressed, seen_at, replicas) in zones:
-            labels = [namespace, zone]
-            for family, value in (
-                (ZONE_PRIMARY_SERIAL, primary),
-                (ZONE_SOA_REFRESH, refresh),
-                (ZONE_SOA_EXPIRE, expire),
-                (ZONE_SERIAL_REGRESSED, None if regressed is None else int(regressed)),
-                (ZONE_LAST_PROBE, seen_at),
-            ):
+        for index, family in enumerate(_ZONE_FAMILIES):
+            metric = family.family()
+            for (namespace, zone), values in zones:
+                value = values[index]
                 if value is not None:
-                    families[family.name].add_metric(labels, float(value))
-            for server, pod, engine, serial, in_sync, behind in replicas:
-                replica_labels = [namespace, zone, server, pod, engine]
-                if serial is not None:
-                    families[REPLICA_SERIAL.name].add_metric(replica_labels, float(serial))
-                families[REPLICA_IN_SYNC.name].add_metric(replica_labels, 1.0 if in_sync else 0.0)
-                families[REPLICA_SECONDS_BEHIND.name].add_metric(replica_labels, behind)
-        return list(families.values())
+                    metric.add_metric([namespace, zone], float(value))
+            yield metric
+        for family, sample in (
+            (REPLICA_SERIAL, _replica_serial),
+            (REPLICA_IN_SYNC, _replica_in_sync),
+            (REPLICA_SECONDS_BEHIND, _replica_seconds_behind),
+        ):
+            metric = family.family()
+            for (namespace, zone), values in zones:
+                for server, pod, engine, serial, in_sync, behind in values[-1]:
+                    value = sample(serial, in_sync, behind)
+                    if value is not None:
+                        metric.add_metric([namespace, zone, server, pod, engine], value)
+            yield metric
+
+
+def _replica_serial(serial: int | None, in_sync: bool, behind: float) -> float | None:
+    return None if serial is None else float(serial)
+
+
+def _replica_in_sync(serial: int | None, in_sync: bool, behind: float) -> float | None:
+    return 1.0 if in_sync else 0.0
+
+
+def _replica_seconds_behind(serial: int | None, in_sync: bool, behind: float) -> float | None:
+    return behind
 
 
 def _snapshot(series: _ZoneSeries) -> tuple[Any, ...]:
+    """The zone's values in the order of _ZONE_FAMILIES, then its replicas."""
     return (
         series.primary_serial,
+        series.seen_at,
         series.refresh,
         series.expire,
-        series.regressed,
-        series.seen_at,
+        None if series.regressed is None else int(series.regressed),
         series.replicas,
     )
 
 
-_FAMILIES = (
+_ZONE_FAMILIES = (
     ZONE_PRIMARY_SERIAL,
     ZONE_LAST_PROBE,
     ZONE_SOA_REFRESH,
     ZONE_SOA_EXPIRE,
     ZONE_SERIAL_REGRESSED,
-    REPLICA_SERIAL,
-    REPLICA_IN_SYNC,
-    REPLICA_SECONDS_BEHIND,
 )
+_FAMILIES = (*_ZONE_FAMILIES, REPLICA_SERIAL, REPLICA_IN_SYNC, REPLICA_SECONDS_BEHIND)
 _SERIAL = _SerialCollector()
 REGISTRY.register(_SERIAL)
 
@@ -354,3 +374,59 @@ def record_primary_seen(namespace: str, zone: dns.name.Name | str, seen_at: floa
 def forget_zone(namespace: str, zone: dns.name.Name | str) -> None:
     """Remove every serial series of a zone (deleted, or no longer served here)."""
     _SERIAL.forget(namespace, _zone_text(zone))
+
+
+# ---- the /metrics server
+#
+# prometheus_client's own server formats every line of every family, joins them and
+# sends the whole: at 10,000 Zones 140,000 samples, 17.4 MiB of text, a peak of
+# ~68 MiB at every scrape (tracemalloc), and the small strings of its lines left
+# Python's arenas partly used (bench/scale.py --allocators: 311 MiB after about ten
+# scrapes, 52.6 MiB of it unused pools). This one sends the same text format a family
+# at a time, each formatted by prometheus_client as it comes from its collector.
+
+
+class _OneMetric(Collector):
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def collect(self) -> Iterable[Metric]:
+        return [self.metric]
+
+
+def exposition(registry: Collector = REGISTRY, gzipped: bool = False) -> Iterator[bytes]:
+    """The text format of `registry`, one family at a time (gzip's, when asked)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS) if gzipped else None
+    for metric in registry.collect():
+        text = generate_latest(_OneMetric(metric))
+        yield compressor.compress(text) if compressor is not None else text
+    if compressor is not None:
+        yield compressor.flush()
+
+
+def metrics_app(registry: Collector = REGISTRY) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app answering every GET with `exposition(registry)`, streamed."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        headers = [("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return exposition(registry, gzipped)
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+def serve_metrics(port: int, address: str = "0.0.0.0") -> WSGIServer:
+    """/metrics of the default registry on `port`, in a daemon thread."""
+    server = make_server(
+        address, port, metrics_app(), ThreadingWSGIServer, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

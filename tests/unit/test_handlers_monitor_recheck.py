@@ -393,6 +393,32 @@ def test_a_slow_status_write_holds_up_no_other_zone(monkeypatch: pytest.MonkeyPa
     assert len(written) == len(zones) - 1
 
 
+def test_a_step_evaluates_its_zones_a_batch_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 Zones served in one report were evaluated in one piece: every evaluation
+    (about 6 KB) held until the last of 10,000 status writes, a peak of ~65 MiB the
+    allocator kept once converged (bench/scale.py --allocators). Now EVALUATION_BATCH
+    at a time, one batch after the other, each zone once."""
+    zones = [monitored(f"z{index:02d}") for index in range(10)]
+    network = Network(zones)
+    monkeypatch.setattr(monitor_module, "fetch_raw", network.fetch_raw)
+    monkeypatch.setattr(monitor_module, "probe_all", network.probe_all)
+    monkeypatch.setattr(monitor_module, "EVALUATION_BATCH", 4)
+    watcher = CountingMonitor(zones)
+    batches: list[list[str]] = []
+    record_all = watcher._record_all
+
+    async def recording(work: Any, wall: float) -> Any:
+        batches.append([zone.ref.name for zone, *_ in work])
+        assert len(watcher.evaluated) == sum(map(len, batches[:-1])), "batches overlapped"
+        return await record_all(work, wall)
+
+    monkeypatch.setattr(watcher, "_record_all", recording)
+    asyncio.run(watcher.round())
+    assert [len(batch) for batch in batches] == [4, 4, 2]
+    assert sorted(name for batch in batches for name in batch) == [z.ref.name for z in zones]
+    assert sorted(name for _, name in watcher.evaluated) == [z.ref.name for z in zones]
+
+
 def test_a_report_round_asks_the_zones_a_report_leaves_out_within_a_budget_in_turn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -555,6 +555,22 @@ def test_a_publish_writes_its_shards_at_once_and_the_root_after_every_one(
     assert served_zones(api) == sorted([f"{name}." for name in names] + ["example.com."])
 
 
+def test_zones_naming_the_same_key_secret_share_what_the_planner_keeps_of_it() -> None:
+    """The Secrets each Zone names are kept (to redraft its users when one changes): one
+    set for all the Zones that name the same ones, and each is still served with it."""
+    api = declared_namespace()
+    api.apply(tsig_secret())
+    for name, zone in (("example-com", "example.com"), ("example-org", "example.org")):
+        primaries = [{"address": "192.0.2.2", "tsigKeySecretRef": {"name": "tsig"}}]
+        api.apply(zone_manifest(name, zone, primaries=primaries))
+    operator = start_operator(api)
+    operator.reconcile_server("edge")
+    planner = operator.controller.servers.models[ObjectRef(NS, "edge")].builder.planner
+    com, org = (planner._secrets_of[ObjectRef(NS, name)] for name in ("example-com", "example-org"))
+    assert com and com is org
+    assert sorted(served_zones(api)) == ["example.com.", "example.org."]
+
+
 def test_zones_with_equal_primaries_share_them_in_what_the_reconciler_keeps() -> None:
     """Each Zone's parsed spec and plan are kept; equal parts (the same primaries,
     ACL, servers) are one object for all of them, and every Zone is still served."""

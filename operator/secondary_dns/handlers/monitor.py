@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import math
 import threading
@@ -130,6 +131,14 @@ UNREPORTED_PROBES = 128
 # cores), so 16 writers asked of it were 6, and the 16 fixed shares of the zones
 # they were handed ended one after the other (4 writing at the end of a step).
 STATUS_WRITERS = 16
+# Zones evaluated (and written) together, at most: a step that evaluates more takes
+# them this many at a time, so that what one evaluation builds (about 6 KB: its
+# conditions and replica statuses) is held for this many zones, not for every zone
+# of the step until its last write. 10,000 Zones whose replicas served them in one
+# report held about 65 MiB of evaluations at once, a peak the Python allocator kept
+# as free space once converged (bench/scale.py --allocators). 32 a writer keeps
+# every writer busy but at the end of each batch.
+EVALUATION_BATCH = 32 * STATUS_WRITERS
 
 
 @dataclass
@@ -221,10 +230,11 @@ class SerialMonitor:
         # address -> the zones (and pod) whose answer this report round took from its report
         self._reported: dict[str, list[tuple[ObjectRef, str]]] = {}
         self._next_report = -math.inf
-        # zone -> (the primary results, the replicas' answers, the expiry it was last
-        # evaluated with, when it is due again, the resourceVersion of the stored Zone
-        # its last full evaluation left, and when that was), for RECHECK_SECONDS.
-        self._evaluated: dict[ObjectRef, tuple[object, object, object, float, str | None, float]]
+        # zone -> (a digest of the primary results, the replicas' answers and the
+        # expiry it was last evaluated with, when it is due again, the resourceVersion
+        # of the stored Zone its last full evaluation left, and when that was), for
+        # RECHECK_SECONDS.
+        self._evaluated: dict[ObjectRef, tuple[bytes, float, str | None, float]]
         self._evaluated = {}
         # zone -> the primary results last taken into account (a new list: a new probe).
         self._probed_at: dict[ObjectRef, list[ProbeResult]] = {}
@@ -433,7 +443,7 @@ class SerialMonitor:
             # Zones whose reports said what they said last round are evaluated only
             # when due again (RECHECK_SECONDS), and a zone never evaluated yet is due.
             evaluated = self._evaluated
-            learnt.update(ref for ref in zones if ref not in evaluated or evaluated[ref][3] <= now)
+            learnt.update(ref for ref in zones if ref not in evaluated or evaluated[ref][1] <= now)
             for check in self._choose_spot_checks():
                 zone = zones[check.ref]
                 spot.append((len(questions.requests), check))
@@ -658,30 +668,29 @@ class SerialMonitor:
             and all(result.error is None for result in primary_results)
             and all(serial in serials and error is None for _, _, serial, error in answers)
         )
-        same = (
-            in_sync
-            and last is not None
-            and last[0] == primary_answers
-            and last[1] == answers
-            and last[2] == expiry_key
-        )
+        # Kept as a digest of their text: the answers themselves (each a tuple of
+        # tuples, floats and strings) were 7.3 MiB at 10,000 Zones (bench/memory.py).
+        inputs = hashlib.blake2b(
+            repr((primary_answers, answers, expiry_key)).encode(), digest_size=16
+        ).digest()
+        same = in_sync and last is not None and last[0] == inputs
         if same and last is not None:
-            if now < last[3]:
+            if now < last[1]:
                 return True
-            version = last[4]
+            version = last[2]
             if (
-                now - last[5] < FULL_RECHECK_SECONDS
+                now - last[3] < FULL_RECHECK_SECONDS
                 and version is not None
                 and self._stored_version(ref) == version
             ):
                 # Due, but nothing it reads changed, its stored status included.
                 next_due = recheck_at(ref, now, RECHECK_SECONDS)
-                self._evaluated[ref] = (*last[:3], next_due, version, last[5])
+                self._evaluated[ref] = (inputs, next_due, version, last[3])
                 return True
         # Out of sync: due at every report round (Stale and repairs wait for graces
         # measured in time, and the answers may not change meanwhile).
         due = recheck_at(ref, now, RECHECK_SECONDS) if in_sync else now
-        self._evaluated[ref] = (primary_answers, answers, expiry_key, due, None, now)
+        self._evaluated[ref] = (inputs, due, None, now)
         return False
 
     def _stored(self, ref: ObjectRef) -> Mapping[str, Any] | None:
@@ -743,8 +752,20 @@ class SerialMonitor:
                 continue
             self._probed_at[ref] = primary_results
             work.append((zone, primary_results, replica_results, expiry))
-        if not work:
-            return
+        repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
+        for start in range(0, len(work), EVALUATION_BATCH):
+            batch = work[start : start + EVALUATION_BATCH]
+            repairs.extend(await self._evaluate_batch(batch, wall))
+        if repairs and self.repair:
+            await asyncio.gather(*(self._repair(*repair) for repair in repairs))
+
+    async def _evaluate_batch(
+        self,
+        work: list[tuple[MonitoredZone, list[ProbeResult], list[Any], dict[str, float]]],
+        wall: float,
+    ) -> list[tuple[MonitoredZone, ReplicaTarget, Any]]:
+        """Evaluate and record the zones of `work`, follow what each evaluation means;
+        the replicas to repair (their NOTIFY is sent once the whole step is evaluated)."""
         before = {zone.ref: self.histories.get(zone.ref) for zone, _, _, _ in work}
         evaluations = await self._record_all(work, wall)
         for item, evaluation in zip(work, evaluations, strict=True):
@@ -752,7 +773,7 @@ class SerialMonitor:
             if evaluation is not None and last is not None:
                 # The version its status was compared with (or written as) just now.
                 version = self._written_version(item[0].ref, evaluation)
-                self._evaluated[item[0].ref] = (*last[:4], version, last[5])
+                self._evaluated[item[0].ref] = (*last[:2], version, last[3])
         now = self.clock()
         repairs: list[tuple[MonitoredZone, ReplicaTarget, Any]] = []
         for (zone, _, _, _), evaluation in zip(work, evaluations, strict=True):
@@ -763,8 +784,7 @@ class SerialMonitor:
             keys = {target.pod: key for target, key in zone.replicas}
             behind = {target.pod: target for target in [*evaluation.repairs, *unannounced]}
             repairs.extend((zone, target, keys[pod]) for pod, target in sorted(behind.items()))
-        if repairs and self.repair:
-            await asyncio.gather(*(self._repair(*repair) for repair in repairs))
+        return repairs
 
     async def _record_all(
         self,

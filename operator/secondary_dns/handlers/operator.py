@@ -38,6 +38,7 @@ from secondary_dns.api.fields import parse_cidr_list
 from secondary_dns.dns.wakeup import NotifyListener
 from secondary_dns.handlers.controller import Controller
 from secondary_dns.handlers.events import ApiEventPoster
+from secondary_dns.handlers.malloc import release_free_memory
 from secondary_dns.handlers.monitor import SerialMonitor
 from secondary_dns.handlers.watches import add_watches
 from secondary_dns.k8s.api import Cluster, KubernetesTransport, new_api_client
@@ -163,6 +164,9 @@ def _resync(operator: Controller, opts: OperatorOptions, stop: threading.Event) 
             operator.resync(full)
         except Exception:  # the next round tries again; one failure must not end resyncs
             log.exception("resync failed")
+        # What a burst freed (a round's reports, a publish, the status writes of many
+        # Zones) stays in glibc's heaps otherwise; a few ms each time (handlers/malloc.py).
+        release_free_memory()
         stop.wait(min(opts.secret_retry_seconds, opts.resync_seconds))
 
 

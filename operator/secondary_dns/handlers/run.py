@@ -14,15 +14,14 @@ way out, so a rolling update hands over within a retry period.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import sys
 
 import kopf
-from prometheus_client import start_http_server
 
 from secondary_dns import metrics
+from secondary_dns.handlers.malloc import limit_malloc_arenas
 from secondary_dns.handlers.operator import OperatorOptions
 from secondary_dns.health import serve_health
 from secondary_dns.k8s.api import KubernetesTransport, new_api_client
@@ -30,26 +29,6 @@ from secondary_dns.k8s.lease import LeaderElector, LeaseConfig
 
 log = logging.getLogger(__name__)
 EXIT_LOST_LEASE = 1
-# glibc's malloc gives every thread that allocates an arena of its own, up to 8 per
-# core, and memory freed in one arena serves only that arena's threads. The operator
-# has ~25 threads (workers, informers, status writers, the metrics server): at 3,000
-# Zones the 15 arenas besides the main one held 22 MiB, 12 MiB of it free. Two keep the
-# freed memory where the next allocation finds it (MALLOC_ARENA_MAX=2, the setting
-# commonly given to multi-threaded Python services); the environment variable, when
-# set, wins.
-MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # mallopt(3)
-
-
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas before threads start; False where it does not apply."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False  # the user's own setting, which glibc read at start
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False  # no mallopt (not glibc)
-    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def _lost_lease() -> None:
@@ -76,7 +55,7 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if metrics_port:
-        start_http_server(metrics_port)
+        metrics.serve_metrics(metrics_port)
     if health_port:
         serve_health(health_port)
     elector: LeaderElector | None = None
