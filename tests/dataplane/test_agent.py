@@ -16,12 +16,12 @@ from typing import Any
 import dns.name
 import pytest
 
-from localcluster.named import NamedFleet, TsigCredentials, make_zone
+from localcluster.named import NamedFleet, PrimaryServer, TsigCredentials, make_zone
 from localcluster.waiting import wait_for
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import shard_file_name
 from secondary_dns.render.shards import shard_of
-from tests.agent_configs import PrimaryZone
+from tests.agent_configs import Bundle, PrimaryZone
 from tests.dataplane.agent_harness import AgentPod
 from tests.dataplane.engines import ENGINES, Engine
 
@@ -278,16 +278,21 @@ def test_named_takes_zones_one_by_one_and_still_restarts_and_reloads(
         pod.wait_until_serving("b.test.", 2)
         pod.wait_for_annotation(A, first.config_hash)
 
-        added = pod.bundle(
-            [
-                PrimaryZone("a.test.", primary.address),
-                PrimaryZone("b.test.", primary.address),
-                PrimaryZone("c.test.", primary.address),
-            ]
-        )
-        pod.publish(added)
-        pod.wait_until_serving("c.test.", 3)
-        pod.wait_for_annotation(A, added.config_hash)
+        def serve(b: PrimaryServer, then: str, serial: int) -> Bundle:
+            """a.test and c.test from `primary`, b.test from `b`; published and applied."""
+            bundle = pod.bundle(
+                [
+                    PrimaryZone("a.test.", primary.address),
+                    PrimaryZone("b.test.", b.address),
+                    PrimaryZone("c.test.", primary.address),
+                ]
+            )
+            pod.publish(bundle)
+            pod.wait_until_serving(then, serial)
+            pod.wait_for_annotation(A, bundle.config_hash)
+            return bundle
+
+        serve(primary, "c.test.", 3)
 
         moved = pod.bundle(
             [PrimaryZone("b.test.", other.address), PrimaryZone("c.test.", primary.address)]
@@ -312,16 +317,7 @@ def test_named_takes_zones_one_by_one_and_still_restarts_and_reloads(
 
         # A change only a reconfigure applies (the main file) after more zones came
         # one by one: named takes it, and serves every zone still.
-        again = pod.bundle(
-            [
-                PrimaryZone("a.test.", primary.address),
-                PrimaryZone("b.test.", other.address),
-                PrimaryZone("c.test.", primary.address),
-            ]
-        )
-        pod.publish(again)
-        pod.wait_until_serving("a.test.", 1)
-        pod.wait_for_annotation(A, again.config_hash)
+        again = serve(other, "a.test.", 1)
         main = engine.main_file
         reload_only = again.with_file(
             main,

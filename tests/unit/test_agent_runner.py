@@ -311,6 +311,31 @@ def test_a_look_the_engine_does_not_answer_keeps_what_the_last_one_saw(layout: P
     assert agent.metrics.failed_looks._value.get() >= 1
 
 
+def no_draw(low: float, high: float) -> float:
+    raise AssertionError("a pod with an ordinal draws no random wait")
+
+
+def replica(
+    layout: PodLayout,
+    source: StaticConfigSource,
+    control: ScriptedControl,
+    now: list[float],
+    pod: str,
+) -> Agent:
+    """The agent of a StatefulSet pod (its ordinal sets its wave), on the clock `now`."""
+    return Agent(
+        layout,
+        source,
+        MemoryPodReporter(),
+        control,
+        ScriptedProbe(),
+        clock=lambda: now[0],
+        apply_jitter=2.0,
+        uniform=no_draw,
+        pod=pod,
+    )
+
+
 @pytest.mark.parametrize(
     ("pod", "answers_while_reloading", "waits"),
     [("edge-0", False, False), ("edge-1", False, True), ("edge-1", True, False)],
@@ -327,20 +352,7 @@ def test_replicas_apply_a_change_in_two_waves_by_ordinal(
     control = ScriptedControl(layout)
     control.answers_while_reloading = answers_while_reloading
 
-    def no_draw(low: float, high: float) -> float:
-        raise AssertionError("a pod with an ordinal draws no random wait")
-
-    agent = Agent(
-        layout,
-        source,
-        MemoryPodReporter(),
-        control,
-        ScriptedProbe(),
-        clock=lambda: now[0],
-        apply_jitter=2.0,
-        uniform=no_draw,
-        pod=pod,
-    )
+    agent = replica(layout, source, control, now, pod)
     agent.start()
     agent.step()
     assert agent.applied is not None and agent.last_apply is not None
@@ -413,16 +425,7 @@ def test_a_zone_added_or_removed_is_applied_zone_by_zone_by_every_replica_at_onc
     first = bundle(layout, "a.test.", "b.test.")
     source = StaticConfigSource(shards_of(first), key_secret_of(first))
     control = ScriptedControl(layout, zone_by_zone=True)
-    agent = Agent(
-        layout,
-        source,
-        MemoryPodReporter(),
-        control,
-        ScriptedProbe(),
-        clock=lambda: now[0],
-        apply_jitter=2.0,
-        pod=pod,
-    )
+    agent = replica(layout, source, control, now, pod)
     agent.start()
     agent.step()
     assert agent.applied is not None and control.reconfigs == 0 and control.zone_calls == []
