@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 from pathlib import Path, PurePosixPath
 
+import pytest
+
 from secondary_dns.agent import named
 from secondary_dns.agent.control import ReloadResult, ZoneChanges
 from secondary_dns.agent.engine import empty_new_zones
@@ -147,3 +149,20 @@ def test_a_reload_and_an_engine_start_empty_named_s_zone_database(tmp_path: Path
     empty_new_zones(layout, agent_contract.ENGINE_BIND9, err)
     assert database.is_dir()  # named needs it to exist
     assert named.MAX_ZONE_COMMANDS == MAX_ZONE_COMMANDS
+
+
+def test_a_database_that_cannot_be_emptied_does_not_stop_the_reload(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """named then says what is wrong ("already exists"), and the agent reports it as
+    a refused configuration; an exception here would fail every pass instead."""
+    layout = PodLayout(PurePosixPath(tmp_path))
+    database = Path(layout.new_zones_dir)
+    database.mkdir(parents=True)
+    (database / "_default.nzd").mkdir()  # a directory: unlink() raises IsADirectoryError
+    control = Rndc(layout)
+    assert control.reload().ok and control.calls == [("reconfig",)]
+    assert "could not empty" in caplog.text
+    err = io.StringIO()
+    empty_new_zones(layout, agent_contract.ENGINE_BIND9, err)
+    assert "could not empty" in err.getvalue()

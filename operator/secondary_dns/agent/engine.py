@@ -82,11 +82,15 @@ def empty_new_zones(layout: PodLayout, engine: str, err: TextIO) -> None:
         return
     directory = Path(layout.new_zones_dir)
     removed = 0
-    if directory.is_dir():
-        for entry in directory.iterdir():
+    try:
+        for entry in directory.iterdir() if directory.is_dir() else ():
             entry.unlink()
             removed += 1
-    directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        # named says why it cannot start, if it cannot; nothing else is gained by stopping.
+        print(f"secondary-dns engine: could not empty {directory}: {error}", file=err, flush=True)
+        return
     if removed:
         print(
             f"secondary-dns engine: emptied {directory} (zones added without a reload; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import urllib.error
@@ -33,6 +34,8 @@ from secondary_dns.api import TsigKey, agent_contract
 from secondary_dns.api.agent_contract import PodLayout, ZoneState
 from secondary_dns.render import render_key_file
 from secondary_dns.render.engine import DEFAULT_RNDC_KEY_NAME
+
+log = logging.getLogger(__name__)
 
 # rndc calls in flight at once for a refresh of several zones (each is a process
 # and a connection to named's control channel, which serves them one by one).
@@ -179,10 +182,14 @@ class NamedControl:
         that is in both ("already exists"). An unlinked database stays named's
         until this reconfigure opens a new, empty one.
         """
-        directory = Path(self.layout.new_zones_dir)
-        if directory.is_dir():
-            for entry in directory.iterdir():
+        try:
+            directory = Path(self.layout.new_zones_dir)
+            for entry in directory.iterdir() if directory.is_dir() else ():
                 entry.unlink()
+        except OSError as error:
+            # named then refuses a zone it holds twice ("already exists"), which the
+            # agent reports like any refused configuration; it must not stop here.
+            log.error("could not empty %s: %s", self.layout.new_zones_dir, error)
         return self._rndc("reconfig")
 
     def zone_changes(
