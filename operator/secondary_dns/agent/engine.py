@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from secondary_dns.agent.knot import knotd_argv
-from secondary_dns.agent.named import named_argv
+from secondary_dns.agent.named import empty_new_zones_dir, named_argv
 from secondary_dns.api import agent_contract
 from secondary_dns.api.agent_contract import PodLayout
 
@@ -80,13 +80,9 @@ def empty_new_zones(layout: PodLayout, engine: str, err: TextIO) -> None:
     """
     if engine != agent_contract.ENGINE_BIND9:
         return
-    directory = Path(layout.new_zones_dir)
-    removed = 0
+    directory = layout.new_zones_dir
     try:
-        for entry in directory.iterdir() if directory.is_dir() else ():
-            entry.unlink()
-            removed += 1
-        directory.mkdir(parents=True, exist_ok=True)
+        removed = empty_new_zones_dir(layout)
     except OSError as error:
         # named says why it cannot start, if it cannot; nothing else is gained by stopping.
         print(f"secondary-dns engine: could not empty {directory}: {error}", file=err, flush=True)

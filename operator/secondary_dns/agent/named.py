@@ -117,6 +117,18 @@ def named_zone_changes(running: Mapping[str, str], files: Mapping[str, str]) -> 
     return changes if len(changes) <= MAX_ZONE_COMMANDS else None
 
 
+def empty_new_zones_dir(layout: PodLayout) -> int:
+    """Empty named's database of zones added by `rndc addzone` (and make its
+    directory, which named needs); how many files it held. Raises OSError."""
+    directory = Path(layout.new_zones_dir)
+    removed = 0
+    for entry in directory.iterdir() if directory.is_dir() else ():
+        entry.unlink()
+        removed += 1
+    directory.mkdir(parents=True, exist_ok=True)
+    return removed
+
+
 def named_argv(named: str, layout: PodLayout) -> list[str]:
     # -g: foreground, everything to stderr (the container log); no -u: the pod
     # already runs as a non-root user and named must not try to switch.
@@ -183,9 +195,7 @@ class NamedControl:
         until this reconfigure opens a new, empty one.
         """
         try:
-            directory = Path(self.layout.new_zones_dir)
-            for entry in directory.iterdir() if directory.is_dir() else ():
-                entry.unlink()
+            empty_new_zones_dir(self.layout)
         except OSError as error:
             # named then refuses a zone it holds twice ("already exists"), which the
             # agent reports like any refused configuration; it must not stop here.
